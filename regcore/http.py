@@ -1,0 +1,111 @@
+"""Middlewares and helpers shared by the origin and edge aiohttp applications.
+
+- :func:`error_middleware` turns :class:`~regcore.errors.RegistryError` (and aiohttp's own
+  404/405/413) into the spec's JSON envelope; an unexpected exception becomes a 500 with no
+  internals in the body (it is logged with its traceback instead).
+- :func:`headers_middleware` adds ``Docker-Distribution-API-Version`` to every answer.
+- :func:`path_guard_middleware` refuses encoded slashes, ``..`` and NUL in ``/v2/`` paths
+  before routing, so a name can never address anything outside its repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from regcore import errors
+
+log = logging.getLogger("quayside.http")
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Route pieces: names may contain slashes; validation (NAME_INVALID) happens in handlers.
+NAME = r"{name:[^?#]+?}"
+DIGEST = r"{digest:[^/]+}"
+REFERENCE = r"{reference:[^/]+}"
+UPLOAD_ID = r"{upload_id:[^/]+}"
+
+_BAD_RAW = re.compile(r"%2[fF]|%00|%5[cC]|%2[eE]%2[eE]")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.RegistryError as err:
+        if request.method == "HEAD":
+            # HEAD answers carry no body, but keep status and headers.
+            return web.Response(status=err.status, headers={**dict([API_VERSION_HEADER]), **err.headers})
+        return errors.error_response(err)
+    except web.HTTPException as exc:
+        if exc.status == 404 and request.path.startswith("/v2/"):
+            return errors.error_response(errors.NameUnknown(message="not found"))
+        if exc.status == 405:
+            return errors.error_response(errors.MethodNotAllowed(request.method))
+        if exc.status == 413:
+            return errors.error_response(errors.SizeTooLarge())
+        raise
+    except (ConnectionResetError, TimeoutError) as exc:
+        # Client went away or a deadline passed mid-answer: nothing useful to send.
+        log.info("request aborted", extra={"path": request.path, "error": type(exc).__name__})
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return errors.error_response(errors.Internal())
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resp = await handler(request)
+    if not resp.prepared:
+        resp.headers.setdefault(*API_VERSION_HEADER)
+    return resp
+
+
+@web.middleware
+async def path_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    raw = request.raw_path.split("?", 1)[0]
+    if raw.startswith("/v2/"):
+        segments = raw.split("/")
+        if _BAD_RAW.search(raw) or ".." in segments or "." in segments[2:] or "\x00" in raw:
+            raise errors.NameInvalid("invalid path")
+    return await handler(request)
+
+
+def standard_middlewares() -> list:
+    """Order matters: errors outermost so every other failure is rendered as OCI JSON."""
+    return [error_middleware, headers_middleware, path_guard_middleware]
+
+
+async def on_prepare_api_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Signal handler: make sure streamed answers carry the API version header too."""
+    response.headers.setdefault(*API_VERSION_HEADER)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Parse a single ``bytes=a-b`` Range against ``size``; returns inclusive (start, end).
+
+    None when there is no Range header. Raises :class:`errors.RangeInvalid` (416) for a range
+    that is malformed, multi-part or unsatisfiable.
+    """
+    if header is None:
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or (not m.group(1) and not m.group(2)):
+        raise errors.RangeInvalid(header[:64], headers={"Content-Range": f"bytes */{size}"})
+    first, last = m.group(1), m.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if start > end or start >= size:
+            raise errors.RangeInvalid(header[:64], headers={"Content-Range": f"bytes */{size}"})
+    else:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise errors.RangeInvalid(header[:64], headers={"Content-Range": f"bytes */{size}"})
+        start, end = max(0, size - suffix), size - 1
+    return start, end

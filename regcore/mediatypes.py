@@ -1,0 +1,160 @@
+"""Media types of OCI and Docker manifests, configs and layers, and ``Accept`` negotiation.
+
+Constants are the exact strings of the OCI image spec (v1.1) and the Docker image manifest
+v2 schema 2 spec. Comparison helpers normalise a header value first (parameters dropped,
+lower-cased), so ``application/vnd.oci.image.manifest.v1+json; charset=utf-8`` counts as the
+OCI manifest type.
+
+Negotiation (:func:`acceptable`) follows what registry:2 (distribution) does for the types it
+can serve, with one deliberate difference, documented on the function: a client that names no
+manifest type at all (no ``Accept``, or only ``*/*``/``application/json``) gets the stored
+manifest, whatever its type. Manifests are never converted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# --- OCI image spec -----------------------------------------------------------------------
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_DESCRIPTOR = "application/vnd.oci.descriptor.v1+json"
+OCI_LAYOUT_HEADER = "application/vnd.oci.layout.header.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+# Deprecated in image-spec 1.1 but still found in the wild; layers that may carry ``urls``.
+OCI_LAYER_NONDIST_TAR = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+OCI_LAYER_NONDIST_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+# The artifact manifest of the 1.1 release candidates; dropped from the final spec. Not
+# accepted on push (it is not in MANIFEST_TYPES).
+OCI_ARTIFACT_MANIFEST = "application/vnd.oci.artifact.manifest.v1+json"
+
+# --- Docker image manifest v2 schema 2 ----------------------------------------------------
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_PLUGIN_CONFIG = "application/vnd.docker.plugin.v1+json"
+
+# --- Docker schema 1 (rejected on push with MANIFEST_INVALID) ----------------------------
+DOCKER_SCHEMA1_MANIFEST = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+# --- Generic ------------------------------------------------------------------------------
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+IMAGE_MANIFEST_TYPES: frozenset[str] = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES: frozenset[str] = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFEST_TYPES: frozenset[str] = IMAGE_MANIFEST_TYPES | INDEX_TYPES
+"""Every manifest media type this registry stores and serves."""
+SCHEMA1_TYPES: frozenset[str] = frozenset({DOCKER_SCHEMA1_MANIFEST, DOCKER_SCHEMA1_SIGNED})
+FOREIGN_LAYER_TYPES: frozenset[str] = frozenset(
+    {DOCKER_FOREIGN_LAYER, OCI_LAYER_NONDIST_TAR, OCI_LAYER_NONDIST_GZIP, OCI_LAYER_NONDIST_ZSTD}
+)
+"""Layers that may live outside the registry (their descriptor carries ``urls``)."""
+UNSPECIFIED_TYPES: frozenset[str] = frozenset({"", JSON, OCTET_STREAM, "text/plain", "*/*"})
+"""Content-Type values that say nothing about which manifest format a body is."""
+
+DEFAULT_ACCEPT: tuple[str, ...] = (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST,
+)
+"""What a client that can handle every served manifest type sends (in preference order)."""
+
+_WILDCARDS = frozenset({"*/*", "application/*"})
+
+
+def normalize(media_type: str | None) -> str:
+    """``"Application/JSON; charset=utf-8 "`` -> ``"application/json"``; ``None`` -> ``""``."""
+    if not media_type:
+        return ""
+    return media_type.split(";", 1)[0].strip().lower()
+
+
+def is_index(media_type: str | None) -> bool:
+    """True for an OCI image index or a Docker manifest list."""
+    return normalize(media_type) in INDEX_TYPES
+
+
+def is_manifest(media_type: str | None) -> bool:
+    """True for an *image* manifest (OCI image manifest or Docker schema 2), not an index."""
+    return normalize(media_type) in IMAGE_MANIFEST_TYPES
+
+
+def is_manifest_type(media_type: str | None) -> bool:
+    """True for any manifest type we store: image manifest or index, OCI or Docker."""
+    return normalize(media_type) in MANIFEST_TYPES
+
+
+def is_schema1(media_type: str | None) -> bool:
+    return normalize(media_type) in SCHEMA1_TYPES
+
+
+def is_foreign_layer(media_type: str | None) -> bool:
+    """True for Docker foreign layers and OCI non-distributable layers."""
+    return normalize(media_type) in FOREIGN_LAYER_TYPES
+
+
+def parse_accept(header_values: Iterable[str]) -> list[str]:
+    """Flatten one or more ``Accept`` header values into normalised media types.
+
+    Handles comma-separated lists and repeated headers; parameters are dropped and q-values
+    are not used for ordering (registries serve the one stored type), except that an entry
+    with ``q=0`` ("not acceptable", RFC 9110) is left out. Order of first appearance is kept,
+    duplicates are removed. Never raises: unparseable pieces are skipped.
+    """
+    seen: dict[str, None] = {}
+    for value in header_values:
+        if not value:
+            continue
+        for item in value.split(","):
+            media_type, *params = (part.strip() for part in item.split(";"))
+            media_type = media_type.lower()
+            if not media_type or "/" not in media_type:
+                continue
+            if any(_is_zero_q(param) for param in params):
+                continue
+            seen.setdefault(media_type, None)
+    return list(seen)
+
+
+def _is_zero_q(param: str) -> bool:
+    key, _, value = param.partition("=")
+    if key.strip().lower() != "q":
+        return False
+    try:
+        return float(value.strip()) == 0.0
+    except ValueError:
+        return False
+
+
+def acceptable(media_type: str, accepted: Iterable[str]) -> bool:
+    """May a manifest of ``media_type`` be served to a client that sent ``accepted``?
+
+    ``accepted`` is the output of :func:`parse_accept`. Rules:
+
+    * an empty list (no ``Accept`` header) -> yes: the client gets the stored manifest;
+    * the type itself, ``*/*`` or ``application/*`` listed -> yes;
+    * the list names no manifest type at all (e.g. only ``application/json``) -> yes, as if
+      there were no header (old clients; distribution would 404 an OCI manifest here, we
+      prefer to serve the stored bytes verbatim);
+    * otherwise (the client listed manifest types, and not this one) -> no. The handler
+      answers 404 MANIFEST_UNKNOWN, as distribution does for an OCI manifest requested
+      without the OCI type in ``Accept``. A Docker manifest list is never narrowed to one
+      platform's manifest, and nothing is converted.
+    """
+    wanted = normalize(media_type)
+    listed = [normalize(a) for a in accepted]
+    if not listed or wanted in listed:
+        return True
+    if any(a in _WILDCARDS for a in listed):
+        return True
+    return not any(a in MANIFEST_TYPES or a in SCHEMA1_TYPES for a in listed)
