@@ -33,7 +33,9 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # A registry host: DNS-ish labels or an IPv6 literal, with an optional port.
-_HOST_RE = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+_HOST_RE = re.compile(
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+)
 # Percent-encoded '/', '.', '\\' or '%' in a raw (undecoded) request path.
 _ENCODED_RE = re.compile(r"%(?:2f|2e|5c|25)", re.IGNORECASE)
 
@@ -49,7 +51,11 @@ class Tag:
 
 
 def is_valid_name(name: object) -> bool:
-    return isinstance(name, str) and len(name) <= NAME_MAX_LENGTH and NAME_RE.fullmatch(name) is not None
+    return (
+        isinstance(name, str)
+        and len(name) <= NAME_MAX_LENGTH
+        and NAME_RE.fullmatch(name) is not None
+    )
 
 
 def is_valid_tag(tag: object) -> bool:
