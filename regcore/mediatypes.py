@@ -8,12 +8,16 @@ OCI manifest type.
 Negotiation (:func:`acceptable`) follows what registry:2 (distribution) does for the types it
 can serve, with one deliberate difference, documented on the function: a client that names no
 manifest type at all (no ``Accept``, or only ``*/*``/``application/json``) gets the stored
-manifest, whatever its type. Manifests are never converted.
+manifest, whatever its type. Manifests are never converted. :func:`require_acceptable`
+raises the 404 a handler returns; :func:`upstream_accept` builds the ``Accept`` an edge sends
+upstream for a client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from regcore import errors
 
 # --- OCI image spec -----------------------------------------------------------------------
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -146,10 +150,12 @@ def acceptable(media_type: str, accepted: Iterable[str]) -> bool:
     * the list names no manifest type at all (e.g. only ``application/json``) -> yes, as if
       there were no header (old clients; distribution would 404 an OCI manifest here, we
       prefer to serve the stored bytes verbatim);
-    * otherwise (the client listed manifest types, and not this one) -> no. The handler
-      answers 404 MANIFEST_UNKNOWN, as distribution does for an OCI manifest requested
-      without the OCI type in ``Accept``. A Docker manifest list is never narrowed to one
-      platform's manifest, and nothing is converted.
+    * otherwise (the client listed manifest types, and not this one) -> no: the handler
+      answers 404 MANIFEST_UNKNOWN (:func:`require_acceptable`), as distribution does for
+      an OCI manifest or index requested without its type in ``Accept``. Unlike
+      distribution we apply the same rule to Docker types: a Docker manifest list is never
+      narrowed to the linux/amd64 manifest (that would change the digest a tag resolves
+      to), and a schema 2 manifest is not pushed on a client that listed only OCI types.
     """
     wanted = normalize(media_type)
     listed = [normalize(a) for a in accepted]
@@ -158,3 +164,45 @@ def acceptable(media_type: str, accepted: Iterable[str]) -> bool:
     if any(a in _WILDCARDS for a in listed):
         return True
     return not any(a in MANIFEST_TYPES or a in SCHEMA1_TYPES for a in listed)
+
+
+def require_acceptable(media_type: str, accepted: Iterable[str]) -> None:
+    """Raise :class:`errors.ManifestUnknown` (404) when :func:`acceptable` says no.
+
+    The message is distribution's (``OCI manifest found, but accept header does not support
+    OCI manifests``, and the like for other types) so users can search for it.
+    """
+    accepted = list(accepted)
+    if acceptable(media_type, accepted):
+        return
+    wanted = normalize(media_type)
+    one, many = _LABELS.get(wanted, (wanted, wanted))
+    raise errors.ManifestUnknown(
+        {"mediaType": wanted, "accept": accepted[:10]},
+        message=f"{one} found, but accept header does not support {many}",
+    )
+
+
+_LABELS: dict[str, tuple[str, str]] = {
+    OCI_MANIFEST: ("OCI manifest", "OCI manifests"),
+    OCI_INDEX: ("OCI index", "OCI indexes"),
+    DOCKER_MANIFEST: ("Docker schema2 manifest", "Docker schema2 manifests"),
+    DOCKER_MANIFEST_LIST: ("Docker manifest list", "Docker manifest lists"),
+}
+
+
+def upstream_accept(accepted: Iterable[str]) -> str:
+    """The ``Accept`` value to send upstream on behalf of a client that sent ``accepted``.
+
+    A client that named manifest types has them forwarded (wildcards kept, other types
+    dropped); a client that named none (no header, ``*/*``, ``application/json``) is served
+    whatever is stored, so every type in :data:`DEFAULT_ACCEPT` is asked for (registry:2
+    answers 404 for an OCI manifest unless the OCI type is listed). A client that listed
+    only schema 1 types gets the default list too; the edge then answers with
+    :func:`require_acceptable` against the client's own list.
+    """
+    listed = [normalize(a) for a in accepted]
+    manifest_types = [a for a in listed if a in MANIFEST_TYPES]
+    if not manifest_types or any(a in _WILDCARDS for a in listed):
+        return ", ".join(DEFAULT_ACCEPT)
+    return ", ".join(manifest_types)

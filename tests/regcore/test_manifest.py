@@ -521,3 +521,33 @@ DOCKERD_ACCEPT = [mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.OCI_INDEX, mt.
 )
 def test_acceptable(media_type: str, headers: list[str], ok: bool) -> None:
     assert mt.acceptable(media_type, mt.parse_accept(headers)) is ok
+
+
+def test_require_acceptable_raises_manifest_unknown_with_distribution_message() -> None:
+    mt.require_acceptable(mt.OCI_MANIFEST, [])
+    with pytest.raises(errors.ManifestUnknown) as info:
+        mt.require_acceptable(mt.OCI_MANIFEST, [mt.DOCKER_MANIFEST])
+    assert info.value.status == 404
+    assert info.value.code == "MANIFEST_UNKNOWN"
+    assert info.value.msg == "OCI manifest found, but accept header does not support OCI manifests"
+    with pytest.raises(errors.ManifestUnknown) as info:
+        mt.require_acceptable(mt.OCI_INDEX, [mt.OCI_MANIFEST])
+    assert info.value.msg == "OCI index found, but accept header does not support OCI indexes"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], ", ".join(mt.DEFAULT_ACCEPT)),
+        (["*/*"], ", ".join(mt.DEFAULT_ACCEPT)),
+        ([mt.JSON], ", ".join(mt.DEFAULT_ACCEPT)),
+        ([f"{mt.DOCKER_MANIFEST}, */*"], ", ".join(mt.DEFAULT_ACCEPT)),
+        ([mt.DOCKER_SCHEMA1_SIGNED], ", ".join(mt.DEFAULT_ACCEPT)),
+        (
+            [f"{mt.DOCKER_MANIFEST};q=0.5, {mt.JSON}", mt.DOCKER_MANIFEST_LIST],
+            f"{mt.DOCKER_MANIFEST}, {mt.DOCKER_MANIFEST_LIST}",
+        ),
+    ],
+)
+def test_upstream_accept(headers: list[str], expected: str) -> None:
+    assert mt.upstream_accept(mt.parse_accept(headers)) == expected
