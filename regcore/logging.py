@@ -1,0 +1,271 @@
+"""Structured logging: one JSON object per line, secrets redacted before any handler sees them.
+
+``setup_logging("info")`` installs one handler on the root logger; every line looks like::
+
+    {"ts": "2024-05-01T12:00:00.123Z", "level": "info", "logger": "quayside.edge",
+     "msg": "fill done", "digest": "sha256:...", "bytes": 1234}
+
+Fields passed with ``extra=`` become keys of the object. :class:`RedactingFilter` (attached to the
+handler, so it sees records from every logger) rewrites the message and string extras through
+:func:`redact`: URL credentials, ``Authorization:`` values, ``Bearer``/``Basic`` tokens,
+``password=``/``token=``-style parameters and signed-URL signatures become ``***``.
+:class:`JSONAccessLogger` is aiohttp's ``access_log_class`` for the same format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+__all__ = [
+    "JSONAccessLogger",
+    "JSONFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "redact",
+    "redact_headers",
+    "redact_url",
+    "setup_logging",
+]
+
+MASK = "***"
+
+SENSITIVE_PARAMS = frozenset(
+    {
+        "access_token", "token", "refresh_token", "password", "passwd", "secret",
+        "client_secret", "api_key", "apikey", "key", "sig", "signature", "x-amz-signature",
+        "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+        "auth", "authorization", "code",
+    }
+)
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-registry-auth"}
+)
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]*(?::[^/\s@]*)?@")
+_AUTH_HEADER = re.compile(
+    r"(?i)\b(?P<name>(?:proxy-)?authorization|x-registry-auth|cookie)(?P<sep>\"?\s*[:=]\s*\"?)"
+    r"(?:(?P<scheme>bearer|basic|token)\s+)?[^\s\",;]+"
+)
+_SCHEME_TOKEN = re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_PARAM = re.compile(
+    r"(?i)(?P<name>\b(?:access_token|refresh_token|token|password|passwd|secret|client_secret|"
+    r"api_?key|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
+    r"x-goog-signature|x-goog-credential))(?P<sep>\"?\s*[=:]\s*\"?)[^\s&\",;]+"
+)
+
+_RESERVED = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def redact(text: str) -> str:
+    """Mask credentials in free text: URL userinfo, auth headers, tokens, secret parameters.
+
+    Idempotent; text without secrets is returned unchanged.
+    """
+    if not text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    text = _AUTH_HEADER.sub(
+        lambda m: f"{m['name']}{m['sep']}{m['scheme'] + ' ' if m['scheme'] else ''}{MASK}", text
+    )
+    text = _SCHEME_TOKEN.sub(lambda m: f"{m['scheme']} {MASK}", text)
+    return _PARAM.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo password and with sensitive query values masked.
+
+    ``https://u:p@h/x?token=abc&n=1`` -> ``https://u:***@h/x?token=***&n=1``. Input that does not
+    parse as a URL goes through :func:`redact` instead.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, has_pw, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{hostport}" if has_pw else f"{MASK}@{hostport}"
+    query = _redact_query(parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_query(query: str) -> str:
+    if not query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(k.lower() in SENSITIVE_PARAMS for k, _ in pairs):
+        return query
+    return "&".join(
+        f"{quote(k, safe='')}={MASK if k.lower() in SENSITIVE_PARAMS else quote(v, safe='')}"
+        for k, v in pairs
+    )
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Copy of ``headers`` with credential-bearing values (Authorization, Cookie...) masked."""
+    return {k: (MASK if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {
+            k: (MASK if str(k).lower() in SENSITIVE_HEADERS else _redact_value(v))
+            for k, v in value.items()
+        }
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message (args folded in) and ``extra`` values through :func:`redact`.
+
+    Attach it to handlers: a handler filter sees records propagated from every logger.
+    Never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RESERVED:
+                record.__dict__[key] = _redact_value(value)
+        return True
+
+
+def _iso(created: float) -> str:
+    dt = datetime.fromtimestamp(created, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, extras, ``exc``.
+
+    Extras that JSON cannot encode are written as ``str(value)``; newlines in messages stay
+    escaped inside the string, so one record is always one line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in _extras(record).items():
+            obj.setdefault(k, v)
+        if record.exc_info:
+            obj["exc"] = redact("".join(traceback.format_exception(*record.exc_info)))
+        elif record.exc_text:
+            obj["exc"] = redact(record.exc_text)
+        return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """``ts level logger: msg key=value ...`` for humans at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(
+            f"{k}={json.dumps(v, default=str)}" for k, v in _extras(record).items()
+        )
+        line = f"{_iso(record.created)} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        if fields:
+            line += " " + fields
+        if record.exc_info:
+            line += "\n" + redact("".join(traceback.format_exception(*record.exc_info)))
+        return line
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def setup_logging(
+    level: str = "info", fmt: str = "json", stream: IO[str] | None = None
+) -> logging.Handler:
+    """Configure the root logger: one stream handler with :class:`RedactingFilter` and the
+    JSON (``fmt="json"``) or text formatter. Idempotent: a handler installed by an earlier
+    call is replaced, other handlers (pytest's capture) are left alone. Returns the handler.
+
+    Raises:
+        ValueError: unknown level or format.
+    """
+    lvl = _LEVELS.get(level.lower())
+    if lvl is None:
+        raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
+    if fmt not in ("json", "text"):
+        raise ValueError(f"unknown log format {fmt!r}: use json or text")
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_quayside", False):
+            root.removeHandler(h)
+            h.close()
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler._quayside = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    return handler
+
+
+class JSONAccessLogger(AbstractAccessLogger):
+    """aiohttp ``access_log_class``: one ``info`` record per request on the given logger with
+    ``method``, ``path`` (query secrets masked), ``status``, ``bytes`` (body bytes sent),
+    ``duration_ms``, ``remote``, ``user_agent``. Pass ``access_log=logging.getLogger(
+    "quayside.access")`` to ``web.AppRunner``/``run_app`` alongside this class.
+    """
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        path = request.rel_url.path
+        if request.rel_url.raw_query_string:
+            path += "?" + _redact_query(request.rel_url.raw_query_string)
+        self.logger.info(
+            "%s %s %s",
+            request.method,
+            path,
+            response.status,
+            extra={
+                "method": request.method,
+                "path": path,
+                "status": response.status,
+                "bytes": response.body_length,
+                "duration_ms": round(time * 1000, 3),
+                "remote": request.remote,
+                "user_agent": request.headers.get("User-Agent"),
+            },
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
