@@ -33,6 +33,7 @@ from regcore import mediatypes as mt
 from regcore.digest import Digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_DESCRIPTOR_SIZE = 2**63 - 1  # what Go clients (int64) can represent
 
 
 class ManifestTooLarge(errors.ManifestInvalid):
@@ -131,8 +132,8 @@ def parse_manifest(
     if mt.is_schema1(declared):
         raise errors.ManifestInvalid({"reason": "schema1 not supported", "mediaType": declared})
     try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise errors.ManifestInvalid({"reason": f"not valid JSON: {exc}"}) from None
     if not isinstance(doc, dict):
         raise errors.ManifestInvalid({"reason": "manifest must be a JSON object"})
@@ -239,6 +240,10 @@ def _resolve_media_type(doc: dict[str, Any], declared: str) -> str:
     return chosen
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _descriptor_list(value: Any, where: str) -> tuple[Descriptor, ...]:
     if not isinstance(value, list):
         raise errors.ManifestInvalid({"reason": "must be a list of descriptors", "field": where})
@@ -265,7 +270,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
             }
         ) from None
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
         raise errors.ManifestInvalid(
             {"reason": "size must be an integer >= 0", "field": f"{where}.size"}
         )

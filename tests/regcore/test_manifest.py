@@ -344,12 +344,35 @@ def test_schema1_media_type_in_body_rejected() -> None:
     assert invalid(dumps(doc), None).detail["reason"] == "schema1 not supported"
 
 
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe{}", b'{"schemaVersion": 2,}'])
+def test_malformed_json(body: bytes) -> None:
+    assert invalid(body, mt.OCI_MANIFEST).detail["reason"].startswith("not valid JSON")
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"null", b"2", b"true"])
+def test_json_that_is_not_an_object(body: bytes) -> None:
+    assert invalid(body, None).detail["reason"] == "manifest must be a JSON object"
+
+
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{", b"not json", b"\xff\xfe{}", b"[]", b'"x"', b"null", b"2", b'{"schemaVersion": 2,}'],
+    [
+        b"[" * 200_000 + b"]" * 200_000,  # deep nesting must not become a 500
+        b'{"schemaVersion": 2, "x": ' + b"{" * 100_000 + b"}" * 100_000 + b"}",
+        b'{"schemaVersion": NaN}',
+        b'{"schemaVersion": Infinity}',
+    ],
 )
-def test_malformed_json(body: bytes) -> None:
-    invalid(body, mt.OCI_MANIFEST)
+def test_hostile_json_is_manifest_invalid(body: bytes) -> None:
+    assert invalid(body, mt.OCI_MANIFEST).detail["reason"].startswith("not valid JSON")
+
+
+def test_descriptor_size_must_fit_int64() -> None:
+    doc = oci_manifest()
+    doc["layers"][0]["size"] = 2**63
+    assert invalid(dumps(doc), None).detail["field"] == "layers[0].size"
+    doc["layers"][0]["size"] = 2**63 - 1
+    assert parse_manifest(dumps(doc), None).layers[0].size == 2**63 - 1
 
 
 @pytest.mark.parametrize("version", [None, 3, "2", 2.5, True, 0])
