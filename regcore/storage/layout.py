@@ -57,7 +57,7 @@ class Layout:
         return self.base / "repositories"
 
     def repo_dir(self, name: str) -> Path:
-        return self._safe(self.repositories / name)
+        return self._safe(self.repositories / name, self.repositories)
 
     def layer_link(self, name: str, digest: Digest) -> Path:
         return self._safe(self.repo_dir(name) / "_layers" / digest.algorithm / digest.hex / "link")
@@ -75,7 +75,7 @@ class Layout:
         return self.repo_dir(name) / "_manifests" / "tags"
 
     def tag_dir(self, name: str, tag: str) -> Path:
-        return self._safe(self.tags_dir(name) / tag)
+        return self._safe(self.tags_dir(name) / tag, self.tags_dir(name))
 
     def tag_current_link(self, name: str, tag: str) -> Path:
         return self.tag_dir(name, tag) / "current" / "link"
@@ -87,7 +87,7 @@ class Layout:
         return self.repo_dir(name) / "_uploads"
 
     def upload_dir(self, name: str, upload_id: str) -> Path:
-        return self._safe(self.uploads_dir(name) / upload_id)
+        return self._safe(self.uploads_dir(name) / upload_id, self.uploads_dir(name))
 
     def upload_data(self, name: str, upload_id: str) -> Path:
         return self.upload_dir(name, upload_id) / "data"
@@ -96,10 +96,11 @@ class Layout:
         return self.upload_dir(name, upload_id) / "startedat"
 
     # -- helpers -----------------------------------------------------------------------------
-    def _safe(self, path: Path) -> Path:
-        """Refuse any path that would leave the storage root (``..``, absolute parts)."""
+    def _safe(self, path: Path, within: Path | None = None) -> Path:
+        """Refuse any path that would leave ``within`` (default: the storage root)."""
+        parent = within or self.base
         resolved = Path(os.path.normpath(path))
-        if resolved != self.base and self.base not in resolved.parents:
+        if resolved != parent and parent not in resolved.parents:
             raise errors.NameInvalid("path escapes storage root")
         return resolved
 
