@@ -1,0 +1,48 @@
+"""harness.procs / harness.ports: signals, memory readings, cleanup, waits."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.ports import free_port, port_open, wait_for_port, wait_http
+from harness.procs import Process, wait_until
+
+_SERVER = "import http.server,sys; http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()"
+
+
+def test_process_lifecycle_pause_and_memory(tmp_path: Path) -> None:
+    port = free_port()
+    with Process([sys.executable, "-c", _SERVER, str(port)], cwd=tmp_path, name="pyhttp") as proc:
+        wait_for_port("127.0.0.1", port, timeout=10)
+        assert wait_http(f"http://127.0.0.1:{port}/", timeout=5) == 200
+        assert proc.rss_bytes() > 1024 * 1024
+        assert proc.peak_rss_bytes() >= proc.rss_bytes()
+        proc.pause()
+        with pytest.raises(TimeoutError):
+            wait_http(f"http://127.0.0.1:{port}/", timeout=0.5)
+        proc.resume()
+        assert wait_http(f"http://127.0.0.1:{port}/", timeout=5) == 200
+        pid = proc.pid
+    assert not proc.running
+    assert proc.returncode == -signal.SIGTERM
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert wait_until(lambda: not port_open("127.0.0.1", port), timeout=2)
+    assert "GET / HTTP" in proc.log_text()
+
+
+def test_stop_escalates_to_sigkill_and_is_idempotent(tmp_path: Path) -> None:
+    code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    proc = Process([sys.executable, "-c", code], cwd=tmp_path).start()
+    assert wait_until(lambda: "up" in proc.log_text(), timeout=5)
+    assert proc.stop(timeout=0.3) == -signal.SIGKILL
+    assert proc.stop() == -signal.SIGKILL
+    proc.kill()
+
+
+def test_wait_for_port_times_out() -> None:
+    with pytest.raises(TimeoutError):
+        wait_for_port("127.0.0.1", free_port(), timeout=0.2)
