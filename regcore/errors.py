@@ -69,6 +69,7 @@ TooManyRequests = _error("TOOMANYREQUESTS", 429, "too many requests")
 TagInvalid = _error("TAG_INVALID", 400, "manifest tag did not match URI")
 PaginationNumberInvalid = _error("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
 RangeInvalid = _error("RANGE_INVALID", 416, "invalid content range")
+ManifestTooLarge = _error("MANIFEST_INVALID", 413, "manifest exceeds the size limit")
 # Not in the spec's table but used with the same envelope:
 SizeTooLarge = _error("SIZE_INVALID", 413, "content exceeds the allowed size")
 Unavailable = _error("UNAVAILABLE", 503, "service unavailable")
