@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -14,12 +13,15 @@ import pytest
 from harness import skopeo
 from harness.fixtures import ImageFactory
 from harness.registry import DockerRegistry, TokenAuth
+from harness.tokens import TokenIssuer
 
 
 def _get(
-    url: str, *, method: str = "GET", accept: str | None = None
+    url: str, *, method: str = "GET", accept: str | None = None, token: str | None = None
 ) -> tuple[int, bytes, dict[str, str]]:
     req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     if accept:
         req.add_header("Accept", accept)
     try:
@@ -86,26 +88,21 @@ def test_reference_proxy_mode_fetches_from_upstream_once_when_sequential(
     assert skopeo.inspect_raw(mirror.ref("library/app", "v1")) == img.manifest
 
 
-def test_token_auth_config_challenges_with_bearer(
+def test_token_auth_challenges_and_accepts_issued_tokens(
     registry_factory: Callable[..., DockerRegistry], tmp_path: Path
 ) -> None:
-    bundle = tmp_path / "root.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "k.pem"),
-         "-out", str(bundle), "-days", "1", "-subj", "/CN=quayside-test"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    auth = TokenAuth(
-        realm="http://127.0.0.1:1/token",
-        service="quayside-test",
-        issuer="qs",
-        rootcertbundle=str(bundle),
-    )
-    registry = registry_factory(auth_token=auth)
+    issuer = TokenIssuer(tmp_path / "tokens")
+    registry = registry_factory(auth_token=issuer.auth("http://127.0.0.1:1/token"))
     status, _body, headers = _get(f"{registry.url}/v2/")
     assert status == 401
-    assert headers["Www-Authenticate"].startswith('Bearer realm="http://127.0.0.1:1/token"')
-    assert 'service="quayside-test"' in headers["Www-Authenticate"]
+    challenge = headers["Www-Authenticate"]
+    assert challenge.startswith('Bearer realm="http://127.0.0.1:1/token"')
+    assert f'service="{issuer.service}"' in challenge
+    token = issuer.issue("tester", [])
+    assert _get(f"{registry.url}/v2/", token=token)[0] == 200
+    blob = f"{registry.url}/v2/team/app/blobs/sha256:{'0' * 64}"
+    assert _get(blob, token=token)[0] == 401  # no pull grant for team/app
+    assert _get(blob, token=issuer.issue("tester", issuer.repo_access("team/app")))[0] == 404
 
 
 def test_registry_config_rejects_two_auth_modes(tmp_path: Path) -> None:
