@@ -65,9 +65,9 @@ __all__ = [
 ]
 
 
-
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
+
 
 MiB = 1024 * 1024
 
@@ -418,7 +418,10 @@ def _enum(*choices: str, aliases: Mapping[str, str] | None = None) -> Callable[[
 
 
 _level = _enum(
-    "debug", "info", "warning", "error",
+    "debug",
+    "info",
+    "warning",
+    "error",
     aliases={"warn": "warning", "fatal": "error", "panic": "error", "critical": "error"},
 )
 _log_format = _enum("json", "text", aliases={"logstash": "json"})
@@ -497,7 +500,9 @@ def _redis_url(v: Any) -> str:
     s = _str(v).strip()
     parts = urlsplit(s)
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        raise ValueError("invalid Redis URL: expected redis://host:port[/db] or rediss:// or unix://")
+        raise ValueError(
+            "invalid Redis URL: expected redis://host:port[/db] or rediss:// or unix://"
+        )
     return s
 
 
@@ -1161,7 +1166,9 @@ def load_edge_config(
         cache=EdgeCacheConfig(
             dir=g("cache.dir", "./data/edge"), size=g("cache.size", 10 * 1024**3)
         ),
-        tags=TagsConfig(ttl=g("tags.ttl", 60.0), revalidate_timeout=g("tags.revalidate_timeout", 3.0)),
+        tags=TagsConfig(
+            ttl=g("tags.ttl", 60.0), revalidate_timeout=g("tags.revalidate_timeout", 3.0)
+        ),
         redis=RedisConfig(url=g("redis.url"), lock_ttl=g("redis.lock_ttl", 15.0)),
         limits=LimitsConfig(
             max_manifest_bytes=g("limits.max_manifest_bytes", 4 * MiB),
@@ -1169,5 +1176,3 @@ def load_edge_config(
         ),
         metrics_enabled=g("metrics.enabled", True),
     )
-
-

@@ -43,10 +43,26 @@ MASK = "***"
 
 SENSITIVE_PARAMS = frozenset(
     {
-        "access_token", "token", "refresh_token", "password", "passwd", "secret",
-        "client_secret", "api_key", "apikey", "key", "sig", "signature", "x-amz-signature",
-        "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
-        "auth", "authorization", "code",
+        "access_token",
+        "token",
+        "refresh_token",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "key",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "auth",
+        "authorization",
+        "code",
     }
 )
 SENSITIVE_HEADERS = frozenset(
@@ -189,9 +205,7 @@ class TextFormatter(logging.Formatter):
     """``ts level logger: msg key=value ...`` for humans at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(
-            f"{k}={json.dumps(v, default=str)}" for k, v in _extras(record).items()
-        )
+        fields = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in _extras(record).items())
         line = f"{_iso(record.created)} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
         if fields:
             line += " " + fields
@@ -241,8 +255,9 @@ def setup_logging(
 
 class JSONAccessLogger(AbstractAccessLogger):
     """aiohttp ``access_log_class``: one ``info`` record per request on the given logger with
-    ``method``, ``path`` (query secrets masked), ``status``, ``bytes`` (body bytes sent),
-    ``duration_ms``, ``remote``, ``user_agent``. Pass ``access_log=logging.getLogger(
+    ``method``, ``path`` (query secrets masked), ``status``, ``bytes`` (bytes aiohttp wrote,
+    headers included, like its ``%b``), ``content_length`` (the declared body length or
+    ``None``), ``duration_ms``, ``remote``, ``user_agent``. Pass ``access_log=logging.getLogger(
     "quayside.access")`` to ``web.AppRunner``/``run_app`` alongside this class.
     """
 
@@ -260,6 +275,7 @@ class JSONAccessLogger(AbstractAccessLogger):
                 "path": path,
                 "status": response.status,
                 "bytes": response.body_length,
+                "content_length": response.content_length,
                 "duration_ms": round(time * 1000, 3),
                 "remote": request.remote,
                 "user_agent": request.headers.get("User-Agent"),
