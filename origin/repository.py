@@ -6,12 +6,22 @@ or the new target, never a torn one. Callers pass validated names and tags.
 
 Raises :class:`errors.ManifestUnknown`, :class:`errors.BlobUnknown`, :class:`errors.NameUnknown`
 as the spec asks; never ``FileNotFoundError``.
+
+Quayside adds one tree that registry:2 does not have (and ignores: its walkers only read
+``_manifests/revisions`` and ``_manifests/tags``), the referrers index written on manifest PUT::
+
+    repositories/<name>/_manifests/_referrers/<alg>/<subject hex>/<alg>/<referrer hex>/link
+
+Each link holds the referrer's digest; the referrers API lists a subject's directory and keeps
+only referrers that are still revisions of the repository. A root written by registry:2 has no
+such index: :meth:`Repositories.rebuild_referrers` recreates it from the revisions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -91,6 +101,92 @@ class Repositories:
                     out.append(t)
         return out
 
+    async def list_revisions(self, name: str) -> list[Digest]:
+        """Every manifest digest linked into ``name`` (sorted; empty for an unknown repository)."""
+        return await asyncio.to_thread(self._list_revisions, name)
+
+    def _list_revisions(self, name: str) -> list[Digest]:
+        root = self.layout.revisions_dir(name)
+        out: list[Digest] = []
+        for alg in _names(root):
+            for hexdir in _names(root / alg):
+                value = _read_link(root / alg / hexdir / "link")
+                if value is not None and value.algorithm == alg and value.hex == hexdir:
+                    out.append(value)
+        return sorted(out, key=str)
+
+    # -- referrers -------------------------------------------------------------------------
+    def _referrers_root(self, name: str) -> Path:
+        # Digest parts are validated hex, so these joins cannot leave the repository.
+        return self.layout.repo_dir(name) / "_manifests" / "_referrers"
+
+    def _subject_dir(self, name: str, subject: Digest) -> Path:
+        return self._referrers_root(name) / subject.algorithm / subject.hex
+
+    def _referrer_link(self, name: str, subject: Digest, referrer: Digest) -> Path:
+        return self._subject_dir(name, subject) / referrer.algorithm / referrer.hex / "link"
+
+    async def link_referrer(self, name: str, subject: Digest, referrer: Digest) -> None:
+        """Record that manifest ``referrer`` of ``name`` has ``subject`` (idempotent, atomic)."""
+        await asyncio.to_thread(_write_link, self._referrer_link(name, subject, referrer), referrer)
+
+    async def unlink_referrer(self, name: str, subject: Digest, referrer: Digest) -> bool:
+        return await asyncio.to_thread(
+            _remove_link_dir, self._referrer_link(name, subject, referrer)
+        )
+
+    async def list_referrers(self, name: str, subject: Digest) -> list[Digest]:
+        """Digests of this repository's manifests whose ``subject`` is ``subject``.
+
+        Only referrers that are still revisions of ``name`` are returned (a deleted manifest
+        drops out even if its index link survived a crash). Builds the index first when the
+        repository has none (a root written by registry:2). Never raises for an unknown
+        repository or subject: the answer is then empty.
+        """
+        await self.ensure_referrers_index(name)
+
+        def _do() -> list[Digest]:
+            base = self._subject_dir(name, subject)
+            out: list[Digest] = []
+            for alg in _names(base):
+                for hexdir in _names(base / alg):
+                    value = _read_link(base / alg / hexdir / "link")
+                    if value is None or value.algorithm != alg or value.hex != hexdir:
+                        continue
+                    if _read_link_matches(self.layout.revision_link(name, value), value):
+                        out.append(value)
+            return sorted(out, key=str)
+
+        return await asyncio.to_thread(_do)
+
+    async def ensure_referrers_index(self, name: str) -> None:
+        """Create the referrers index of ``name`` from its revisions if it does not exist.
+
+        Idempotent. Reads every revision once (manifests without ``subject`` are skipped).
+        Write failures (read-only storage) are ignored: the index is then rebuilt in memory
+        on every call, which is slower but correct.
+        """
+        root = self._referrers_root(name)
+        if await asyncio.to_thread(root.is_dir):
+            return
+        if not await asyncio.to_thread(self.layout.revisions_dir(name).is_dir):
+            return
+        for digest in await self.list_revisions(name):
+            subject = await self.subject_of(digest)
+            if subject is not None:
+                with contextlib.suppress(OSError):
+                    await self.link_referrer(name, subject, digest)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+
+    async def subject_of(self, digest: Digest) -> Digest | None:
+        """The ``subject`` digest of the stored manifest ``digest``; None if absent/unreadable."""
+        try:
+            raw = await self.store.read_bytes(digest, limit=_SUBJECT_SCAN_LIMIT)
+        except errors.RegistryError:
+            return None
+        return subject_digest(raw)
+
     # -- catalog ---------------------------------------------------------------------------
     async def catalog(self) -> list[str]:
         """Every repository name (a directory holding ``_manifests`` or ``_layers``), sorted."""
@@ -109,6 +205,27 @@ class Repositories:
 
     async def repo_exists(self, name: str) -> bool:
         return await asyncio.to_thread(self.layout.repo_dir(name).is_dir)
+
+
+_SUBJECT_SCAN_LIMIT = 4 * 1024 * 1024
+
+
+def subject_digest(raw: bytes) -> Digest | None:
+    """``subject.digest`` of a manifest body, or None (no subject, not JSON, bad digest)."""
+    if b'"subject"' not in raw:
+        return None
+    try:
+        doc = json.loads(raw)
+        return Digest.parse(doc["subject"]["digest"])
+    except (ValueError, TypeError, KeyError, errors.RegistryError):
+        return None
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(path) if not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _write_link(path: Path, digest: Digest) -> None:

@@ -1,0 +1,252 @@
+"""``GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`` (tag or digest).
+
+PUT guarantees:
+
+* the body is read up to the manifest limit (app key ``MAX_MANIFEST_BYTES``, 4 MiB by
+  default); a larger body is refused with 413 MANIFEST_INVALID before anything is stored;
+* the body is validated by :func:`regcore.manifest.parse_manifest` (schema 1, malformed JSON,
+  media-type mismatches -> 400 MANIFEST_INVALID) and stored byte for byte;
+* every config/layer blob must be linked into this repository and present in the store, and
+  every child of an index must be a manifest of this repository (registry:2's rule), else
+  400 MANIFEST_BLOB_UNKNOWN with ``detail.digest``; a digest reference must equal the digest
+  of the body, else 400 DIGEST_INVALID; a malformed tag is 400 TAG_INVALID;
+* all checks happen before the first write, so a refused PUT leaves the store as it was.
+  Writes go blob -> revision link -> referrers index -> tag, each atomic, so a crash leaves
+  at most an unreferenced blob or an untagged revision;
+* ``201 Created`` with ``Location: /v2/<name>/manifests/<digest>``, ``Docker-Content-Digest``
+  and, when the manifest has a ``subject``, ``OCI-Subject: <subject digest>``.
+
+GET/HEAD serve the stored bytes with their exact media type, ``Content-Length``,
+``Docker-Content-Digest`` and ``ETag: "<digest>"``; a client whose ``Accept`` lists manifest
+types but not this one gets 404 MANIFEST_UNKNOWN (never a converted manifest, see
+:func:`regcore.mediatypes.acceptable`). An unknown tag or digest, or a malformed tag, is
+404 MANIFEST_UNKNOWN; a malformed digest is 400 DIGEST_INVALID.
+
+DELETE by digest removes the revision and every tag pointing at it; DELETE by tag removes the
+tag only; both answer 202. 405 UNSUPPORTED when deletes are disabled or the registry is
+read-only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from origin import state
+from origin.blobs import location
+from origin.repository import Repositories, subject_digest
+from regcore import errors
+from regcore import manifest as mf
+from regcore import mediatypes as mt
+from regcore.digest import Digest
+from regcore.http import NAME, REFERENCE
+from regcore.reference import Tag, parse_reference, validate_name
+
+_READ_CHUNK = 64 * 1024
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _max_bytes(app: web.Application) -> int:
+    return app.get(state.MAX_MANIFEST_BYTES, mf.MAX_MANIFEST_BYTES)
+
+
+def _check_writable(app: web.Application) -> None:
+    if app.get(state.READONLY, False):
+        raise errors.ReadOnly()
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` without buffering it all."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise errors.ManifestTooLarge({"size": declared, "limit": limit})
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise errors.ManifestTooLarge({"size": f">{limit}", "limit": limit})
+    return bytes(buf)
+
+
+def detect_media_type(raw: bytes) -> str:
+    """The media type of stored manifest bytes: its ``mediaType`` field, else a best guess.
+
+    Never raises: bytes that are not a JSON object are served as ``application/json``
+    (registry:2 never stores such bytes as a manifest, but a damaged root might).
+    """
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return mt.JSON
+    if not isinstance(doc, dict):
+        return mt.JSON
+    declared = doc.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    if doc.get("schemaVersion") == 1:
+        return mt.DOCKER_SCHEMA1_SIGNED if "signatures" in doc else mt.DOCKER_SCHEMA1_MANIFEST
+    if "manifests" in doc:
+        return mt.OCI_INDEX
+    if "config" in doc:
+        return mt.OCI_MANIFEST
+    return mt.JSON
+
+
+async def _resolve(repos: Repositories, name: str, reference: str) -> tuple[Digest, Tag | None]:
+    """Tag or digest -> a digest that is a revision of ``name``; 404 MANIFEST_UNKNOWN otherwise."""
+    try:
+        ref = parse_reference(reference)
+    except errors.TagInvalid:
+        raise errors.ManifestUnknown({"reference": reference[:140]}) from None
+    if isinstance(ref, Tag):
+        digest = await repos.resolve_tag(name, ref.name)
+        return digest, ref
+    if not await repos.revision_exists(name, ref):
+        raise errors.ManifestUnknown({"digest": str(ref)})
+    return ref, None
+
+
+def _descriptor_headers(digest: Digest, media_type: str, size: int) -> dict[str, str]:
+    return {
+        "Content-Type": media_type,
+        "Content-Length": str(size),
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+    }
+
+
+# -- GET / HEAD ---------------------------------------------------------------------------
+async def get_manifest(request: web.Request) -> web.StreamResponse:
+    name = validate_name(request.match_info["name"])
+    repos = request.app[state.REPOS]
+    digest, _ = await _resolve(repos, name, request.match_info["reference"])
+    try:
+        raw = await request.app[state.STORE].read_bytes(digest)
+    except errors.BlobUnknown:
+        raise errors.ManifestUnknown({"digest": str(digest)}) from None
+    media_type = detect_media_type(raw)
+    accepted = mt.parse_accept(request.headers.getall("Accept", []))
+    if not mt.acceptable(media_type, accepted):
+        raise errors.ManifestUnknown(
+            {"digest": str(digest), "mediaType": media_type, "reason": "not in Accept"},
+            message="manifest unknown: its media type is not accepted by the client",
+        )
+    headers = _descriptor_headers(digest, media_type, len(raw))
+    if _etag_matches(request.headers.get("If-None-Match"), digest):
+        headers.pop("Content-Length")
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_length = len(raw)
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+    headers.pop("Content-Length")
+    return web.Response(status=200, body=raw, headers=headers)
+
+
+def _etag_matches(header: str | None, digest: Digest) -> bool:
+    if not header:
+        return False
+    wanted = {f'"{digest}"', str(digest), "*"}
+    return any(part.strip().removeprefix("W/") in wanted for part in header.split(","))
+
+
+# -- PUT ----------------------------------------------------------------------------------
+async def put_manifest(request: web.Request) -> web.Response:
+    app = request.app
+    _check_writable(app)
+    name = validate_name(request.match_info["name"])
+    ref = parse_reference(request.match_info["reference"])
+    body = await _read_body(request, _max_bytes(app))
+    algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
+    parsed = mf.parse_manifest(
+        body,
+        request.headers.get("Content-Type"),
+        digest_algorithm=algorithm,
+        max_bytes=_max_bytes(app),
+    )
+    if isinstance(ref, Digest) and ref != parsed.digest:
+        raise errors.DigestInvalid(
+            {"expected": str(ref), "actual": str(parsed.digest)},
+            message="manifest digest did not match the reference",
+        )
+    repos: Repositories = app[state.REPOS]
+    await _verify_references(app, repos, name, parsed)
+
+    store = app[state.STORE]
+    digest = await store.put_bytes(parsed.raw, parsed.digest)
+    await repos.link_revision(name, digest)
+    headers = {
+        "Location": location(request, f"/v2/{name}/manifests/{digest}"),
+        "Docker-Content-Digest": str(digest),
+    }
+    if parsed.subject is not None:
+        await repos.link_referrer(name, parsed.subject.digest, digest)
+        headers["OCI-Subject"] = str(parsed.subject.digest)
+    if isinstance(ref, Tag):
+        await repos.tag(name, ref.name, digest)
+    _count(app, "manifests_pushed", "Manifests stored by PUT")
+    return web.Response(status=201, headers=headers)
+
+
+async def _verify_references(
+    app: web.Application, repos: Repositories, name: str, parsed: mf.ParsedManifest
+) -> None:
+    """Raise MANIFEST_BLOB_UNKNOWN for the first blob or child manifest the repo lacks."""
+    store = app[state.STORE]
+    for desc in parsed.required_blobs:
+        linked = await repos.blob_linked(name, desc.digest)
+        if not linked or await store.stat(desc.digest) is None:
+            raise errors.ManifestBlobUnknown({"digest": str(desc.digest)})
+    for child in parsed.children:
+        exists = await repos.revision_exists(name, child.digest)
+        if not exists or await store.stat(child.digest) is None:
+            raise errors.ManifestBlobUnknown(
+                {"digest": str(child.digest)},
+                message="manifest references a manifest unknown to the repository",
+            )
+
+
+# -- DELETE -------------------------------------------------------------------------------
+async def delete_manifest(request: web.Request) -> web.Response:
+    app = request.app
+    _check_writable(app)
+    if not app.get(state.DELETE_ENABLED, False):
+        raise errors.Unsupported(message="manifest deletion is disabled")
+    name = validate_name(request.match_info["name"])
+    repos: Repositories = app[state.REPOS]
+    digest, tag = await _resolve(repos, name, request.match_info["reference"])
+    if tag is not None:
+        await repos.untag(name, tag.name)
+        _count(app, "tags_deleted", "Tags removed by manifest DELETE")
+        return web.Response(status=202)
+    for t in await repos.tags_for(name, digest):
+        await repos.untag(name, t)
+    try:
+        raw = await app[state.STORE].read_bytes(digest, limit=_max_bytes(app) * 4)
+    except errors.RegistryError:
+        raw = b""
+    subject = subject_digest(raw)
+    if subject is not None:
+        await repos.unlink_referrer(name, subject, digest)
+    await repos.unlink_revision(name, digest)
+    _count(app, "manifests_deleted", "Manifest revisions removed by DELETE")
+    return web.Response(status=202)
+
+
+def _count(app: web.Application, name: str, doc: str) -> None:
+    """Bump ``quayside_origin_<name>_total`` when the app has an OriginMetrics."""
+    metrics: Any = app.get(state.METRICS)
+    if metrics is not None and hasattr(metrics, "counter"):
+        metrics.counter(name, doc).inc()
+
+
+def add_routes(app: web.Application) -> None:
+    path = f"/v2/{NAME}/manifests/{REFERENCE}"
+    app.router.add_route("GET", path, get_manifest)
+    app.router.add_route("HEAD", path, get_manifest)
+    app.router.add_route("PUT", path, put_manifest)
+    app.router.add_route("DELETE", path, delete_manifest)
