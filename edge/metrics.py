@@ -1,0 +1,121 @@
+"""The edge's Prometheus counters, on the application's own :class:`CollectorRegistry`.
+
+Every cache decision and upstream call is counted (STYLE rule 10). Names (namespace
+``quayside_edge``; counters get ``_total`` in the exposition):
+
+- ``cache_hits{kind}`` / ``cache_misses{kind}``: ``kind`` is ``blob`` or ``manifest``;
+- ``bytes_served{source}``: body bytes sent to clients, ``source`` ``cache`` (sendfile) or
+  ``fill`` (streamed while a fill runs);
+- ``upstream_requests{upstream,method,status}``: every HTTP exchange with an upstream (token
+  realms and redirect targets included; ``status`` is ``error`` when no answer came);
+- ``upstream_bytes{upstream}``: response body bytes received from upstreams;
+- ``stale_serves{upstream}``: tags answered with the last known digest because the upstream
+  was down, hung, 5xx or 429;
+- ``tag_cache{result}``: tag lookups: ``hit`` (within TTL), ``miss``, ``revalidated``
+  (same digest), ``changed`` (new digest), ``failed`` (revalidation failed);
+- ``auth_checks{result}``: upstream authorization checks for private upstreams
+  (``allowed``, ``denied``, ``cached``);
+- ``upstream_latency_seconds{upstream}``: time to response headers.
+
+The fill machinery (edge/fill.py, edge/cache.py) registers its own collectors on the same
+registry.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from regcore.config import UpstreamConfig
+
+NAMESPACE = "quayside_edge"
+
+
+class EdgeMetrics:
+    """The edge's counters. One instance per application; thread-safe (prometheus-client)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, registry=registry)
+
+        self.cache_hits = counter("cache_hits", "Requests answered from the local cache", ["kind"])
+        self.cache_misses = counter("cache_misses", "Requests the local cache could not answer", ["kind"])
+        self.bytes_served = counter("bytes_served", "Body bytes sent to clients", ["source"])
+        self.upstream_requests = counter(
+            "upstream_requests", "HTTP exchanges with upstreams", ["upstream", "method", "status"]
+        )
+        self.upstream_bytes = counter("upstream_bytes", "Body bytes received from upstreams", ["upstream"])
+        self.stale_serves = counter(
+            "stale_serves", "Tags served with the last known digest while upstream failed", ["upstream"]
+        )
+        self.tag_cache = counter("tag_cache", "Tag cache lookups by outcome", ["result"])
+        self.auth_checks = counter("auth_checks", "Upstream authorization checks", ["result"])
+        self.upstream_latency = Histogram(
+            "upstream_latency_seconds", "Time until upstream response headers", ["upstream"],
+            namespace=NAMESPACE, registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a counter sample (0.0 when never incremented); for tests and health."""
+        v = self.registry.get_sample_value(f"{NAMESPACE}_{name}_total", labels)
+        return 0.0 if v is None else v
+
+    def trace_config(self, upstreams: tuple[UpstreamConfig, ...]) -> aiohttp.TraceConfig:
+        """An aiohttp TraceConfig counting every request the upstream session makes.
+
+        Requests are labelled with the upstream whose URL host they went to; token realms and
+        redirect targets on other hosts are labelled ``other``.
+        """
+        hosts = {u.netloc: u.name for u in upstreams}
+        trace = aiohttp.TraceConfig()
+
+        def label(url: object) -> str:
+            return hosts.get(urlsplit(str(url)).netloc.lower(), "other")
+
+        async def on_start(
+            session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+        ) -> None:
+            ctx.t0 = time.perf_counter()
+            ctx.upstream = label(params.url)
+
+        async def on_end(
+            session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+        ) -> None:
+            self.upstream_requests.labels(ctx.upstream, params.method, str(params.response.status)).inc()
+            self.upstream_latency.labels(ctx.upstream).observe(time.perf_counter() - ctx.t0)
+
+        async def on_exception(
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: aiohttp.TraceRequestExceptionParams,
+        ) -> None:
+            self.upstream_requests.labels(getattr(ctx, "upstream", "other"), params.method, "error").inc()
+
+        async def on_chunk(
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: aiohttp.TraceResponseChunkReceivedParams,
+        ) -> None:
+            self.upstream_bytes.labels(label(params.url)).inc(len(params.chunk))
+
+        async def on_redirect(
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: aiohttp.TraceRequestRedirectParams,
+        ) -> None:
+            self.upstream_requests.labels(ctx.upstream, params.method, str(params.response.status)).inc()
+            ctx.upstream = label(params.response.headers.get("Location", ""))
+
+        trace.on_request_start.append(on_start)
+        trace.on_request_end.append(on_end)
+        trace.on_request_exception.append(on_exception)
+        trace.on_response_chunk_received.append(on_chunk)
+        trace.on_request_redirect.append(on_redirect)
+        return trace

@@ -1,0 +1,110 @@
+"""Which upstream a pull request goes to, and the repository name on that upstream.
+
+Three ways to choose, in this order (PROTOCOL.md 1):
+
+1. ``?ns=<registry host>`` (containerd adds it to every mirror request). The value is matched
+   only against configured upstreams: their ``name``, the ``host[:port]`` of their URL and
+   their ``hosts`` aliases; ``docker.io``, ``index.docker.io`` and ``registry-1.docker.io`` all
+   select a Docker Hub upstream. An ``ns`` that selects nothing is refused with 404
+   NAME_UNKNOWN naming the namespace: the edge never dials a host a client named.
+   The answer echoes ``OCI-Namespace: <ns>``.
+2. Path prefix: ``/v2/<upstream-name>/<repo>/...`` when the first component of the name is the
+   ``name`` of a configured upstream (podman mirror locations with a path). The prefix wins
+   over a repository of the default upstream whose first component happens to be equal.
+3. The default upstream (``default_upstream``, else the first configured).
+
+For a Docker Hub upstream one-segment names become ``library/<name>`` (Docker's
+``registry-mirrors`` semantics), whichever way it was chosen.
+
+Raises :class:`regcore.errors.NameUnknown` (unknown ``ns``) and
+:class:`regcore.errors.NameInvalid` (the upstream-side name breaks the spec's grammar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from regcore import errors
+from regcore.config import DOCKER_HUB_HOSTS, EdgeConfig, UpstreamConfig
+from regcore.reference import normalize_docker_hub, validate_name
+
+NS_HEADER = "OCI-Namespace"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes: ``upstream`` and the repository ``name`` as that upstream
+    knows it. ``ns`` is the ``?ns=`` value that chose the upstream (echo it), else ``None``."""
+
+    upstream: UpstreamConfig
+    name: str
+    ns: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers every answer for this route carries (``OCI-Namespace`` when ``ns`` was used)."""
+        return {NS_HEADER: self.ns} if self.ns is not None else {}
+
+
+class Router:
+    """Maps (client-side name, ``ns``) to a :class:`Route`. Immutable after construction."""
+
+    def __init__(self, upstreams: Sequence[UpstreamConfig], default: UpstreamConfig) -> None:
+        if not upstreams:
+            raise ValueError("at least one upstream is required")
+        self.upstreams = tuple(upstreams)
+        self.default = default
+        self._by_name = {u.name: u for u in self.upstreams}
+        self._by_ns: dict[str, UpstreamConfig] = {}
+        for u in self.upstreams:
+            names = list(u.match_names)
+            if u.docker_hub:
+                names.extend(DOCKER_HUB_HOSTS)
+            for n in names:
+                self._by_ns.setdefault(n.lower(), u)
+
+    @classmethod
+    def from_config(cls, config: EdgeConfig) -> Router:
+        return cls(config.upstreams, config.default())
+
+    def upstream_named(self, name: str) -> UpstreamConfig | None:
+        return self._by_name.get(name)
+
+    def for_ns(self, ns: str) -> UpstreamConfig | None:
+        """The upstream selected by an ``ns`` value, or ``None``. Case-insensitive."""
+        return self._by_ns.get(ns.strip().lower())
+
+    def route(self, name: str, ns: str | None = None) -> Route:
+        """Choose the upstream for the client-side repository ``name``.
+
+        Raises:
+            NameUnknown: ``ns`` is given but names no configured upstream.
+            NameInvalid: the resulting upstream-side name is not a valid repository name.
+        """
+        if ns is not None:
+            upstream = self.for_ns(ns)
+            if upstream is None:
+                raise errors.NameUnknown(
+                    {"ns": ns[:100]},
+                    message=f"namespace {ns[:100]!r} is not configured on this mirror",
+                )
+            return Route(upstream, self._upstream_name(upstream, name), ns)
+        first, sep, rest = name.partition("/")
+        if sep and rest:
+            prefixed = self._by_name.get(first)
+            if prefixed is not None:
+                return Route(prefixed, self._upstream_name(prefixed, rest))
+        return Route(self.default, self._upstream_name(self.default, name))
+
+    @staticmethod
+    def _upstream_name(upstream: UpstreamConfig, name: str) -> str:
+        if upstream.docker_hub:
+            return normalize_docker_hub(name)
+        return validate_name(name)
+
+
+def ns_of(query: Mapping[str, str]) -> str | None:
+    """The ``ns`` value of a request's query (``request.query``); ``None`` when absent or empty."""
+    value = query.get("ns")
+    return value or None
