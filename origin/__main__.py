@@ -1,0 +1,130 @@
+"""``quayside origin serve`` (also ``python -m origin``): run the origin registry.
+
+Once the socket is bound, one JSON line goes to stdout (and the log)::
+
+    {"event": "listening", "url": "http://127.0.0.1:PORT"}
+
+so a launcher that passed ``--listen 127.0.0.1:0`` learns the port. SIGTERM and SIGINT stop the
+server gracefully: the listener closes, requests in flight get ``http.draintimeout`` (default
+5 s) to finish, background tasks are cancelled and awaited. Exit status: 0 after a clean stop,
+2 for a configuration error (the message names the key), 1 when the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from origin.app import create_app
+from regcore.config import ConfigError, load_origin_config
+from regcore.logging import JSONAccessLogger, setup_logging
+
+log = logging.getLogger("quayside.origin")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="distribution-style config.yml")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="address to bind (port 0: any free port)")
+    parser.add_argument("--root", metavar="DIR", help="storage root (storage.filesystem.rootdirectory)")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="log level (log.level)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {
+        "http.addr": getattr(args, "listen", None),
+        "storage.filesystem.rootdirectory": getattr(args, "root", None),
+        "log.level": getattr(args, "log_level", None),
+    }
+    try:
+        config = load_origin_config(getattr(args, "config", None), os.environ, overrides)
+    except ConfigError as exc:
+        print(f"quayside origin: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log.level, config.log.format)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(serve(config))
+
+
+def _ssl_context(config: Any) -> ssl.SSLContext | None:
+    tls = config.http.tls
+    if not tls.certificate:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.certificate, tls.key)
+    if tls.minimumtls in ("tls1.3", "tls13"):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    else:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.clientcas:
+        for ca in tls.clientcas:
+            ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def serve(config: Any) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the exit status."""
+    app = create_app(config)
+    access_log = None if config.log.accesslog_disabled else logging.getLogger("quayside.access")
+    runner = web.AppRunner(
+        app,
+        access_log=access_log,
+        access_log_class=JSONAccessLogger,
+        shutdown_timeout=config.http.draintimeout or 5.0,
+        handle_signals=False,
+    )
+    await runner.setup()
+    host, port = config.http.bind
+    ctx = _ssl_context(config)
+    site = web.TCPSite(runner, host, port, ssl_context=ctx)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"quayside origin: cannot listen on {config.http.addr}: {exc.strerror or exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    url = f"{'https' if ctx else 'http'}://{shown}:{bound_port}"
+    print(json.dumps({"event": "listening", "url": url}), flush=True)
+    log.info("listening", extra={"url": url, "root": config.storage.rootdirectory})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+    return 0
+
+
+def _standalone() -> int:
+    parser = argparse.ArgumentParser(prog="python -m origin", description="serve the private origin registry")
+    add_arguments(parser)
+    return main(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

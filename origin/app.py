@@ -1,0 +1,191 @@
+"""The origin's aiohttp application: wiring only.
+
+``create_app(config)`` builds the layout, blob store, repositories, upload manager and metrics,
+stores them under the keys of :mod:`origin.state`, installs the middlewares and registers every
+route module (each exposes ``add_routes(app)``).
+
+Behaviour owned here:
+- ``GET``/``HEAD /v2/``: 200 ``{}`` with ``Docker-Distribution-API-Version: registry/2.0``.
+- ``/metrics`` (Prometheus text) and ``/healthz`` (200 ``{"status": "ok"}``; 503 when the
+  storage root is not writable, unless read-only).
+- Read-only mode (``storage.maintenance.readonly.enabled``): every ``POST``/``PUT``/``PATCH``/
+  ``DELETE`` under ``/v2/`` answers 405 ``UNSUPPORTED``; reads keep working.
+- Start-up: temp files left by a crash are removed (``store.recover()`` in a thread) before the
+  first request; stale upload sessions are purged by a background task (per
+  ``storage.maintenance.uploadpurging``), cancelled and awaited at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from origin import blobs, state, uploads
+from origin.metrics import OriginMetrics
+from origin.repository import Repositories
+from regcore import errors
+from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
+from regcore.metrics import METRICS_REGISTRY, metrics_handler
+from regcore.storage.blobstore import FilesystemBlobStore
+from regcore.storage.layout import Layout
+
+log = logging.getLogger("quayside.origin")
+
+# Route modules written alongside this one; each exposes add_routes(app).
+ROUTE_MODULES = ("origin.manifests", "origin.tags", "origin.catalog", "origin.referrers")
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def create_app(
+    config: Any,
+    *,
+    store: FilesystemBlobStore | None = None,
+    clock: Callable[[], float] = time.time,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """Build the origin application for ``config`` (a :class:`regcore.config.OriginConfig`).
+
+    ``store`` defaults to a filesystem store on ``config.storage.rootdirectory``; ``clock``
+    drives upload ``startedat`` and purging; ``registry`` receives the metrics (a fresh one by
+    default). Nothing touches the network; the storage directories are created.
+    """
+    layout = store.layout if store is not None else Layout(config.storage.rootdirectory)
+    store = store if store is not None else FilesystemBlobStore(layout)
+    repos = Repositories(layout, store)
+    metrics = OriginMetrics(registry)
+    readonly = bool(config.storage.maintenance.readonly)
+
+    app = web.Application(
+        middlewares=[
+            metrics.http.middleware(),
+            *standard_middlewares(),
+            _readonly_middleware,
+        ],
+        client_max_size=max(config.limits.max_manifest_bytes, 1 << 20) + 1,
+    )
+    app[state.CONFIG] = config
+    app[state.LAYOUT] = layout
+    app[state.STORE] = store
+    app[state.REPOS] = repos
+    app[state.METRICS] = metrics
+    app[METRICS_REGISTRY] = metrics.registry
+    app[state.READONLY] = readonly
+    app[state.DELETE_ENABLED] = bool(config.storage.delete_enabled)
+    app[state.MAX_MANIFEST_BYTES] = int(config.limits.max_manifest_bytes)
+    app[state.UPLOADS] = uploads.Uploads(
+        layout, store, repos, metrics=metrics, clock=clock, max_blob_bytes=int(config.limits.max_blob_bytes)
+    )
+
+    app.on_response_prepare.append(on_prepare_api_header)
+    app.on_response_prepare.append(_count_bytes_out)
+    app.cleanup_ctx.append(_lifecycle)
+
+    base = app.router.add_resource("/v2/", name="base")
+    base.add_route("GET", _base)
+    base.add_route("HEAD", _base)
+    if config.metrics_enabled:
+        app.router.add_get("/metrics", metrics_handler(metrics.registry), name="metrics")
+    app.router.add_get("/healthz", _healthz, name="healthz")
+
+    uploads.add_routes(app)
+    blobs.add_routes(app)
+    for module in ROUTE_MODULES:
+        _add_module_routes(app, module)
+    return app
+
+
+def _add_module_routes(app: web.Application, module: str) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        # TODO(origin): remove once every route module has landed.
+        log.warning("route module missing, its endpoints are not served", extra={"module": module})
+        return
+    mod.add_routes(app)
+
+
+async def _base(request: web.Request) -> web.Response:
+    return web.json_response({}, headers=dict([API_VERSION_HEADER]))
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    layout = request.app[state.LAYOUT]
+    checks: dict[str, str] = {}
+    status = 200
+    if not request.app[state.READONLY]:
+        try:
+            await asyncio.to_thread(_probe_writable, layout)
+            checks["storage"] = "ok"
+        except OSError as exc:
+            checks["storage"] = f"not writable: {exc.strerror or type(exc).__name__}"
+            status = 503
+    else:
+        checks["storage"] = "read-only"
+    body = {"status": "ok" if status == 200 else "unhealthy", "checks": checks}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+def _probe_writable(layout: Layout) -> None:
+    layout.incomplete.mkdir(parents=True, exist_ok=True)
+    probe = layout.incomplete / f".health-{uuid.uuid4().hex}"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+
+
+@web.middleware
+async def _readonly_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (
+        request.method in _WRITE_METHODS
+        and request.path.startswith("/v2/")
+        and request.app[state.READONLY]
+    ):
+        raise errors.ReadOnly(f"{request.method} refused")
+    return await handler(request)
+
+
+async def _count_bytes_out(request: web.Request, response: web.StreamResponse) -> None:
+    if request.method == "HEAD":
+        return
+    length = response.content_length
+    if length:
+        metrics: OriginMetrics = request.app[state.METRICS]
+        route = request.match_info.route.resource
+        name = (route.name or route.canonical) if route is not None else "unmatched"
+        metrics.http.bytes_out.labels(name).inc(length)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    store = app[state.STORE]
+    removed = await asyncio.to_thread(store.recover)
+    if removed:
+        log.info("removed temp files left by a crash", extra={"count": removed})
+    tasks: list[asyncio.Task[None]] = []
+    purging = app[state.CONFIG].storage.maintenance.uploadpurging
+    if purging.enabled and not app[state.READONLY]:
+        tasks.append(
+            asyncio.create_task(
+                app[state.UPLOADS].purge_loop(purging.age, purging.interval, dryrun=purging.dryrun),
+                name="origin-upload-purge",
+            )
+        )
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+

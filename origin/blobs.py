@@ -1,0 +1,138 @@
+"""Blob handlers: ``GET``/``HEAD``/``DELETE /v2/<name>/blobs/<digest>``.
+
+Guarantees:
+- A blob is served only when it is linked into ``<name>`` (``_layers`` link) *and* its
+  complete, verified file exists in the store; anything else is 404 ``BLOB_UNKNOWN``. Upload
+  data never lives in the blob tree, so nothing half-written can be served.
+- GET goes out by sendfile (:class:`aiohttp.web.FileResponse`) with ``Range`` support (206 +
+  ``Content-Range``); a malformed or unsatisfiable ``Range`` is 416 ``RANGE_INVALID`` with
+  ``Content-Range: bytes */<size>``. ``ETag`` is the quoted digest (``If-None-Match`` on it
+  answers 304); ``Cache-Control`` marks the bytes immutable.
+- DELETE removes the repository's link only (the bytes stay until garbage collection, as in
+  registry:2): 202, or 404 ``BLOB_UNKNOWN`` when not linked, or 405 ``UNSUPPORTED`` when
+  ``storage.delete.enabled`` is false.
+
+Helpers used by the other handler modules: :func:`request_name`, :func:`request_digest`,
+:func:`location`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from origin import state
+from regcore import errors
+from regcore.digest import Digest
+from regcore.http import DIGEST, NAME, parse_range
+from regcore.reference import validate_name
+
+IMMUTABLE = "max-age=31536000, immutable"
+
+
+def request_name(request: web.Request) -> str:
+    """The validated repository name of the request. Raises NameInvalid."""
+    return validate_name(request.match_info.get("name", ""))
+
+
+def request_digest(request: web.Request, key: str = "digest") -> Digest:
+    """The validated digest in the path. Raises DigestInvalid."""
+    return Digest.parse(request.match_info.get(key, ""))
+
+
+def location(request: web.Request, path: str) -> str:
+    """``path`` as a Location: relative, or absolute under ``http.host`` when configured."""
+    config = request.app[state.CONFIG]
+    host = getattr(getattr(config, "http", None), "host", None)
+    if host:
+        return host.rstrip("/") + path
+    return path
+
+
+def blob_path(name: str, digest: Digest) -> str:
+    return f"/v2/{name}/blobs/{digest}"
+
+
+class BlobFileResponse(web.FileResponse):
+    """A FileResponse whose ETag is the quoted digest (FileResponse sets an mtime-based one
+    during ``prepare``; :func:`_etag_on_prepare` puts ours back before headers go out)."""
+
+    def __init__(self, path: object, digest: Digest, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)  # type: ignore[arg-type]
+        self.digest = digest
+
+
+async def _etag_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    if isinstance(response, BlobFileResponse):
+        response.headers[hdrs.ETAG] = f'"{response.digest}"'
+        response.headers.pop(hdrs.LAST_MODIFIED, None)
+        metrics = request.app.get(state.METRICS)
+        if metrics is not None and request.method == "GET" and response.status in (200, 206):
+            metrics.blob_bytes_served.inc(response.content_length or 0)
+
+
+async def _linked_size(request: web.Request, name: str, digest: Digest) -> int:
+    """Size of a blob linked into ``name``. Raises BlobUnknown."""
+    repos = request.app[state.REPOS]
+    if not await repos.blob_linked(name, digest):
+        raise errors.BlobUnknown(str(digest))
+    size = await request.app[state.STORE].stat(digest)
+    if size is None:
+        raise errors.BlobUnknown(str(digest))
+    return size
+
+
+def _etag_matches(header: str | None, digest: Digest) -> bool:
+    if not header:
+        return False
+    wanted = str(digest)
+    for part in header.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == "*" or tag.strip('"') == wanted:
+            return True
+    return False
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD: the blob's bytes (or headers only), Range aware."""
+    name = request_name(request)
+    digest = request_digest(request)
+    size = await _linked_size(request, name, digest)
+    common = {
+        "Docker-Content-Digest": str(digest),
+        hdrs.ETAG: f'"{digest}"',
+        hdrs.CACHE_CONTROL: IMMUTABLE,
+        hdrs.ACCEPT_RANGES: "bytes",
+    }
+    if _etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), digest):
+        return web.Response(status=304, headers=common)
+    if request.method == "GET":
+        # Validate Range ourselves so a bad one gets the JSON envelope (FileResponse would
+        # answer a bare 416); valid ranges are then served by FileResponse.
+        parse_range(request.headers.get(hdrs.RANGE), size)
+    headers = {**common, hdrs.CONTENT_TYPE: "application/octet-stream"}
+    return BlobFileResponse(request.app[state.STORE].path(digest), digest, headers)
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    """DELETE: unlink the blob from the repository (202)."""
+    name = request_name(request)
+    digest = request_digest(request)
+    if not request.app[state.DELETE_ENABLED]:
+        raise errors.Unsupported("blob deletion is disabled", message="deletion is disabled")
+    if not await request.app[state.REPOS].unlink_blob(name, digest):
+        raise errors.BlobUnknown(str(digest))
+    metrics = request.app.get(state.METRICS)
+    if metrics is not None:
+        metrics.blobs_deleted.inc()
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(digest)})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the blob routes and the ETag fix-up signal."""
+    resource = app.router.add_resource(f"/v2/{NAME}/blobs/{DIGEST}", name="blob")
+    resource.add_route("GET", get_blob)
+    resource.add_route("HEAD", get_blob)
+    resource.add_route("DELETE", delete_blob)
+    app.on_response_prepare.append(_etag_on_prepare)
