@@ -184,6 +184,7 @@ async def put_manifest(request: web.Request) -> web.Response:
         "Docker-Content-Digest": str(digest),
     }
     if parsed.subject is not None:
+        await repos.ensure_referrers_index(name)  # a root registry:2 wrote has none yet
         await repos.link_referrer(name, parsed.subject.digest, digest)
         headers["OCI-Subject"] = str(parsed.subject.digest)
     if isinstance(ref, Tag):

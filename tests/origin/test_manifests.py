@@ -16,33 +16,29 @@ import pytest
 from aiohttp import web
 
 from harness.images import Image, make_image, make_index
-from origin import catalog, manifests, referrers, state, tags
-from origin.repository import Repositories
+from origin import state
+from origin.app import create_app
 from regcore import mediatypes as mt
+from regcore.config import LimitsConfig, MaintenanceConfig, OriginConfig, StorageConfig
 from regcore.digest import Digest
-from regcore.http import standard_middlewares
-from regcore.storage.blobstore import FilesystemBlobStore
-from regcore.storage.layout import Layout
 
 REPO = "team/app"
 
 
 # -- fixtures -----------------------------------------------------------------------------
-def build_app(root: Path, *, delete_enabled: bool = True, max_manifest: int | None = None) -> web.Application:
-    app = web.Application(middlewares=standard_middlewares())
-    layout = Layout(root)
-    store = FilesystemBlobStore(layout)
-    app[state.CONFIG] = None
-    app[state.LAYOUT] = layout
-    app[state.STORE] = store
-    app[state.REPOS] = Repositories(layout, store)
-    app[state.READONLY] = False
-    app[state.DELETE_ENABLED] = delete_enabled
-    if max_manifest is not None:
-        app[state.MAX_MANIFEST_BYTES] = max_manifest
-    for module in (catalog, manifests, referrers, tags):
-        module.add_routes(app)
-    return app
+def build_app(
+    root: Path, *, delete_enabled: bool = True, max_manifest: int | None = None, readonly: bool = False
+) -> web.Application:
+    """The real origin application (``origin.app.create_app``) on ``root``."""
+    config = OriginConfig(
+        storage=StorageConfig(
+            rootdirectory=str(root),
+            delete_enabled=delete_enabled,
+            maintenance=MaintenanceConfig(readonly=readonly),
+        ),
+        limits=LimitsConfig(max_manifest_bytes=max_manifest or LimitsConfig.max_manifest_bytes),
+    )
+    return create_app(config)
 
 
 @pytest.fixture
@@ -409,9 +405,7 @@ async def test_delete_disabled_is_405_unsupported(aiohttp_client, tmp_path):
 
 
 async def test_read_only_refuses_put_and_delete(aiohttp_client, tmp_path):
-    app = build_app(tmp_path)
-    app[state.READONLY] = True
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(build_app(tmp_path, readonly=True))
     image = make_image(seed=241)
     await seed_blobs(client, REPO, image.blobs())
     before = snapshot(tmp_path)
