@@ -1,0 +1,444 @@
+"""``RegistryClient``: the OCI Distribution API of one upstream, for the edge, tests and bench.
+
+Every method goes through :class:`~regcore.client.transport.Transport` (token dance, token
+cache, redirects without credentials, retries for GET/HEAD, bounded timeouts) and raises only
+:mod:`regcore.errors` exceptions (mapping in :mod:`regcore.client.status`). Reads never
+retry writes: POST/PATCH/PUT/DELETE are sent once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from regcore import errors
+from regcore.client.auth import TokenCache, repository_scope, scopes_for_path
+from regcore.client.status import DigestMismatch, Kind, error_for
+from regcore.client.stream import BlobStream, ResumeHook
+from regcore.client.transport import RequestHook, Transport, read_limited
+from regcore.digest import Digest, Hasher, is_digest
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+DEFAULT_MANIFEST_ACCEPT: tuple[str, ...] = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+class RegistryClient:
+    """Async client for one registry at ``base_url``. Use ``async with`` or call :meth:`close`.
+
+    Without ``session`` the client owns one (no cookie jar, no automatic decompression);
+    with one, the caller owns it and :meth:`close` leaves it open. ``on_request`` counts
+    every upstream HTTP exchange; ``on_resume(digest, offset)`` every blob stream resume.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_retry_after: float = 10.0,
+        max_resumes: int = 3,
+        user_agent: str = "quayside/0.1",
+        on_request: RequestHook | None = None,
+        on_resume: ResumeHook | None = None,
+        token_cache: TokenCache | None = None,
+    ) -> None:
+        self.transport = Transport(
+            base_url,
+            session=session,
+            username=username,
+            password=password,
+            token=token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+            backoff=backoff,
+            max_retry_after=max_retry_after,
+            user_agent=user_agent,
+            on_request=on_request,
+            token_cache=token_cache,
+        )
+        self.max_resumes = max_resumes
+        self.on_resume = on_resume
+        self.resumes = 0
+        """Blob stream resumes over the client's lifetime (also reported via ``on_resume``)."""
+
+    @property
+    def base_url(self) -> str:
+        return str(self.transport.base)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- low level ----------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        scopes: Sequence[str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Escape hatch: any request with auth, redirects and (GET/HEAD) retries.
+
+        Returns the response whatever its status; the caller must ``release()`` it or use
+        ``async with``. ``scopes`` default to what the path needs (``repository:<n>:pull`` ...).
+        """
+        url = self.transport.url(path)
+        if params:
+            url = url.extend_query(params)
+        return await self.transport.send(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            scopes=scopes if scopes is not None else scopes_for_path(method, url.path),
+        )
+
+    async def _expect(
+        self,
+        method: str,
+        path: str,
+        ok: Sequence[int],
+        kind: Kind,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        scopes: Sequence[str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        resp = await self.request(method, path, headers=headers, data=data, params=params, scopes=scopes)
+        if resp.status in ok:
+            return resp
+        async with resp:
+            body = b"" if method == "HEAD" else await read_limited(resp, _ERROR_BODY_LIMIT, strict=False)
+        raise error_for(resp.status, kind, method=method, url=resp.url, headers=resp.headers, body=body)
+
+    # -- read API -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """``GET /v2/`` (also learns the auth scheme). Raises Unauthorized, UpstreamUnavailable..."""
+        resp = await self._expect("GET", "/v2/", (200,), "other", scopes=())
+        resp.release()
+
+    async def head_manifest(self, repo: str, ref: str, accept: Sequence[str] = ()) -> ManifestHead:
+        """``HEAD`` a manifest (does not count as a pull on Docker Hub).
+
+        Falls back to :meth:`get_manifest` if upstream sends no ``Docker-Content-Digest``.
+        Raises ManifestUnknown (404) and the other mapped errors.
+        """
+        headers = {"Accept": ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)}
+        resp = await self._expect("HEAD", _manifest_path(repo, ref), (200,), "manifest", headers=headers)
+        async with resp:
+            digest = resp.headers.get("Docker-Content-Digest")
+            media_type = _media_type(resp.headers.get("Content-Type"))
+            size = resp.content_length
+        if digest and is_digest(digest) and size is not None and media_type:
+            return ManifestHead(digest, media_type, size)
+        fetched = await self.get_manifest(repo, ref, accept)
+        return ManifestHead(fetched.digest, fetched.media_type, len(fetched.body))
+
+    async def get_manifest(self, repo: str, ref: str, accept: Sequence[str] = ()) -> FetchedManifest:
+        """``GET`` a manifest verbatim (at most 4 MiB).
+
+        The digest is ``ref`` when ``ref`` is a digest, else ``Docker-Content-Digest``, else the
+        body's sha256; the body is always checked against it (DigestMismatch, a 502).
+        The media type is Content-Type, else the body's ``mediaType``.
+        """
+        headers = {"Accept": ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)}
+        resp = await self._expect("GET", _manifest_path(repo, ref), (200,), "manifest", headers=headers)
+        async with resp:
+            if (resp.content_length or 0) > MAX_MANIFEST_BYTES:
+                raise errors.ManifestInvalid(f"{repo}:{ref}: upstream manifest exceeds 4 MiB")
+            body = await _read_body(resp, MAX_MANIFEST_BYTES)
+            header_digest = resp.headers.get("Docker-Content-Digest")
+            media_type = _media_type(resp.headers.get("Content-Type"))
+        if is_digest(ref):
+            expected = ref
+        elif header_digest and is_digest(header_digest):
+            expected = header_digest
+        else:
+            expected = str(Digest.of(body))
+        parsed = Digest.parse(expected)
+        actual = Digest.of(body, parsed.algorithm)
+        if actual != parsed:
+            raise DigestMismatch(f"manifest {repo}@{expected}: body hashes to {actual}")
+        if not media_type or media_type in ("application/json", "text/plain"):
+            media_type = _body_media_type(body) or media_type or "application/octet-stream"
+        return FetchedManifest(body, media_type, expected)
+
+    async def head_blob(self, repo: str, digest: str) -> int:
+        """Size of a blob (``HEAD``; redirects followed). Raises BlobUnknown on 404."""
+        resp = await self._expect("HEAD", f"/v2/{repo}/blobs/{digest}", (200,), "blob")
+        async with resp:
+            size = resp.content_length
+        if size is None:
+            raise errors.UpstreamUnavailable(f"HEAD blob {digest}: no Content-Length")
+        return size
+
+    def blob_stream(
+        self,
+        repo: str,
+        digest: str,
+        *,
+        offset: int = 0,
+        end: int | None = None,
+        verify: bool = False,
+        chunk_size: int = 256 * 1024,
+    ) -> BlobStream:
+        """A resumable stream of ``blob[offset:end]`` (``end`` exclusive); see :mod:`.stream`."""
+        return BlobStream(
+            self.transport,
+            repo,
+            digest,
+            offset=offset,
+            end=end,
+            chunk_size=chunk_size,
+            max_resumes=self.max_resumes,
+            verify=verify,
+            on_resume=self._count_resume,
+        )
+
+    def _count_resume(self, digest: str, offset: int) -> None:
+        self.resumes += 1
+        if self.on_resume is not None:
+            self.on_resume(digest, offset)
+
+    async def get_blob(self, repo: str, digest: str) -> bytes:
+        """A whole blob in memory, verified against ``digest`` (tests, small blobs)."""
+        async with self.blob_stream(repo, digest, verify=True) as stream:
+            return await stream.read_all()
+
+    async def list_tags(self, repo: str, n: int | None = None, last: str | None = None) -> tuple[list[str], str | None]:
+        """One page of tags and the ``Link`` target of the next page (``None`` on the last)."""
+        params = _page_params(n, last)
+        resp = await self._expect("GET", f"/v2/{repo}/tags/list", (200,), "tags", params=params)
+        async with resp:
+            doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
+            link = _next_link(resp.headers.get("Link"))
+        return list(doc.get("tags") or []), link
+
+    async def catalog(self, n: int | None = None, last: str | None = None) -> tuple[list[str], str | None]:
+        """One page of ``/v2/_catalog`` and the next page's ``Link`` target."""
+        resp = await self._expect("GET", "/v2/_catalog", (200,), "catalog", params=_page_params(n, last))
+        async with resp:
+            doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
+            link = _next_link(resp.headers.get("Link"))
+        return list(doc.get("repositories") or []), link
+
+    async def get_referrers(
+        self, repo: str, digest: str, artifact_type: str | None = None
+    ) -> tuple[bytes, CIMultiDict[str]]:
+        """``GET /v2/<repo>/referrers/<digest>``: the raw index and the response headers."""
+        params = {"artifactType": artifact_type} if artifact_type else None
+        resp = await self._expect("GET", f"/v2/{repo}/referrers/{digest}", (200,), "referrers", params=params)
+        async with resp:
+            body = await _read_body(resp, MAX_MANIFEST_BYTES)
+            headers = CIMultiDict(resp.headers)
+        return body, headers
+
+    # -- write API (tests, bench) -----------------------------------------------------------
+
+    async def push_blob(
+        self,
+        repo: str,
+        data: bytes | AsyncIterable[bytes],
+        digest: str | None = None,
+        chunk_size: int | None = None,
+    ) -> str:
+        """Upload a blob; returns its digest.
+
+        ``bytes`` without ``chunk_size``: POST + monolithic PUT. With ``chunk_size``: POST,
+        PATCH per chunk (``Content-Range``), PUT. An async iterable: POST, one streamed
+        PATCH (hashed on the way when ``digest`` is not given), PUT. Never retried.
+        Raises DigestInvalid / BlobUploadInvalid / ... as the upstream answers.
+        """
+        scopes = (repository_scope(repo, ("pull", "push")),)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+            digest = digest or str(Digest.of(data))
+        resp = await self._expect("POST", f"/v2/{repo}/blobs/uploads/", (202,), "upload", scopes=scopes)
+        async with resp:
+            location = _location(resp)
+        if isinstance(data, bytes) and chunk_size is None:
+            return await self._finish_upload(location, digest or "", scopes, data)
+        hasher = Hasher(Digest.parse(digest).algorithm if digest else "sha256")
+        if isinstance(data, bytes):
+            assert chunk_size is not None
+            for start in range(0, len(data), chunk_size):
+                piece = data[start : start + chunk_size]
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{start}-{start + len(piece) - 1}",
+                    "Content-Length": str(len(piece)),
+                }
+                resp = await self._expect("PATCH", location, (202,), "upload", headers=headers, data=piece, scopes=scopes)
+                async with resp:
+                    location = _location(resp)
+        else:
+            resp = await self._expect(
+                "PATCH",
+                location,
+                (202,),
+                "upload",
+                headers={"Content-Type": "application/octet-stream"},
+                data=_hashing(data, hasher),
+                scopes=scopes,
+            )
+            async with resp:
+                location = _location(resp)
+            digest = digest or str(hasher.digest())
+        return await self._finish_upload(location, digest or "", scopes, None)
+
+    async def _finish_upload(self, location: str, digest: str, scopes: Sequence[str], body: bytes | None) -> str:
+        url = URL(location, encoded=True).extend_query({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream"}
+        resp = await self._expect("PUT", str(url), (201,), "upload", headers=headers, data=body or b"", scopes=scopes)
+        async with resp:
+            return resp.headers.get("Docker-Content-Digest") or digest
+
+    async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; ``True`` when mounted, ``False`` when upstream declined
+        (the upload session it opened instead is cancelled)."""
+        scopes = (repository_scope(repo, ("pull", "push")), repository_scope(from_repo))
+        resp = await self._expect(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            (201, 202),
+            "upload",
+            params={"mount": digest, "from": from_repo},
+            scopes=scopes,
+        )
+        async with resp:
+            if resp.status == 201:
+                return True
+            location = _location(resp)
+        cancel = await self.request("DELETE", location, scopes=scopes)
+        cancel.release()
+        return False
+
+    async def push_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
+        """PUT a manifest under a tag or digest; returns its digest. Raises ManifestInvalid,
+        ManifestBlobUnknown, ... as the upstream answers."""
+        headers = {"Content-Type": media_type}
+        scopes = (repository_scope(repo, ("pull", "push")),)
+        resp = await self._expect("PUT", _manifest_path(repo, ref), (201,), "manifest", headers=headers, data=body, scopes=scopes)
+        async with resp:
+            return resp.headers.get("Docker-Content-Digest") or str(Digest.of(body))
+
+    async def delete_manifest(self, repo: str, digest: str) -> None:
+        """DELETE a manifest by digest (202). Raises ManifestUnknown, Unsupported (deletes off)."""
+        resp = await self._expect("DELETE", _manifest_path(repo, digest), (202,), "manifest")
+        resp.release()
+
+    async def delete_blob(self, repo: str, digest: str) -> None:
+        """DELETE a blob (202). Raises BlobUnknown, Unsupported (deletes disabled)."""
+        resp = await self._expect("DELETE", f"/v2/{repo}/blobs/{digest}", (202,), "blob")
+        resp.release()
+
+
+def _manifest_path(repo: str, ref: str) -> str:
+    return f"/v2/{repo}/manifests/{ref}"
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip()
+
+
+def _body_media_type(body: bytes) -> str | None:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    value = doc.get("mediaType") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _page_params(n: int | None, last: str | None) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    if n is not None:
+        params["n"] = str(n)
+    if last is not None:
+        params["last"] = last
+    return params or None
+
+
+def _next_link(header: str | None) -> str | None:
+    """The target of ``Link: <...>; rel="next"``."""
+    if not header:
+        return None
+    for part in header.split(","):
+        target, _, rest = part.partition(";")
+        if 'rel="next"' in rest.replace(" ", "") or "rel=next" in rest.replace(" ", ""):
+            return target.strip().strip("<>")
+    return None
+
+
+def _location(resp: aiohttp.ClientResponse) -> str:
+    location = resp.headers.get("Location")
+    if not location:
+        raise errors.UpstreamUnavailable(f"{resp.method} {resp.url.path}: upload without Location")
+    return str(resp.url.join(URL(location, encoded=True)))
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = await read_limited(resp, limit + 1)
+    if len(body) > limit:
+        raise errors.UpstreamUnavailable(f"{resp.url.path}: response larger than {limit} bytes")
+    if resp.content_length is not None and len(body) != resp.content_length:
+        raise errors.UpstreamUnavailable(f"{resp.url.path}: short response body")
+    return body
+
+
+async def _hashing(source: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterable[bytes]:
+    async for chunk in source:
+        hasher.update(chunk)
+        yield chunk
+

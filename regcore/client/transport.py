@@ -1,0 +1,369 @@
+"""One upstream's HTTP layer: authentication, redirects without credentials, retries, timeouts.
+
+:meth:`Transport.send` returns the final :class:`aiohttp.ClientResponse` (any status; the
+caller maps it with :func:`regcore.client.status.error_for`) and guarantees:
+
+* **Auth.** ``Authorization`` is only ever sent to the upstream's own origin (scheme, host,
+  port). A 401 with a ``Bearer`` challenge is answered by a token from the realm (Basic
+  credentials to the realm only when :func:`~regcore.client.auth.may_send_credentials` says
+  so); tokens are cached per scope and fetched once per scope even under concurrency
+  (single flight); the request is retried once with the fresh token. A ``Basic`` challenge
+  is answered with the configured credentials. After that, a 401 is returned as is.
+  Once the upstream is known to use Bearer, tokens are fetched *before* the request.
+* **Redirects** are never followed by aiohttp; up to ``max_redirects`` hops are followed
+  here, ``Authorization`` is stripped for any hop to another origin (CDNs, signed URLs).
+* **Retries** only for idempotent requests (GET/HEAD): connection errors and 502/503/504/429,
+  exponential backoff with jitter; ``Retry-After`` is respected up to ``max_retry_after``
+  (longer → no retry, the 429 is returned at once). Timeouts are not retried, so a hung
+  upstream costs at most ``connect_timeout`` + ``read_timeout`` per request.
+* **Errors** raised: :class:`errors.UpstreamTimeout` (connect or read timeout),
+  :class:`errors.UpstreamUnavailable` (connection refused/reset after retries, too many
+  redirects, a token endpoint without a token), :class:`errors.Unauthorized`,
+  :class:`errors.Denied`, :class:`errors.TooManyRequests` from the token endpoint.
+* ``on_request(method, url, status)`` is called for every HTTP exchange (each redirect hop
+  and token fetch included; status 0 when no response came); the URL has no query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from regcore import errors
+from regcore.client.auth import (
+    Challenge,
+    TokenCache,
+    may_send_credentials,
+    merge_scopes,
+    parse_challenges,
+    same_origin,
+    token_from_response,
+)
+from regcore.client.status import error_for, redact, retry_after_seconds
+
+RequestHook = Callable[[str, str, int], None]
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_TOKEN_BODY_LIMIT = 1 << 20
+
+
+class Transport:
+    """HTTP to one upstream registry. Create inside or outside a loop; close with :meth:`close`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        max_retry_after: float = 10.0,
+        max_redirects: int = 5,
+        user_agent: str = "quayside/0.1",
+        on_request: RequestHook | None = None,
+        token_cache: TokenCache | None = None,
+    ) -> None:
+        self.base = URL(base_url.rstrip("/"))
+        if not self.base.is_absolute() or self.base.scheme not in ("http", "https"):
+            raise ValueError("base_url must be an absolute http(s) URL")
+        self._session = session
+        self._owns_session = session is None
+        self._basic = basic_header(username, password or "") if username is not None else None
+        self._username = username
+        self._static = f"Bearer {token}" if token else None
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self.max_redirects = max_redirects
+        self.user_agent = user_agent
+        self.on_request = on_request
+        self.tokens = token_cache if token_cache is not None else TokenCache()
+        self._scheme: str | None = None  # "bearer" / "basic" once the upstream told us
+        self._bearer: Challenge | None = None
+        self._inflight: dict[tuple[str, ...], asyncio.Task[str]] = {}
+        self._random = random.Random()
+
+    # -- session ------------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session in use (created on first use when none was given)."""
+        if self._session is None or (self._owns_session and self._session.closed):
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": self.user_agent},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Cancel token fetches in flight; close the session if this transport created it."""
+        for task in list(self._inflight.values()):
+            task.cancel()
+        self._inflight.clear()
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    def url(self, target: str | URL) -> URL:
+        """An absolute URL for ``/v2/...`` (relative to the base) or an absolute URL as is."""
+        if isinstance(target, URL):
+            return target if target.is_absolute() else self.base.join(target)
+        if target.startswith(("http://", "https://")):
+            return URL(target, encoded=True)
+        return URL(str(self.base) + target, encoded=True)
+
+    # -- the request ---------------------------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        target: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        scopes: Iterable[str] = (),
+        idempotent: bool | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send with auth, redirects and retries; return the final response (caller releases)."""
+        method = method.upper()
+        url = self.url(target)
+        scopes = tuple(scopes)
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD")
+        replayable = data is None or isinstance(data, (bytes, bytearray, memoryview, str))
+        base_headers = CIMultiDict(headers or {})
+        base_headers.setdefault("Accept-Encoding", "identity")
+        auth = await self._authorization(scopes)
+        resp = await self._with_retries(method, url, base_headers, data, auth, self.base, idempotent)
+        if resp.status != 401 or not same_origin(resp.url, self.base) or not replayable:
+            return resp
+        retry_auth = await self._answer_challenge(resp, scopes, used=auth)
+        if retry_auth is None:
+            return resp
+        resp.release()
+        return await self._with_retries(method, url, base_headers, data, retry_auth, self.base, idempotent)
+
+    async def _with_retries(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        data: Any,
+        auth: str | None,
+        auth_origin: URL,
+        idempotent: bool,
+    ) -> aiohttp.ClientResponse:
+        attempt = 0
+        while True:
+            try:
+                resp = await self._follow(method, url, headers, data, auth, auth_origin)
+            except TimeoutError as exc:
+                self._hook(method, url, 0)
+                raise errors.UpstreamTimeout(f"{method} {redact(url)} timed out") from exc
+            except aiohttp.ClientConnectionError as exc:
+                self._hook(method, url, 0)
+                if idempotent and attempt < self.retries:
+                    await asyncio.sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise errors.UpstreamUnavailable(
+                    f"{method} {redact(url)} failed: {type(exc).__name__}"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                self._hook(method, url, 0)
+                raise errors.UpstreamUnavailable(
+                    f"{method} {redact(url)} failed: {type(exc).__name__}"
+                ) from exc
+            if not (idempotent and resp.status in RETRY_STATUSES and attempt < self.retries):
+                return resp
+            wait = retry_after_seconds(resp.headers.get("Retry-After"))
+            if wait is not None and wait > self.max_retry_after:
+                return resp
+            resp.release()
+            await asyncio.sleep(max(wait or 0.0, self._delay(attempt)))
+            attempt += 1
+
+    async def _follow(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        data: Any,
+        auth: str | None,
+        auth_origin: URL,
+    ) -> aiohttp.ClientResponse:
+        session = self.session()
+        for _hop in range(self.max_redirects + 1):
+            hop_headers = CIMultiDict(headers)
+            if auth is not None and same_origin(url, auth_origin):
+                hop_headers["Authorization"] = auth
+            resp = await session.request(
+                method,
+                url,
+                headers=hop_headers,
+                data=data,
+                allow_redirects=False,
+                timeout=self.timeout,
+                auto_decompress=False,
+            )
+            self._hook(method, url, resp.status)
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or not location:
+                return resp
+            resp.release()
+            if data is not None and not isinstance(data, (bytes, bytearray, memoryview, str)):
+                raise errors.UpstreamUnavailable(f"{method} {redact(url)} redirected a streamed body")
+            url = resp.url.join(URL(location, encoded=True))
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, data = "GET", None
+        raise errors.UpstreamUnavailable(f"too many redirects from {redact(self.base)}")
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return base * self._random.uniform(0.5, 1.0)
+
+    def _hook(self, method: str, url: URL, status: int) -> None:
+        if self.on_request is not None:
+            self.on_request(method, redact(url), status)
+
+    # -- authentication --------------------------------------------------------------------
+
+    async def _authorization(self, scopes: tuple[str, ...]) -> str | None:
+        """What to send before any challenge: static token, Basic, or a cached/fresh Bearer."""
+        if self._static is not None:
+            return self._static
+        if self._scheme == "basic":
+            return self._basic
+        if self._scheme == "bearer" and self._bearer is not None:
+            return "Bearer " + await self._token(self._bearer, scopes)
+        return None
+
+    async def _answer_challenge(
+        self, resp: aiohttp.ClientResponse, scopes: tuple[str, ...], *, used: str | None
+    ) -> str | None:
+        """The ``Authorization`` to retry a 401 with, or ``None`` when retrying is pointless."""
+        if self._static is not None:
+            return None
+        challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
+        bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
+        if bearer is not None:
+            self._scheme, self._bearer = "bearer", bearer
+            want = merge_scopes(scopes, bearer.scopes)
+            stale = used[len("Bearer ") :] if used and used.startswith("Bearer ") else None
+            for key_scopes in {scopes, want}:
+                self.tokens.invalidate(self._token_key(bearer, key_scopes), stale)
+            token = await self._token(bearer, want, alias=scopes)
+            if used == "Bearer " + token:
+                return None
+            return "Bearer " + token
+        if any(c.scheme == "basic" for c in challenges) and self._basic is not None:
+            self._scheme = "basic"
+            return None if used == self._basic else self._basic
+        return None
+
+    def _token_key(self, challenge: Challenge, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        return (str(self.base), challenge.realm or "", challenge.service or "", *sorted(scopes))
+
+    async def _token(
+        self, challenge: Challenge, scopes: tuple[str, ...], *, alias: tuple[str, ...] | None = None
+    ) -> str:
+        """A cached token for ``scopes`` or one fetched (once, shared by concurrent callers)."""
+        key = self._token_key(challenge, scopes)
+        token = self.tokens.get(key)
+        if token is None:
+            task = self._inflight.get(key)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._fetch_token(challenge, scopes, key))
+                self._inflight[key] = task
+                task.add_done_callback(partial(self._fetch_done, key))
+            token = await asyncio.shield(task)
+        if alias is not None and alias != scopes:
+            self.tokens.alias(key, self._token_key(challenge, alias))
+        return token
+
+    def _fetch_done(self, key: tuple[str, ...], task: asyncio.Task[str]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure is re-raised to every awaiting caller
+
+    async def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...], key: tuple[str, ...]) -> str:
+        realm = URL(challenge.realm or "")
+        if not realm.is_absolute() or realm.scheme not in ("http", "https"):
+            raise errors.UpstreamUnavailable("token realm is not an absolute http(s) URL")
+        query: list[tuple[str, str]] = []
+        if challenge.service:
+            query.append(("service", challenge.service))
+        query.extend(("scope", s) for s in scopes)
+        auth = None
+        if self._basic is not None and may_send_credentials(self.base, realm):
+            auth = self._basic
+            if self._username:
+                query.append(("account", self._username))
+        url = realm.extend_query(query) if query else realm
+        headers = CIMultiDict({"Accept": "application/json", "Accept-Encoding": "identity"})
+        resp = await self._with_retries("GET", url, headers, None, auth, realm, True)
+        async with resp:
+            if resp.status != 200:
+                body = await resp.content.read(64 * 1024)
+                raise error_for(resp.status, "token", method="GET", url=realm, headers=resp.headers, body=body)
+            body = await resp.content.read(_TOKEN_BODY_LIMIT)
+        try:
+            parsed = token_from_response(json.loads(body))
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise errors.UpstreamUnavailable(f"token service {redact(realm)} returned no token")
+        token, expires_in = parsed
+        self.tokens.put(key, token, float(expires_in))
+        return token
+
+
+def basic_header(username: str, password: str) -> str:
+    """``Basic base64(user:password)``."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, *, strict: bool = True) -> bytes:
+    """Read at most ``limit`` bytes of the body (the rest is left unread).
+
+    ``strict``: a broken body raises UpstreamUnavailable and a read timeout UpstreamTimeout;
+    otherwise (error bodies) whatever arrived is returned.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size < limit:
+            chunk = await resp.content.read(min(65536, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except TimeoutError as exc:
+        if strict:
+            raise errors.UpstreamTimeout(f"reading {redact(resp.url)} timed out") from exc
+    except aiohttp.ClientError as exc:
+        if strict:
+            raise errors.UpstreamUnavailable(
+                f"reading {redact(resp.url)} failed: {type(exc).__name__}"
+            ) from exc
+    return b"".join(chunks)
