@@ -1,0 +1,297 @@
+"""Our own servers as real child processes: ``quayside origin serve`` and ``quayside edge serve``.
+
+Each launcher runs ``python -m regcore.cli <component> serve --listen 127.0.0.1:PORT ...`` with
+stdout+stderr in one log file, and :meth:`QuaysideServer.start` returns once the child printed
+its ``{"event": "listening", "url": ...}`` line (the URL is read from that line, so port 0
+works). Guarantees:
+
+- :meth:`start` raises :class:`harness.procs.ProcessError` with the log tail if the child exits
+  or prints no listening line within ``start_timeout``.
+- A restart (:meth:`start` after :meth:`kill`/:meth:`stop`) binds the port of the previous run
+  unless ``new_port=True``, so clients configured with :attr:`url` keep working.
+- :meth:`close` stops the child and deletes the temp dir this object created (never a
+  directory passed in by the caller).
+
+Observation: :meth:`metrics` parses ``/metrics`` (Prometheus text) into ``{(name, labels):
+value}``; :meth:`metric` sums the samples of one name matching some labels. Peak RSS comes from
+``/proc`` (:meth:`peak_rss_bytes`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.procs import Process, ProcessError
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _listening_url(log_text: str) -> str | None:
+    for line in log_text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "listening" and event.get("url"):
+            return str(event["url"])
+    return None
+
+
+class QuaysideServer:
+    """Common launcher; subclasses say which component and which arguments."""
+
+    component = ""
+
+    def __init__(
+        self,
+        *,
+        workdir: str | Path | None = None,
+        listen_port: int = 0,
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        log_level: str = "info",
+        start_timeout: float = 20.0,
+        name: str | None = None,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = (
+            Path(workdir)
+            if workdir is not None
+            else Path(tempfile.mkdtemp(prefix=f"qs-{self.component}-"))
+        )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name or self.component
+        self.listen_port = listen_port
+        self.config = dict(config) if config else None
+        self.env = dict(env or {})
+        self.extra_args = list(extra_args)
+        self.log_level = log_level
+        self.start_timeout = start_timeout
+        self.process: Process | None = None
+        self.url = ""
+        self._runs = 0
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT`` of the current (or last) run."""
+        return self.url.split("//", 1)[1]
+
+    @property
+    def port(self) -> int:
+        return int(self.host.rsplit(":", 1)[1])
+
+    @property
+    def log_path(self) -> Path:
+        """The log of the current run (each run gets its own file: ``<name>-<n>.log``)."""
+        return self.workdir / f"{self.name}-{self._runs}.log"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def component_args(self) -> list[str]:
+        """Arguments after ``<component> serve --listen ...`` (subclasses)."""
+        return []
+
+    def start(self, *, new_port: bool = False) -> QuaysideServer:
+        """Start (or restart) the child and wait for its listening line."""
+        if self.process is not None and self.process.running:
+            return self
+        port = self.listen_port
+        if self.url and not new_port:
+            port = self.port
+        self._runs += 1
+        args = [sys.executable, "-m", "regcore.cli", self.component, "serve",
+                "--listen", f"127.0.0.1:{port}", "--log-level", self.log_level]  # fmt: skip
+        if self.config is not None:
+            config_path = self.workdir / f"{self.name}-config.json"
+            config_path.write_text(json.dumps(self.config, indent=2))
+            args += ["--config", str(config_path)]
+        args += self.component_args() + self.extra_args
+        env = {"PYTHONUNBUFFERED": "1", **self.env}
+        self.process = Process(
+            args, env=env, cwd=self.workdir, log_path=self.log_path, name=self.name
+        ).start()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            url = _listening_url(self.process.log_text())
+            if url is not None:
+                self.url = url.rstrip("/")
+                return self
+            if not self.process.running:
+                break
+            time.sleep(0.02)
+        tail = self.process.log_tail()
+        self.process.kill()
+        raise ProcessError(f"{self.name} printed no listening line:\n{' '.join(args)}\n{tail}")
+
+    def restart(self, *, new_port: bool = False) -> QuaysideServer:
+        """Graceful stop, then :meth:`start` (same port unless ``new_port``)."""
+        self.stop()
+        return self.start(new_port=new_port)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Idempotent."""
+        return self.process.stop(timeout) if self.process is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no cleanup code runs)."""
+        if self.process is not None:
+            self.process.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the socket accepts, nothing answers."""
+        if self.process is not None:
+            self.process.pause()
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.resume()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def close(self) -> None:
+        """Stop and remove the temp dir this object created. Idempotent."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> QuaysideServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- observation -------------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        """The current run's log (all runs: read ``workdir/<name>-*.log``)."""
+        return self.process.log_text() if self.process is not None else ""
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM of the running child (0 when it is not running)."""
+        return self.process.peak_rss_bytes() if self.running and self.process else 0
+
+    def rss_bytes(self) -> int:
+        return self.process.rss_bytes() if self.running and self.process else 0
+
+    def metrics(self, timeout: float = 5.0) -> Samples:
+        """``GET /metrics`` parsed: ``{(sample_name, sorted label items): value}``."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=timeout) as resp:
+            text = resp.read().decode()
+        out: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                out[key] = float(sample.value)
+        return out
+
+    def metric(self, name: str, samples: Samples | None = None, **labels: str) -> float:
+        """Sum of the samples called ``name`` (``_total`` added if absent) with these labels."""
+        samples = self.metrics() if samples is None else samples
+        names = {name, name + "_total"} if not name.endswith("_total") else {name}
+        return sum(
+            value
+            for (sname, slabels), value in samples.items()
+            if sname in names and all(dict(slabels).get(k) == v for k, v in labels.items())
+        )
+
+
+class OriginProcess(QuaysideServer):
+    """``quayside origin serve --root DIR`` (default: ``workdir/root``)."""
+
+    component = "origin"
+
+    def __init__(self, root: str | Path | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root) if root is not None else self.workdir / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def component_args(self) -> list[str]:
+        return ["--root", str(self.root)]
+
+
+class EdgeProcess(QuaysideServer):
+    """``quayside edge serve`` with a cache dir, a size bound and named upstreams.
+
+    ``upstreams`` maps name → URL (``--upstream NAME=URL``, in order: the first is the
+    default). ``advertise`` defaults to what the edge derives itself (its bound URL).
+    """
+
+    component = "edge"
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, str] | Iterable[tuple[str, str]],
+        *,
+        cache_dir: str | Path | None = None,
+        cache_size: str | int = "1GiB",
+        redis_url: str | None = None,
+        advertise: str | None = None,
+        tag_ttl: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        items = upstreams.items() if isinstance(upstreams, Mapping) else upstreams
+        self.upstreams = [(str(n), str(u)) for n, u in items]
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.workdir / "cache"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_size = cache_size
+        self.redis_url = redis_url
+        self.advertise = advertise
+        self.tag_ttl = tag_ttl
+
+    def component_args(self) -> list[str]:
+        args = ["--cache-dir", str(self.cache_dir), "--cache-size", str(self.cache_size)]
+        for name, url in self.upstreams:
+            args += ["--upstream", f"{name}={url}"]
+        if self.redis_url:
+            args += ["--redis", self.redis_url]
+        if self.advertise:
+            args += ["--advertise", self.advertise]
+        if self.tag_ttl is not None:
+            args += ["--tag-ttl", f"{self.tag_ttl:g}"]
+        return args
+
+    def cache_files(self) -> list[Path]:
+        """Every regular file under the cache dir (for partial-file and disk-use checks)."""
+        out: list[Path] = []
+        for dirpath, _dirs, files in os.walk(self.cache_dir):
+            out.extend(Path(dirpath, f) for f in files)
+        return out
+
+
+def tree_bytes(root: str | Path) -> int:
+    """Sum of the sizes of the regular files under ``root`` (0 when absent); files vanishing
+    during the walk (an eviction racing the sampler) are skipped."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except FileNotFoundError:
+                continue
+    return total
