@@ -1,0 +1,242 @@
+"""Uploads against the origin running as a real process: crashes, restarts, memory.
+
+The server is started exactly as an operator would (``python -m regcore.cli origin serve
+--listen 127.0.0.1:0 --root DIR``) and found through the JSON ``listening`` line it prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NAME = "team/app"
+MiB = 1024 * 1024
+
+
+class OriginProcess:
+    """One origin server process on a storage root."""
+
+    def __init__(self, root: Path, log_path: Path, *, module: str = "regcore.cli") -> None:
+        self.root = root
+        self.log_path = log_path
+        args = [sys.executable, "-m", module]
+        if module == "regcore.cli":
+            args += ["origin", "serve"]
+        args += ["--listen", "127.0.0.1:0", "--root", str(root), "--log-level", "warning"]
+        self._log = open(log_path, "ab")  # closed in close()
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self._log, cwd=root.parent, start_new_session=True
+        )
+        self.url = ""
+
+    async def wait_listening(self, timeout: float = 15.0) -> str:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if not line:
+            raise RuntimeError(f"origin exited: {self.log_path.read_text()[-2000:]}")
+        event = json.loads(line)
+        assert event["event"] == "listening"
+        self.url = event["url"]
+        return self.url
+
+    def peak_rss(self) -> int:
+        """VmHWM (peak resident set) of the server process, in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        self.kill()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+@pytest.fixture
+def origin_proc(tmp_path: Path) -> Iterator[Callable[..., Awaitable[OriginProcess]]]:
+    started: list[OriginProcess] = []
+
+    async def start(root: Path | None = None, **kw: object) -> OriginProcess:
+        p = OriginProcess(root or tmp_path / "root", tmp_path / f"origin-{len(started)}.log", **kw)
+        started.append(p)
+        await p.wait_listening()
+        return p
+
+    yield start
+    for p in started:
+        p.close()
+
+
+def big(data: bytes) -> io.BytesIO:
+    """aiohttp warns when a body over 1 MiB is given as bytes."""
+    return io.BytesIO(data)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob_files(root: Path) -> list[Path]:
+    return sorted((root / "docker" / "registry" / "v2" / "blobs").rglob("data"))
+
+
+def upload_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "docker" / "registry" / "v2" / "repositories").rglob("_uploads/*"))
+
+
+async def _start(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.post(f"{base}/v2/{NAME}/blobs/uploads/") as r:
+        assert r.status == 202
+        return base + r.headers["Location"]
+
+
+async def _offset(http: aiohttp.ClientSession, loc: str) -> int:
+    async with http.get(loc) as r:
+        assert r.status == 204, await r.text()
+        end = int(r.headers["Range"].split("-")[1])
+        return 0 if end == 0 else end + 1  # only valid for uploads that are not 1 byte long
+
+
+async def test_upload_resumes_after_origin_is_killed_between_chunks(origin_proc, tmp_path):
+    root = tmp_path / "root"
+    data = os.urandom(3 * MiB + 123)
+    half = len(data) // 2
+    first = await origin_proc(root)
+    async with aiohttp.ClientSession() as http:
+        loc = await _start(http, first.url)
+        doomed = await _start(http, first.url)
+        async with http.patch(loc, data=big(data[:half]), headers={"Content-Range": f"0-{half - 1}"}) as r:
+            assert r.status == 202
+        async with http.patch(doomed, data=b"x" * 1000) as r:
+            assert r.status == 202
+        first.kill()  # SIGKILL: no shutdown code runs
+
+        second = await origin_proc(root, module="origin")  # python -m origin works too
+        loc = second.url + loc.removeprefix(first.url)
+        doomed = second.url + doomed.removeprefix(first.url)
+        assert await _offset(http, loc) == half
+        blob_url = f"{second.url}/v2/{NAME}/blobs/{sha256(data)}"
+        async with http.get(blob_url) as r:
+            assert r.status == 404  # nothing half-written is served
+        async with http.patch(loc, data=big(data[half:]), headers={"Content-Range": f"{half}-{len(data) - 1}"}) as r:
+            assert r.status == 202
+        async with http.put(loc, params={"digest": sha256(data)}) as r:
+            assert r.status == 201, await r.text()
+        async with http.get(blob_url) as r:
+            assert r.status == 200 and await r.read() == data
+        # The other session is cancelled after the restart: nothing of it remains.
+        async with http.delete(doomed) as r:
+            assert r.status == 204
+    assert upload_dirs(root) == []
+    assert [p.read_bytes() for p in blob_files(root)] == [data]
+
+
+async def test_upload_resumes_after_origin_is_killed_mid_chunk(origin_proc, tmp_path):
+    root = tmp_path / "root"
+    data = os.urandom(6 * MiB)
+    first = await origin_proc(root)
+    stalled = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for off in range(0, 4 * MiB, 256 * 1024):
+            yield data[off : off + 256 * 1024]
+        stalled.set()
+        await asyncio.sleep(60)  # the server dies before this chunk ends
+
+    async with aiohttp.ClientSession() as http:
+        loc = await _start(http, first.url)
+        patch = asyncio.create_task(http.patch(loc, data=body()))
+        await asyncio.wait_for(stalled.wait(), 10)
+        await asyncio.sleep(0.3)
+        first.kill()
+        with pytest.raises(aiohttp.ClientError):
+            resp = await asyncio.wait_for(patch, 10)
+            resp.release()
+
+        second = await origin_proc(root)
+        loc = second.url + loc.removeprefix(first.url)
+        offset = await _offset(http, loc)
+        assert 0 <= offset <= 4 * MiB
+        async with http.patch(loc, data=big(data[offset:]), headers={"Content-Range": f"{offset}-{len(data) - 1}"}) as r:
+            assert r.status == 202
+        async with http.put(loc, params={"digest": sha256(data)}) as r:
+            assert r.status == 201, await r.text()
+        async with http.get(f"{second.url}/v2/{NAME}/blobs/{sha256(data)}") as r:
+            assert await r.read() == data
+
+
+async def test_64_mib_patch_keeps_server_memory_flat(origin_proc, tmp_path):
+    origin = await origin_proc()
+    chunk = os.urandom(MiB)
+    total = 64
+    h = hashlib.sha256()
+    for _ in range(total):
+        h.update(chunk)
+    digest = "sha256:" + h.hexdigest()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(total):
+            yield chunk
+
+    async with aiohttp.ClientSession() as http:
+        # Warm up: one small upload so threads, buffers and imports are in place.
+        warm = await _start(http, origin.url)
+        async with http.patch(warm, data=big(os.urandom(2 * MiB))) as r:
+            assert r.status == 202
+        async with http.delete(warm) as r:
+            assert r.status == 204
+        before = origin.peak_rss()
+        loc = await _start(http, origin.url)
+        async with http.patch(loc, data=body()) as r:
+            assert r.status == 202
+            assert r.headers["Range"] == f"0-{total * MiB - 1}"
+        async with http.put(loc, params={"digest": digest}) as r:
+            assert r.status == 201
+        grown = origin.peak_rss() - before
+    assert grown < 32 * MiB, f"peak RSS grew by {grown / MiB:.1f} MiB"
+    [blob] = blob_files(tmp_path / "root")
+    assert blob.stat().st_size == total * MiB
+
+
+async def test_sigterm_stops_the_origin_cleanly(origin_proc):
+    origin = await origin_proc()
+    async with aiohttp.ClientSession() as http, http.get(origin.url + "/v2/") as r:
+        assert r.status == 200
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert origin.terminate() == 0
+
+
+async def test_bad_config_exits_2_naming_the_key(tmp_path):
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootdir: /tmp/nope\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "regcore.cli", "origin", "serve", "--config", str(cfg),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"rootdir" in err
