@@ -1,0 +1,510 @@
+"""Single-flight fills: one download per digest per node (and per region), shared by all waiters.
+
+Interface (edge/blobs.py, edge/peers.py)::
+
+    fills = FillManager(cache, region=lock_or_None, advertise_url=url_or_None,
+                        peer_source=lambda owner_url, digest: PeerSource(...), metrics=...)
+    await fills.start()
+    fill = await fills.get(digest, lambda: UpstreamSource(client, repo, digest))
+    total = await fill.size()            # OCI error (BlobUnknown, TooManyRequests, ...) if the
+                                         # fill failed before the size was known
+    async for chunk in fill.read(start, end):   # inclusive range; FillFailed mid-stream
+        ...
+    blob = await fill.result()           # CachedBlob once committed (or the fill's error)
+    fills.active(digest) -> Fill | None
+    await fills.close()                  # drains running fills (drain_timeout), then cancels
+
+Guarantees:
+- Fills are tasks owned by the FillManager, never by a request: every reader may go away and
+  the fill still completes, is verified and committed. :meth:`FillManager.get` registers the
+  fill before its first ``await``, so concurrent callers on this node always share one fill
+  (``fills_joined``); when the blob is already cached it returns a completed Fill on the file.
+- Region: with a :class:`RegionLock`, the fill first takes ``fill:<digest>``. If another
+  node holds it, this node fills from that node's peer endpoint instead of the upstream (it
+  still verifies and caches its own copy). When the owner dies or answers 404 and the lock is
+  gone, this node takes the lock and continues from the upstream at its offset; when the lock
+  stays held but the owner keeps failing for longer than the lock TTL, it steals the lock
+  (``lock_takeovers``). Redis unreachable: node-local fill (``redis_fallbacks``).
+- Bytes are hashed as written; the blob is committed only when digest and size match. On any
+  failure (wrong bytes, short stream after the allowed resumes, cancellation at shutdown)
+  every reader gets :class:`FillFailed`, nothing is cached, the temp file is removed, the
+  reservation and the lock are released.
+- A read whose range reaches the blob's last byte gets that final chunk only after the blob
+  was verified, so a full-blob response never ends cleanly with bad bytes. A range ending
+  earlier is served as bytes land (a later digest mismatch cannot recall them).
+- The cache bound holds: the total size is reserved before the first byte is written.
+
+Readers ``os.pread`` the growing temp file through their own descriptor (it stays valid across
+the commit's rename and an eviction's unlink) and wake on an event set after every flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edge.cache import BlobCache, CachedBlob, Reservation
+from edge.regionlock import Lease, RegionLock, RegionUnavailable, Taken
+from edge.sources import BlobSource, ShortStream, is_transient
+from regcore import errors
+from regcore.digest import Digest
+from regcore.storage.blobstore import BlobWriter
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024
+_INLINE_READ = 64 * 1024
+SourceFactory = Callable[[], BlobSource]
+PeerSourceFactory = Callable[[str, Digest], BlobSource]
+
+
+class FillFailed(errors.UpstreamUnavailable):  # type: ignore[misc,valid-type]
+    """The fill broke after its size was known: the response must be cut short."""
+
+    message = "blob transfer from upstream failed"
+
+
+class EdgeFillMetrics:
+    """Fill and cache collectors (namespace ``quayside_edge``; counters end in ``_total``).
+
+    fills_started, fills_joined, fills_remote, fills_failed{reason}, fill_bytes{source},
+    cache_evictions, cache_evicted_bytes, redis_fallbacks, lock_takeovers (counters);
+    fills_active, cache_bytes, cache_reserved_bytes, cache_entries (gauges).
+    """
+
+    def __init__(self, registry: CollectorRegistry, namespace: str = "quayside_edge") -> None:
+        self.registry = registry
+        self.namespace = namespace
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, namespace=namespace, registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, namespace=namespace, registry=registry)
+
+        self.fills_started = counter("fills_started", "Fills run by this node (any source)")
+        self.fills_joined = counter("fills_joined", "Requests that joined a fill in progress on this node")
+        self.fills_remote = counter("fills_remote", "Fills that streamed from the peer owning the region lock")
+        self.fills_failed = counter("fills_failed", "Fills that failed (nothing cached)", ("reason",))
+        self.fill_bytes = counter("fill_bytes", "Bytes written by fills", ("source",))
+        self.evictions = counter("cache_evictions", "Blobs evicted from the cache")
+        self.evicted_bytes = counter("cache_evicted_bytes", "Bytes evicted from the cache")
+        self.redis_fallbacks = counter("redis_fallbacks", "Fills run node-locally because Redis was unavailable")
+        self.lock_takeovers = counter("lock_takeovers", "Fills taken over from a failed owner node")
+        self.fills_active = gauge("fills_active", "Fills in progress on this node")
+        self.cache_bytes = gauge("cache_bytes", "Bytes of committed blobs in the cache")
+        self.cache_reserved = gauge("cache_reserved_bytes", "Bytes reserved by fills in progress")
+        self.cache_entries = gauge("cache_entries", "Blobs in the cache")
+
+    def bind_cache(self, cache: BlobCache) -> None:
+        self.cache_bytes.set_function(lambda: cache.bytes_used)
+        self.cache_reserved.set_function(lambda: cache.bytes_reserved)
+        self.cache_entries.set_function(lambda: cache.entries)
+        cache.add_evict_listener(self._on_evict)
+
+    def _on_evict(self, digest: Digest, size: int) -> None:
+        self.evictions.inc()
+        self.evicted_bytes.inc(size)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's value (counters: pass the name without ``_total``); 0.0 when absent."""
+        for suffix in ("_total", ""):
+            v = self.registry.get_sample_value(f"{self.namespace}_{name}{suffix}", labels)
+            if v is not None:
+                return v
+        return 0.0
+
+
+class Fill:
+    """One blob being filled (or already cached). Shared by every waiter on this node."""
+
+    def __init__(self, digest: Digest) -> None:
+        loop = asyncio.get_running_loop()
+        self.digest = digest
+        self._size: asyncio.Future[int] = loop.create_future()
+        self._done: asyncio.Future[CachedBlob] = loop.create_future()
+        self._written = 0
+        self._path: Path | None = None
+        self._error: FillFailed | None = None
+        self._progress = asyncio.Event()
+        self.source = ""
+        self.readers = 0
+
+    @classmethod
+    def completed(cls, blob: CachedBlob) -> Fill:
+        fill = cls(blob.digest)
+        fill._path = blob.path
+        fill._written = blob.size
+        fill._size.set_result(blob.size)
+        fill._done.set_result(blob)
+        fill.source = "cache"
+        return fill
+
+    # -- waiter API -----------------------------------------------------------------------
+    @property
+    def done(self) -> asyncio.Future[CachedBlob]:
+        """The committed blob (or the failure); a shield, so a cancelled awaiter harms no one."""
+        return asyncio.shield(self._done)
+
+    @property
+    def total(self) -> int | None:
+        return self._size.result() if self._size.done() and not self._size.exception() else None
+
+    @property
+    def written(self) -> int:
+        """Bytes readable now."""
+        return self._written
+
+    @property
+    def finished(self) -> bool:
+        return self._done.done()
+
+    async def size(self) -> int:
+        """Total size once known; raises the fill's error if it failed before that."""
+        return await asyncio.shield(self._size)
+
+    async def result(self) -> CachedBlob:
+        """The committed blob; raises FillFailed (or the source's OCI error)."""
+        return await asyncio.shield(self._done)
+
+    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``start..end`` (inclusive; ``end`` None means to the last byte) as they land.
+
+        Raises RangeInvalid for an unsatisfiable range, FillFailed when the fill fails.
+        """
+        total = await self.size()
+        last = total - 1 if end is None else min(end, total - 1)
+        if start < 0 or (total > 0 and start > last) or (total == 0 and start > 0):
+            raise errors.RangeInvalid(f"bytes {start}-{end} of {total}")
+        if total == 0:
+            await self.result()
+            return
+        fd = await self._open()
+        self.readers += 1
+        try:
+            pos, stop = start, last + 1
+            while pos < stop:
+                available = await self._wait_beyond(pos)
+                upto = min(available, stop, pos + READ_CHUNK)
+                if upto == total and not self._done.done():
+                    await self.result()  # the final chunk only once verified
+                n = upto - pos
+                data = os.pread(fd, n, pos) if n <= _INLINE_READ else await asyncio.to_thread(os.pread, fd, n, pos)
+                if len(data) != n:
+                    raise FillFailed(f"{self.digest}: file shorter than expected")
+                pos = upto
+                yield data
+        finally:
+            self.readers -= 1
+            os.close(fd)
+
+    # -- fill side ------------------------------------------------------------------------
+    def _advance(self, written: int) -> None:
+        self._written = written
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    def _finish(self, blob: CachedBlob) -> None:
+        self._path = blob.path
+        if not self._done.done():
+            self._done.set_result(blob)
+        self._advance(blob.size)
+
+    def _fail(self, exc: BaseException) -> None:
+        failed = exc if isinstance(exc, FillFailed) else FillFailed(f"{self.digest}: {_describe(exc)}")
+        if failed is not exc:
+            failed.__cause__ = exc
+        self._error = failed
+        early: BaseException = failed
+        if not self._size.done():  # no byte promised yet: pass OCI errors on as they are
+            early = exc if isinstance(exc, errors.RegistryError) else failed
+            self._size.set_exception(early)
+            self._size.exception()  # mark retrieved
+        if not self._done.done():
+            self._done.set_exception(early)
+            self._done.exception()
+        self._advance(self._written)
+
+    async def _wait_beyond(self, pos: int) -> int:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._written > pos:
+                return self._written
+            await self._progress.wait()
+
+    async def _open(self) -> int:
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return os.open(self._path, os.O_RDONLY)
+        blob = await self.result()  # temp file renamed (committed) or removed (failed)
+        try:
+            return os.open(blob.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FillFailed(f"{self.digest}: evicted before it could be read") from None
+
+
+class FillManager:
+    """Owns the fills of one node. Use from one event loop."""
+
+    def __init__(
+        self,
+        cache: BlobCache,
+        *,
+        region: RegionLock | None,
+        advertise_url: str | None,
+        peer_source: PeerSourceFactory,
+        metrics: EdgeFillMetrics | None = None,
+        chunk_flush_bytes: int = 64 * 1024,
+        upstream_resumes: int = 1,
+        peer_retry_interval: float = 0.2,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        if region is not None and not advertise_url:
+            raise ValueError("a region lock needs this node's advertise_url")
+        self.cache = cache
+        self.region = region
+        self.advertise_url = advertise_url
+        self.peer_source = peer_source
+        self.metrics = metrics
+        self.chunk_flush_bytes = chunk_flush_bytes
+        self.upstream_resumes = upstream_resumes
+        self.peer_retry_interval = peer_retry_interval
+        self.drain_timeout = drain_timeout
+        self._active: dict[Digest, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        if metrics is not None:
+            metrics.bind_cache(cache)
+            metrics.fills_active.set_function(lambda: len(self._active))
+
+    async def start(self) -> None:
+        self._closing = False
+
+    async def close(self) -> None:
+        """Stop taking fills; let running ones finish for ``drain_timeout`` s, then cancel them."""
+        self._closing = True
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def active(self, digest: Digest) -> Fill | None:
+        return self._active.get(digest)
+
+    async def get(self, digest: Digest, source_factory: SourceFactory) -> Fill:
+        """Join the fill of ``digest`` on this node, or start one. Raises Unavailable when closing."""
+        fill = self._active.get(digest)
+        if fill is not None:
+            self._count("fills_joined")
+            return fill
+        cached = self.cache.lookup(digest)
+        if cached is not None:
+            return Fill.completed(cached)
+        if self._closing:
+            raise errors.Unavailable("edge shutting down")
+        fill = Fill(digest)
+        self._active[digest] = fill
+        run = _FillRun(self, fill, source_factory)
+        task = asyncio.create_task(run.run(), name=f"fill {digest}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._count("fills_started")
+        return fill
+
+    def _count(self, name: str, amount: float = 1, **labels: str) -> None:
+        if self.metrics is not None:
+            counter: Counter = getattr(self.metrics, name)
+            (counter.labels(**labels) if labels else counter).inc(amount)
+
+
+class _FillRun:
+    """The task behind one Fill: choose a source, stream to disk, fail over, verify, commit."""
+
+    def __init__(self, manager: FillManager, fill: Fill, upstream: SourceFactory) -> None:
+        self.m = manager
+        self.fill = fill
+        self.digest = fill.digest
+        self.upstream = upstream
+        self.source: BlobSource | None = None
+        self.owner: str | None = None  # set while streaming from a peer
+        self.lease: Lease | None = None
+        self.writer: BlobWriter | None = None
+        self.reservation: Reservation | None = None
+        self.total: int | None = None
+        self.resumes_left = manager.upstream_resumes
+        self.fail_offset = -1
+        self.peer_fail_since: float | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.writer.size if self.writer is not None else 0
+
+    async def run(self) -> None:
+        m, fill = self.m, self.fill
+        try:
+            await self._choose_source()
+            self.writer = m.cache.new_writer(flush_bytes=m.chunk_flush_bytes)
+            fill._path = self.writer.path
+            await self._stream()
+            assert self.reservation is not None and self.total is not None
+            blob = await m.cache.commit(self.writer, self.digest, self.total, self.reservation)
+            fill._finish(blob)
+            log.info("fill %s committed (%d bytes from %s)", self.digest, blob.size, fill.source)
+        except BaseException as exc:
+            reason = _reason(exc)
+            m._count("fills_failed", reason=reason)
+            log.warning("fill %s failed (%s): %s", self.digest, reason, _describe(exc))
+            fill._fail(exc)
+            if self.writer is not None:
+                self.writer.discard()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self.reservation is not None:
+                self.reservation.release()
+            if m._active.get(self.digest) is fill:
+                del m._active[self.digest]
+            if self.lease is not None and m.region is not None:
+                await m.region.release(self.lease)
+
+    # -- source choice ----------------------------------------------------------------------
+    async def _choose_source(self) -> None:
+        region, url = self.m.region, self.m.advertise_url
+        if region is None or url is None:
+            return self._use_upstream()
+        try:
+            got = await region.acquire(self.digest, url)
+            if isinstance(got, Taken) and got.owner == url:  # our own stale lock (restart)
+                got = await region.steal(self.digest, url, url) or got
+        except RegionUnavailable:
+            self.m._count("redis_fallbacks")
+            return self._use_upstream()
+        if isinstance(got, Lease):
+            self.lease = got
+            return self._use_upstream()
+        self._use_peer(got.owner)
+        self.m._count("fills_remote")
+
+    def _use_upstream(self) -> None:
+        self.source = self.upstream()
+        self.owner = None
+        self.fill.source = self.source.description
+
+    def _use_peer(self, owner: str) -> None:
+        self.source = self.m.peer_source(owner, self.digest)
+        self.owner = owner
+        self.peer_fail_since = None
+        self.fill.source = self.source.description
+
+    # -- streaming ---------------------------------------------------------------------------
+    async def _stream(self) -> None:
+        while True:
+            assert self.source is not None
+            try:
+                total, chunks = await self.source.open(self.offset)
+                try:
+                    await self._accept_total(total)
+                    async for chunk in chunks:
+                        await self._write(chunk)
+                finally:
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                if self.offset == total:
+                    return
+                raise ShortStream(f"{self.source.description} stream ended at {self.offset} of {total} bytes")
+            except Exception as exc:
+                if not await self._recover(exc):
+                    raise
+
+    async def _accept_total(self, total: int) -> None:
+        if self.total is None:
+            self.reservation = await self.m.cache.reserve(total)
+            self.total = total
+            self.fill._size.set_result(total)
+        elif total != self.total:
+            raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
+
+    async def _write(self, chunk: bytes) -> None:
+        assert self.writer is not None and self.total is not None and self.source is not None
+        if self.offset + len(chunk) > self.total:
+            raise errors.SizeInvalid(f"source sent more than {self.total} bytes")
+        await self.writer.write(chunk)
+        await self.writer.flush()  # every chunk visible to waiters at once
+        self.fill._advance(self.writer.written)
+        self.m._count("fill_bytes", len(chunk), source=self.source.description)
+
+    # -- failure handling -------------------------------------------------------------------------
+    async def _recover(self, exc: Exception) -> bool:
+        """Whether to go on (the source may have been switched); False: the fill fails."""
+        if not is_transient(exc):
+            return False
+        progressed = self.offset > self.fail_offset
+        self.fail_offset = self.offset
+        if self.owner is not None:
+            return await self._peer_failover(exc, progressed)
+        if progressed:
+            self.resumes_left = self.m.upstream_resumes
+        if self.resumes_left <= 0:
+            return False
+        self.resumes_left -= 1
+        log.info("fill %s: %s broke at %d (%s); resuming", self.digest, self.fill.source, self.offset, _describe(exc))
+        return True
+
+    async def _peer_failover(self, exc: Exception, progressed: bool) -> bool:
+        region, url, owner = self.m.region, self.m.advertise_url, self.owner
+        assert region is not None and url is not None and owner is not None
+        loop = asyncio.get_running_loop()
+        if progressed or self.peer_fail_since is None:
+            self.peer_fail_since = loop.time()
+        log.info("fill %s: peer %s failed at %d (%s)", self.digest, owner, self.offset, _describe(exc))
+        try:
+            current = await region.owner(self.digest)
+            if current is None:
+                got = await region.acquire(self.digest, url)
+                if isinstance(got, Lease):
+                    return self._take_over(got)
+                current = got.owner
+            if current not in (owner, url):
+                self._use_peer(current)  # the lock moved on: follow the new owner
+                return True
+            if current == url or loop.time() - self.peer_fail_since >= region.ttl:
+                lease = await region.steal(self.digest, current, url)
+                if lease is not None:
+                    return self._take_over(lease)
+        except RegionUnavailable:
+            self.m._count("redis_fallbacks")
+            return self._take_over(None)
+        await asyncio.sleep(self.m.peer_retry_interval)
+        return True
+
+    def _take_over(self, lease: Lease | None) -> bool:
+        log.warning("fill %s: taking over from %s at offset %d", self.digest, self.owner, self.offset)
+        self.lease = lease
+        self.m._count("lock_takeovers")
+        self._use_upstream()
+        self.resumes_left = self.m.upstream_resumes
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, errors.RegistryError):
+        return exc.code.lower()
+    if isinstance(exc, ShortStream):
+        return "short"
+    return "source"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,155 @@
+"""Peer streaming between the edge nodes of a region.
+
+Server side: ``GET /_quayside/peer/blobs/<digest>`` (HEAD too), registered with
+:func:`add_routes`. It serves, in this order:
+
+- the cached blob (``FileResponse``: sendfile, Range), header ``X-Quayside-Fill: complete``;
+- the fill of that digest in progress on this node, streamed as its bytes land, with
+  ``Content-Length`` (the total, or the range's length on 206 with ``Content-Range``) and
+  ``X-Quayside-Fill: in-progress``; if that fill fails, the connection is cut short (the
+  reader sees a payload error, never a clean end);
+- otherwise 404 ``BLOB_UNKNOWN`` (the caller then checks the region lock and may take over).
+
+Only ``Range: bytes=N-`` / ``bytes=N-M`` (one range) is understood; 416 when unsatisfiable.
+With ``token`` set, requests must carry ``X-Quayside-Peer-Token: <token>`` (403 otherwise).
+The endpoint is meant for the region's private network; it bypasses upstream authorization.
+
+Client side: :class:`PeerSource` (a :class:`~edge.sources.BlobSource` reading that endpoint,
+``Range`` on reopen, :class:`~edge.sources.PeerMiss` on 404) and :func:`peer_source_factory`
+(the ``peer_source`` callable :class:`~edge.fill.FillManager` wants).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from edge.cache import BlobCache
+from edge.fill import FillFailed, FillManager
+from edge.sources import BlobSource, HttpSource, PeerMiss
+from regcore import errors
+from regcore.digest import Digest
+
+log = logging.getLogger(__name__)
+
+PEER_PREFIX = "/_quayside/peer/blobs/"
+FILL_HEADER = "X-Quayside-Fill"
+TOKEN_HEADER = "X-Quayside-Peer-Token"
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+def peer_blob_url(owner_url: str, digest: Digest) -> str:
+    return f"{owner_url.rstrip('/')}{PEER_PREFIX}{digest}"
+
+
+def add_routes(app: web.Application, fill_manager: FillManager, cache: BlobCache, *, token: str | None = None) -> None:
+    """Register the peer endpoint on ``app``."""
+    app.router.add_get(PEER_PREFIX + "{digest}", _handler(fill_manager, cache, token), name="peer_blob")
+
+
+def _handler(fills: FillManager, cache: BlobCache, token: str | None) -> Callable[[web.Request], object]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if token is not None and request.headers.get(TOKEN_HEADER) != token:
+            return errors.error_response(errors.Denied("peer token missing or wrong"))
+        try:
+            digest = Digest.parse(request.match_info["digest"])
+        except errors.RegistryError as exc:
+            return errors.error_response(exc)
+        headers = {"Docker-Content-Digest": str(digest), "Content-Type": "application/octet-stream"}
+        blob = cache.lookup(digest)
+        if blob is not None:
+            resp = web.FileResponse(blob.path, headers={**headers, FILL_HEADER: "complete", "ETag": f'"{digest}"'})
+            return resp
+        fill = fills.active(digest)
+        if fill is None:
+            return errors.error_response(errors.BlobUnknown(str(digest)))
+        try:
+            total = await fill.size()
+            start, end = _parse_range(request.headers.get("Range"), total)
+        except errors.RegistryError as exc:
+            return errors.error_response(exc)
+        headers[FILL_HEADER] = "in-progress"
+        status = 200
+        if request.headers.get("Range"):
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start + 1 if total else 0
+        await resp.prepare(request)
+        if request.method == "HEAD" or total == 0:
+            await resp.write_eof()
+            return resp
+        try:
+            async for chunk in fill.read(start, end):
+                await resp.write(chunk)
+        except FillFailed as exc:
+            log.warning("peer stream of %s cut: %s", digest, exc)
+            abort(request)
+            return resp
+        await resp.write_eof()
+        return resp
+
+    return handle
+
+
+def abort(request: web.Request) -> None:
+    """Cut a response already started: the client sees a reset / short body, never a clean end."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _parse_range(value: str | None, total: int) -> tuple[int, int]:
+    """(start, end inclusive) for ``bytes=N-`` / ``bytes=N-M``; RangeInvalid when unsatisfiable."""
+    if not value:
+        return 0, total - 1
+    m = _RANGE.match(value.strip())
+    if m is None:
+        raise errors.RangeInvalid(value)
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else total - 1
+    end = min(end, total - 1)
+    if start > end:
+        raise errors.RangeInvalid(value, headers={"Content-Range": f"bytes */{total}"})
+    return start, end
+
+
+class PeerSource(HttpSource):
+    """Reads ``digest`` from the owner node's peer endpoint (``Range`` on reopen)."""
+
+    description = "peer"
+
+    def __init__(
+        self,
+        owner_url: str,
+        digest: Digest,
+        session: aiohttp.ClientSession,
+        *,
+        token: str | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> None:
+        headers = {TOKEN_HEADER: token} if token else None
+        super().__init__(session, peer_blob_url(owner_url, digest), headers=headers, timeout=timeout)
+        self.owner_url = owner_url
+        self.digest = digest
+
+    def not_found(self) -> Exception:
+        return PeerMiss(f"{self.owner_url} has no fill of {self.digest}")
+
+
+def peer_source_factory(
+    session: aiohttp.ClientSession,
+    *,
+    token: str | None = None,
+    timeout: aiohttp.ClientTimeout | None = None,
+) -> Callable[[str, Digest], BlobSource]:
+    """The ``peer_source`` argument of FillManager: ``(owner_url, digest) -> PeerSource``."""
+
+    def make(owner_url: str, digest: Digest) -> BlobSource:
+        return PeerSource(owner_url, digest, session, token=token, timeout=timeout)
+
+    return make
