@@ -1,0 +1,387 @@
+"""JWT bearer tokens as registry:2 (distribution 2.8) token auth issues and trusts them.
+
+Token shape (the distribution "Token Authentication Implementation" spec)::
+
+    header  {"typ": "JWT", "alg": "ES256" | "RS256" ..., "x5c": [leaf, intermediates...]}
+            or {"kid": "<libtrust key id>"} instead of x5c
+    claims  {"iss", "sub", "aud": <service> (a *string*: 2.8 rejects a list), "exp", "nbf",
+             "iat", "jti", "access": [{"type": "repository", "name": "a/b",
+                                       "actions": ["pull", "push"]}]}
+
+docker-registry 2.8 verifies a token against ``auth.token.rootcertbundle``: with ``x5c`` the
+leaf certificate must chain to a bundle certificate (its key then checks the signature);
+with ``kid`` the id must be the libtrust fingerprint of a bundle certificate's key
+(:func:`libtrust_key_id`). ``iss`` must equal ``auth.token.issuer``, ``aud`` the
+``auth.token.service``; ``exp``/``nbf`` get 60 s leeway.
+
+:class:`TokenIssuer` signs; :class:`TokenVerifier` checks (for our origin). Verification
+failures raise :class:`regcore.errors.Unauthorized` with the reason (never the token).
+Scope strings (``repository:name:pull,push``) are parsed by :meth:`Access.parse`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from regcore import errors
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+KeyHeader = Literal["x5c", "kid"]
+ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+LEEWAY = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One resource and the actions on it: ``repository:team/app:pull,push``."""
+
+    type: str
+    name: str
+    actions: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, scope: str) -> Access:
+        """Parse ``type:name:actions`` (the name may itself contain ``:``, e.g. a port).
+
+        Raises :class:`ValueError` on malformed input.
+        """
+        kind, sep, rest = scope.partition(":")
+        name, sep2, actions = rest.rpartition(":")
+        if not (sep and sep2 and kind and name):
+            raise ValueError(f"malformed scope {scope[:100]!r}")
+        acts = tuple(dict.fromkeys(a for a in actions.split(",") if a))
+        return cls(kind, name, acts)
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+    def to_claim(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+
+def parse_scopes(values: Iterable[str]) -> list[Access]:
+    """All scopes in ``values`` (each may hold several, space separated); malformed ones are
+    skipped; actions of the same resource are merged in order."""
+    merged: dict[tuple[str, str], list[str]] = {}
+    for value in values:
+        for scope in value.split():
+            try:
+                acc = Access.parse(scope)
+            except ValueError:
+                continue
+            acts = merged.setdefault((acc.type, acc.name), [])
+            acts.extend(a for a in acc.actions if a not in acts)
+    return [Access(t, n, tuple(a)) for (t, n), a in merged.items()]
+
+
+def access_from_claims(claims: dict[str, Any]) -> list[Access]:
+    """The ``access`` claim as :class:`Access` entries (malformed entries skipped)."""
+    out: list[Access] = []
+    for item in claims.get("access") or []:
+        if not isinstance(item, dict):
+            continue
+        kind, name, actions = item.get("type"), item.get("name"), item.get("actions")
+        if isinstance(kind, str) and isinstance(name, str) and isinstance(actions, list):
+            out.append(Access(kind, name, tuple(a for a in actions if isinstance(a, str))))
+    return out
+
+
+def allows(claims: dict[str, Any], kind: str, name: str, action: str) -> bool:
+    """Whether verified ``claims`` grant ``action`` on ``kind:name`` (``*`` grants all)."""
+    return any(
+        a.type == kind and a.name == name and (action in a.actions or "*" in a.actions)
+        for a in access_from_claims(claims)
+    )
+
+
+# -- keys and certificates ----------------------------------------------------------------
+
+
+def generate_key(algorithm: str = "ES256") -> PrivateKey:
+    """A fresh P-256 (``ES256``) or RSA-2048 (``RS256``) private key."""
+    if algorithm.startswith("ES"):
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[algorithm]
+        return ec.generate_private_key(curve)
+    if algorithm.startswith("RS"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(f"unsupported algorithm {algorithm}")
+
+
+def algorithm_for(key: PrivateKey | PublicKey) -> str:
+    """The JWS ``alg`` for a key: ES256/384/512 by curve size, RS256 for RSA."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return {256: "ES256", 384: "ES384", 521: "ES512"}[key.curve.key_size]
+    return "RS256"
+
+
+def make_certificate(
+    subject_key: PrivateKey,
+    common_name: str,
+    *,
+    issuer_key: PrivateKey | None = None,
+    issuer_cert: x509.Certificate | None = None,
+    ca: bool = False,
+    days: int = 3650,
+) -> x509.Certificate:
+    """A certificate for ``subject_key``: self-signed when no issuer is given."""
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    signer = issuer_key or subject_key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def pem_bundle(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def load_certificates(pem: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pem)
+
+
+def load_private_key(pem: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("token signing key must be EC or RSA")
+    return key
+
+
+def libtrust_key_id(key: PublicKey) -> str:
+    """docker/libtrust's key id: base32 of the first 240 bits of sha256(DER SPKI), grouped
+    by 4 characters with ``:`` (``ABCD:EFGH:...``, 12 groups)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    text = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+# -- issuing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: dt.datetime
+
+    def to_response(self) -> dict[str, Any]:
+        """The token endpoint's JSON body (both ``token`` and ``access_token``, per spec)."""
+        return {
+            "token": self.token,
+            "access_token": self.token,
+            "expires_in": self.expires_in,
+            "issued_at": self.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+
+class TokenIssuer:
+    """Signs registry tokens with ``key`` (certificate ``cert``, intermediates ``chain``).
+
+    ``roots`` is the trust bundle a registry is configured with (default: the last of
+    ``chain``, else ``cert`` itself); :meth:`bundle_pem` writes it (plus ``cert`` in ``kid``
+    mode, because then the registry must know the signing key itself). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        key: PrivateKey,
+        cert: x509.Certificate,
+        issuer: str,
+        service: str,
+        *,
+        chain: Sequence[x509.Certificate] = (),
+        roots: Sequence[x509.Certificate] | None = None,
+        header: KeyHeader = "x5c",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = key
+        self.cert = cert
+        self.issuer = issuer
+        self.service = service
+        self.chain = tuple(chain)
+        self.roots = tuple(roots) if roots is not None else ((self.chain[-1],) if self.chain else (cert,))
+        self.header = header
+        self.algorithm = algorithm_for(key)
+        self._clock = clock
+
+    @classmethod
+    def generate(
+        cls,
+        issuer: str = "quayside-token-issuer",
+        service: str = "quayside-registry",
+        *,
+        algorithm: str = "ES256",
+        header: KeyHeader = "x5c",
+        clock: Callable[[], float] = time.time,
+    ) -> TokenIssuer:
+        """A throw-away CA and a signing certificate issued by it (tests, first start)."""
+        ca_key = generate_key(algorithm)
+        ca_cert = make_certificate(ca_key, f"{issuer} CA", ca=True)
+        key = generate_key(algorithm)
+        cert = make_certificate(key, f"{issuer} signing", issuer_key=ca_key, issuer_cert=ca_cert)
+        return cls(key, cert, issuer, service, chain=(ca_cert,), header=header, clock=clock)
+
+    def bundle(self) -> list[x509.Certificate]:
+        certs = list(self.roots)
+        if self.header == "kid" and self.cert not in certs:
+            certs.append(self.cert)
+        return certs
+
+    def bundle_pem(self) -> bytes:
+        """PEM for ``auth.token.rootcertbundle``."""
+        return pem_bundle(self.bundle())
+
+    def issue(self, subject: str, access: Iterable[Access], ttl: int = 300) -> IssuedToken:
+        """A token for ``subject`` granting ``access`` for ``ttl`` seconds."""
+        now = int(self._clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": now + ttl,
+            "nbf": now,
+            "iat": now,
+            "jti": secrets.token_hex(16),
+            "access": [a.to_claim() for a in access],
+        }
+        headers: dict[str, Any] = {"typ": "JWT"}
+        if self.header == "x5c":
+            headers["x5c"] = [_der_b64(c) for c in (self.cert, *self.chain)]
+        else:
+            headers["kid"] = libtrust_key_id(self.cert.public_key())  # type: ignore[arg-type]
+        token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers)
+        return IssuedToken(token, ttl, dt.datetime.fromtimestamp(now, dt.UTC))
+
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.bundle(), self.issuer, self.service, clock=self._clock)
+
+    def verify(self, token: str, service: str | None = None) -> dict[str, Any]:
+        """Verify a token as the registry would; see :meth:`TokenVerifier.verify`."""
+        return self.verifier().verify(token, service)
+
+
+class TokenVerifier:
+    """Checks tokens against a trust bundle, an issuer and a service (audience)."""
+
+    def __init__(
+        self,
+        roots: Sequence[x509.Certificate],
+        issuer: str,
+        service: str,
+        *,
+        leeway: int = LEEWAY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not roots:
+            raise ValueError("a token verifier needs at least one trusted certificate")
+        self.roots = tuple(roots)
+        self.issuer = issuer
+        self.service = service
+        self.leeway = leeway
+        self._clock = clock
+        self._kids = {libtrust_key_id(c.public_key()): c for c in self.roots}  # type: ignore[arg-type]
+
+    def verify(self, token: str, service: str | None = None) -> dict[str, Any]:
+        """The claims of a valid token.
+
+        Raises:
+            errors.Unauthorized: malformed, untrusted key or chain, bad signature, wrong
+                issuer or audience, expired or not yet valid.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise errors.Unauthorized("malformed token") from exc
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise errors.Unauthorized("unsupported token algorithm")
+        key = self._signing_key(header)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=service or self.service,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"], "verify_iat": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise errors.Unauthorized(f"invalid token: {type(exc).__name__}") from exc
+        return claims
+
+    def _signing_key(self, header: dict[str, Any]) -> PublicKey:
+        x5c = header.get("x5c")
+        if isinstance(x5c, list) and x5c:
+            return self._verify_chain(x5c)
+        kid = header.get("kid")
+        if isinstance(kid, str) and kid in self._kids:
+            return self._kids[kid].public_key()  # type: ignore[return-value]
+        raise errors.Unauthorized("token signed by an untrusted key")
+
+    def _verify_chain(self, x5c: list[Any]) -> PublicKey:
+        try:
+            chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c]
+        except (ValueError, TypeError) as exc:
+            raise errors.Unauthorized("malformed x5c chain") from exc
+        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        current = chain[0]
+        candidates = chain[1:]
+        for _depth in range(len(chain) + 1):
+            if not current.not_valid_before_utc <= now <= current.not_valid_after_utc:
+                raise errors.Unauthorized("token certificate expired or not yet valid")
+            if current in self.roots:
+                return chain[0].public_key()  # type: ignore[return-value]
+            issuer = next(
+                (c for c in (*self.roots, *candidates) if c.subject == current.issuer and _signed_by(current, c)),
+                None,
+            )
+            if issuer is None:
+                break
+            if issuer in self.roots:
+                return chain[0].public_key()  # type: ignore[return-value]
+            current = issuer
+        raise errors.Unauthorized("token certificate chain is not trusted")
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _der_b64(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
