@@ -38,7 +38,8 @@ from harness.procs import Process, ProcessError
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def _listening_url(log_text: str) -> str | None:
+def listening_url(log_text: str) -> str | None:
+    """The ``url`` of the first ``{"event": "listening"}`` JSON line in ``log_text``."""
     for line in log_text.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -130,7 +131,7 @@ class QuaysideServer:
         ).start()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            url = _listening_url(self.process.log_text())
+            url = listening_url(self.process.log_text())
             if url is not None:
                 self.url = url.rstrip("/")
                 return self
