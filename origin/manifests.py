@@ -42,7 +42,7 @@ from regcore import manifest as mf
 from regcore import mediatypes as mt
 from regcore.digest import Digest
 from regcore.http import NAME, REFERENCE
-from regcore.reference import Tag, parse_reference, validate_name
+from regcore.reference import Tag, is_valid_tag, parse_reference, validate_name
 
 _READ_CHUNK = 64 * 1024
 
@@ -100,12 +100,10 @@ async def _resolve(repos: Repositories, name: str, reference: str) -> tuple[Dige
         ref = parse_reference(reference)
     except errors.TagInvalid:
         raise errors.ManifestUnknown({"reference": reference[:140]}) from None
-    if isinstance(ref, Tag):
-        digest = await repos.resolve_tag(name, ref.name)
-        return digest, ref
-    if not await repos.revision_exists(name, ref):
-        raise errors.ManifestUnknown({"digest": str(ref)})
-    return ref, None
+    digest = await repos.resolve_tag(name, ref.name) if isinstance(ref, Tag) else ref
+    if not await repos.revision_exists(name, digest):  # a tag left pointing at a deleted one
+        raise errors.ManifestUnknown({"digest": str(digest)})
+    return digest, ref if isinstance(ref, Tag) else None
 
 
 def _descriptor_headers(digest: Digest, media_type: str, size: int) -> dict[str, str]:
@@ -177,7 +175,9 @@ async def put_manifest(request: web.Request) -> web.Response:
     await _verify_references(app, repos, name, parsed)
 
     store = app[state.STORE]
-    digest = await store.put_bytes(parsed.raw, parsed.digest)
+    digest = parsed.digest
+    if await store.stat(digest) != parsed.size:  # equal digests mean equal bytes
+        digest = await store.put_bytes(parsed.raw, parsed.digest)
     await repos.link_revision(name, digest)
     headers = {
         "Location": location(request, f"/v2/{name}/manifests/{digest}"),
@@ -219,11 +219,15 @@ async def delete_manifest(request: web.Request) -> web.Response:
         raise errors.Unsupported(message="manifest deletion is disabled")
     name = validate_name(request.match_info["name"])
     repos: Repositories = app[state.REPOS]
-    digest, tag = await _resolve(repos, name, request.match_info["reference"])
-    if tag is not None:
-        await repos.untag(name, tag.name)
+    reference = request.match_info["reference"]
+    if ":" not in reference:  # a tag: removable even if its manifest is already gone
+        if not is_valid_tag(reference):
+            raise errors.ManifestUnknown({"reference": reference[:140]})
+        await repos.resolve_tag(name, reference)
+        await repos.untag(name, reference)
         _count(app, "tags_deleted", "Tags removed by manifest DELETE")
         return web.Response(status=202)
+    digest, _ = await _resolve(repos, name, reference)
     for t in await repos.tags_for(name, digest):
         await repos.untag(name, t)
     try:

@@ -37,7 +37,8 @@ async def list_referrers(request: web.Request) -> web.Response:
     store = request.app[state.STORE]
     descriptors: list[dict[str, Any]] = []
     if await repos.repo_exists(name):
-        for digest in await repos.list_referrers(name, subject):
+        persist = not request.app.get(state.READONLY, False)
+        for digest in await repos.list_referrers(name, subject, persist=persist):
             desc = await _descriptor(store, digest)
             if desc is None:
                 continue

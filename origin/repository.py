@@ -135,15 +135,22 @@ class Repositories:
             _remove_link_dir, self._referrer_link(name, subject, referrer)
         )
 
-    async def list_referrers(self, name: str, subject: Digest) -> list[Digest]:
-        """Digests of this repository's manifests whose ``subject`` is ``subject``.
+    async def list_referrers(
+        self, name: str, subject: Digest, *, persist: bool = True
+    ) -> list[Digest]:
+        """Digests of this repository's manifests whose ``subject`` is ``subject`` (sorted).
 
         Only referrers that are still revisions of ``name`` are returned (a deleted manifest
-        drops out even if its index link survived a crash). Builds the index first when the
-        repository has none (a root written by registry:2). Never raises for an unknown
-        repository or subject: the answer is then empty.
+        drops out even if its index link survived a crash). When the repository has no index
+        yet (a root written by registry:2) it is built first, or with ``persist=False``
+        (read-only mode) the revisions are scanned in memory instead. Never raises for an
+        unknown repository or subject: the answer is then empty.
         """
-        await self.ensure_referrers_index(name)
+        if not await asyncio.to_thread(self._referrers_root(name).is_dir):
+            if not persist:
+                found = await self._scan_referrers(name)
+                return sorted(found.get(subject, []), key=str)
+            await self.ensure_referrers_index(name)
 
         def _do() -> list[Digest]:
             base = self._subject_dir(name, subject)
@@ -162,22 +169,26 @@ class Repositories:
     async def ensure_referrers_index(self, name: str) -> None:
         """Create the referrers index of ``name`` from its revisions if it does not exist.
 
-        Idempotent. Reads every revision once (manifests without ``subject`` are skipped).
-        Write failures (read-only storage) are ignored: the index is then rebuilt in memory
-        on every call, which is slower but correct.
+        Idempotent and safe to run concurrently with pushes (link writes are atomic and
+        equal). Reads every revision once; manifests without ``subject`` are skipped.
         """
         root = self._referrers_root(name)
         if await asyncio.to_thread(root.is_dir):
             return
-        if not await asyncio.to_thread(self.layout.revisions_dir(name).is_dir):
-            return
+        for subject, digests in (await self._scan_referrers(name)).items():
+            for digest in digests:
+                await self.link_referrer(name, subject, digest)
+        if await asyncio.to_thread(self.layout.revisions_dir(name).is_dir):
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+
+    async def _scan_referrers(self, name: str) -> dict[Digest, list[Digest]]:
+        """subject -> referrers, from reading every revision of ``name``."""
+        found: dict[Digest, list[Digest]] = {}
         for digest in await self.list_revisions(name):
             subject = await self.subject_of(digest)
             if subject is not None:
-                with contextlib.suppress(OSError):
-                    await self.link_referrer(name, subject, digest)
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+                found.setdefault(subject, []).append(digest)
+        return found
 
     async def subject_of(self, digest: Digest) -> Digest | None:
         """The ``subject`` digest of the stored manifest ``digest``; None if absent/unreadable."""

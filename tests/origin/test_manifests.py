@@ -413,3 +413,25 @@ async def test_read_only_refuses_put_and_delete(aiohttp_client, tmp_path):
     assert resp.status == 405
     assert await error_code(resp) == "UNSUPPORTED"
     assert snapshot(tmp_path) == before
+
+
+async def test_tag_left_pointing_at_a_deleted_revision_is_404_and_removable(origin):
+    image = make_image(seed=251)
+    await push_image(origin, REPO, image, "v1")
+    await origin.app[state.REPOS].unlink_revision(REPO, Digest.parse(image.digest))
+    for method in ("GET", "HEAD"):
+        resp = await origin.request(method, f"/v2/{REPO}/manifests/v1")
+        assert resp.status == 404
+    assert (await origin.delete(f"/v2/{REPO}/manifests/v1")).status == 202
+    listed = await (await origin.get(f"/v2/{REPO}/tags/list")).json()
+    assert listed["tags"] == []
+
+
+async def test_repush_of_stored_manifest_does_not_rewrite_the_blob(origin):
+    image = make_image(seed=261)
+    await push_image(origin, REPO, image, "v1")
+    blob = origin.root / "docker/registry/v2/blobs/sha256" / image.digest[7:9] / image.digest[7:] / "data"
+    inode = blob.stat().st_ino
+    await push_image(origin, REPO, image, "v2")
+    assert blob.stat().st_ino == inode
+    assert blob.read_bytes() == image.manifest

@@ -13,7 +13,7 @@ from harness.images import make_image, sha256_digest
 from origin import state
 from origin.app import create_app
 from regcore import mediatypes as mt
-from regcore.config import OriginConfig, StorageConfig
+from regcore.config import MaintenanceConfig, OriginConfig, StorageConfig
 from regcore.digest import Digest
 
 REPO = "team/app"
@@ -215,3 +215,23 @@ async def test_first_push_with_subject_indexes_older_referrers(origin, populated
     assert len([p for p in tree.rglob("link")]) == 4
     _, body = await referrers(origin, populated["subject"])
     assert len(body["manifests"]) == 3
+
+
+async def test_read_only_origin_lists_referrers_without_writing(aiohttp_client, tmp_path):
+    config = OriginConfig(storage=StorageConfig(rootdirectory=str(tmp_path)))
+    writer = await aiohttp_client(create_app(config))
+    await seed(writer, REPO, EMPTY, b"sig")
+    subject = subject_desc(b"some subject")
+    body = artifact_by_field(subject, b"sig", "ro")
+    assert (await put(writer, REPO, body, mt.OCI_MANIFEST)).status == 201
+    tree = tmp_path / "docker/registry/v2/repositories" / REPO / "_manifests" / "_referrers"
+    shutil.rmtree(tree)
+    await writer.close()
+
+    ro = OriginConfig(
+        storage=StorageConfig(rootdirectory=str(tmp_path), maintenance=MaintenanceConfig(readonly=True))
+    )
+    reader = await aiohttp_client(create_app(ro))
+    _, listed = await referrers(reader, subject["digest"])
+    assert [d["digest"] for d in listed["manifests"]] == [sha256_digest(body)]
+    assert not tree.exists()
