@@ -142,6 +142,11 @@ class Uploads:
                 return 0
             raise errors.BlobUploadUnknown(upload_id) from None
 
+    def in_use(self, name: str, upload_id: str) -> bool:
+        """True while a PATCH/PUT/DELETE holds the session."""
+        sess = self._sessions.get((name, upload_id))
+        return sess is not None and sess.lock.locked()
+
     def _session(self, name: str, upload_id: str) -> _Session:
         key = (name, upload_id)
         sess = self._sessions.get(key)
@@ -309,8 +314,7 @@ class Uploads:
         stale = await asyncio.to_thread(self._stale, now - older_than)
         purged = []
         for name, upload_id in stale:
-            sess = self._sessions.get((name, upload_id))
-            if sess is not None and sess.lock.locked():
+            if self.in_use(name, upload_id):
                 continue
             purged.append((name, upload_id))
             if not dryrun:
@@ -411,10 +415,17 @@ async def patch_upload(request: web.Request) -> web.Response:
             start, end = parse_content_range(header)
         except errors.RangeInvalid as err:
             offset = await uploads.offset(name, upload_id)
-            raise uploads.range_error(name, upload_id, offset, str(err.detail)) from None
-    offset = await uploads.append(
-        name, upload_id, _body(request), start=start, end=end, length=request.content_length
-    )
+            bad = uploads.range_error(name, upload_id, offset, str(err.detail))
+            bad.headers[hdrs.LOCATION] = location(request, bad.headers[hdrs.LOCATION])
+            raise bad from None
+    try:
+        offset = await uploads.append(
+            name, upload_id, _body(request), start=start, end=end, length=request.content_length
+        )
+    except errors.RangeInvalid as err:
+        if hdrs.LOCATION in err.headers:
+            err.headers[hdrs.LOCATION] = location(request, err.headers[hdrs.LOCATION])
+        raise
     return _upload_response(request, 202, name, upload_id, offset)
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,13 +30,17 @@ MiB = 1024 * 1024
 class OriginProcess:
     """One origin server process on a storage root."""
 
-    def __init__(self, root: Path, log_path: Path, *, module: str = "regcore.cli") -> None:
+    def __init__(
+        self, root: Path, log_path: Path, *, module: str = "regcore.cli", config: Path | None = None
+    ) -> None:
         self.root = root
         self.log_path = log_path
         args = [sys.executable, "-m", module]
         if module == "regcore.cli":
             args += ["origin", "serve"]
         args += ["--listen", "127.0.0.1:0", "--root", str(root), "--log-level", "warning"]
+        if config is not None:
+            args += ["--config", str(config)]
         self._log = open(log_path, "ab")  # closed in close()
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._log, cwd=root.parent, start_new_session=True
@@ -240,3 +245,28 @@ async def test_bad_config_exits_2_naming_the_key(tmp_path):
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert b"rootdir" in err
+
+
+async def test_serves_tls_when_a_certificate_is_configured(origin_proc, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"version: 0.1\nhttp:\n  tls:\n    certificate: {cert}\n    key: {key}\n")
+    origin = await origin_proc(config=cfg)
+    assert origin.url.startswith("https://127.0.0.1:")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    async with aiohttp.ClientSession() as http:
+        async with http.get(origin.url + "/v2/", ssl=ctx) as r:
+            assert r.status == 200 and await r.json() == {}
+        dg = sha256(b"over tls")
+        async with http.post(f"{origin.url}/v2/{NAME}/blobs/uploads/", params={"digest": dg}, data=b"over tls", ssl=ctx) as r:
+            assert r.status == 201
+        async with http.get(f"{origin.url}/v2/{NAME}/blobs/{dg}", ssl=ctx) as r:
+            assert await r.read() == b"over tls"

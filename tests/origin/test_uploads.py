@@ -333,3 +333,34 @@ async def test_purge_removes_stale_sessions_only(origin_factory):
 
 def origin_sha(data: bytes) -> str:
     return str(Digest.of(data))
+
+
+async def test_client_disconnect_mid_chunk_keeps_a_resumable_prefix(origin):
+    data = os.urandom(4 * 1024 * 1024)
+    loc = await origin.start(NAME)
+    server = origin.client.server
+    _reader, writer = await asyncio.open_connection(server.host, server.port)
+    head = (
+        f"PATCH {loc} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(data)}\r\nContent-Range: 0-{len(data) - 1}\r\n\r\n"
+    )
+    writer.write(head.encode() + data[: 5 * 512 * 1024])
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()  # gone before the chunk is complete
+    await writer.wait_closed()
+    offset = None
+    for _ in range(50):  # the server notices the disconnect asynchronously
+        status = await origin.client.get(loc)
+        assert status.status == 204
+        end = int(status.headers["Range"].split("-")[1])
+        offset = end + 1 if end else 0
+        if not origin.app[state.UPLOADS].in_use(NAME, loc.rsplit("/", 1)[1]):
+            break
+        await asyncio.sleep(0.02)
+    assert offset is not None and offset <= 5 * 512 * 1024
+    resp = await origin.patch(loc, data[offset:], start=offset)
+    assert resp.status == 202, await resp.text()
+    done = await origin.client.put(loc, params={"digest": origin_sha(data)})
+    assert done.status == 201
+    assert await (await origin.client.get(done.headers["Location"])).read() == data
