@@ -78,7 +78,7 @@ def detect_media_type(raw: bytes) -> str:
     """
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return mt.JSON
     if not isinstance(doc, dict):
         return mt.JSON

@@ -228,7 +228,7 @@ def subject_digest(raw: bytes) -> Digest | None:
     try:
         doc = json.loads(raw)
         return Digest.parse(doc["subject"]["digest"])
-    except (ValueError, TypeError, KeyError, errors.RegistryError):
+    except (ValueError, TypeError, KeyError, RecursionError, errors.RegistryError):
         return None
 
 

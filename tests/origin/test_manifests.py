@@ -435,3 +435,44 @@ async def test_repush_of_stored_manifest_does_not_rewrite_the_blob(origin):
     await push_image(origin, REPO, image, "v2")
     assert blob.stat().st_ino == inode
     assert blob.read_bytes() == image.manifest
+
+
+# -- shapes the conformance suites push ---------------------------------------------------------
+async def test_nested_index_and_config_only_manifest_are_accepted(origin):
+    image = make_image(seed=271)
+    await seed_blobs(origin, REPO, image.blobs())
+    doc = json.loads(image.manifest)
+    doc["layers"] = []  # "manifest upload with no layers"
+    no_layers = json.dumps(doc).encode()
+    assert (await put_manifest(origin, REPO, "nolayers", no_layers, mt.OCI_MANIFEST)).status == 201
+    desc = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + hashlib.sha256(no_layers).hexdigest(), "size": len(no_layers)}
+    inner = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [desc]}).encode()
+    inner_desc = {"mediaType": mt.OCI_INDEX, "digest": "sha256:" + hashlib.sha256(inner).hexdigest(), "size": len(inner)}
+    outer = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [inner_desc]}).encode()
+    for body in (inner, outer):
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        resp = await put_manifest(origin, REPO, digest, body, mt.OCI_INDEX)
+        assert resp.status == 201, await resp.text()
+        got = await origin.get(f"/v2/{REPO}/manifests/{digest}", headers={"Accept": mt.OCI_INDEX})
+        assert await got.read() == body
+
+
+async def test_unknown_fields_data_field_and_nondistributable_layers_are_accepted(origin):
+    image = make_image(seed=281)
+    await seed_blobs(origin, REPO, image.blobs())
+    doc = json.loads(image.manifest)
+    doc["config"]["data"] = "e30="
+    doc["config"]["newUnspecifiedField"] = "aGVsbG8="
+    doc["x-custom"] = {"anything": [1, 2, 3]}
+    foreign = "sha256:" + "ab" * 32
+    doc["layers"].append({
+        "mediaType": mt.OCI_LAYER_NONDIST_GZIP,
+        "digest": foreign,
+        "size": 123456,
+        "urls": [f"https://store.example.com/blobs/{foreign}"],
+    })
+    body = json.dumps(doc, indent="\t").encode()
+    resp = await put_manifest(origin, REPO, "custom", body, mt.OCI_MANIFEST)
+    assert resp.status == 201, await resp.text()
+    got = await origin.get(f"/v2/{REPO}/manifests/custom")
+    assert await got.read() == body
