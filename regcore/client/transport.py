@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +55,7 @@ RequestHook = Callable[[str, str, int], None]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _TOKEN_BODY_LIMIT = 1 << 20
+_INLINE_BODY_LIMIT = 512 * 1024
 
 
 class Transport:
@@ -220,7 +222,7 @@ class Transport:
                 method,
                 url,
                 headers=hop_headers,
-                data=data,
+                data=_fresh_body(data),
                 allow_redirects=False,
                 timeout=self.timeout,
                 auto_decompress=False,
@@ -269,8 +271,9 @@ class Transport:
             self._scheme, self._bearer = "bearer", bearer
             want = merge_scopes(scopes, bearer.scopes)
             stale = used[len("Bearer ") :] if used and used.startswith("Bearer ") else None
-            for key_scopes in {scopes, want}:
-                self.tokens.invalidate(self._token_key(bearer, key_scopes), stale)
+            if stale is not None:  # the token we sent was refused: forget it (only it)
+                for key_scopes in {scopes, want}:
+                    self.tokens.invalidate(self._token_key(bearer, key_scopes), stale)
             token = await self._token(bearer, want, alias=scopes)
             if used == "Bearer " + token:
                 return None
@@ -336,6 +339,14 @@ class Transport:
         token, expires_in = parsed
         self.tokens.put(key, token, float(expires_in))
         return token
+
+
+def _fresh_body(data: Any) -> Any:
+    """Large byte bodies go as a fresh BytesIO per send (aiohttp warns about big bytes and a
+    fresh object keeps the body replayable for auth retries and redirects)."""
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) > _INLINE_BODY_LIMIT:
+        return io.BytesIO(data)
+    return data
 
 
 def basic_header(username: str, password: str) -> str:
