@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import time
@@ -30,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from origin import blobs, state, uploads
+from origin import blobs, catalog, manifests, referrers, state, tags, uploads
 from origin.metrics import OriginMetrics
 from origin.repository import Repositories
 from regcore import errors
@@ -41,8 +40,8 @@ from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin")
 
-# Route modules written alongside this one; each exposes add_routes(app).
-ROUTE_MODULES = ("origin.manifests", "origin.tags", "origin.catalog", "origin.referrers")
+# Every handler module exposes add_routes(app); uploads before blobs (more specific paths).
+ROUTE_MODULES = (uploads, blobs, manifests, tags, catalog, referrers)
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -97,23 +96,9 @@ def create_app(
         app.router.add_get("/metrics", metrics_handler(metrics.registry), name="metrics")
     app.router.add_get("/healthz", _healthz, name="healthz")
 
-    uploads.add_routes(app)
-    blobs.add_routes(app)
     for module in ROUTE_MODULES:
-        _add_module_routes(app, module)
+        module.add_routes(app)
     return app
-
-
-def _add_module_routes(app: web.Application, module: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        # TODO(origin): remove once every route module has landed.
-        log.warning("route module missing, its endpoints are not served", extra={"module": module})
-        return
-    mod.add_routes(app)
 
 
 async def _base(request: web.Request) -> web.Response:
