@@ -4,42 +4,55 @@
 registry=None)`` builds the app; resources it creates itself are opened and closed in
 ``cleanup_ctx`` in this order (closed in reverse):
 
-1. the upstream session and one client per upstream (:mod:`edge.upstreams`), unless
-   ``clients`` (name -> RegistryClient) is given;
-2. the Redis client when ``redis.url`` is set (tag cache and fill locks share it);
-3. the blob cache (``cache.dir``, ``cache.size``) unless ``cache`` is given;
-4. the fill manager, unless ``fills`` is given; closing it drains running fills;
-5. the tag cache and the manifest type index.
+1. the upstream session and one client per upstream (:mod:`edge.upstreams`) -- ``clients``
+   (upstream name -> RegistryClient) replaces the configured ones -- and the access checker
+   for private upstreams;
+2. the Redis client and region lock when ``redis.url`` is set;
+3. the blob cache (``cache.dir``, ``cache.size``) unless ``cache`` is given (then the caller
+   opens and closes it);
+4. the fill manager unless ``fills`` is given; closing it drains running fills;
+5. the tag cache (memory, or Redis-shared), the manifest type index and the manifest service.
 
 Routes: ``/v2/`` (200, no upstream ping), manifests and blobs GET/HEAD, tags list and
 referrers passed through, ``/v2/_catalog`` 404 (a mirror has no catalog of its own, and most
 upstreams -- Docker Hub among them -- do not serve one), every other method under ``/v2/``
-405 UNSUPPORTED ("read-only pull-through mirror"), ``/metrics`` and ``/healthz``.
-Every answer to a request with ``?ns=`` carries ``OCI-Namespace``.
+405 UNSUPPORTED ("read-only pull-through mirror"), the peer endpoints of
+:mod:`edge.peers`, ``/metrics`` and ``/healthz``. Every answer to a request with ``?ns=``
+carries ``OCI-Namespace``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from edge.cache import BlobCache
+from edge.fill import EdgeFillMetrics, FillManager
 from edge.metrics import EdgeMetrics
-from edge.routing import NS_HEADER, Router
-from edge.upstreams import Upstreams
+from edge.routing import NS_HEADER, Route, Router
+from edge.tagcache import TagCache
+from edge.upstreams import AccessChecker, Upstreams, is_private, open_session
 from regcore import errors
 from regcore.config import EdgeConfig
 from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler
 
 if TYPE_CHECKING:
+    from edge.manifests import ManifestService
     from regcore.client import RegistryClient
 
+log = logging.getLogger("quayside.edge")
 Clock = Callable[[], float]
+_T = TypeVar("_T")
+PRIVATE_CHECK_TTL = 30.0
 
 
 @dataclass
@@ -49,20 +62,34 @@ class Edge:
     config: EdgeConfig
     router: Router
     metrics: EdgeMetrics
+    fill_metrics: EdgeFillMetrics
     clock: Clock
     upstreams: Upstreams | None = None
-    cache: object | None = None
-    fills: object | None = None
-    tags: object | None = None
-    manifests: object | None = None
-    access: object | None = None
-    redis: object | None = None
-    extras: dict[str, object] = field(default_factory=dict)
+    access: AccessChecker | None = None
+    cache: BlobCache | None = None
+    fills: FillManager | None = None
+    tags: TagCache | None = None
+    manifests: ManifestService | None = None
+    redis: Any = None
+    region: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
-    def require_upstreams(self) -> Upstreams:
-        if self.upstreams is None:
+    @staticmethod
+    def require(component: _T | None) -> _T:
+        """``component``, or 503 UNAVAILABLE while the edge is starting or stopping."""
+        if component is None:
             raise errors.Unavailable(message="edge is starting or stopping")
-        return self.upstreams
+        return component
+
+    async def client_for(self, request: web.Request, route: Route, kind: str, ref: str) -> Any:
+        """The registry client to fetch ``route``'s content with. For a private upstream the
+        caller's credentials are checked against the upstream first (see
+        :class:`edge.upstreams.AccessChecker`); raises what that check raises."""
+        upstreams = self.require(self.upstreams)
+        if is_private(route.upstream):
+            access = self.require(self.access)
+            return await access.check(route.upstream, request.headers.get("Authorization"), route.name, kind, ref)
+        return upstreams.client(route.upstream.name)
 
 
 EDGE: web.AppKey[Edge] = web.AppKey("edge", Edge)
@@ -71,17 +98,22 @@ EDGE: web.AppKey[Edge] = web.AppKey("edge", Edge)
 def create_app(
     config: EdgeConfig,
     *,
-    cache: object | None = None,
-    fills: object | None = None,
+    cache: BlobCache | None = None,
+    fills: FillManager | None = None,
     clients: Mapping[str, RegistryClient] | None = None,
     clock: Clock = time.monotonic,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """Build the edge application for ``config`` (see the module docstring)."""
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = EdgeMetrics(registry)
+    edge = Edge(
+        config=config,
+        router=Router.from_config(config),
+        metrics=EdgeMetrics(registry),
+        fill_metrics=EdgeFillMetrics(registry),
+        clock=clock,
+    )
     http_metrics = HttpMetrics(registry, "quayside_edge")
-    edge = Edge(config=config, router=Router.from_config(config), metrics=metrics, clock=clock)
     app = web.Application(
         middlewares=[*standard_middlewares(), http_metrics.middleware()],
         client_max_size=64 * 1024,
@@ -90,28 +122,158 @@ def create_app(
     app[METRICS_REGISTRY] = registry
     app.on_response_prepare.append(on_prepare_api_header)
     app.on_response_prepare.append(_echo_namespace)
+    app.on_response_prepare.append(_digest_etag)
     app.cleanup_ctx.append(_upstreams_ctx(edge, clients))
-    _add_routes(app, registry)
+    app.cleanup_ctx.append(_redis_ctx(edge))
+    app.cleanup_ctx.append(_cache_ctx(edge, cache))
+    app.cleanup_ctx.append(_fills_ctx(edge, fills))
+    app.cleanup_ctx.append(_manifests_ctx(edge))
+    _add_routes(app, edge, registry)
     return app
 
 
-def _upstreams_ctx(
-    edge: Edge, clients: Mapping[str, RegistryClient] | None
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from edge.upstreams import open_session
+# -- resources ------------------------------------------------------------------------------
+Ctx = Callable[[web.Application], AsyncIterator[None]]
 
+
+def _upstreams_ctx(edge: Edge, clients: Mapping[str, RegistryClient] | None) -> Ctx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
         session = open_session([edge.metrics.trace_config(edge.config.upstreams)])
         try:
             edge.upstreams = Upstreams(edge.config.upstreams, session, clients=clients)
+            edge.access = AccessChecker(
+                edge.upstreams,
+                clock=edge.clock,
+                ttl=PRIVATE_CHECK_TTL,
+                on_result=lambda r: edge.metrics.auth_checks.labels(r).inc(),
+            )
             yield
         finally:
-            if edge.upstreams is not None:
-                await edge.upstreams.close()
+            edge.access = None
             edge.upstreams = None
             await session.close()
 
     return ctx
+
+
+def _redis_ctx(edge: Edge) -> Ctx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        url = edge.config.redis.url
+        if url is None:
+            yield
+            return
+        from redis.asyncio import Redis
+
+        from edge.regionlock import RegionLock
+
+        edge.redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        edge.region = RegionLock(edge.redis, ttl=edge.config.redis.lock_ttl)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await edge.region.close()
+            with contextlib.suppress(Exception):
+                await edge.redis.aclose()
+            edge.region = edge.redis = None
+
+    return ctx
+
+
+def _cache_ctx(edge: Edge, given: BlobCache | None) -> Ctx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            edge.cache = given
+            yield
+            edge.cache = None
+            return
+        cache = BlobCache(Path(edge.config.cache.dir), edge.config.cache.size)
+        await cache.open()
+        edge.cache = cache
+        try:
+            yield
+        finally:
+            edge.cache = None
+            await cache.close()
+
+    return ctx
+
+
+def _fills_ctx(edge: Edge, given: FillManager | None) -> Ctx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            edge.fills = given
+            yield
+            edge.fills = None
+            return
+        cache = edge.require(edge.cache)
+        upstreams = edge.require(edge.upstreams)
+        fills = FillManager(
+            cache,
+            region=edge.region,
+            advertise_url=edge.config.advertise,
+            peer_source=_peer_source_factory(upstreams),
+            metrics=edge.fill_metrics,
+        )
+        await fills.start()
+        edge.fills = fills
+        try:
+            yield
+        finally:
+            await fills.close()
+            edge.fills = None
+
+    return ctx
+
+
+def _peer_source_factory(upstreams: Upstreams) -> Callable[[str, Any], Any]:
+    def make(owner_url: str, digest: Any) -> Any:
+        from edge.peers import PeerSource
+
+        return PeerSource(upstreams.session, owner_url, digest)
+
+    return make
+
+
+def _manifests_ctx(edge: Edge) -> Ctx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from edge.manifests import ManifestService, ManifestTypes
+
+        cfg = edge.config
+        on_error = lambda op: edge.metrics.tag_cache.labels("shared_error").inc()  # noqa: E731
+        if cfg.redis.url is not None:
+            tags = TagCache.redis(cfg.redis.url, ttl=cfg.tags.ttl, clock=edge.clock, on_error=on_error)
+        else:
+            tags = TagCache(ttl=cfg.tags.ttl, clock=edge.clock)
+        cache = edge.require(edge.cache)
+        types = ManifestTypes(Path(cache.directory) / "manifest-types")
+        await types.open()
+        edge.tags = tags
+        edge.manifests = ManifestService(
+            cache=cache,
+            types=types,
+            tags=tags,
+            metrics=edge.metrics,
+            revalidate_timeout=cfg.tags.revalidate_timeout,
+            max_bytes=cfg.limits.max_manifest_bytes,
+        )
+        try:
+            yield
+        finally:
+            service, edge.manifests, edge.tags = edge.manifests, None, None
+            await service.close()
+            await types.close()
+            await tags.close()
+
+    return ctx
+
+
+# -- routes ---------------------------------------------------------------------------------
+async def _digest_etag(request: web.Request, response: web.StreamResponse) -> None:
+    """The ETag of content is its digest (FileResponse would set an mtime-size one)."""
+    digest = response.headers.get("Docker-Content-Digest")
+    if digest is not None and response.status in (200, 206):
+        response.headers["ETag"] = f'"{digest}"'
 
 
 async def _echo_namespace(request: web.Request, response: web.StreamResponse) -> None:
@@ -120,25 +282,29 @@ async def _echo_namespace(request: web.Request, response: web.StreamResponse) ->
         response.headers.setdefault(NS_HEADER, ns)
 
 
-def _add_routes(app: web.Application, registry: CollectorRegistry) -> None:
+def _add_routes(app: web.Application, edge: Edge, registry: CollectorRegistry) -> None:
     from edge import blobs, manifests
 
     r = app.router
     r.add_get("/v2/", api_version, name="base")
-    r.add_get("/v2", api_version, allow_head=True)
+    r.add_get("/v2", api_version)
     r.add_get("/v2/_catalog", catalog, name="catalog")
     r.add_get(f"/v2/{NAME}/manifests/{REFERENCE}", manifests.get_manifest, name="manifest")
     r.add_get(f"/v2/{NAME}/blobs/{DIGEST}", blobs.get_blob, name="blob")
     r.add_get(f"/v2/{NAME}/tags/list", manifests.tags_list, name="tags")
     r.add_get(f"/v2/{NAME}/referrers/{DIGEST}", manifests.referrers, name="referrers")
     r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse")
+    with contextlib.suppress(ImportError):
+        from edge import peers
+
+        peers.add_routes(app, lambda: edge.fills, lambda: edge.cache)  # type: ignore[arg-type]
     r.add_get("/metrics", metrics_handler(registry), name="metrics")
     r.add_get("/healthz", healthz, name="healthz")
 
 
 async def api_version(request: web.Request) -> web.Response:
-    """``/v2/``: 200 with ``Docker-Distribution-API-Version``; pulls need no credentials here
-    (private upstreams challenge on the resources themselves)."""
+    """``/v2/``: 200 with ``Docker-Distribution-API-Version``; no upstream ping. Private
+    upstreams challenge on the resources themselves."""
     return web.json_response({})
 
 
@@ -160,12 +326,14 @@ async def refuse(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the edge is serving (upstreams are not pinged: a mirror serves its cache
-    through upstream outages); the body names the components that are up."""
+    """200 once serving (upstreams are not pinged: a mirror serves its cache through upstream
+    outages), 503 while starting or stopping; the body says which parts are up."""
     edge = request.app[EDGE]
+    ready = edge.upstreams is not None and edge.fills is not None and edge.manifests is not None
     body = {
-        "status": "ok" if edge.upstreams is not None else "starting",
+        "status": "ok" if ready else "unavailable",
         "upstreams": [u.name for u in edge.config.upstreams],
         "redis": edge.redis is not None,
+        "cache_bytes": edge.cache.bytes_used if edge.cache is not None else None,
     }
-    return web.json_response(body, status=200 if edge.upstreams is not None else 503)
+    return web.json_response(body, status=200 if ready else 503)

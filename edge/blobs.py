@@ -1,11 +1,138 @@
-"""Blob handlers (GET/HEAD ``/v2/<name>/blobs/<digest>``). Work in progress."""
+"""Blobs through the edge: GET/HEAD ``/v2/<name>/blobs/<digest>``.
+
+- **Hit**: sendfile from the cache (:class:`aiohttp.web.FileResponse`), ``Range`` -> 206 with
+  ``Content-Range``, unsatisfiable -> 416 with ``Content-Range: bytes */size``. Served
+  whatever the upstream's state (a blob by digest is immutable), except that a private
+  upstream's access check (:class:`edge.upstreams.AccessChecker`) comes first.
+- **Miss, GET**: join or start the fill of the digest (:class:`edge.fill.FillManager`: one
+  upstream fetch per digest per node and per region) and stream its bytes as they land,
+  ``Range`` included. The upstream must have announced the size within its connect + read
+  timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
+  (404 BLOB_UNKNOWN, 401 UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
+  If the fill fails after the headers went out the connection is cut, so the client sees a
+  short body -- never a clean 200 of bad bytes (the fill withholds a full blob's last chunk
+  until the digest is verified).
+- **Miss, HEAD**: answered from a fill in progress, else from an upstream ``HEAD`` -- never a
+  download. 200 with ``Content-Length``; 404 BLOB_UNKNOWN when the upstream says so.
+
+Every 200/206 carries ``Content-Type: application/octet-stream``, ``Docker-Content-Digest``,
+``ETag`` (the digest), ``Content-Length`` and ``Accept-Ranges: bytes``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
 from aiohttp import web
 
+from edge.app import EDGE
+from edge.fill import Fill
+from edge.routing import Route, ns_of
+from edge.sources import UpstreamSource
 from regcore import errors
+from regcore.digest import Digest
+from regcore.http import parse_range
+
+if TYPE_CHECKING:
+    from edge.app import Edge
+
+log = logging.getLogger("quayside.edge.blobs")
+
+
+def blob_headers(digest: Digest, route: Route) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        **route.headers,
+    }
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    raise errors.Unavailable(message="blobs are not served yet")
+    """GET/HEAD ``/v2/<name>/blobs/<digest>`` (see the module docstring)."""
+    edge: Edge = request.app[EDGE]
+    route = edge.router.route(request.match_info["name"], ns_of(request.query))
+    digest = Digest.parse(request.match_info["digest"])
+    client = await edge.client_for(request, route, "blob", str(digest))
+    cache = edge.require(edge.cache)
+    headers = blob_headers(digest, route)
+    head = request.method == "HEAD"
+    cached = cache.lookup(digest)
+    if cached is not None:
+        edge.metrics.cache_hits.labels("blob").inc()
+        if head:
+            return _head(headers, cached.size)
+        span = parse_range(request.headers.get("Range"), cached.size)
+        length = cached.size if span is None else span[1] - span[0] + 1
+        edge.metrics.bytes_served.labels("cache").inc(length)
+        return web.FileResponse(cached.path, headers=headers)  # ETag fixed by app signal
+    edge.metrics.cache_misses.labels("blob").inc()
+    fills = edge.require(edge.fills)
+    if head:
+        return _head(headers, await _size_without_download(edge, route, client, digest))
+    fill = await fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
+    size = await _bounded(fill.size(), _deadline(route))
+    return await _stream(request, edge, fill, size, headers)
+
+
+def _head(headers: dict[str, str], size: int) -> web.Response:
+    return web.Response(status=200, headers={**headers, "Content-Length": str(size)})
+
+
+async def _size_without_download(edge: Edge, route: Route, client: Any, digest: Digest) -> int:
+    """A fill in progress knows the size; else the upstream's HEAD. Raises BlobUnknown etc."""
+    fills = edge.require(edge.fills)
+    active = fills.active(digest)
+    if active is not None and active.total is not None:
+        return active.total
+    return await _bounded(client.head_blob(route.name, str(digest)), _deadline(route))
+
+
+async def _stream(
+    request: web.Request, edge: Edge, fill: Fill, size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    span = parse_range(request.headers.get("Range"), size)
+    if span is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = span, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    length = end - start + 1 if size else 0
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    await resp.prepare(request)
+    sent = 0
+    try:
+        if length:
+            async for chunk in fill.read(start, end):
+                await resp.write(chunk)
+                sent += len(chunk)
+        else:
+            await fill.result()
+    except errors.RegistryError as exc:  # the fill broke after the headers went out
+        log.warning(
+            "fill failed mid-response; cutting the connection",
+            extra={"digest": str(fill.digest), "sent": sent, "length": length, "error": str(exc)},
+        )
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("fill failed mid-response") from exc
+    finally:
+        edge.metrics.bytes_served.labels("fill" if fill.source != "cache" else "cache").inc(sent)
+    await resp.write_eof()
+    return resp
+
+
+async def _bounded(awaitable: Any, timeout: float) -> Any:
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError:
+        raise errors.UpstreamTimeout({"timeout_s": timeout}) from None
+
+
+def _deadline(route: Route) -> float:
+    return route.upstream.connect_timeout + route.upstream.read_timeout

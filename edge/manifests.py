@@ -1,19 +1,384 @@
-"""Manifest handlers (GET/HEAD ``/v2/<name>/manifests/<reference>``). Work in progress."""
+"""Manifests through the edge: GET/HEAD ``/v2/<name>/manifests/<ref>``, tags list, referrers.
+
+By digest: served from the local cache (bytes stored verbatim in the :class:`BlobCache` by
+digest, media type in :class:`ManifestTypes`), else fetched from upstream with the client's
+``Accept`` forwarded, verified against the digest, stored, served. Immutable: a cached
+manifest is served whatever the upstream says (PROTOCOL.md 12).
+
+By tag (PROTOCOL.md 4, 7, 12), with the :class:`~edge.tagcache.TagCache`:
+
+- entry within ``tags.ttl`` -> the cached digest's manifest, no upstream request at all;
+- entry older -> upstream HEAD bounded by ``tags.revalidate_timeout``: same digest -> TTL
+  refreshed; new digest -> the new manifest is fetched by digest (a client HEAD needs no GET);
+  upstream down, hung, 5xx or 429 -> the last known digest is served and counted in
+  ``stale_serves``; 404 -> the entry is dropped and 404 MANIFEST_UNKNOWN returned;
+- no entry -> upstream GET (HEAD for a client HEAD); errors pass on: 429 TOOMANYREQUESTS,
+  502/504 UNAVAILABLE, bounded by the upstream's connect + read timeout.
+
+Negotiation: tag entries are written only from answers to an ``Accept`` naming every type we
+serve, so an entry is what the tag *is*; a client is never served a type it did not accept
+(404 MANIFEST_UNKNOWN, as registry:2). A client naming only some types is forwarded as is
+and its answer is not recorded for the tag (registry:2 may have converted it for that client).
+
+Tags list and referrers are passed through to the upstream (nothing cached).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
+
+import diskcache
 from aiohttp import web
 
+from edge.app import EDGE
+from edge.routing import Route, ns_of
+from edge.tagcache import TagCache, TagEntry
 from regcore import errors
+from regcore import mediatypes as mt
+from regcore.client.status import Kind, error_for
+from regcore.digest import Digest
+from regcore.manifest import parse_manifest
+from regcore.reference import Tag, parse_reference
+
+if TYPE_CHECKING:
+    from edge.app import Edge
+    from edge.cache import BlobCache
+    from edge.metrics import EdgeMetrics
+
+log = logging.getLogger("quayside.edge.manifests")
+_T = TypeVar("_T")
+FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
+_STALE_ERRORS = (errors.UpstreamUnavailable, errors.UpstreamTimeout, errors.TooManyRequests, errors.Unavailable)
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A manifest answer. ``body`` is ``None`` when only headers are needed (client HEAD)."""
+
+    digest: str
+    media_type: str
+    size: int
+    body: bytes | None = None
+
+
+class ManifestTypes:
+    """digest -> media type of the manifests stored in the blob cache (diskcache, persistent).
+
+    Calls run in a worker thread; a bounded in-memory memo keeps hot entries.
+    """
+
+    def __init__(self, directory: Path, memo_size: int = 4096) -> None:
+        self._dir = directory
+        self._db: diskcache.Cache | None = None
+        self._memo: OrderedDict[str, str] = OrderedDict()
+        self._memo_size = memo_size
+
+    async def open(self) -> None:
+        self._db = await asyncio.to_thread(diskcache.Cache, str(self._dir))
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await asyncio.to_thread(self._db.close)
+            self._db = None
+
+    async def get(self, digest: str) -> str | None:
+        if digest in self._memo:
+            self._memo.move_to_end(digest)
+            return self._memo[digest]
+        if self._db is None:
+            return None
+        value = await asyncio.to_thread(self._db.get, digest)
+        if isinstance(value, str):
+            self._remember(digest, value)
+            return value
+        return None
+
+    async def put(self, digest: str, media_type: str) -> None:
+        self._remember(digest, media_type)
+        if self._db is not None:
+            await asyncio.to_thread(self._db.set, digest, media_type)
+
+    def _remember(self, digest: str, media_type: str) -> None:
+        self._memo[digest] = media_type
+        self._memo.move_to_end(digest)
+        while len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+
+
+class ManifestService:
+    """Cache-first manifest resolution (see the module docstring). One per app."""
+
+    def __init__(
+        self,
+        *,
+        cache: BlobCache,
+        types: ManifestTypes,
+        tags: TagCache,
+        metrics: EdgeMetrics,
+        revalidate_timeout: float,
+        max_bytes: int,
+    ) -> None:
+        self.cache = cache
+        self.types = types
+        self.tags = tags
+        self.metrics = metrics
+        self.revalidate_timeout = revalidate_timeout
+        self.max_bytes = max_bytes
+        self._flights: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+
+    async def close(self) -> None:
+        for task in list(self._flights.values()):
+            task.cancel()
+        await asyncio.gather(*self._flights.values(), return_exceptions=True)
+
+    # -- by digest ------------------------------------------------------------------------
+    async def local(self, digest: str, *, need_body: bool) -> Served | None:
+        """The cached manifest, or ``None``. Refreshes its recency."""
+        media_type = await self.types.get(digest)
+        blob = self.cache.lookup(Digest.parse(digest)) if media_type is not None else None
+        if blob is None or media_type is None:
+            return None
+        body = None
+        if need_body:
+            try:
+                body = await asyncio.to_thread(blob.path.read_bytes)
+            except FileNotFoundError:  # evicted between lookup and read
+                return None
+        return Served(digest, media_type, blob.size, body)
+
+    async def by_digest(
+        self, route: Route, digest: Digest, accepted: list[str], *, need_body: bool, client: Any
+    ) -> Served:
+        served = await self.local(str(digest), need_body=need_body)
+        if served is not None:
+            self.metrics.cache_hits.labels("manifest").inc()
+            return served
+        self.metrics.cache_misses.labels("manifest").inc()
+        upstream = route.upstream
+        forwarded = forward_accept(accepted)
+        if not need_body:
+            head = await self._bounded(
+                _deadline(upstream), client.head_manifest(route.name, str(digest), forwarded)
+            )
+            return Served(str(digest), head.media_type, head.size)
+        key = ("get", upstream.name, route.name, str(digest), forwarded)
+        return await self._single(
+            key, lambda: self._fetch(route, str(digest), forwarded, client, expect=digest)
+        )
+
+    # -- by tag ---------------------------------------------------------------------------
+    async def by_tag(
+        self, route: Route, tag: str, accepted: list[str], *, need_body: bool, client: Any
+    ) -> Served:
+        u = route.upstream
+        forwarded = forward_accept(accepted)
+        recordable = set(forwarded) >= set(FULL_ACCEPT)
+        entry = await self.tags.get(u.name, route.name, tag)
+        if entry is not None and mt.acceptable(entry.media_type, accepted):
+            if self.tags.fresh(entry):
+                self.metrics.tag_cache.labels("hit").inc()
+                return await self._serve_entry(route, entry, accepted, need_body, client)
+            return await self._revalidate(route, tag, entry, accepted, need_body, client)
+        self.metrics.tag_cache.labels("miss").inc()
+        if not need_body:
+            head = await self._bounded(_deadline(u), client.head_manifest(route.name, tag, forwarded))
+            if recordable:
+                await self.tags.put(u.name, route.name, tag, self.tags.entry(head.digest, head.media_type, head.size))
+            return Served(head.digest, head.media_type, head.size)
+        key = ("get", u.name, route.name, tag, forwarded)
+        served = await self._single(key, lambda: self._fetch(route, tag, forwarded, client, expect=None))
+        if recordable:
+            await self.tags.put(u.name, route.name, tag, self.tags.entry(served.digest, served.media_type, served.size))
+        return served
+
+    async def _revalidate(
+        self, route: Route, tag: str, entry: TagEntry, accepted: list[str], need_body: bool, client: Any
+    ) -> Served:
+        u = route.upstream
+        key = ("head", u.name, route.name, tag)
+        try:
+            head = await self._single(
+                key, lambda: self._bounded(self.revalidate_timeout, client.head_manifest(route.name, tag, FULL_ACCEPT))
+            )
+        except errors.ManifestUnknown:
+            self.metrics.tag_cache.labels("gone").inc()
+            await self.tags.delete(u.name, route.name, tag)
+            raise
+        except _STALE_ERRORS as exc:
+            self.metrics.tag_cache.labels("failed").inc()
+            try:
+                served = await self._serve_entry(route, entry, accepted, need_body, None)
+            except errors.RegistryError:
+                raise exc from None
+            self.metrics.stale_serves.labels(u.name).inc()
+            log.warning(
+                "upstream failed revalidating a tag; serving the last known digest",
+                extra={"upstream": u.name, "repo": route.name, "tag": tag, "error": exc.code},
+            )
+            return served
+        fresh = self.tags.entry(head.digest, head.media_type, head.size)
+        await self.tags.put(u.name, route.name, tag, fresh)
+        self.metrics.tag_cache.labels("revalidated" if head.digest == entry.digest else "changed").inc()
+        return await self._serve_entry(route, fresh, accepted, need_body, client)
+
+    async def _serve_entry(
+        self, route: Route, entry: TagEntry, accepted: list[str], need_body: bool, client: Any
+    ) -> Served:
+        """The manifest an entry names: local bytes, else (with a client) fetched by digest.
+        A HEAD is answered from the entry alone. Raises ManifestUnknown when neither works."""
+        if not need_body:
+            return Served(entry.digest, entry.media_type, entry.size)
+        served = await self.local(entry.digest, need_body=True)
+        if served is not None:
+            self.metrics.cache_hits.labels("manifest").inc()
+            return served
+        if client is None:
+            raise errors.ManifestUnknown(message="manifest not cached and upstream unavailable")
+        return await self.by_digest(route, Digest.parse(entry.digest), accepted, need_body=True, client=client)
+
+    # -- upstream ---------------------------------------------------------------------------
+    async def _fetch(
+        self, route: Route, ref: str, accept: tuple[str, ...], client: Any, *, expect: Digest | None
+    ) -> Served:
+        """GET upstream, verify, store verbatim. Raises DigestInvalid-like 502 on mismatch."""
+        fetched = await self._bounded(_deadline(route.upstream), client.get_manifest(route.name, ref, accept))
+        body: bytes = fetched.body
+        if len(body) > self.max_bytes:
+            raise errors.UpstreamUnavailable({"size": len(body)}, message="upstream manifest exceeds the size limit")
+        announced = Digest.parse(str(fetched.digest)) if fetched.digest else None
+        algorithm = (expect or announced or Digest("sha256", "")).algorithm
+        actual = Digest.of(body, algorithm)
+        if (expect is not None and actual != expect) or (announced is not None and announced.algorithm == algorithm and announced != actual):
+            raise errors.UpstreamUnavailable(
+                {"expected": str(expect or announced), "actual": str(actual)},
+                message="upstream manifest does not match its digest",
+            )
+        media_type = _media_type(fetched.media_type, body)
+        await self.cache.put_bytes(body, actual)
+        await self.types.put(str(actual), media_type)
+        return Served(str(actual), media_type, len(body), body)
+
+    async def _bounded(self, timeout: float, coro: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout(timeout):
+                return await coro
+        except TimeoutError:
+            raise errors.UpstreamTimeout({"timeout_s": timeout}) from None
+
+    async def _single(self, key: tuple[Any, ...], factory: Callable[[], Awaitable[_T]]) -> _T:
+        """One upstream operation per key at a time; every caller gets its result."""
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(factory())
+            self._flights[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: tuple[Any, ...], task: asyncio.Task[Any]) -> None:
+        if self._flights.get(key) is task:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters that left must not leave it unobserved
+
+
+def forward_accept(accepted: list[str]) -> tuple[str, ...]:
+    """The manifest types to ask upstream for on behalf of a client (see
+    :func:`regcore.mediatypes.upstream_accept`)."""
+    return tuple(t.strip() for t in mt.upstream_accept(accepted).split(",") if t.strip())
+
+
+def _deadline(upstream: Any) -> float:
+    return float(upstream.connect_timeout) + float(upstream.read_timeout)
+
+
+def _media_type(content_type: str | None, body: bytes) -> str:
+    declared = mt.normalize(content_type)
+    if declared and declared not in mt.UNSPECIFIED_TYPES:
+        return declared
+    with contextlib.suppress(errors.RegistryError):
+        return parse_manifest(body, None).media_type
+    return declared or mt.OCTET_STREAM
+
+
+# -- handlers --------------------------------------------------------------------------------
 async def get_manifest(request: web.Request) -> web.StreamResponse:
-    raise errors.Unavailable(message="manifests are not served yet")
+    """GET/HEAD ``/v2/<name>/manifests/<reference>``."""
+    edge: Edge = request.app[EDGE]
+    route = edge.router.route(request.match_info["name"], ns_of(request.query))
+    try:
+        ref = parse_reference(request.match_info["reference"])
+    except errors.TagInvalid as exc:
+        raise errors.ManifestUnknown(exc.detail, message="invalid tag") from None
+    accepted = mt.parse_accept(request.headers.getall("Accept", []))
+    need_body = request.method != "HEAD"
+    service = edge.require(edge.manifests)
+    client = await edge.client_for(request, route, "manifest", str(ref))
+    if isinstance(ref, Tag):
+        served = await service.by_tag(route, ref.name, accepted, need_body=need_body, client=client)
+    else:
+        served = await service.by_digest(route, ref, accepted, need_body=need_body, client=client)
+    mt.require_acceptable(served.media_type, accepted)
+    headers = {
+        "Docker-Content-Digest": served.digest,
+        "ETag": f'"{served.digest}"',
+        "Content-Type": served.media_type,
+        **route.headers,
+    }
+    if not need_body:
+        headers["Content-Length"] = str(served.size)
+        return web.Response(status=200, headers=headers)
+    assert served.body is not None
+    edge.metrics.bytes_served.labels("cache").inc(len(served.body))
+    return web.Response(status=200, body=served.body, headers=headers)
 
 
 async def tags_list(request: web.Request) -> web.StreamResponse:
-    raise errors.Unavailable(message="tags are not served yet")
+    """GET ``/v2/<name>/tags/list`` passed through to the upstream (``n``/``last`` kept)."""
+    edge: Edge = request.app[EDGE]
+    route = edge.router.route(request.match_info["name"], ns_of(request.query))
+    client = await edge.client_for(request, route, "tags", "list")
+    query = {k: v for k, v in request.query.items() if k in ("n", "last")}
+    return await _passthrough(request, route, client, f"/v2/{route.name}/tags/list", query, "tags")
 
 
 async def referrers(request: web.Request) -> web.StreamResponse:
-    raise errors.Unavailable(message="referrers are not served yet")
+    """GET ``/v2/<name>/referrers/<digest>`` passed through (``artifactType`` kept)."""
+    edge: Edge = request.app[EDGE]
+    route = edge.router.route(request.match_info["name"], ns_of(request.query))
+    digest = Digest.parse(request.match_info["digest"])
+    client = await edge.client_for(request, route, "manifest", str(digest))
+    query = {k: v for k, v in request.query.items() if k == "artifactType"}
+    return await _passthrough(request, route, client, f"/v2/{route.name}/referrers/{digest}", query, "referrers")
+
+
+async def _passthrough(
+    request: web.Request, route: Route, client: Any, path: str, query: dict[str, str], kind: Kind
+) -> web.Response:
+    """GET ``path`` upstream and relay status 200 answers (body, Content-Type, a ``Link``
+    rewritten to this edge's path); other answers become the mapped OCI error."""
+    try:
+        async with asyncio.timeout(_deadline(route.upstream)):
+            resp = await client.request("GET", path, params=query or None)
+            async with resp:
+                body = await resp.read() if resp.status == 200 else b""
+                status, headers, url = resp.status, resp.headers.copy(), resp.url
+    except TimeoutError:
+        raise errors.UpstreamTimeout({"path": path}) from None
+    if status != 200:
+        raise error_for(status, kind, method="GET", url=url, headers=headers)
+    out = {"Content-Type": headers.get("Content-Type", "application/json"), **route.headers}
+    link = headers.get("Link")
+    if link and "?" in link:
+        params = link.split("?", 1)[1].split(">", 1)[0]
+        if route.ns is not None:
+            params += "&" + urlencode({"ns": route.ns})
+        out["Link"] = f'<{request.path}?{params}>; rel="next"'
+    return web.Response(status=200, body=body, headers=out)

@@ -7,17 +7,20 @@
   or ``password_file``, or a ready Bearer token from ``token_file``) are read once at start.
   :meth:`Upstreams.for_credentials` builds a short-lived client that acts with a *client's*
   own ``Authorization`` (private upstreams, PROTOCOL.md 13); it shares the pool.
-- :class:`UpstreamSource` is the :class:`edge.sources.BlobSource` the fill machinery reads an
-  upstream blob from (``open(offset)`` resumes with Range).
+- The fill source for an upstream blob is :class:`edge.sources.UpstreamSource` over one of
+  these clients.
 
 Nothing here caches content; errors are regcore.errors subclasses raised by the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable, Mapping
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -32,6 +35,7 @@ POOL_LIMIT = 256
 POOL_LIMIT_PER_HOST = 64
 BACKOFF = 0.2
 AUTH_CHECK_RETRIES = 0
+CREDENTIAL_CLIENTS = 256
 
 ClientFactory = Callable[..., Any]
 
@@ -74,6 +78,7 @@ class Upstreams:
         self.configs = {u.name: u for u in configs}
         self._factory = client_factory
         self._clients: dict[str, RegistryClient] = dict(clients or {})
+        self._by_credentials: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
         for u in configs:
             if u.name not in self._clients:
                 self._clients[u.name] = self._make(u, u.username, u.read_password(), u.read_token())
@@ -113,6 +118,18 @@ class Upstreams:
         Raises:
             Unauthorized: the header is neither ``Basic <base64 user:pass>`` nor ``Bearer <t>``.
         """
+        key = (upstream.name, hashlib.sha256(authorization.encode()).hexdigest())
+        client = self._by_credentials.get(key)
+        if client is not None:
+            self._by_credentials.move_to_end(key)
+            return client
+        client = self._credentials_client(upstream, authorization)
+        self._by_credentials[key] = client
+        while len(self._by_credentials) > CREDENTIAL_CLIENTS:
+            self._by_credentials.popitem(last=False)
+        return client
+
+    def _credentials_client(self, upstream: UpstreamConfig, authorization: str) -> RegistryClient:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "basic" and value:
@@ -135,41 +152,86 @@ class Upstreams:
                 await close()
 
 
-class UpstreamSource:
-    """A blob at an upstream as a fill source: ``open(offset)`` -> ``(total_size, chunks)``.
+class AccessChecker:
+    """Ties cached content of ``private: true`` upstreams to the client's own upstream access.
 
-    Resumes with ``Range: bytes=offset-`` (the client checks the 206). Raises what the
-    client raises: BlobUnknown, Unauthorized, Denied, TooManyRequests, UpstreamUnavailable,
-    UpstreamTimeout.
+    For such an upstream every request must carry ``Authorization`` (Basic ``user:password``,
+    which the edge uses for the upstream's token dance, or a Bearer token the upstream
+    accepts); without it the answer is 401 with a Basic challenge. The edge then asks the
+    upstream with those credentials -- a ``HEAD`` of the very blob or manifest (tags list:
+    ``GET`` of one tag) -- and remembers a success for ``ttl`` seconds per (hash of the
+    credentials, upstream, repository, object). Only then is anything, cached or not,
+    served. A refusal passes on as 401 UNAUTHORIZED / 403 DENIED / 404; an upstream that
+    cannot answer the check gives 502/504 (private content is not served blind).
+    Public upstreams are not checked. Bounded: at most ``max_entries`` remembered checks.
     """
 
-    def __init__(self, client: RegistryClient, repo: str, digest: str) -> None:
-        self.client = client
-        self.repo = repo
-        self.digest = digest
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        *,
+        clock: Callable[[], float],
+        ttl: float = 30.0,
+        on_result: Callable[[str], None] | None = None,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.upstreams = upstreams
+        self.clock = clock
+        self.ttl = ttl
+        self.on_result = on_result
+        self.max_entries = max_entries
+        self._allowed: dict[tuple[str, ...], float] = {}
 
-    def __repr__(self) -> str:
-        return f"UpstreamSource({self.client!r}, {self.repo!r}, {self.digest!r})"
+    async def check(
+        self, upstream: UpstreamConfig, authorization: str | None, repo: str, kind: str, ref: str
+    ) -> Any:
+        """The client to fetch with after a passed check (configured credentials if any,
+        else the caller's). Raises Unauthorized, Denied, BlobUnknown, ManifestUnknown,
+        UpstreamUnavailable, UpstreamTimeout."""
+        challenge = {"WWW-Authenticate": f'Basic realm="quayside edge ({upstream.name})"'}
+        if not authorization:
+            self._count("missing")
+            raise errors.Unauthorized(
+                {"upstream": upstream.name}, message="this upstream is private: credentials required", headers=challenge
+            )
+        user_client = self.for_credentials(upstream, authorization)
+        fetch_client = self.upstreams.client(upstream.name) if self.upstreams.has_credentials(upstream.name) else user_client
+        key = (hashlib.sha256(authorization.encode()).hexdigest(), upstream.name, repo, kind, ref)
+        now = self.clock()
+        if self._allowed.get(key, 0.0) > now:
+            self._count("cached")
+            return fetch_client
+        try:
+            async with asyncio.timeout(upstream.connect_timeout + upstream.read_timeout):
+                await self._ask(user_client, repo, kind, ref)
+        except TimeoutError:
+            raise errors.UpstreamTimeout({"check": kind}) from None
+        except errors.Unauthorized as exc:
+            self._count("denied")
+            raise errors.Unauthorized(exc.detail, message="the upstream refused these credentials", headers=challenge) from None
+        except (errors.Denied, errors.BlobUnknown, errors.ManifestUnknown, errors.NameUnknown):
+            self._count("denied")
+            raise
+        self._count("allowed")
+        if len(self._allowed) >= self.max_entries:
+            self._allowed = {k: v for k, v in self._allowed.items() if v > now}
+            if len(self._allowed) >= self.max_entries:
+                self._allowed.clear()
+        self._allowed[key] = now + self.ttl
+        return fetch_client
 
-    async def open(self, offset: int = 0) -> tuple[int, AsyncIterator[bytes]]:
-        stream = await _enter(self.client.blob_stream(self.repo, self.digest, offset=offset))
-        return stream.total_size, _chunks(stream)
+    def for_credentials(self, upstream: UpstreamConfig, authorization: str) -> Any:
+        return self.upstreams.for_credentials(upstream, authorization)
 
+    @staticmethod
+    async def _ask(client: Any, repo: str, kind: str, ref: str) -> None:
+        if kind == "blob":
+            await client.head_blob(repo, ref)
+        elif kind == "manifest":
+            await client.head_manifest(repo, ref)
+        else:
+            await client.list_tags(repo, n=1)
 
-async def _enter(obj: object) -> object:
-    """``blob_stream`` may be a coroutine or an async context manager; return the stream."""
-    if hasattr(obj, "__aenter__"):
-        return await obj.__aenter__()  # type: ignore[attr-defined]
-    return await obj  # type: ignore[misc]
-
-
-async def _chunks(stream: object) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in stream:  # type: ignore[attr-defined]
-            yield chunk
-    finally:
-        close = getattr(stream, "close", None) or getattr(stream, "aclose", None)
-        if close is not None:
-            res = close()
-            if hasattr(res, "__await__"):
-                await res
+    def _count(self, result: str) -> None:
+        if self.on_result is not None:
+            self.on_result(result)

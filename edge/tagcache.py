@@ -1,0 +1,159 @@
+"""Tag -> manifest digest, cached for ``tags.ttl`` and kept afterwards as the last known answer.
+
+An entry is ``TagEntry(digest, media_type, size, fetched_at)``. :meth:`TagCache.fresh` says
+whether it is within the TTL (serve it without asking upstream); a stale entry stays stored
+for :data:`KEEP_SECONDS` so it can be served while the upstream is down, hung, 5xx or 429
+(PROTOCOL.md 12). Keys are ``<upstream>/<repo>:<tag>``.
+
+Backends (aiocache): a :class:`SimpleMemoryCache` per node, or a ``RedisCache`` shared by the
+region (``redis.url``). With Redis every write also goes to the local memory cache and a read
+that fails (Redis down or slow beyond :data:`REDIS_TIMEOUT`) falls back to it; after a failure
+Redis is skipped for :data:`REDIS_RETRY_AFTER` seconds so a dead Redis costs no latency.
+``fetched_at`` comes from the injected clock: nodes sharing Redis must share a clock base
+(``time.time`` across machines; ``time.monotonic`` is fine on one machine).
+
+Never raises for backend failures (they are logged and counted); not thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiocache import SimpleMemoryCache
+from aiocache.base import BaseCache
+
+log = logging.getLogger("quayside.edge.tags")
+
+KEEP_SECONDS = 7 * 24 * 3600
+REDIS_TIMEOUT = 0.5
+REDIS_RETRY_AFTER = 5.0
+NAMESPACE = "quayside:tags"
+
+
+@dataclass(frozen=True, slots=True)
+class TagEntry:
+    """What a tag resolved to, and when (``fetched_at`` on the cache's clock)."""
+
+    digest: str
+    media_type: str
+    size: int
+    fetched_at: float
+
+    @classmethod
+    def from_value(cls, value: Any) -> TagEntry | None:
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(
+                digest=str(value["digest"]),
+                media_type=str(value["media_type"]),
+                size=int(value["size"]),
+                fetched_at=float(value["fetched_at"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class TagCache:
+    """Tag entries in memory, optionally shared through Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        clock: Callable[[], float],
+        shared: BaseCache | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._local: BaseCache = SimpleMemoryCache(namespace=NAMESPACE)
+        self._shared = shared
+        self._on_error = on_error
+        self._shared_down_until = 0.0
+
+    @classmethod
+    def redis(
+        cls, url: str, *, ttl: float, clock: Callable[[], float], on_error: Callable[[str], None] | None = None
+    ) -> TagCache:
+        """A tag cache shared through the Redis at ``url`` (``redis://[:pw@]host:port/db``)."""
+        from urllib.parse import urlsplit
+
+        from aiocache import RedisCache
+
+        parts = urlsplit(url)
+        db = (parts.path or "/0").strip("/") or "0"
+        shared = RedisCache(
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(db),
+            password=parts.password,
+            namespace=NAMESPACE,
+            timeout=REDIS_TIMEOUT,
+            create_connection_timeout=REDIS_TIMEOUT,
+        )
+        return cls(ttl=ttl, clock=clock, shared=shared, on_error=on_error)
+
+    @staticmethod
+    def key(upstream: str, repo: str, tag: str) -> str:
+        return f"{upstream}/{repo}:{tag}"
+
+    def fresh(self, entry: TagEntry) -> bool:
+        """Within the TTL: serve without asking upstream."""
+        return self.clock() - entry.fetched_at < self.ttl
+
+    def entry(self, digest: str, media_type: str, size: int) -> TagEntry:
+        """A new entry stamped now."""
+        return TagEntry(digest, media_type, size, self.clock())
+
+    async def get(self, upstream: str, repo: str, tag: str) -> TagEntry | None:
+        """The stored entry (fresh or stale), or ``None``. Prefers the shared cache."""
+        key = self.key(upstream, repo, tag)
+        if self._shared_usable():
+            try:
+                value = await self._shared.get(key)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._shared_failed("get", exc)
+            else:
+                entry = TagEntry.from_value(value)
+                if entry is not None:
+                    return entry
+        return TagEntry.from_value(await self._local.get(key))
+
+    async def put(self, upstream: str, repo: str, tag: str, entry: TagEntry) -> None:
+        key = self.key(upstream, repo, tag)
+        value = asdict(entry)
+        await self._local.set(key, value, ttl=KEEP_SECONDS)
+        if self._shared_usable():
+            try:
+                await self._shared.set(key, value, ttl=KEEP_SECONDS)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._shared_failed("set", exc)
+
+    async def delete(self, upstream: str, repo: str, tag: str) -> None:
+        key = self.key(upstream, repo, tag)
+        await self._local.delete(key)
+        if self._shared_usable():
+            try:
+                await self._shared.delete(key)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._shared_failed("delete", exc)
+
+    async def close(self) -> None:
+        await self._local.close()
+        if self._shared is not None:
+            with contextlib.suppress(Exception):
+                await self._shared.close()
+
+    def _shared_usable(self) -> bool:
+        return self._shared is not None and self.clock() >= self._shared_down_until
+
+    def _shared_failed(self, op: str, exc: BaseException) -> None:
+        self._shared_down_until = self.clock() + REDIS_RETRY_AFTER
+        log.warning("shared tag cache %s failed (%s); using the local cache", op, type(exc).__name__)
+        if self._on_error is not None:
+            self._on_error(op)

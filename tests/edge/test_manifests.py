@@ -1,0 +1,229 @@
+"""Manifests through the edge against a real docker-registry upstream (its access log counts
+every upstream request)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from harness.fixtures import ImageFactory
+from harness.registry import DockerRegistry
+from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
+
+DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+async def _quiet(reg: DockerRegistry) -> None:
+    await asyncio.to_thread(reg.wait_quiet, 0.15, 5.0)
+
+
+async def test_manifest_by_tag_is_upstream_bytes_and_type(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url})
+    resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+    body = await resp.read()
+    assert resp.status == 200, body
+    assert body == img.manifest
+    assert resp.headers["Content-Type"] == img.media_type
+    assert resp.headers["Docker-Content-Digest"] == img.digest
+    assert resp.headers["ETag"] == f'"{img.digest}"'
+    assert int(resp.headers["Content-Length"]) == len(img.manifest)
+
+
+async def test_docker_manifest_list_kept_verbatim_by_digest_and_served_from_cache(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    index = image_factory.index(flavour="docker")
+    await push(docker_registry.url, "team/multi", "v1", index)
+    e = await make_edge({"local": docker_registry.url})
+    for _ in range(2):
+        resp = await e.client.get(f"/v2/team/multi/manifests/{index.digest}", headers={"Accept": OCI_ACCEPT})
+        assert resp.status == 200
+        assert await resp.read() == index.manifest
+        assert resp.headers["Content-Type"] == index.media_type
+    await _quiet(docker_registry)
+    assert docker_registry.count("GET", f"/manifests/{index.digest}") == 1
+    assert e.metric("cache_hits", kind="manifest") == 1
+
+
+async def test_head_by_tag_never_gets_upstream(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    docker_registry.mark_log()
+    e = await make_edge({"local": docker_registry.url})
+    resp = await e.client.head("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+    assert resp.status == 200
+    assert resp.headers["Docker-Content-Digest"] == img.digest
+    assert int(resp.headers["Content-Length"]) == len(img.manifest)
+    assert resp.headers["Content-Type"] == img.media_type
+    resp = await e.client.head(f"/v2/team/app/manifests/{img.digest}")
+    assert resp.status == 200 and int(resp.headers["Content-Length"]) == len(img.manifest)
+    await _quiet(docker_registry)
+    assert docker_registry.count("GET", "/manifests/") == 0
+    assert docker_registry.count("HEAD", "/manifests/") == 2
+
+
+async def test_tag_ttl_no_upstream_within_ttl_then_head_only_then_get_on_change(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    first, second = image_factory.image(), image_factory.image()
+    await push(docker_registry.url, "team/app", "stable", first)
+    docker_registry.mark_log()
+    e = await make_edge({"local": docker_registry.url}, tag_ttl=30)
+
+    async def get() -> bytes:
+        resp = await e.client.get("/v2/team/app/manifests/stable", headers={"Accept": OCI_ACCEPT})
+        assert resp.status == 200
+        return await resp.read()
+
+    assert await get() == first.manifest
+    await _quiet(docker_registry)
+    assert docker_registry.count(None, "/manifests/") == 1
+    docker_registry.mark_log()
+    e.clock.advance(10)
+    assert await get() == first.manifest  # within TTL: no upstream request at all
+    await _quiet(docker_registry)
+    assert docker_registry.count(None, "") == 0
+    assert e.metric("tag_cache", result="hit") == 1
+
+    e.clock.advance(25)  # past the TTL, same digest: one HEAD, no GET
+    assert await get() == first.manifest
+    await _quiet(docker_registry)
+    assert docker_registry.count("HEAD", "/manifests/stable") == 1
+    assert docker_registry.count("GET", "/manifests/") == 0
+    assert e.metric("tag_cache", result="revalidated") == 1
+
+    await push(docker_registry.url, "team/app", "stable", second)
+    docker_registry.mark_log()
+    e.clock.advance(31)  # past the TTL, tag moved: HEAD then GET of the new digest
+    assert await get() == second.manifest
+    await _quiet(docker_registry)
+    assert docker_registry.count("HEAD", "/manifests/stable") == 1
+    assert docker_registry.count("GET", f"/manifests/{second.digest}") == 1
+    assert e.metric("tag_cache", result="changed") == 1
+
+
+async def test_oci_manifest_not_served_to_client_that_did_not_accept_it(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    oci, docker = image_factory.image(), image_factory.image(flavour="docker")
+    await push(docker_registry.url, "team/app", "oci", oci)
+    await push(docker_registry.url, "team/app", "docker", docker)
+    e = await make_edge({"local": docker_registry.url})
+    # cache the OCI manifest first with a client that accepts everything
+    assert (await e.client.get("/v2/team/app/manifests/oci", headers={"Accept": OCI_ACCEPT})).status == 200
+    for ref in ("oci", oci.digest):
+        resp = await e.client.get(f"/v2/team/app/manifests/{ref}", headers={"Accept": DOCKER_V2})
+        assert resp.status == 404
+        assert (await resp.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    resp = await e.client.get("/v2/team/app/manifests/docker", headers={"Accept": DOCKER_V2})
+    assert resp.status == 200
+    assert await resp.read() == docker.manifest
+    assert resp.headers["Content-Type"] == DOCKER_V2
+
+
+async def test_unknown_tag_is_manifest_unknown(docker_registry: DockerRegistry, make_edge: MakeEdge) -> None:
+    e = await make_edge({"local": docker_registry.url})
+    resp = await e.client.get("/v2/team/none/manifests/latest")
+    assert resp.status == 404
+    assert (await resp.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+async def test_upstream_hung_last_known_tag_served_quickly_uncached_errors_quickly(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url}, tag_ttl=5, revalidate_timeout=0.5, read_timeout=1.0)
+    assert (await e.client.get("/v2/team/app/manifests/v1")).status == 200
+    docker_registry.pause()
+    e.clock.advance(10)
+    t0 = time.monotonic()
+    resp = await e.client.get("/v2/team/app/manifests/v1")
+    assert resp.status == 200
+    assert await resp.read() == img.manifest
+    assert time.monotonic() - t0 < 1.5
+    assert e.metric("stale_serves", upstream="local") == 1
+
+    t0 = time.monotonic()
+    resp = await e.client.get("/v2/team/app/manifests/other")
+    assert resp.status == 504
+    assert (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"
+    assert time.monotonic() - t0 < 3.5
+
+
+async def test_upstream_down_last_known_tag_served_uncached_is_unavailable(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url}, tag_ttl=5)
+    assert (await e.client.get("/v2/team/app/manifests/v1")).status == 200
+    docker_registry.kill()
+    e.clock.advance(10)
+    resp = await e.client.get("/v2/team/app/manifests/v1")
+    assert resp.status == 200
+    assert resp.headers["Docker-Content-Digest"] == img.digest
+    resp = await e.client.head("/v2/team/app/manifests/v1")
+    assert resp.status == 200
+    assert e.metric("stale_serves", upstream="local") == 2
+    t0 = time.monotonic()
+    resp = await e.client.get("/v2/team/app/manifests/v2")
+    assert resp.status == 502
+    assert (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"
+    assert time.monotonic() - t0 < 3.0
+    # a manifest by digest is immutable: served from cache whatever upstream says
+    resp = await e.client.get(f"/v2/team/app/manifests/{img.digest}")
+    assert resp.status == 200 and await resp.read() == img.manifest
+
+
+async def test_tags_list_and_referrers_pass_through(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    for tag in ("a", "b", "c"):
+        await push(docker_registry.url, "team/app", tag, img)
+    e = await make_edge({"local": docker_registry.url})
+    resp = await e.client.get("/v2/team/app/tags/list")
+    assert resp.status == 200
+    doc = json.loads(await resp.read())
+    assert doc["name"] == "team/app" and sorted(doc["tags"]) == ["a", "b", "c"]
+    # registry 2.8 ignores n/last for tags; check they are forwarded
+    resp = await e.client.get("/v2/team/app/tags/list?n=2&last=a&other=x")
+    assert resp.status == 200
+    await _quiet(docker_registry)
+    queries = [r.query for r in docker_registry.access_log() if r.path.endswith("/tags/list")]
+    assert sorted(queries[-1].split("&")) == ["last=a", "n=2"]
+    resp = await e.client.get("/v2/team/none/tags/list")
+    assert resp.status == 404
+    # registry 2.8 has no referrers API: its 404 is passed on as an OCI error
+    resp = await e.client.get(f"/v2/team/app/referrers/{img.digest}")
+    assert resp.status == 404
+
+
+async def test_ns_selects_upstream_and_is_echoed_unknown_ns_refused(
+    registry_factory, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    a, b = registry_factory(), registry_factory()
+    img = image_factory.image()
+    await push(b.url, "team/app", "v1", img)
+    e = await make_edge({"a": a.url, "b": b.url})
+    resp = await e.client.get(f"/v2/team/app/manifests/v1?ns={b.host}", headers={"Accept": OCI_ACCEPT})
+    assert resp.status == 200
+    assert resp.headers["OCI-Namespace"] == b.host
+    assert await resp.read() == img.manifest
+    resp = await e.client.get("/v2/team/app/manifests/v1?ns=evil.example.com")
+    assert resp.status == 404
+    err = (await resp.json())["errors"][0]
+    assert err["code"] == "NAME_UNKNOWN" and "evil.example.com" in err["message"]
+    # path prefix selects b as well
+    resp = await e.client.get("/v2/b/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+    assert resp.status == 200 and await resp.read() == img.manifest
+    await asyncio.to_thread(a.wait_quiet, 0.15, 5.0)
+    assert a.count(None, "/manifests/") == 0
