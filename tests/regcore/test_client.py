@@ -308,9 +308,14 @@ async def test_realm_on_another_host_never_receives_credentials(registry_factory
 # -- Basic auth (htpasswd) -----------------------------------------------------------------------
 
 
-async def test_basic_auth_registry(registry_factory: RegistryFactory, tmp_path: Path) -> None:
-    htpasswd = tmp_path / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(htpasswd), "bob", "builder"], check=True, capture_output=True)
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    path = tmp_path / "htpasswd"
+    subprocess.run(["htpasswd", "-Bbc", str(path), "bob", "builder"], check=True, capture_output=True)
+    return path
+
+
+async def test_basic_auth_registry(registry_factory: RegistryFactory, htpasswd: Path) -> None:
     registry = registry_factory(htpasswd=htpasswd)
     registry.mark_log()  # forget the start-up probe
     async with RegistryClient(registry.url, username="bob", password="builder") as client:
