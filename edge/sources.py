@@ -81,12 +81,14 @@ class FuncSource:
 
 
 class UpstreamSource:
-    """A blob from an upstream registry through the regcore registry client.
+    """A blob from an upstream registry through :class:`regcore.client.RegistryClient`.
 
-    ``client.blob_stream(repo, digest, offset=offset)`` is expected to return (or be awaitable
-    to) an object with ``total_size`` that is an async iterator of chunks starting at
-    ``offset`` (the client does its own Range resume inside one stream); it may be an async
-    context manager, which is then entered here and exited when the iterator closes.
+    ``open(offset)`` enters ``client.blob_stream(repo, digest, offset=offset)`` (a
+    :class:`regcore.client.BlobStream`: it resumes broken connections with Range itself, up to
+    the client's ``max_resumes``) and reads its ``total_size``; the stream is closed when the
+    chunk iterator is closed. Upstream refusals surface as the client's mapped OCI errors
+    (BlobUnknown, Unauthorized, TooManyRequests...), an exhausted resume as BlobStreamBroken
+    (502, transient: the fill may reopen at its offset once more).
     """
 
     description = "upstream"
@@ -97,30 +99,21 @@ class UpstreamSource:
         self.digest = digest
 
     async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]:
-        stream = self.client.blob_stream(self.repo, self.digest, offset=offset)
-        entered = False
-        if hasattr(stream, "__aenter__"):
-            stream = await stream.__aenter__()
-            entered = True
-        elif isinstance(stream, Awaitable):
-            stream = await stream
-        total = getattr(stream, "total_size", None)
+        stream = self.client.blob_stream(self.repo, str(self.digest), offset=offset)
+        await stream.__aenter__()
+        total = stream.total_size
         if total is None:
-            if entered:
-                await stream.__aexit__(None, None, None)
+            await stream.__aexit__(None, None, None)
             raise SourceError("upstream did not say the blob's size")
-        return int(total), _iterate(stream, entered)
+        return int(total), _iterate(stream)
 
 
-async def _iterate(stream: Any, entered: bool) -> AsyncIterator[bytes]:
+async def _iterate(stream: Any) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             yield chunk
     finally:
-        if entered:
-            await stream.__aexit__(None, None, None)
-        elif hasattr(stream, "aclose"):
-            await stream.aclose()
+        await stream.__aexit__(None, None, None)
 
 
 class HttpSource:

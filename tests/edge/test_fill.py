@@ -18,8 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from edge.cache import BlobCache
 from edge.fill import EdgeFillMetrics, Fill, FillFailed, FillManager
-from edge.sources import BlobSource, HttpSource
+from edge.sources import BlobSource, HttpSource, UpstreamSource
+from harness.oci_http import push_blob
+from harness.registry import DockerRegistry
 from regcore import errors
+from regcore.client import RegistryClient
 from regcore.digest import Digest
 
 KiB = 1024
@@ -319,3 +322,20 @@ async def test_close_cancels_fills_past_the_deadline(cache: BlobCache) -> None:
     with pytest.raises(FillFailed):
         await fill.result()
     assert incomplete_files(cache) == [] and cache.bytes_reserved == 0
+
+
+async def test_upstream_source_fills_from_a_real_registry(cache: BlobCache, docker_registry: DockerRegistry) -> None:
+    data = blob_bytes(900 * KiB + 11)  # harness push_blob sends raw bytes: keep under 1 MiB
+    async with aiohttp.ClientSession() as session:
+        digest = Digest.parse(await push_blob(session, docker_registry.url, "team/app", data))
+        async with RegistryClient(docker_registry.url, session=session) as client:
+            fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(session, u))
+            fill = await fm.get(digest, lambda: UpstreamSource(client, "team/app", digest))
+            assert await collect(fill, 1000, 2000) == data[1000:2001]
+            assert await collect(fill) == data
+            missing = Digest.of(b"not pushed")
+            gone = await fm.get(missing, lambda: UpstreamSource(client, "team/app", missing))
+            with pytest.raises(errors.BlobUnknown):
+                await gone.size()
+            await fm.close()
+    assert cache.lookup(digest) is not None
