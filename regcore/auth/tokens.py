@@ -335,10 +335,23 @@ class TokenVerifier:
                 audience=service or self.service,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud"], "verify_iat": False},
+                options={
+                    "require": ["exp", "iss", "aud"],
+                    "verify_iat": False,
+                    "verify_exp": False,  # checked below against our clock
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise errors.Unauthorized(f"invalid token: {type(exc).__name__}") from exc
+        now = self._clock()
+        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+            raise errors.Unauthorized("invalid token: malformed exp/nbf")
+        if now > exp + self.leeway:
+            raise errors.Unauthorized("token expired")
+        if now < nbf - self.leeway:
+            raise errors.Unauthorized("token not valid yet")
         return claims
 
     def _signing_key(self, header: dict[str, Any]) -> PublicKey:

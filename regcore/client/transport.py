@@ -158,7 +158,11 @@ class Transport:
         resp = await self._with_retries(method, url, base_headers, data, auth, self.base, idempotent)
         if resp.status != 401 or not same_origin(resp.url, self.base) or not replayable:
             return resp
-        retry_auth = await self._answer_challenge(resp, scopes, used=auth)
+        try:
+            retry_auth = await self._answer_challenge(resp, scopes, used=auth)
+        except BaseException:
+            resp.release()
+            raise
         if retry_auth is None:
             return resp
         resp.release()
