@@ -173,6 +173,8 @@ class SuiteData:
     invalid_manifest: ClassVar[bytes] = INVALID_MANIFEST
     annotation_key: ClassVar[str] = ANNOTATION_KEY
     artifact_type_a: ClassVar[str] = ARTIFACT_TYPE_A
+    artifact_type_b: ClassVar[str] = ARTIFACT_TYPE_B
+    artifact_type_index: ClassVar[str] = ARTIFACT_TYPE_INDEX
     empty_json_digest: ClassVar[str] = EMPTY_JSON_DIGEST
 
     configs: tuple[Blob, ...]
