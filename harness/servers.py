@@ -86,6 +86,7 @@ class QuaysideServer:
         self.start_timeout = start_timeout
         self.process: Process | None = None
         self.url = ""
+        self._bound_port = 0
         self._runs = 0
 
     # -- addresses -------------------------------------------------------------------------
@@ -112,11 +113,15 @@ class QuaysideServer:
 
     def start(self, *, new_port: bool = False) -> QuaysideServer:
         """Start (or restart) the child and wait for its listening line."""
+        self.launch(new_port=new_port)
+        return self.wait_listening()
+
+    def launch(self, *, new_port: bool = False) -> QuaysideServer:
+        """Start the child without waiting (then :meth:`wait_listening`); lets a test start
+        several servers in parallel. A no-op while the child runs."""
         if self.process is not None and self.process.running:
             return self
-        port = self.listen_port
-        if self.url and not new_port:
-            port = self.port
+        port = self._bound_port if self._bound_port and not new_port else self.listen_port
         self._runs += 1
         args = [sys.executable, "-m", "regcore.cli", self.component, "serve",
                 "--listen", f"127.0.0.1:{port}", "--log-level", self.log_level]  # fmt: skip
@@ -126,21 +131,38 @@ class QuaysideServer:
             args += ["--config", str(config_path)]
         args += self.component_args() + self.extra_args
         env = {"PYTHONUNBUFFERED": "1", **self.env}
+        self.url = ""
         self.process = Process(
             args, env=env, cwd=self.workdir, log_path=self.log_path, name=self.name
         ).start()
+        return self
+
+    def wait_listening(self) -> QuaysideServer:
+        """Block until the child printed its listening line; set :attr:`url`.
+
+        Raises:
+            ProcessError: the child exited or stayed silent for ``start_timeout`` s (the
+                message has the command line and the log tail).
+        """
+        if self.process is None:
+            raise ProcessError(f"{self.name} not launched")
+        if self.url:
+            return self
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             url = listening_url(self.process.log_text())
             if url is not None:
                 self.url = url.rstrip("/")
+                self._bound_port = self.port
                 return self
             if not self.process.running:
                 break
             time.sleep(0.02)
         tail = self.process.log_tail()
         self.process.kill()
-        raise ProcessError(f"{self.name} printed no listening line:\n{' '.join(args)}\n{tail}")
+        raise ProcessError(
+            f"{self.name} printed no listening line:\n{' '.join(self.process.args)}\n{tail}"
+        )
 
     def restart(self, *, new_port: bool = False) -> QuaysideServer:
         """Graceful stop, then :meth:`start` (same port unless ``new_port``)."""
@@ -296,3 +318,67 @@ def tree_bytes(root: str | Path) -> int:
             except FileNotFoundError:
                 continue
     return total
+
+
+class ServerGroup:
+    """Starts origins and edges under one directory and stops them all in :meth:`close`
+    (for a test fixture: ``group = ServerGroup(tmp_path); yield group; group.close()``)."""
+
+    def __init__(self, base: str | Path) -> None:
+        self.base = Path(base)
+        self.started: list[QuaysideServer] = []
+
+    def _workdir(self, kind: str) -> Path:
+        return self.base / f"{kind}-{len(self.started)}"
+
+    def edge(
+        self, upstreams: Mapping[str, str] | Iterable[tuple[str, str]], **kwargs: Any
+    ) -> EdgeProcess:
+        """A started :class:`EdgeProcess` (``kwargs`` as for its constructor)."""
+        kwargs.setdefault("workdir", self._workdir("edge"))
+        kwargs.setdefault("name", f"edge{len(self.started)}")
+        edge = EdgeProcess(upstreams, **kwargs)
+        self.started.append(edge)
+        edge.start()
+        return edge
+
+    def edges(
+        self, count: int, upstreams: Mapping[str, str] | Iterable[tuple[str, str]], **kwargs: Any
+    ) -> list[EdgeProcess]:
+        """``count`` edges with the same settings (own workdirs and caches), started in
+        parallel."""
+        upstreams = list(upstreams.items() if isinstance(upstreams, Mapping) else upstreams)
+        out: list[EdgeProcess] = []
+        for _ in range(count):
+            edge = EdgeProcess(
+                upstreams,
+                workdir=self._workdir("edge"),
+                name=f"edge{len(self.started)}",
+                **kwargs,
+            )
+            self.started.append(edge)
+            out.append(edge)
+            edge.launch()
+        for edge in out:
+            edge.wait_listening()
+        return out
+
+    def origin(self, **kwargs: Any) -> OriginProcess:
+        """A started :class:`OriginProcess`."""
+        kwargs.setdefault("workdir", self._workdir("origin"))
+        origin = OriginProcess(**kwargs)
+        self.started.append(origin)
+        origin.start()
+        return origin
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The last ``lines`` of every server's current log (for failure messages)."""
+        parts = []
+        for server in self.started:
+            tail = server.process.log_tail(lines) if server.process is not None else ""
+            parts.append(f"--- {server.name} ({server.url}) ---\n{tail}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for server in reversed(self.started):
+            server.close()
