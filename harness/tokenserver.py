@@ -90,14 +90,18 @@ class TokenServer:
     ) -> None:
         self.users = dict(users or {})
         self.grants = {u: {p: tuple(a) for p, a in g.items()} for u, g in (grants or {}).items()}
-        self.issuer = issuer or TokenIssuer.generate(issuer_name, service, algorithm=algorithm, header=header)
+        self.issuer = issuer or TokenIssuer.generate(
+            issuer_name, service, algorithm=algorithm, header=header
+        )
         self.ttl = ttl
         self.expires_in = expires_in
         self.token_field = token_field
         self.host = host
         self.port = port
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="qs-token-"))
+        self.workdir = (
+            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="qs-token-"))
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.bundle_path = self.workdir / "bundle.pem"
         self.bundle_path.write_bytes(self.issuer.bundle_pem())
@@ -172,7 +176,10 @@ class TokenServer:
         return await self.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -215,8 +222,15 @@ class TokenServer:
 
         def record(status: int, granted: tuple[str, ...] = ()) -> None:
             entry = TokenRequest(
-                request.method, request.path, tuple(request.query.items()), header is not None,
-                user, scopes, service, status, granted,
+                request.method,
+                request.path,
+                tuple(request.query.items()),
+                header is not None,
+                user,
+                scopes,
+                service,
+                status,
+                granted,
             )
             self.requests.append(entry)
             if self.record_path is not None:
@@ -254,7 +268,9 @@ class TokenServer:
         if scheme.lower() != "basic":
             return None, False
         try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            user, _, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
         except (binascii.Error, UnicodeDecodeError):
             return None, False
         return user, self.users.get(user) == password and user in self.users
@@ -282,7 +298,9 @@ def _parse_grant(text: str) -> tuple[str, str, tuple[str, ...]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.tokenserver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.tokenserver", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workdir", required=True)

@@ -115,7 +115,9 @@ def allows(claims: dict[str, Any], kind: str, name: str, action: str) -> bool:
 def generate_key(algorithm: str = "ES256") -> PrivateKey:
     """A fresh P-256 (``ES256``) or RSA-2048 (``RS256``) private key."""
     if algorithm.startswith("ES"):
-        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[algorithm]
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[
+            algorithm
+        ]
         return ec.generate_private_key(curve)
     if algorithm.startswith("RS"):
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -153,9 +155,15 @@ def make_certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -181,7 +189,9 @@ def load_private_key(pem: bytes) -> PrivateKey:
 def libtrust_key_id(key: PublicKey) -> str:
     """docker/libtrust's key id: base32 of the first 240 bits of sha256(DER SPKI), grouped
     by 4 characters with ``:`` (``ABCD:EFGH:...``, 12 groups)."""
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     text = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
     return ":".join(text[i : i + 4] for i in range(0, len(text), 4))
 
@@ -230,7 +240,9 @@ class TokenIssuer:
         self.issuer = issuer
         self.service = service
         self.chain = tuple(chain)
-        self.roots = tuple(roots) if roots is not None else ((self.chain[-1],) if self.chain else (cert,))
+        self.roots = (
+            tuple(roots) if roots is not None else ((self.chain[-1],) if self.chain else (cert,))
+        )
         self.header = header
         self.algorithm = algorithm_for(key)
         self._clock = clock
@@ -365,7 +377,9 @@ class TokenVerifier:
 
     def _verify_chain(self, x5c: list[Any]) -> PublicKey:
         try:
-            chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c]
+            chain = [
+                x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c
+            ]
         except (ValueError, TypeError) as exc:
             raise errors.Unauthorized("malformed x5c chain") from exc
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
@@ -377,7 +391,11 @@ class TokenVerifier:
             if current in self.roots:
                 return chain[0].public_key()  # type: ignore[return-value]
             issuer = next(
-                (c for c in (*self.roots, *candidates) if c.subject == current.issuer and _signed_by(current, c)),
+                (
+                    c
+                    for c in (*self.roots, *candidates)
+                    if c.subject == current.issuer and _signed_by(current, c)
+                ),
                 None,
             )
             if issuer is None:

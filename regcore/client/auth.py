@@ -235,7 +235,9 @@ class TokenCache:
     about to expire. At most ``max_entries`` tokens are kept (expired first, then oldest out).
     """
 
-    def __init__(self, *, max_entries: int = 4096, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, max_entries: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._entries: dict[tuple[str, ...], CachedToken] = {}
         self._max = max_entries
         self._clock = clock

@@ -16,14 +16,14 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from regcore import errors
+from regcore.client import uploads
 from regcore.client.auth import TokenCache, repository_scope, scopes_for_path
 from regcore.client.status import DigestMismatch, Kind, error_for
 from regcore.client.stream import BlobStream, ResumeHook
 from regcore.client.transport import RequestHook, Transport, read_limited
-from regcore.digest import Digest, Hasher, is_digest
+from regcore.digest import Digest, is_digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MANIFEST_ACCEPT: tuple[str, ...] = (
@@ -142,7 +142,7 @@ class RegistryClient:
             scopes=scopes if scopes is not None else scopes_for_path(method, url.path),
         )
 
-    async def _expect(
+    async def expect(
         self,
         method: str,
         path: str,
@@ -154,18 +154,26 @@ class RegistryClient:
         params: Mapping[str, str] | None = None,
         scopes: Sequence[str] | None = None,
     ) -> aiohttp.ClientResponse:
-        resp = await self.request(method, path, headers=headers, data=data, params=params, scopes=scopes)
+        resp = await self.request(
+            method, path, headers=headers, data=data, params=params, scopes=scopes
+        )
         if resp.status in ok:
             return resp
         async with resp:
-            body = b"" if method == "HEAD" else await read_limited(resp, _ERROR_BODY_LIMIT, strict=False)
-        raise error_for(resp.status, kind, method=method, url=resp.url, headers=resp.headers, body=body)
+            body = (
+                b""
+                if method == "HEAD"
+                else await read_limited(resp, _ERROR_BODY_LIMIT, strict=False)
+            )
+        raise error_for(
+            resp.status, kind, method=method, url=resp.url, headers=resp.headers, body=body
+        )
 
     # -- read API -----------------------------------------------------------------------
 
     async def ping(self) -> None:
         """``GET /v2/`` (also learns the auth scheme). Raises Unauthorized, UpstreamUnavailable..."""
-        resp = await self._expect("GET", "/v2/", (200,), "other", scopes=())
+        resp = await self.expect("GET", "/v2/", (200,), "other", scopes=())
         resp.release()
 
     async def head_manifest(self, repo: str, ref: str, accept: Sequence[str] = ()) -> ManifestHead:
@@ -175,7 +183,9 @@ class RegistryClient:
         Raises ManifestUnknown (404) and the other mapped errors.
         """
         headers = {"Accept": ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)}
-        resp = await self._expect("HEAD", _manifest_path(repo, ref), (200,), "manifest", headers=headers)
+        resp = await self.expect(
+            "HEAD", _manifest_path(repo, ref), (200,), "manifest", headers=headers
+        )
         async with resp:
             digest = resp.headers.get("Docker-Content-Digest")
             media_type = _media_type(resp.headers.get("Content-Type"))
@@ -185,7 +195,9 @@ class RegistryClient:
         fetched = await self.get_manifest(repo, ref, accept)
         return ManifestHead(fetched.digest, fetched.media_type, len(fetched.body))
 
-    async def get_manifest(self, repo: str, ref: str, accept: Sequence[str] = ()) -> FetchedManifest:
+    async def get_manifest(
+        self, repo: str, ref: str, accept: Sequence[str] = ()
+    ) -> FetchedManifest:
         """``GET`` a manifest verbatim (at most 4 MiB).
 
         The digest is ``ref`` when ``ref`` is a digest, else ``Docker-Content-Digest``, else the
@@ -193,10 +205,12 @@ class RegistryClient:
         The media type is Content-Type, else the body's ``mediaType``.
         """
         headers = {"Accept": ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)}
-        resp = await self._expect("GET", _manifest_path(repo, ref), (200,), "manifest", headers=headers)
+        resp = await self.expect(
+            "GET", _manifest_path(repo, ref), (200,), "manifest", headers=headers
+        )
         async with resp:
             if (resp.content_length or 0) > MAX_MANIFEST_BYTES:
-                raise errors.ManifestInvalid(f"{repo}:{ref}: upstream manifest exceeds 4 MiB")
+                raise errors.UpstreamUnavailable(f"{repo}:{ref}: upstream manifest exceeds 4 MiB")
             body = await _read_body(resp, MAX_MANIFEST_BYTES)
             header_digest = resp.headers.get("Docker-Content-Digest")
             media_type = _media_type(resp.headers.get("Content-Type"))
@@ -215,12 +229,24 @@ class RegistryClient:
         return FetchedManifest(body, media_type, expected)
 
     async def head_blob(self, repo: str, digest: str) -> int:
-        """Size of a blob (``HEAD``; redirects followed). Raises BlobUnknown on 404."""
-        resp = await self._expect("HEAD", f"/v2/{repo}/blobs/{digest}", (200,), "blob")
-        async with resp:
-            size = resp.content_length
+        """Size of a blob (``HEAD``; redirects followed). Raises BlobUnknown on 404.
+
+        Some storage back ends refuse HEAD on a URL signed for GET (403/405 after the
+        redirect) or omit the length: then a ``GET`` of the first byte reads the size from
+        ``Content-Range`` (the body is not downloaded).
+        """
+        try:
+            resp = await self.expect("HEAD", f"/v2/{repo}/blobs/{digest}", (200,), "blob")
+        except (errors.Denied, errors.Unsupported):
+            size = None
+        else:
+            async with resp:
+                size = resp.content_length
         if size is None:
-            raise errors.UpstreamUnavailable(f"HEAD blob {digest}: no Content-Length")
+            async with self.blob_stream(repo, digest, end=1) as probe:
+                size = probe.total_size
+        if size is None:
+            raise errors.UpstreamUnavailable(f"blob {digest}: upstream sent no size")
         return size
 
     def blob_stream(
@@ -256,18 +282,24 @@ class RegistryClient:
         async with self.blob_stream(repo, digest, verify=True) as stream:
             return await stream.read_all()
 
-    async def list_tags(self, repo: str, n: int | None = None, last: str | None = None) -> tuple[list[str], str | None]:
+    async def list_tags(
+        self, repo: str, n: int | None = None, last: str | None = None
+    ) -> tuple[list[str], str | None]:
         """One page of tags and the ``Link`` target of the next page (``None`` on the last)."""
         params = _page_params(n, last)
-        resp = await self._expect("GET", f"/v2/{repo}/tags/list", (200,), "tags", params=params)
+        resp = await self.expect("GET", f"/v2/{repo}/tags/list", (200,), "tags", params=params)
         async with resp:
             doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
             link = _next_link(resp.headers.get("Link"))
         return list(doc.get("tags") or []), link
 
-    async def catalog(self, n: int | None = None, last: str | None = None) -> tuple[list[str], str | None]:
+    async def catalog(
+        self, n: int | None = None, last: str | None = None
+    ) -> tuple[list[str], str | None]:
         """One page of ``/v2/_catalog`` and the next page's ``Link`` target."""
-        resp = await self._expect("GET", "/v2/_catalog", (200,), "catalog", params=_page_params(n, last))
+        resp = await self.expect(
+            "GET", "/v2/_catalog", (200,), "catalog", params=_page_params(n, last)
+        )
         async with resp:
             doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
             link = _next_link(resp.headers.get("Link"))
@@ -278,7 +310,9 @@ class RegistryClient:
     ) -> tuple[bytes, CIMultiDict[str]]:
         """``GET /v2/<repo>/referrers/<digest>``: the raw index and the response headers."""
         params = {"artifactType": artifact_type} if artifact_type else None
-        resp = await self._expect("GET", f"/v2/{repo}/referrers/{digest}", (200,), "referrers", params=params)
+        resp = await self.expect(
+            "GET", f"/v2/{repo}/referrers/{digest}", (200,), "referrers", params=params
+        )
         async with resp:
             body = await _read_body(resp, MAX_MANIFEST_BYTES)
             headers = CIMultiDict(resp.headers)
@@ -300,87 +334,38 @@ class RegistryClient:
         PATCH (hashed on the way when ``digest`` is not given), PUT. Never retried.
         Raises DigestInvalid / BlobUploadInvalid / ... as the upstream answers.
         """
-        scopes = (repository_scope(repo, ("pull", "push")),)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            digest = digest or str(Digest.of(data))
-        resp = await self._expect("POST", f"/v2/{repo}/blobs/uploads/", (202,), "upload", scopes=scopes)
-        async with resp:
-            location = _location(resp)
-        if isinstance(data, bytes) and chunk_size is None:
-            return await self._finish_upload(location, digest or "", scopes, data)
-        hasher = Hasher(Digest.parse(digest).algorithm if digest else "sha256")
-        if isinstance(data, bytes):
-            assert chunk_size is not None
-            for start in range(0, len(data), chunk_size):
-                piece = data[start : start + chunk_size]
-                headers = {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{start}-{start + len(piece) - 1}",
-                    "Content-Length": str(len(piece)),
-                }
-                resp = await self._expect("PATCH", location, (202,), "upload", headers=headers, data=piece, scopes=scopes)
-                async with resp:
-                    location = _location(resp)
-        else:
-            resp = await self._expect(
-                "PATCH",
-                location,
-                (202,),
-                "upload",
-                headers={"Content-Type": "application/octet-stream"},
-                data=_hashing(data, hasher),
-                scopes=scopes,
-            )
-            async with resp:
-                location = _location(resp)
-            digest = digest or str(hasher.digest())
-        return await self._finish_upload(location, digest or "", scopes, None)
-
-    async def _finish_upload(self, location: str, digest: str, scopes: Sequence[str], body: bytes | None) -> str:
-        url = URL(location, encoded=True).extend_query({"digest": digest})
-        headers = {"Content-Type": "application/octet-stream"}
-        resp = await self._expect("PUT", str(url), (201,), "upload", headers=headers, data=body or b"", scopes=scopes)
-        async with resp:
-            return resp.headers.get("Docker-Content-Digest") or digest
+        return await uploads.push_blob(self, repo, data, digest, chunk_size)
 
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; ``True`` when mounted, ``False`` when upstream declined
         (the upload session it opened instead is cancelled)."""
-        scopes = (repository_scope(repo, ("pull", "push")), repository_scope(from_repo))
-        resp = await self._expect(
-            "POST",
-            f"/v2/{repo}/blobs/uploads/",
-            (201, 202),
-            "upload",
-            params={"mount": digest, "from": from_repo},
-            scopes=scopes,
-        )
-        async with resp:
-            if resp.status == 201:
-                return True
-            location = _location(resp)
-        cancel = await self.request("DELETE", location, scopes=scopes)
-        cancel.release()
-        return False
+        return await uploads.mount_blob(self, repo, digest, from_repo)
 
     async def push_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         """PUT a manifest under a tag or digest; returns its digest. Raises ManifestInvalid,
         ManifestBlobUnknown, ... as the upstream answers."""
         headers = {"Content-Type": media_type}
         scopes = (repository_scope(repo, ("pull", "push")),)
-        resp = await self._expect("PUT", _manifest_path(repo, ref), (201,), "manifest", headers=headers, data=body, scopes=scopes)
+        resp = await self.expect(
+            "PUT",
+            _manifest_path(repo, ref),
+            (201,),
+            "manifest",
+            headers=headers,
+            data=body,
+            scopes=scopes,
+        )
         async with resp:
             return resp.headers.get("Docker-Content-Digest") or str(Digest.of(body))
 
     async def delete_manifest(self, repo: str, digest: str) -> None:
         """DELETE a manifest by digest (202). Raises ManifestUnknown, Unsupported (deletes off)."""
-        resp = await self._expect("DELETE", _manifest_path(repo, digest), (202,), "manifest")
+        resp = await self.expect("DELETE", _manifest_path(repo, digest), (202,), "manifest")
         resp.release()
 
     async def delete_blob(self, repo: str, digest: str) -> None:
         """DELETE a blob (202). Raises BlobUnknown, Unsupported (deletes disabled)."""
-        resp = await self._expect("DELETE", f"/v2/{repo}/blobs/{digest}", (202,), "blob")
+        resp = await self.expect("DELETE", f"/v2/{repo}/blobs/{digest}", (202,), "blob")
         resp.release()
 
 
@@ -421,13 +406,6 @@ def _next_link(header: str | None) -> str | None:
     return None
 
 
-def _location(resp: aiohttp.ClientResponse) -> str:
-    location = resp.headers.get("Location")
-    if not location:
-        raise errors.UpstreamUnavailable(f"{resp.method} {resp.url.path}: upload without Location")
-    return str(resp.url.join(URL(location, encoded=True)))
-
-
 async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     body = await read_limited(resp, limit + 1)
     if len(body) > limit:
@@ -435,10 +413,3 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     if resp.content_length is not None and len(body) != resp.content_length:
         raise errors.UpstreamUnavailable(f"{resp.url.path}: short response body")
     return body
-
-
-async def _hashing(source: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterable[bytes]:
-    async for chunk in source:
-        hasher.update(chunk)
-        yield chunk
-

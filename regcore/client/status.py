@@ -94,7 +94,10 @@ def envelope_code(body: bytes) -> tuple[str | None, str | None]:
         doc = json.loads(body)
         first = doc["errors"][0]
         code, message = first.get("code"), first.get("message")
-        return (code if isinstance(code, str) else None, message if isinstance(message, str) else None)
+        return (
+            code if isinstance(code, str) else None,
+            message if isinstance(message, str) else None,
+        )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None, None
 

@@ -89,7 +89,10 @@ class Transport:
         self._username = username
         self._static = f"Bearer {token}" if token else None
         self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
         self.retries = max(0, retries)
         self.backoff = backoff
@@ -155,7 +158,9 @@ class Transport:
         base_headers = CIMultiDict(headers or {})
         base_headers.setdefault("Accept-Encoding", "identity")
         auth = await self._authorization(scopes)
-        resp = await self._with_retries(method, url, base_headers, data, auth, self.base, idempotent)
+        resp = await self._with_retries(
+            method, url, base_headers, data, auth, self.base, idempotent
+        )
         if resp.status != 401 or not same_origin(resp.url, self.base) or not replayable:
             return resp
         try:
@@ -166,7 +171,9 @@ class Transport:
         if retry_auth is None:
             return resp
         resp.release()
-        return await self._with_retries(method, url, base_headers, data, retry_auth, self.base, idempotent)
+        return await self._with_retries(
+            method, url, base_headers, data, retry_auth, self.base, idempotent
+        )
 
     async def _with_retries(
         self,
@@ -237,7 +244,9 @@ class Transport:
                 return resp
             resp.release()
             if data is not None and not isinstance(data, (bytes, bytearray, memoryview, str)):
-                raise errors.UpstreamUnavailable(f"{method} {redact(url)} redirected a streamed body")
+                raise errors.UpstreamUnavailable(
+                    f"{method} {redact(url)} redirected a streamed body"
+                )
             url = resp.url.join(URL(location, encoded=True))
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                 method, data = "GET", None
@@ -299,7 +308,9 @@ class Transport:
         if token is None:
             task = self._inflight.get(key)
             if task is None:
-                task = asyncio.get_running_loop().create_task(self._fetch_token(challenge, scopes, key))
+                task = asyncio.get_running_loop().create_task(
+                    self._fetch_token(challenge, scopes, key)
+                )
                 self._inflight[key] = task
                 task.add_done_callback(partial(self._fetch_done, key))
             token = await asyncio.shield(task)
@@ -313,7 +324,9 @@ class Transport:
         if not task.cancelled():
             task.exception()  # retrieved: a failure is re-raised to every awaiting caller
 
-    async def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...], key: tuple[str, ...]) -> str:
+    async def _fetch_token(
+        self, challenge: Challenge, scopes: tuple[str, ...], key: tuple[str, ...]
+    ) -> str:
         realm = URL(challenge.realm or "")
         if not realm.is_absolute() or realm.scheme not in ("http", "https"):
             raise errors.UpstreamUnavailable("token realm is not an absolute http(s) URL")
@@ -332,7 +345,9 @@ class Transport:
         async with resp:
             if resp.status != 200:
                 body = await resp.content.read(64 * 1024)
-                raise error_for(resp.status, "token", method="GET", url=realm, headers=resp.headers, body=body)
+                raise error_for(
+                    resp.status, "token", method="GET", url=realm, headers=resp.headers, body=body
+                )
             body = await resp.content.read(_TOKEN_BODY_LIMIT)
         try:
             parsed = token_from_response(json.loads(body))

@@ -47,8 +47,12 @@ def _manifest(config: bytes, layers: list[bytes]) -> bytes:
     return json.dumps(doc, indent=1).encode()
 
 
-async def _push_image(client: RegistryClient, repo: str, tag: str, layer: bytes) -> tuple[str, bytes]:
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+async def _push_image(
+    client: RegistryClient, repo: str, tag: str, layer: bytes
+) -> tuple[str, bytes]:
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
     await client.push_blob(repo, config)
     await client.push_blob(repo, layer)
     body = _manifest(config, [layer])
@@ -85,13 +89,17 @@ def test_parse_challenges_reads_quoted_params_and_several_schemes() -> None:
         ("http://127.0.0.1:5000", "/token", False),
     ],
 )
-def test_credentials_go_only_to_realms_on_the_upstreams_host_or_domain(upstream: str, realm: str, allowed: bool) -> None:
+def test_credentials_go_only_to_realms_on_the_upstreams_host_or_domain(
+    upstream: str, realm: str, allowed: bool
+) -> None:
     assert may_send_credentials(URL(upstream), URL(realm)) is allowed
 
 
 def test_scopes_for_paths_and_merging() -> None:
     assert scopes_for_path("GET", "/v2/a/b/manifests/latest") == ("repository:a/b:pull",)
-    assert scopes_for_path("HEAD", "/v2/a/blobs/x/blobs/sha256:00") == ("repository:a/blobs/x:pull",)
+    assert scopes_for_path("HEAD", "/v2/a/blobs/x/blobs/sha256:00") == (
+        "repository:a/blobs/x:pull",
+    )
     assert scopes_for_path("PATCH", "/v2/a/b/blobs/uploads/123") == ("repository:a/b:pull,push",)
     assert scopes_for_path("DELETE", "/v2/a/b/manifests/sha256:00") == ("repository:a/b:delete",)
     assert scopes_for_path("GET", "/v2/_catalog") == ("registry:catalog:*",)
@@ -124,7 +132,9 @@ def test_token_cache_expires_before_the_token_does_and_stays_bounded() -> None:
 # -- plain docker-registry -------------------------------------------------------------------
 
 
-async def test_push_and_pull_roundtrip_against_docker_registry(docker_registry: DockerRegistry) -> None:
+async def test_push_and_pull_roundtrip_against_docker_registry(
+    docker_registry: DockerRegistry,
+) -> None:
     layer = os.urandom(3 * 1024 * 1024 + 17)
     async with RegistryClient(docker_registry.url) as client:
         await client.ping()
@@ -200,15 +210,26 @@ async def test_errors_are_mapped_to_oci_codes(docker_registry: DockerRegistry) -
             await client.get_manifest(REPO, digest)
 
 
-async def test_on_request_hook_sees_every_upstream_exchange(docker_registry: DockerRegistry) -> None:
+async def test_on_request_hook_sees_every_upstream_exchange(
+    docker_registry: DockerRegistry,
+) -> None:
     seen: list[tuple[str, str, int]] = []
-    async with RegistryClient(docker_registry.url, on_request=lambda m, u, s: seen.append((m, u, s))) as client:
+    async with RegistryClient(
+        docker_registry.url, on_request=lambda m, u, s: seen.append((m, u, s))
+    ) as client:
         digest = await client.push_blob(REPO, b"hello")
         await client.head_blob(REPO, digest)
         with pytest.raises(errors.BlobUnknown):
             await client.head_blob(REPO, str(Digest.of(b"x")))
-    assert [(m, s) for m, _, s in seen] == [("POST", 202), ("PUT", 201), ("HEAD", 200), ("HEAD", 404)]
-    assert all(u.startswith(docker_registry.url + "/v2/" + REPO) and "?" not in u for _, u, _ in seen)
+    assert [(m, s) for m, _, s in seen] == [
+        ("POST", 202),
+        ("PUT", 201),
+        ("HEAD", 200),
+        ("HEAD", 404),
+    ]
+    assert all(
+        u.startswith(docker_registry.url + "/v2/" + REPO) and "?" not in u for _, u, _ in seen
+    )
     records = docker_registry.access.wait_count(None, "/v2/" + REPO, 4)
     assert records == len(seen)
 
@@ -224,7 +245,9 @@ def _token_server(**kwargs: object) -> TokenServer:
     )
 
 
-async def test_token_protected_registry_pull_with_credentials(registry_factory: RegistryFactory) -> None:
+async def test_token_protected_registry_pull_with_credentials(
+    registry_factory: RegistryFactory,
+) -> None:
     async with _token_server() as tokens:
         registry = registry_factory(auth_token=tokens.token_auth())
         layer = os.urandom(100_000)
@@ -233,7 +256,9 @@ async def test_token_protected_registry_pull_with_credentials(registry_factory: 
             fetched = await client.get_manifest(REPO, "v1")
             assert fetched.body == body and fetched.digest == digest
             assert await client.get_blob(REPO, str(Digest.of(layer))) == layer
-        assert tokens.requests and all(r.authorization and r.user == "alice" for r in tokens.requests)
+        assert tokens.requests and all(
+            r.authorization and r.user == "alice" for r in tokens.requests
+        )
 
         async with RegistryClient(registry.url) as anonymous:
             with pytest.raises(errors.Unauthorized):
@@ -245,7 +270,9 @@ async def test_token_protected_registry_pull_with_credentials(registry_factory: 
                 await bad.get_manifest(REPO, "v1")
 
 
-async def test_tokens_are_cached_per_scope_and_fetched_once_under_concurrency(registry_factory: RegistryFactory) -> None:
+async def test_tokens_are_cached_per_scope_and_fetched_once_under_concurrency(
+    registry_factory: RegistryFactory,
+) -> None:
     async with _token_server() as tokens:
         registry = registry_factory(auth_token=tokens.token_auth())
         async with RegistryClient(registry.url, username="alice", password="wonderland") as pusher:
@@ -272,7 +299,9 @@ async def test_expired_token_is_fetched_again(registry_factory: RegistryFactory)
     async with _token_server() as tokens:
         registry = registry_factory(auth_token=tokens.token_auth())
         cache = TokenCache(clock=lambda: now[0])
-        async with RegistryClient(registry.url, username="alice", password="wonderland", token_cache=cache) as client:
+        async with RegistryClient(
+            registry.url, username="alice", password="wonderland", token_cache=cache
+        ) as client:
             await _push_image(client, REPO, "v1", b"layer")
             tokens.requests.clear()
             await client.head_manifest(REPO, "v1")
@@ -286,7 +315,9 @@ async def test_expired_token_is_fetched_again(registry_factory: RegistryFactory)
 async def test_token_service_outage_is_retried(registry_factory: RegistryFactory) -> None:
     async with _token_server() as tokens:
         registry = registry_factory(auth_token=tokens.token_auth())
-        async with RegistryClient(registry.url, username="alice", password="wonderland", backoff=0.01) as client:
+        async with RegistryClient(
+            registry.url, username="alice", password="wonderland", backoff=0.01
+        ) as client:
             tokens.fail_next(503, times=2)
             await client.ping()
             assert [r.status for r in tokens.requests] == [503, 503, 200]
@@ -295,7 +326,9 @@ async def test_token_service_outage_is_retried(registry_factory: RegistryFactory
                 await client.head_manifest(REPO, "v1")
 
 
-async def test_realm_on_another_host_never_receives_credentials(registry_factory: RegistryFactory) -> None:
+async def test_realm_on_another_host_never_receives_credentials(
+    registry_factory: RegistryFactory,
+) -> None:
     async with _token_server(host="127.0.0.2") as tokens:
         registry = registry_factory(auth_token=tokens.token_auth())
         async with RegistryClient(registry.url, username="alice", password="wonderland") as client:
@@ -311,7 +344,9 @@ async def test_realm_on_another_host_never_receives_credentials(registry_factory
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> Path:
     path = tmp_path / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(path), "bob", "builder"], check=True, capture_output=True)
+    subprocess.run(
+        ["htpasswd", "-Bbc", str(path), "bob", "builder"], check=True, capture_output=True
+    )
     return path
 
 

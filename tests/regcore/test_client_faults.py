@@ -43,7 +43,9 @@ class Recorder:
     def app(self, routes: dict[tuple[str, str], Handler]) -> web.Application:
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.seen.append(Seen(request.method, request.path, request.query_string, dict(request.headers)))
+            self.seen.append(
+                Seen(request.method, request.path, request.query_string, dict(request.headers))
+            )
             return await handler(request)
 
         app = web.Application(middlewares=[record])
@@ -52,7 +54,9 @@ class Recorder:
         return app
 
     def count(self, method: str | None = None, path: str = "") -> int:
-        return sum(1 for s in self.seen if (method is None or s.method == method) and path in s.path)
+        return sum(
+            1 for s in self.seen if (method is None or s.method == method) and path in s.path
+        )
 
 
 def _range_response(request: web.Request, data: bytes) -> web.Response:
@@ -82,7 +86,9 @@ async def _cut_after(request: web.Request, data: bytes, cut: int) -> web.StreamR
 # -- redirects --------------------------------------------------------------------------------
 
 
-async def test_redirect_to_another_host_carries_no_credentials(aiohttp_server: AiohttpServer) -> None:
+async def test_redirect_to_another_host_carries_no_credentials(
+    aiohttp_server: AiohttpServer,
+) -> None:
     """Upstream (127.0.0.1) wants a Bearer token from the token service and redirects blob GETs
     to a "CDN" on 127.0.0.2 with a signed URL: the CDN must see neither the token nor Basic."""
     cdn_rec, up_rec = Recorder(), Recorder()
@@ -110,18 +116,28 @@ async def test_redirect_to_another_host_carries_no_credentials(aiohttp_server: A
                     f'scope="repository:{REPO}:pull"'
                 )
                 return web.Response(status=401, headers={"WWW-Authenticate": challenge})
-            location = str(cdn.make_url("/cdn/blob")) + "?X-Amz-Signature=s3cr3t-signature&X-Amz-Expires=60"
+            location = (
+                str(cdn.make_url("/cdn/blob"))
+                + "?X-Amz-Signature=s3cr3t-signature&X-Amz-Expires=60"
+            )
             return web.Response(status=307, headers={"Location": location})
 
         upstream = await aiohttp_server(up_rec.app({("GET", BLOB_PATH): blob}))
         hops: list[tuple[str, str, int]] = []
         async with RegistryClient(
-            str(upstream.make_url("")), username="alice", password="pw", on_request=lambda *a: hops.append(a)
+            str(upstream.make_url("")),
+            username="alice",
+            password="pw",
+            on_request=lambda *a: hops.append(a),
         ) as client:
             assert await client.get_blob(REPO, DIGEST) == DATA
             assert await client.get_blob(REPO, DIGEST) == DATA  # cached token, straight to the CDN
 
-    assert [s.headers.get("Authorization", "").split(" ")[0] for s in up_rec.seen] == ["", "Bearer", "Bearer"]
+    assert [s.headers.get("Authorization", "").split(" ")[0] for s in up_rec.seen] == [
+        "",
+        "Bearer",
+        "Bearer",
+    ]
     assert cdn_rec.count("GET") == 2
     assert all("Authorization" not in s.headers for s in cdn_rec.seen)
     assert [r.authorization for r in tokens.requests] == [True]  # Basic only to the realm, once
@@ -139,7 +155,9 @@ async def test_redirect_on_the_same_origin_keeps_credentials(aiohttp_server: Aio
             return web.Response(status=401)
         return web.Response(body=DATA)
 
-    server = await aiohttp_server(rec.app({("GET", BLOB_PATH): first, ("GET", "/storage/blob"): storage}))
+    server = await aiohttp_server(
+        rec.app({("GET", BLOB_PATH): first, ("GET", "/storage/blob"): storage})
+    )
     async with RegistryClient(str(server.make_url("")), token="static") as client:
         assert await client.get_blob(REPO, DIGEST) == DATA
     assert [s.headers.get("Authorization") for s in rec.seen] == ["Bearer static", "Bearer static"]
@@ -191,7 +209,9 @@ async def test_connection_cut_mid_blob_is_resumed_with_range(aiohttp_server: Aio
 
     server = await aiohttp_server(rec.app({("GET", BLOB_PATH): blob}))
     resumed: list[tuple[str, int]] = []
-    async with RegistryClient(str(server.make_url("")), on_resume=lambda d, o: resumed.append((d, o))) as client:
+    async with RegistryClient(
+        str(server.make_url("")), on_resume=lambda d, o: resumed.append((d, o))
+    ) as client:
         async with client.blob_stream(REPO, DIGEST, verify=True) as stream:
             assert stream.total_size == len(DATA)
             received = await stream.read_all()
@@ -207,7 +227,9 @@ async def test_resume_of_a_byte_range_keeps_the_range_end(aiohttp_server: Aiohtt
     async def blob(request: web.Request) -> web.StreamResponse:
         if rec.count("GET") == 1:  # first request: serve part of the range, then cut
             resp = _range_response(request, DATA)
-            stream = web.StreamResponse(status=206, headers={"Content-Range": resp.headers["Content-Range"]})
+            stream = web.StreamResponse(
+                status=206, headers={"Content-Range": resp.headers["Content-Range"]}
+            )
             stream.content_length = resp.content_length
             await stream.prepare(request)
             assert isinstance(resp.body, bytes)
@@ -225,7 +247,9 @@ async def test_resume_of_a_byte_range_keeps_the_range_end(aiohttp_server: Aiohtt
     assert [s.headers.get("Range") for s in rec.seen] == ["bytes=5000-8999", "bytes=6000-8999"]
 
 
-async def test_upstream_ignoring_range_on_resume_is_skipped_to_the_right_offset(aiohttp_server: AiohttpServer) -> None:
+async def test_upstream_ignoring_range_on_resume_is_skipped_to_the_right_offset(
+    aiohttp_server: AiohttpServer,
+) -> None:
     rec = Recorder()
 
     async def blob(request: web.Request) -> web.StreamResponse:
@@ -240,7 +264,9 @@ async def test_upstream_ignoring_range_on_resume_is_skipped_to_the_right_offset(
             assert stream.range_ignored == 1 and stream.resumes == 1
 
 
-async def test_stream_that_keeps_breaking_fails_after_max_resumes(aiohttp_server: AiohttpServer) -> None:
+async def test_stream_that_keeps_breaking_fails_after_max_resumes(
+    aiohttp_server: AiohttpServer,
+) -> None:
     rec = Recorder()
 
     async def blob(request: web.Request) -> web.StreamResponse:
@@ -260,7 +286,9 @@ async def test_resume_answered_with_another_range_fails(aiohttp_server: AiohttpS
     async def blob(request: web.Request) -> web.StreamResponse:
         if rec.count("GET") == 1:
             return await _cut_after(request, DATA, 50_000)
-        return web.Response(status=206, body=DATA[:10], headers={"Content-Range": f"bytes 0-9/{len(DATA)}"})
+        return web.Response(
+            status=206, body=DATA[:10], headers={"Content-Range": f"bytes 0-9/{len(DATA)}"}
+        )
 
     server = await aiohttp_server(rec.app({("GET", BLOB_PATH): blob}))
     async with RegistryClient(str(server.make_url(""))) as client:
@@ -278,15 +306,22 @@ async def test_corrupt_blob_bytes_fail_verification(aiohttp_server: AiohttpServe
             await client.get_blob(REPO, DIGEST)
 
 
-async def test_manifest_whose_bytes_do_not_match_its_digest_is_rejected(aiohttp_server: AiohttpServer) -> None:
+async def test_manifest_whose_bytes_do_not_match_its_digest_is_rejected(
+    aiohttp_server: AiohttpServer,
+) -> None:
     body = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
     other = str(Digest.of(body + b" "))
 
     async def manifest(request: web.Request) -> web.StreamResponse:
-        headers = {"Docker-Content-Digest": other, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+        headers = {
+            "Docker-Content-Digest": other,
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+        }
         return web.Response(body=body, headers=headers)
 
-    server = await aiohttp_server(Recorder().app({("GET", f"/v2/{REPO}/manifests/{{ref}}"): manifest}))
+    server = await aiohttp_server(
+        Recorder().app({("GET", f"/v2/{REPO}/manifests/{{ref}}"): manifest})
+    )
     async with RegistryClient(str(server.make_url(""))) as client:
         with pytest.raises(DigestMismatch):
             await client.get_manifest(REPO, "latest")  # header digest disagrees with the body
@@ -357,7 +392,9 @@ async def test_hung_upstream_times_out_within_the_read_timeout() -> None:
     server = await asyncio.start_server(hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with RegistryClient(f"http://127.0.0.1:{port}", read_timeout=0.5, retries=3) as client:
+        async with RegistryClient(
+            f"http://127.0.0.1:{port}", read_timeout=0.5, retries=3
+        ) as client:
             started = time.monotonic()
             with pytest.raises(errors.UpstreamTimeout):
                 await client.head_manifest(REPO, "latest")
@@ -382,7 +419,9 @@ async def test_upstream_hanging_mid_blob_fails_bounded(aiohttp_server: AiohttpSe
 
     server = await aiohttp_server(Recorder().app({("GET", BLOB_PATH): blob}))
     try:
-        async with RegistryClient(str(server.make_url("")), read_timeout=0.3, max_resumes=1) as client:
+        async with RegistryClient(
+            str(server.make_url("")), read_timeout=0.3, max_resumes=1
+        ) as client:
             started = time.monotonic()
             with pytest.raises(BlobStreamBroken):
                 await client.get_blob(REPO, DIGEST)
@@ -395,9 +434,39 @@ async def test_connection_refused_is_upstream_unavailable_after_retries() -> Non
     port = free_port()
     statuses: list[int] = []
     async with RegistryClient(
-        f"http://127.0.0.1:{port}", backoff=0.01, retries=2, on_request=lambda m, u, s: statuses.append(s)
+        f"http://127.0.0.1:{port}",
+        backoff=0.01,
+        retries=2,
+        on_request=lambda m, u, s: statuses.append(s),
     ) as client:
         with pytest.raises(errors.UpstreamUnavailable):
             await client.head_blob(REPO, DIGEST)
     assert statuses == [0, 0, 0]
 
+
+async def test_head_blob_falls_back_to_a_one_byte_get_when_storage_refuses_head(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    rec = Recorder()
+
+    async def signed(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return web.Response(status=403)  # signature was made for GET
+        return _range_response(request, DATA)
+
+    cdn = await aiohttp_server(
+        rec.app({("GET", "/cdn/blob"): signed, ("HEAD", "/cdn/blob"): signed}), host="127.0.0.2"
+    )
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=307, headers={"Location": str(cdn.make_url("/cdn/blob"))})
+
+    upstream = await aiohttp_server(
+        Recorder().app({("GET", BLOB_PATH): blob, ("HEAD", BLOB_PATH): blob})
+    )
+    async with RegistryClient(str(upstream.make_url(""))) as client:
+        assert await client.head_blob(REPO, DIGEST) == len(DATA)
+    assert [(s.method, s.headers.get("Range")) for s in rec.seen] == [
+        ("HEAD", None),
+        ("GET", "bytes=0-0"),
+    ]

@@ -40,7 +40,9 @@ def _b64json(part: str) -> dict[str, object]:
 
 
 def test_scope_parsing() -> None:
-    assert Access.parse("repository:team/app:pull,push") == Access("repository", "team/app", ("pull", "push"))
+    assert Access.parse("repository:team/app:pull,push") == Access(
+        "repository", "team/app", ("pull", "push")
+    )
     assert Access.parse("repository:localhost:5000/app:pull").name == "localhost:5000/app"
     assert Access.parse("registry:catalog:*") == Access("registry", "catalog", ("*",))
     assert str(Access.parse("repository:a:pull,pull,push")) == "repository:a:pull,push"
@@ -48,7 +50,10 @@ def test_scope_parsing() -> None:
         with pytest.raises(ValueError):
             Access.parse(bad)
     merged = parse_scopes(["repository:a:pull repository:b:push", "repository:a:push", "junk"])
-    assert merged == [Access("repository", "a", ("pull", "push")), Access("repository", "b", ("push",))]
+    assert merged == [
+        Access("repository", "a", ("pull", "push")),
+        Access("repository", "b", ("push",)),
+    ]
 
 
 # -- issue and verify -----------------------------------------------------------------------
@@ -57,7 +62,9 @@ def test_scope_parsing() -> None:
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
 @pytest.mark.parametrize("header", ["x5c", "kid"])
 def test_issued_token_has_the_registry_shape_and_verifies(algorithm: str, header: str) -> None:
-    issuer = TokenIssuer.generate("iss.example", "registry.example", algorithm=algorithm, header=header)  # type: ignore[arg-type]
+    issuer = TokenIssuer.generate(
+        "iss.example", "registry.example", algorithm=algorithm, header=header
+    )  # type: ignore[arg-type]
     issued = issuer.issue("alice", PULL_PUSH, ttl=120)
     head_b64, claims_b64, _sig = issued.token.split(".")
     head, claims = _b64json(head_b64), _b64json(claims_b64)
@@ -65,11 +72,15 @@ def test_issued_token_has_the_registry_shape_and_verifies(algorithm: str, header
     if header == "x5c":
         assert isinstance(head["x5c"], list) and len(head["x5c"]) == 2 and "kid" not in head
     else:
-        assert re.fullmatch(r"([A-Z2-7]{4}:){11}[A-Z2-7]{4}", str(head["kid"])) and "x5c" not in head
+        assert (
+            re.fullmatch(r"([A-Z2-7]{4}:){11}[A-Z2-7]{4}", str(head["kid"])) and "x5c" not in head
+        )
     assert claims["iss"] == "iss.example" and claims["sub"] == "alice"
     assert claims["aud"] == "registry.example"  # a string: registry 2.8 rejects a list
     assert claims["exp"] == claims["iat"] + 120 and claims["nbf"] == claims["iat"]  # type: ignore[operator]
-    assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]
+    assert claims["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]}
+    ]
     body = issued.to_response()
     assert body["token"] == body["access_token"] == issued.token and body["expires_in"] == 120
 
@@ -92,14 +103,18 @@ def test_verify_rejects_foreign_expired_tampered_and_misaddressed_tokens() -> No
     with pytest.raises(errors.Unauthorized):
         issuer.verify(token, service="another-service")
     with pytest.raises(errors.Unauthorized):
-        TokenIssuer(issuer.key, issuer.cert, "other-issuer", "svc", chain=issuer.chain).verify(token)
+        TokenIssuer(issuer.key, issuer.cert, "other-issuer", "svc", chain=issuer.chain).verify(
+            token
+        )
 
     head, claims, sig = token.split(".")
     forged = _b64json(claims) | {"access": [{"type": "repository", "name": "*", "actions": ["*"]}]}
     forged_part = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
     with pytest.raises(errors.Unauthorized):
         issuer.verify(f"{head}.{forged_part}.{sig}")
-    unsigned = jwt.encode(_b64json(claims), key=None, algorithm="none", headers={"x5c": _b64json(head)["x5c"]})
+    unsigned = jwt.encode(
+        _b64json(claims), key=None, algorithm="none", headers={"x5c": _b64json(head)["x5c"]}
+    )
     with pytest.raises(errors.Unauthorized):
         issuer.verify(unsigned)
     with pytest.raises(errors.Unauthorized):
@@ -107,7 +122,12 @@ def test_verify_rejects_foreign_expired_tampered_and_misaddressed_tokens() -> No
 
     # a key the bundle does not hold, with a self-made certificate in x5c
     rogue_key = generate_key()
-    rogue = TokenIssuer(rogue_key, make_certificate(rogue_key, issuer.chain[0].subject.rfc4514_string()), "iss", "svc")
+    rogue = TokenIssuer(
+        rogue_key,
+        make_certificate(rogue_key, issuer.chain[0].subject.rfc4514_string()),
+        "iss",
+        "svc",
+    )
     with pytest.raises(errors.Unauthorized):
         issuer.verify(rogue.issue("mallory", PULL_PUSH).token)
 
@@ -125,8 +145,13 @@ def test_libtrust_key_id_is_stable_and_key_specific() -> None:
 # -- a real docker-registry trusts them ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("algorithm", "header"), [("ES256", "x5c"), ("RS256", "x5c"), ("ES256", "kid"), ("RS256", "kid")])
-async def test_docker_registry_accepts_our_tokens(registry_factory: RegistryFactory, algorithm: str, header: str) -> None:
+@pytest.mark.parametrize(
+    ("algorithm", "header"),
+    [("ES256", "x5c"), ("RS256", "x5c"), ("ES256", "kid"), ("RS256", "kid")],
+)
+async def test_docker_registry_accepts_our_tokens(
+    registry_factory: RegistryFactory, algorithm: str, header: str
+) -> None:
     async with TokenServer(
         users={"ci": "pw"},
         grants={"ci": {"team/*": ["pull", "push"]}, "": {"team/public": ["pull"]}},
