@@ -8,10 +8,13 @@ Every test runs once per implementation (module-scoped parameter ``target``):
 - ``docker-registry``: Debian's distribution 2.8 (:class:`harness.registry.DockerRegistry`), the
   reference point.
 
-Both servers are session-scoped; each workflow module uses its own repository name, so modules
-run alone or together in any order. pytest groups a module's tests by parameter, so within one
-implementation the tests of a module run in file order, like the ginkgo specs; state between
-steps (the ``lastResponse`` of the Go suite) lives in the module-scoped ``state`` dict.
+Both servers are session-scoped and, like the suite's single ``OCI_NAMESPACE``, all four
+workflows use one repository (``conformance/oci``), run in the suite's order (pull, push,
+discovery, management: see ``pytest_collection_modifyitems``), so a workflow meets what the
+previous ones left behind exactly as under ginkgo. Each module still runs alone (its own setup
+pushes all it needs). pytest groups a module's tests by implementation, so within one the tests
+run in file order, like the ginkgo specs; state between steps (the Go suite's
+``lastResponse``...) lives in the module-scoped ``state`` dict.
 
 Markers (registered here, applied by an autouse fixture):
 
@@ -39,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -48,6 +52,10 @@ from harness.procs import Process, ProcessError
 from harness.registry import DockerRegistry
 
 IMPLEMENTATIONS = ("origin", "docker-registry")
+#: One repository for all four workflows, like the suite's single ``OCI_NAMESPACE``.
+NAMESPACE = "conformance/oci"
+#: The suite's workflow order; pytest would otherwise run the modules alphabetically.
+WORKFLOW_ORDER = ("test_oci_pull", "test_oci_push", "test_oci_discovery", "test_oci_management")
 ORIGIN_START_TIMEOUT = 15.0
 
 
@@ -304,6 +312,22 @@ class SuiteData:
         return ChunkedBlob.of(size, self.rng)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the conformance modules in the suite's order (pull, push, discovery, management).
+
+    A stable sort on the module's rank only: items of other directories keep their places
+    (rank -1 sorts them first), and each module keeps pytest's own order (file order, grouped
+    by implementation).
+    """
+    def rank(item: pytest.Item) -> int:
+        stem = item.path.stem
+        return WORKFLOW_ORDER.index(stem) if stem in WORKFLOW_ORDER else -1
+
+    if any(rank(item) >= 0 for item in items):
+        items.sort(key=rank)
+
+
 # -- servers ---------------------------------------------------------------------------------
 
 
@@ -389,11 +413,10 @@ class Target:
 def target(request: pytest.FixtureRequest) -> Target:
     impl: str = request.param
     url = request.getfixturevalue("origin_url" if impl == "origin" else "reference_url")
-    workflow = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_oci_")
     return Target(
         impl=impl,
         url=url,
-        name=f"conformance/{workflow}",
+        name=NAMESPACE,
         crossmount_name=f"conformance-{uuid.uuid4()}",
     )
 
@@ -482,7 +505,8 @@ class OciHttp:
         raw = self.target.url + path
         if query:
             sep = "&" if "?" in raw else "?"
-            raw += sep + "&".join(f"{k}={v}" for k, v in query.items())
+            # percent-encoded like Go's url.Values.Encode (the suite's client): "sha256%3A..."
+            raw += sep + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
         return URL(raw, encoded=True)
 
     async def request(
