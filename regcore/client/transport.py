@@ -15,7 +15,8 @@ caller maps it with :func:`regcore.client.status.error_for`) and guarantees:
 * **Retries** only for idempotent requests (GET/HEAD): connection errors and 502/503/504/429,
   exponential backoff with jitter; ``Retry-After`` is respected up to ``max_retry_after``
   (longer → no retry, the 429 is returned at once). Timeouts are not retried, so a hung
-  upstream costs at most ``connect_timeout`` + ``read_timeout`` per request.
+  upstream costs at most ``connect_timeout`` + ``read_timeout`` per HTTP exchange (a request
+  that needs a token is up to three exchanges: request, realm, retry).
 * **Errors** raised: :class:`errors.UpstreamTimeout` (connect or read timeout),
   :class:`errors.UpstreamUnavailable` (connection refused/reset after retries, too many
   redirects, a token endpoint without a token), :class:`errors.Unauthorized`,
