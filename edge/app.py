@@ -1,17 +1,19 @@
 """The edge's aiohttp application: wiring only (handlers live in blobs and manifests).
 
 ``create_app(config, *, cache=None, fills=None, clients=None, clock=time.monotonic,
-registry=None)`` builds the app; resources it creates itself are opened and closed in
-``cleanup_ctx`` in this order (closed in reverse):
+registry=None)`` builds the app. The blob cache (``cache.dir``, ``cache.size``), the region
+lock (``redis.url``) and the fill manager are constructed here (the peer endpoint needs them
+at routing time) unless given; given ones are opened and closed by the caller. Resources are
+opened in ``cleanup_ctx`` in this order and closed in reverse:
 
 1. the upstream session and one client per upstream (:mod:`edge.upstreams`) -- ``clients``
-   (upstream name -> RegistryClient) replaces the configured ones -- and the access checker
-   for private upstreams;
-2. the Redis client and region lock when ``redis.url`` is set;
-3. the blob cache (``cache.dir``, ``cache.size``) unless ``cache`` is given (then the caller
-   opens and closes it);
-4. the fill manager unless ``fills`` is given; closing it drains running fills;
-5. the tag cache (memory, or Redis-shared), the manifest type index and the manifest service.
+   (upstream name -> RegistryClient) replaces configured ones -- and the private-upstream
+   access checker;
+2. the blob cache (open: crash recovery, index rebuild) and the fill manager; at shutdown
+   running fills are drained (finish and commit, up to the manager's drain timeout), then
+   the region lock and the cache are closed;
+3. the tag cache (memory, or Redis shared by the region), the manifest type index and the
+   manifest service.
 
 Routes: ``/v2/`` (200, no upstream ping), manifests and blobs GET/HEAD, tags list and
 referrers passed through, ``/v2/_catalog`` 404 (a mirror has no catalog of its own, and most
@@ -34,9 +36,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from edge import peers
 from edge.cache import BlobCache
 from edge.fill import EdgeFillMetrics, FillManager
 from edge.metrics import EdgeMetrics
+from edge.peers import PeerSource
+from edge.regionlock import RegionLock
 from edge.routing import NS_HEADER, Route, Router
 from edge.tagcache import TagCache
 from edge.upstreams import AccessChecker, Upstreams, is_private, open_session
@@ -113,6 +118,23 @@ def create_app(
         fill_metrics=EdgeFillMetrics(registry),
         clock=clock,
     )
+    own_cache = cache is None
+    if cache is None:
+        cache = BlobCache(Path(config.cache.dir), config.cache.size)
+    region = None
+    if config.redis.url is not None and fills is None:
+        region = RegionLock(config.redis.url, ttl=config.redis.lock_ttl)
+    own_fills = fills is None
+    if fills is None:
+        fills = FillManager(
+            cache,
+            region=region,
+            advertise_url=config.advertise,
+            peer_source=lambda owner, digest: PeerSource(owner, digest, edge.require(edge.upstreams).session),
+            metrics=edge.fill_metrics,
+        )
+    edge.region = region
+    edge.redis = region.redis if region is not None else None
     http_metrics = HttpMetrics(registry, "quayside_edge")
     app = web.Application(
         middlewares=[*standard_middlewares(), http_metrics.middleware()],
@@ -124,11 +146,10 @@ def create_app(
     app.on_response_prepare.append(_echo_namespace)
     app.on_response_prepare.append(_digest_etag)
     app.cleanup_ctx.append(_upstreams_ctx(edge, clients))
-    app.cleanup_ctx.append(_redis_ctx(edge))
-    app.cleanup_ctx.append(_cache_ctx(edge, cache))
-    app.cleanup_ctx.append(_fills_ctx(edge, fills))
+    app.cleanup_ctx.append(_blobs_ctx(edge, cache, fills, own_cache=own_cache, own_fills=own_fills))
     app.cleanup_ctx.append(_manifests_ctx(edge))
-    _add_routes(app, edge, registry)
+    _add_routes(app, registry)
+    peers.add_routes(app, fills, cache)
     return app
 
 
@@ -156,83 +177,31 @@ def _upstreams_ctx(edge: Edge, clients: Mapping[str, RegistryClient] | None) -> 
     return ctx
 
 
-def _redis_ctx(edge: Edge) -> Ctx:
+def _blobs_ctx(edge: Edge, cache: BlobCache, fills: FillManager, *, own_cache: bool, own_fills: bool) -> Ctx:
+    """Open the cache, start the fills; at shutdown drain fills, then close cache and lock."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        url = edge.config.redis.url
-        if url is None:
-            yield
-            return
-        from redis.asyncio import Redis
-
-        from edge.regionlock import RegionLock
-
-        edge.redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        edge.region = RegionLock(edge.redis, ttl=edge.config.redis.lock_ttl)
+        if own_cache:
+            await cache.open()
         try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                await edge.region.close()
-            with contextlib.suppress(Exception):
-                await edge.redis.aclose()
-            edge.region = edge.redis = None
-
-    return ctx
-
-
-def _cache_ctx(edge: Edge, given: BlobCache | None) -> Ctx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if given is not None:
-            edge.cache = given
-            yield
-            edge.cache = None
-            return
-        cache = BlobCache(Path(edge.config.cache.dir), edge.config.cache.size)
-        await cache.open()
-        edge.cache = cache
-        try:
-            yield
+            if own_fills:
+                await fills.start()
+            edge.cache, edge.fills = cache, fills
+            try:
+                yield
+            finally:
+                edge.fills = None
+                if own_fills:
+                    await fills.close()
+                if edge.region is not None:
+                    with contextlib.suppress(Exception):
+                        await edge.region.close()
         finally:
             edge.cache = None
-            await cache.close()
+            if own_cache:
+                await cache.close()
 
     return ctx
-
-
-def _fills_ctx(edge: Edge, given: FillManager | None) -> Ctx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if given is not None:
-            edge.fills = given
-            yield
-            edge.fills = None
-            return
-        cache = edge.require(edge.cache)
-        upstreams = edge.require(edge.upstreams)
-        fills = FillManager(
-            cache,
-            region=edge.region,
-            advertise_url=edge.config.advertise,
-            peer_source=_peer_source_factory(upstreams),
-            metrics=edge.fill_metrics,
-        )
-        await fills.start()
-        edge.fills = fills
-        try:
-            yield
-        finally:
-            await fills.close()
-            edge.fills = None
-
-    return ctx
-
-
-def _peer_source_factory(upstreams: Upstreams) -> Callable[[str, Any], Any]:
-    def make(owner_url: str, digest: Any) -> Any:
-        from edge.peers import PeerSource
-
-        return PeerSource(upstreams.session, owner_url, digest)
-
-    return make
 
 
 def _manifests_ctx(edge: Edge) -> Ctx:
@@ -282,7 +251,7 @@ async def _echo_namespace(request: web.Request, response: web.StreamResponse) ->
         response.headers.setdefault(NS_HEADER, ns)
 
 
-def _add_routes(app: web.Application, edge: Edge, registry: CollectorRegistry) -> None:
+def _add_routes(app: web.Application, registry: CollectorRegistry) -> None:
     from edge import blobs, manifests
 
     r = app.router
@@ -294,10 +263,6 @@ def _add_routes(app: web.Application, edge: Edge, registry: CollectorRegistry) -
     r.add_get(f"/v2/{NAME}/tags/list", manifests.tags_list, name="tags")
     r.add_get(f"/v2/{NAME}/referrers/{DIGEST}", manifests.referrers, name="referrers")
     r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse")
-    with contextlib.suppress(ImportError):
-        from edge import peers
-
-        peers.add_routes(app, lambda: edge.fills, lambda: edge.cache)  # type: ignore[arg-type]
     r.add_get("/metrics", metrics_handler(registry), name="metrics")
     r.add_get("/healthz", healthz, name="healthz")
 

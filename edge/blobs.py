@@ -9,7 +9,8 @@
   ``Range`` included. The upstream must have announced the size within its connect + read
   timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
   (404 BLOB_UNKNOWN, 401 UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
-  If the fill fails after the headers went out the connection is cut, so the client sees a
+  Headers go out with the first byte, so a fill failing before that is a proper OCI error;
+  if the fill fails after the headers went out the connection is cut, so the client sees a
   short body -- never a clean 200 of bad bytes (the fill withholds a full blob's last chunk
   until the digest is verified).
 - **Miss, HEAD**: answered from a fill in progress, else from an upstream ``HEAD`` -- never a
@@ -101,17 +102,25 @@ async def _stream(
         (start, end), status = span, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     length = end - start + 1 if size else 0
+    chunks = fill.read(start, end)
+    try:  # headers go out with the first byte: a fill failing before that is a clean error
+        first = await anext(chunks) if length else b""
+        if not length:
+            await fill.result()
+    except BaseException:
+        await chunks.aclose()
+        raise
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
-    await resp.prepare(request)
     sent = 0
     try:
-        if length:
-            async for chunk in fill.read(start, end):
-                await resp.write(chunk)
-                sent += len(chunk)
-        else:
-            await fill.result()
+        await resp.prepare(request)
+        if first:
+            await resp.write(first)
+            sent += len(first)
+        async for chunk in chunks:
+            await resp.write(chunk)
+            sent += len(chunk)
     except errors.RegistryError as exc:  # the fill broke after the headers went out
         log.warning(
             "fill failed mid-response; cutting the connection",
@@ -119,8 +128,9 @@ async def _stream(
         )
         if request.transport is not None:
             request.transport.abort()
-        raise ConnectionResetError("fill failed mid-response") from exc
+        return resp
     finally:
+        await chunks.aclose()
         edge.metrics.bytes_served.labels("fill" if fill.source != "cache" else "cache").inc(sent)
     await resp.write_eof()
     return resp
