@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections import OrderedDict
@@ -383,8 +384,6 @@ class BlobCache:
         except Exception:  # corrupt index: rebuild from the files
             log.exception("blob cache index unreadable; rebuilding from disk")
             self._close_index()
-            import shutil
-
             shutil.rmtree(self.directory / "index", ignore_errors=True)
             self._index = diskcache.Cache(str(self.directory / "index"))
             return {}

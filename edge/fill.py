@@ -14,6 +14,8 @@ Interface (edge/blobs.py, edge/peers.py)::
     fills.active(digest) -> Fill | None
     await fills.close()                  # drains running fills (drain_timeout), then cancels
 
+Shutdown order: ``fills.close()``, then the RegionLock's and the BlobCache's ``close()``.
+
 Guarantees:
 - Fills are tasks owned by the FillManager, never by a request: every reader may go away and
   the fill still completes, is verified and committed. :meth:`FillManager.get` registers the
@@ -382,17 +384,20 @@ class _FillRun:
         if region is None or url is None:
             return self._use_upstream()
         try:
-            got = await region.acquire(self.digest, url)
-            if isinstance(got, Taken) and got.owner == url:  # our own stale lock (restart)
-                got = await region.steal(self.digest, url, url) or got
+            for _ in range(3):
+                got = await region.acquire(self.digest, url)
+                if isinstance(got, Taken) and got.owner == url:  # our own stale lock (restart)
+                    got = await region.steal(self.digest, url, url) or got
+                if isinstance(got, Lease):
+                    self.lease = got
+                    return self._use_upstream()
+                if got.owner != url:
+                    self._use_peer(got.owner)
+                    self.m._count("fills_remote")
+                    return None
         except RegionUnavailable:
             self.m._count("redis_fallbacks")
-            return self._use_upstream()
-        if isinstance(got, Lease):
-            self.lease = got
-            return self._use_upstream()
-        self._use_peer(got.owner)
-        self.m._count("fills_remote")
+        return self._use_upstream()  # Redis unavailable (or a lock too contended): node-local
 
     def _use_upstream(self) -> None:
         self.source = self.upstream()

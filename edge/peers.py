@@ -90,6 +90,8 @@ def _handler(fills: FillManager, cache: BlobCache, token: str | None) -> Callabl
             log.warning("peer stream of %s cut: %s", digest, exc)
             abort(request)
             return resp
+        except ConnectionResetError:  # the reading node went away; the fill goes on
+            return resp
         await resp.write_eof()
         return resp
 
@@ -119,7 +121,11 @@ def _parse_range(value: str | None, total: int) -> tuple[int, int]:
 
 
 class PeerSource(HttpSource):
-    """Reads ``digest`` from the owner node's peer endpoint (``Range`` on reopen)."""
+    """Reads ``digest`` from the owner node's peer endpoint (``Range`` on reopen).
+
+    Default timeouts: 2 s to connect, 15 s without a byte (an owner stalled that long is
+    treated as failing; past the lock TTL without progress the waiter takes over).
+    """
 
     description = "peer"
 
@@ -133,6 +139,7 @@ class PeerSource(HttpSource):
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> None:
         headers = {TOKEN_HEADER: token} if token else None
+        timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=15)
         super().__init__(session, peer_blob_url(owner_url, digest), headers=headers, timeout=timeout)
         self.owner_url = owner_url
         self.digest = digest

@@ -339,3 +339,68 @@ async def test_upstream_source_fills_from_a_real_registry(cache: BlobCache, dock
                 await gone.size()
             await fm.close()
     assert cache.lookup(digest) is not None
+
+
+def disk_bytes(cache: BlobCache) -> int:
+    total = 0
+    for sub in (cache.layout.blobs, cache.layout.incomplete):
+        for root, _, files in os.walk(sub):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+async def test_cache_bound_holds_while_fills_run(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "small", 3 * MiB)
+    await cache.open()
+    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u))  # type: ignore[arg-type]
+    try:
+        old = [os.urandom(512 * KiB) for _ in range(4)]
+        for data in old:
+            await cache.put_bytes(data, Digest.of(data))
+        sources = [ScriptedSource(blob_bytes(1 * MiB), gate_after=512 * KiB) for _ in range(2)]
+        fills = [await fm.get(Digest.of(s.data), factory(s)) for s in sources]
+        await eventually(lambda: all(f.written >= 512 * KiB for f in fills))
+        # 2 MiB reserved for the fills: two old blobs went, the bound holds on disk as well.
+        assert cache.bytes_reserved == 2 * MiB and cache.bytes_used == 1 * MiB
+        await asyncio.sleep(0.05)
+        assert disk_bytes(cache) <= cache.max_bytes
+        assert [cache.peek(Digest.of(d)) is not None for d in old] == [False, False, True, True]
+        for s in sources:
+            s.gate.set()
+        for f, s in zip(fills, sources, strict=True):
+            assert (await f.result()).path.read_bytes() == s.data
+        assert cache.bytes_reserved == 0 and cache.bytes_used == 3 * MiB
+        assert disk_bytes(cache) <= cache.max_bytes
+    finally:
+        await fm.close()
+        await cache.close()
+
+
+async def test_reader_finishes_a_blob_evicted_under_it(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "small", 1 * MiB)
+    await cache.open()
+    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u))  # type: ignore[arg-type]
+    try:
+        data = blob_bytes(1 * MiB)
+        digest = Digest.of(data)
+        fill = await fm.get(digest, factory(ScriptedSource(data)))
+        await fill.result()
+        reader = fill.read()
+        first = await anext(reader)
+        other = os.urandom(600 * KiB)
+        await cache.put_bytes(other, Digest.of(other))  # evicts the blob being read
+        assert cache.peek(digest) is None and not cache.path_for(digest).exists()
+        rest = b"".join([chunk async for chunk in reader])
+        assert first + rest == data
+        again = await fm.get(digest, factory(ScriptedSource(data)))  # a miss again: refilled
+        assert not again.finished and await collect(again) == data
+    finally:
+        await fm.close()
+        await cache.close()
+
+
+async def test_empty_blob_fills_and_reads(cache: BlobCache, manager: tuple[FillManager, EdgeFillMetrics]) -> None:
+    fm, _ = manager
+    fill = await fm.get(Digest.of(b""), factory(ScriptedSource(b"")))
+    assert await fill.size() == 0 and await collect(fill) == b""
+    assert (await fill.result()).size == 0 and cache.peek(Digest.of(b"")) is not None

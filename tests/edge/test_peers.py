@@ -83,12 +83,15 @@ class FaultUpstream:
             resp.headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
         await resp.prepare(request)
         pos = start
-        while pos < len(body):
-            if rng is None and self.hold_at is not None and pos >= self.hold_at:
-                await self.release.wait()
-            await resp.write(bytes(body[pos : pos + 64 * KiB]))
-            pos += 64 * KiB
-        await resp.write_eof()
+        try:
+            while pos < len(body):
+                if rng is None and self.hold_at is not None and pos >= self.hold_at:
+                    await self.release.wait()
+                await resp.write(bytes(body[pos : pos + 64 * KiB]))
+                pos += 64 * KiB
+            await resp.write_eof()
+        except ConnectionResetError:  # the reading node died
+            pass
         return resp
 
 
