@@ -14,7 +14,7 @@ from harness import skopeo
 from harness.fixtures import ImageFactory
 from harness.procs import wait_until
 from harness.registry import DockerRegistry, TokenAuth
-from harness.tokens import TokenIssuer
+from regcore.auth.tokens import Access, TokenIssuer
 
 
 def _get(
@@ -98,18 +98,28 @@ def test_reference_proxy_mode_counts_upstream_fetches(
 def test_token_auth_challenges_and_accepts_issued_tokens(
     registry_factory: Callable[..., DockerRegistry], tmp_path: Path
 ) -> None:
-    issuer = TokenIssuer(tmp_path / "tokens")
-    registry = registry_factory(auth_token=issuer.auth("http://127.0.0.1:1/token"))
+    issuer = TokenIssuer.generate("harness-test-issuer", "harness-test-registry")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(issuer.bundle_pem())
+    registry = registry_factory(
+        auth_token=TokenAuth(
+            realm="http://127.0.0.1:1/token",
+            service=issuer.service,
+            issuer=issuer.issuer,
+            rootcertbundle=str(bundle),
+        )
+    )
     status, _body, headers = _get(f"{registry.url}/v2/")
     assert status == 401
     challenge = headers["Www-Authenticate"]
     assert challenge.startswith('Bearer realm="http://127.0.0.1:1/token"')
     assert f'service="{issuer.service}"' in challenge
-    token = issuer.issue("tester", [])
+    token = issuer.issue("tester", []).token
     assert _get(f"{registry.url}/v2/", token=token)[0] == 200
     blob = f"{registry.url}/v2/team/app/blobs/sha256:{'0' * 64}"
     assert _get(blob, token=token)[0] == 401  # no pull grant for team/app
-    assert _get(blob, token=issuer.issue("tester", issuer.repo_access("team/app")))[0] == 404
+    granted = issuer.issue("tester", [Access.parse("repository:team/app:pull")]).token
+    assert _get(blob, token=granted)[0] == 404
 
 
 def test_registry_config_rejects_two_auth_modes(tmp_path: Path) -> None:
