@@ -3,8 +3,9 @@
 The upstream is Debian's docker-registry; podman (as root, vfs storage, all state in a temp dir)
 is told to pull ``UPSTREAM/team/app:1.0`` with the edge as mirror. What proves the edge served
 it: the upstream's access log holds no request from podman itself (user agent
-``containers/...``: podman falls back to the upstream when the mirror fails), each blob was fetched upstream exactly once, and a second
-pull after ``podman rmi`` reaches the upstream for no blob at all while the edge counts hits.
+``containers/...``; podman falls back to the upstream when the mirror fails), each blob was
+fetched upstream exactly once (by the edge), and a second pull after ``podman rmi`` reaches the
+upstream for no blob at all while the edge counts cache hits.
 """
 
 from __future__ import annotations
