@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
@@ -85,6 +86,7 @@ def make_edge(aiohttp_client: Any, tmp_path: Path) -> MakeEdge:
         read_timeout: float = 2.0,
         cache_size: int = 256 * 1024 * 1024,
         default: str | None = None,
+        redis_url: str | None = None,
     ) -> RunningEdge:
         entries: list[Any] = [
             {
@@ -103,6 +105,9 @@ def make_edge(aiohttp_client: Any, tmp_path: Path) -> MakeEdge:
         }
         if default is not None:
             overrides["default_upstream"] = default
+        if redis_url is not None:  # region members need an advertised URL (unused here)
+            overrides["redis"] = {"url": redis_url}
+            overrides["advertise"] = "http://127.0.0.1:9"
         config = load_edge_config(None, {}, overrides)
         clock = FakeClock()
         registry = CollectorRegistry()
@@ -121,3 +126,45 @@ async def push(base_url: str, repo: str, tag: str, item: Image | ImageIndex) -> 
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RateLimiter:
+    """A real HTTP front for an upstream that answers 429 TOOMANYREQUESTS (``Retry-After:
+    60``, beyond the client's retry budget) while :attr:`limited` is set, and forwards every
+    request to the upstream otherwise. Docker Hub's pull limit, reproducible."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self.upstream_url = upstream_url
+        self.limited = False
+        self.refused = 0
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        if self.limited:
+            self.refused += 1
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit reached"}]}'
+            return aiohttp.web.Response(
+                status=429, body=body, content_type="application/json", headers={"Retry-After": "60"}
+            )
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            async with s.request(
+                request.method, self.upstream_url + request.path_qs, headers=headers, allow_redirects=False
+            ) as up:
+                body = await up.read()
+                out = {k: v for k, v in up.headers.items() if k.lower() not in ("transfer-encoding", "content-length", "connection")}
+                if request.method == "HEAD":
+                    out["Content-Length"] = up.headers.get("Content-Length", "0")
+                    return aiohttp.web.Response(status=up.status, headers=out)
+                return aiohttp.web.Response(status=up.status, body=body, headers=out)
+
+
+@pytest.fixture
+def rate_limiter(aiohttp_server: Any) -> Callable[[str], Awaitable[tuple[str, RateLimiter]]]:
+    async def start(upstream_url: str) -> tuple[str, RateLimiter]:
+        limiter = RateLimiter(upstream_url)
+        app = aiohttp.web.Application()
+        app.router.add_route("*", "/{tail:.*}", limiter.handle)
+        server = await aiohttp_server(app)
+        return f"http://127.0.0.1:{server.port}", limiter
+
+    return start

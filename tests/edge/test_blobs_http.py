@@ -262,3 +262,25 @@ async def test_private_upstream_cached_blob_served_only_after_upstream_auth_chec
     assert e.metric("cache_hits", kind="blob") == 1
     resp = await e.client.get("/v2/team/secret/manifests/v1", headers={"Authorization": alice})
     assert resp.status == 200 and await resp.read() == img.manifest
+
+
+async def test_head_during_a_fill_is_answered_by_the_fill_and_gets_share_it(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    digest, data = await _pushed_layer(docker_registry, image_factory, 900 * 1024)
+    docker_registry.mark_log()
+    with SlowProxy(docker_registry.url, rate="2MiB") as slow:
+        e = await make_edge({"local": slow.url})
+        url = f"/v2/team/app/blobs/{digest}"
+        first = await e.client.get(url)
+        assert first.status == 200
+        head = await e.client.head(url)
+        assert head.status == 200 and int(head.headers["Content-Length"]) == len(data)
+        second = await e.client.get(url, headers={"Range": "bytes=100-"})
+        assert second.status == 206
+        bodies = await asyncio.gather(first.read(), second.read())
+        assert bodies == [data, data[100:]]
+    await _quiet(docker_registry)
+    assert docker_registry.count("HEAD", "/blobs/") == 0
+    assert docker_registry.count("GET", f"/blobs/{digest}") == 1
+    assert e.metric("fills_joined") == 1

@@ -227,3 +227,61 @@ async def test_ns_selects_upstream_and_is_echoed_unknown_ns_refused(
     assert resp.status == 200 and await resp.read() == img.manifest
     await asyncio.to_thread(a.wait_quiet, 0.15, 5.0)
     assert a.count(None, "/manifests/") == 0
+
+
+async def test_upstream_429_last_known_tag_served_uncached_gets_429(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge, rate_limiter
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    url, limiter = await rate_limiter(docker_registry.url)
+    e = await make_edge({"hub": url}, tag_ttl=5)
+    assert (await e.client.get("/v2/team/app/manifests/v1")).status == 200
+    limiter.limited = True
+    e.clock.advance(10)
+    resp = await e.client.get("/v2/team/app/manifests/v1")
+    assert resp.status == 200 and await resp.read() == img.manifest
+    assert e.metric("stale_serves", upstream="hub") == 1
+    resp = await e.client.get("/v2/team/app/manifests/v2")
+    assert resp.status == 429
+    assert (await resp.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+    resp = await e.client.get(f"/v2/team/app/blobs/{img.layers[0].digest}")
+    assert resp.status == 429
+    assert limiter.refused == 3
+
+
+async def test_docker_hub_upstream_maps_one_segment_names_to_library(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    from regcore.config import UpstreamConfig
+
+    img = image_factory.image()
+    await push(docker_registry.url, "library/alpine", "3", img)
+    hub = UpstreamConfig(name="docker.io", url=docker_registry.url, docker_hub=True, read_timeout=2.0)
+    e = await make_edge(upstream_configs=(hub,))
+    for path in ("/v2/alpine/manifests/3", "/v2/library/alpine/manifests/3", "/v2/alpine/manifests/3?ns=docker.io"):
+        resp = await e.client.get(path, headers={"Accept": OCI_ACCEPT})
+        assert resp.status == 200, path
+        assert await resp.read() == img.manifest
+    resp = await e.client.get(f"/v2/alpine/blobs/{img.layers[0].digest}")
+    assert resp.status == 200 and await resp.read() == img.layers[0].data
+
+
+async def test_tag_cache_shared_through_redis_saves_the_second_edge_its_revalidation(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge, redis_server
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    a = await make_edge({"local": docker_registry.url}, redis_url=redis_server.url)
+    b = await make_edge({"local": docker_registry.url}, redis_url=redis_server.url)
+    b.clock.now = a.clock.now
+    assert (await a.client.get("/v2/team/app/manifests/v1")).status == 200
+    await _quiet(docker_registry)
+    docker_registry.mark_log()
+    resp = await b.client.get("/v2/team/app/manifests/v1")
+    assert resp.status == 200 and await resp.read() == img.manifest
+    await _quiet(docker_registry)
+    # b knew the digest from Redis: no tag request upstream, only the manifest by digest
+    assert docker_registry.count(None, "/manifests/v1") == 0
+    assert docker_registry.count("GET", f"/manifests/{img.digest}") == 1
+    assert b.metric("tag_cache", result="hit") == 1
