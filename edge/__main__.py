@@ -39,7 +39,9 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="edge config file (YAML)")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to bind (port 0: any free port)")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to bind (port 0: any free port)"
+    )
     parser.add_argument("--cache-dir", metavar="DIR", help="blob cache directory (cache.dir)")
     parser.add_argument("--cache-size", metavar="SIZE", help="cache bound, e.g. 10GiB (cache.size)")
     parser.add_argument(
@@ -72,7 +74,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        config = load_edge_config(getattr(args, "config", None), os.environ, overrides_from_args(args))
+        config = load_edge_config(
+            getattr(args, "config", None), os.environ, overrides_from_args(args)
+        )
     except ConfigError as exc:
         print(f"quayside edge: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +109,11 @@ def bind(config: EdgeConfig) -> tuple[socket.socket, str]:
         sock.close()
         raise
     bound_host, bound_port = sock.getsockname()[:2]
-    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else ("::1" if bound_host == "::" else bound_host)
+    shown = (
+        "127.0.0.1"
+        if bound_host in ("0.0.0.0", "")
+        else ("::1" if bound_host == "::" else bound_host)
+    )
     if ":" in shown:
         shown = f"[{shown}]"
     return sock, f"http://{shown}:{bound_port}"
@@ -118,7 +126,10 @@ async def serve(config: EdgeConfig) -> int:
     try:
         sock, url = bind(config)
     except OSError as exc:
-        print(f"quayside edge: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"quayside edge: cannot listen on {config.listen}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     if config.advertise is None:
         config = dataclasses.replace(config, advertise=url)
@@ -140,6 +151,10 @@ async def serve(config: EdgeConfig) -> int:
         return 1
     site = web.SockSite(runner, sock)
     await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the listening line: a launcher may
+        loop.add_signal_handler(sig, stop.set)  # signal as soon as it reads it
     print(json.dumps({"event": "listening", "url": url}), flush=True)
     log.info(
         "listening",
@@ -151,10 +166,6 @@ async def serve(config: EdgeConfig) -> int:
             "cache_size": config.cache.size,
         },
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
@@ -164,7 +175,9 @@ async def serve(config: EdgeConfig) -> int:
 
 
 def _standalone() -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge", description="serve a pull-through caching edge node")
+    parser = argparse.ArgumentParser(
+        prog="python -m edge", description="serve a pull-through caching edge node"
+    )
     add_arguments(parser)
     return main(parser.parse_args())
 

@@ -93,7 +93,9 @@ class Edge:
         upstreams = self.require(self.upstreams)
         if is_private(route.upstream):
             access = self.require(self.access)
-            return await access.check(route.upstream, request.headers.get("Authorization"), route.name, kind, ref)
+            return await access.check(
+                route.upstream, request.headers.get("Authorization"), route.name, kind, ref
+            )
         return upstreams.client(route.upstream.name)
 
 
@@ -130,7 +132,9 @@ def create_app(
             cache,
             region=region,
             advertise_url=config.advertise,
-            peer_source=lambda owner, digest: PeerSource(owner, digest, edge.require(edge.upstreams).session),
+            peer_source=lambda owner, digest: PeerSource(
+                owner, digest, edge.require(edge.upstreams).session
+            ),
             metrics=edge.fill_metrics,
         )
     edge.region = region
@@ -177,7 +181,9 @@ def _upstreams_ctx(edge: Edge, clients: Mapping[str, RegistryClient] | None) -> 
     return ctx
 
 
-def _blobs_ctx(edge: Edge, cache: BlobCache, fills: FillManager, *, own_cache: bool, own_fills: bool) -> Ctx:
+def _blobs_ctx(
+    edge: Edge, cache: BlobCache, fills: FillManager, *, own_cache: bool, own_fills: bool
+) -> Ctx:
     """Open the cache, start the fills; at shutdown drain fills, then close cache and lock."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -211,7 +217,9 @@ def _manifests_ctx(edge: Edge) -> Ctx:
         cfg = edge.config
         on_error = lambda op: edge.metrics.tag_cache.labels("shared_error").inc()  # noqa: E731
         if cfg.redis.url is not None:
-            tags = TagCache.redis(cfg.redis.url, ttl=cfg.tags.ttl, clock=edge.clock, on_error=on_error)
+            tags = TagCache.redis(
+                cfg.redis.url, ttl=cfg.tags.ttl, clock=edge.clock, on_error=on_error
+            )
         else:
             tags = TagCache(ttl=cfg.tags.ttl, clock=edge.clock)
         cache = edge.require(edge.cache)

@@ -56,7 +56,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("quayside.edge.manifests")
 _T = TypeVar("_T")
 FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
-_STALE_ERRORS = (errors.UpstreamUnavailable, errors.UpstreamTimeout, errors.TooManyRequests, errors.Unavailable)
+_STALE_ERRORS = (
+    errors.UpstreamUnavailable,
+    errors.UpstreamTimeout,
+    errors.TooManyRequests,
+    errors.Unavailable,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,24 +194,47 @@ class ManifestService:
             return await self._revalidate(route, tag, entry, accepted, need_body, client)
         self.metrics.tag_cache.labels("miss").inc()
         if not need_body:
-            head = await self._bounded(_deadline(u), client.head_manifest(route.name, tag, forwarded))
+            head = await self._bounded(
+                _deadline(u), client.head_manifest(route.name, tag, forwarded)
+            )
             if recordable:
-                await self.tags.put(u.name, route.name, tag, self.tags.entry(head.digest, head.media_type, head.size))
+                await self.tags.put(
+                    u.name,
+                    route.name,
+                    tag,
+                    self.tags.entry(head.digest, head.media_type, head.size),
+                )
             return Served(head.digest, head.media_type, head.size)
         key = ("get", u.name, route.name, tag, forwarded)
-        served = await self._single(key, lambda: self._fetch(route, tag, forwarded, client, expect=None))
+        served = await self._single(
+            key, lambda: self._fetch(route, tag, forwarded, client, expect=None)
+        )
         if recordable:
-            await self.tags.put(u.name, route.name, tag, self.tags.entry(served.digest, served.media_type, served.size))
+            await self.tags.put(
+                u.name,
+                route.name,
+                tag,
+                self.tags.entry(served.digest, served.media_type, served.size),
+            )
         return served
 
     async def _revalidate(
-        self, route: Route, tag: str, entry: TagEntry, accepted: list[str], need_body: bool, client: Any
+        self,
+        route: Route,
+        tag: str,
+        entry: TagEntry,
+        accepted: list[str],
+        need_body: bool,
+        client: Any,
     ) -> Served:
         u = route.upstream
         key = ("head", u.name, route.name, tag)
         try:
             head = await self._single(
-                key, lambda: self._bounded(self.revalidate_timeout, client.head_manifest(route.name, tag, FULL_ACCEPT))
+                key,
+                lambda: self._bounded(
+                    self.revalidate_timeout, client.head_manifest(route.name, tag, FULL_ACCEPT)
+                ),
             )
         except errors.ManifestUnknown:
             self.metrics.tag_cache.labels("gone").inc()
@@ -226,7 +254,9 @@ class ManifestService:
             return served
         fresh = self.tags.entry(head.digest, head.media_type, head.size)
         await self.tags.put(u.name, route.name, tag, fresh)
-        self.metrics.tag_cache.labels("revalidated" if head.digest == entry.digest else "changed").inc()
+        self.metrics.tag_cache.labels(
+            "revalidated" if head.digest == entry.digest else "changed"
+        ).inc()
         return await self._serve_entry(route, fresh, accepted, need_body, client)
 
     async def _serve_entry(
@@ -242,21 +272,29 @@ class ManifestService:
             return served
         if client is None:
             raise errors.ManifestUnknown(message="manifest not cached and upstream unavailable")
-        return await self.by_digest(route, Digest.parse(entry.digest), accepted, need_body=True, client=client)
+        return await self.by_digest(
+            route, Digest.parse(entry.digest), accepted, need_body=True, client=client
+        )
 
     # -- upstream ---------------------------------------------------------------------------
     async def _fetch(
         self, route: Route, ref: str, accept: tuple[str, ...], client: Any, *, expect: Digest | None
     ) -> Served:
         """GET upstream, verify, store verbatim. Raises DigestInvalid-like 502 on mismatch."""
-        fetched = await self._bounded(_deadline(route.upstream), client.get_manifest(route.name, ref, accept))
+        fetched = await self._bounded(
+            _deadline(route.upstream), client.get_manifest(route.name, ref, accept)
+        )
         body: bytes = fetched.body
         if len(body) > self.max_bytes:
-            raise errors.UpstreamUnavailable({"size": len(body)}, message="upstream manifest exceeds the size limit")
+            raise errors.UpstreamUnavailable(
+                {"size": len(body)}, message="upstream manifest exceeds the size limit"
+            )
         announced = Digest.parse(str(fetched.digest)) if fetched.digest else None
         algorithm = (expect or announced or Digest("sha256", "")).algorithm
         actual = Digest.of(body, algorithm)
-        if (expect is not None and actual != expect) or (announced is not None and announced.algorithm == algorithm and announced != actual):
+        if (expect is not None and actual != expect) or (
+            announced is not None and announced.algorithm == algorithm and announced != actual
+        ):
             raise errors.UpstreamUnavailable(
                 {"expected": str(expect or announced), "actual": str(actual)},
                 message="upstream manifest does not match its digest",
@@ -356,7 +394,9 @@ async def referrers(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     client = await edge.client_for(request, route, "manifest", str(digest))
     query = {k: v for k, v in request.query.items() if k == "artifactType"}
-    return await _passthrough(request, route, client, f"/v2/{route.name}/referrers/{digest}", query, "referrers")
+    return await _passthrough(
+        request, route, client, f"/v2/{route.name}/referrers/{digest}", query, "referrers"
+    )
 
 
 async def _passthrough(

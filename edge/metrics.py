@@ -45,20 +45,29 @@ class EdgeMetrics:
             return Counter(name, doc, labels, namespace=NAMESPACE, registry=registry)
 
         self.cache_hits = counter("cache_hits", "Requests answered from the local cache", ["kind"])
-        self.cache_misses = counter("cache_misses", "Requests the local cache could not answer", ["kind"])
+        self.cache_misses = counter(
+            "cache_misses", "Requests the local cache could not answer", ["kind"]
+        )
         self.bytes_served = counter("bytes_served", "Body bytes sent to clients", ["source"])
         self.upstream_requests = counter(
             "upstream_requests", "HTTP exchanges with upstreams", ["upstream", "method", "status"]
         )
-        self.upstream_bytes = counter("upstream_bytes", "Body bytes received from upstreams", ["upstream"])
+        self.upstream_bytes = counter(
+            "upstream_bytes", "Body bytes received from upstreams", ["upstream"]
+        )
         self.stale_serves = counter(
-            "stale_serves", "Tags served with the last known digest while upstream failed", ["upstream"]
+            "stale_serves",
+            "Tags served with the last known digest while upstream failed",
+            ["upstream"],
         )
         self.tag_cache = counter("tag_cache", "Tag cache lookups by outcome", ["result"])
         self.auth_checks = counter("auth_checks", "Upstream authorization checks", ["result"])
         self.upstream_latency = Histogram(
-            "upstream_latency_seconds", "Time until upstream response headers", ["upstream"],
-            namespace=NAMESPACE, registry=registry,
+            "upstream_latency_seconds",
+            "Time until upstream response headers",
+            ["upstream"],
+            namespace=NAMESPACE,
+            registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 
@@ -80,15 +89,21 @@ class EdgeMetrics:
             return hosts.get(urlsplit(str(url)).netloc.lower(), "other")
 
         async def on_start(
-            session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: aiohttp.TraceRequestStartParams,
         ) -> None:
             ctx.t0 = time.perf_counter()
             ctx.upstream = label(params.url)
 
         async def on_end(
-            session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+            session: aiohttp.ClientSession,
+            ctx: SimpleNamespace,
+            params: aiohttp.TraceRequestEndParams,
         ) -> None:
-            self.upstream_requests.labels(ctx.upstream, params.method, str(params.response.status)).inc()
+            self.upstream_requests.labels(
+                ctx.upstream, params.method, str(params.response.status)
+            ).inc()
             self.upstream_latency.labels(ctx.upstream).observe(time.perf_counter() - ctx.t0)
 
         async def on_exception(
@@ -96,7 +111,9 @@ class EdgeMetrics:
             ctx: SimpleNamespace,
             params: aiohttp.TraceRequestExceptionParams,
         ) -> None:
-            self.upstream_requests.labels(getattr(ctx, "upstream", "other"), params.method, "error").inc()
+            self.upstream_requests.labels(
+                getattr(ctx, "upstream", "other"), params.method, "error"
+            ).inc()
 
         async def on_chunk(
             session: aiohttp.ClientSession,
@@ -110,7 +127,9 @@ class EdgeMetrics:
             ctx: SimpleNamespace,
             params: aiohttp.TraceRequestRedirectParams,
         ) -> None:
-            self.upstream_requests.labels(ctx.upstream, params.method, str(params.response.status)).inc()
+            self.upstream_requests.labels(
+                ctx.upstream, params.method, str(params.response.status)
+            ).inc()
             ctx.upstream = label(params.response.headers.get("Location", ""))
 
         trace.on_request_start.append(on_start)

@@ -78,7 +78,12 @@ class TagCache:
 
     @classmethod
     def redis(
-        cls, url: str, *, ttl: float, clock: Callable[[], float], on_error: Callable[[str], None] | None = None
+        cls,
+        url: str,
+        *,
+        ttl: float,
+        clock: Callable[[], float],
+        on_error: Callable[[str], None] | None = None,
     ) -> TagCache:
         """A tag cache shared through the Redis at ``url`` (``redis://[:pw@]host:port/db``)."""
         from urllib.parse import urlsplit
@@ -154,6 +159,8 @@ class TagCache:
 
     def _shared_failed(self, op: str, exc: BaseException) -> None:
         self._shared_down_until = self.clock() + REDIS_RETRY_AFTER
-        log.warning("shared tag cache %s failed (%s); using the local cache", op, type(exc).__name__)
+        log.warning(
+            "shared tag cache %s failed (%s); using the local cache", op, type(exc).__name__
+        )
         if self._on_error is not None:
             self._on_error(op)

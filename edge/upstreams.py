@@ -48,7 +48,10 @@ def is_private(upstream: UpstreamConfig) -> bool:
 def open_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     """The shared upstream session. Caller closes it. Redirects are the client's business."""
     connector = aiohttp.TCPConnector(
-        limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST, ttl_dns_cache=300, enable_cleanup_closed=True
+        limit=POOL_LIMIT,
+        limit_per_host=POOL_LIMIT_PER_HOST,
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -192,10 +195,16 @@ class AccessChecker:
         if not authorization:
             self._count("missing")
             raise errors.Unauthorized(
-                {"upstream": upstream.name}, message="this upstream is private: credentials required", headers=challenge
+                {"upstream": upstream.name},
+                message="this upstream is private: credentials required",
+                headers=challenge,
             )
         user_client = self.for_credentials(upstream, authorization)
-        fetch_client = self.upstreams.client(upstream.name) if self.upstreams.has_credentials(upstream.name) else user_client
+        fetch_client = (
+            self.upstreams.client(upstream.name)
+            if self.upstreams.has_credentials(upstream.name)
+            else user_client
+        )
         key = (hashlib.sha256(authorization.encode()).hexdigest(), upstream.name, repo, kind, ref)
         now = self.clock()
         if self._allowed.get(key, 0.0) > now:
@@ -208,7 +217,9 @@ class AccessChecker:
             raise errors.UpstreamTimeout({"check": kind}) from None
         except errors.Unauthorized as exc:
             self._count("denied")
-            raise errors.Unauthorized(exc.detail, message="the upstream refused these credentials", headers=challenge) from None
+            raise errors.Unauthorized(
+                exc.detail, message="the upstream refused these credentials", headers=challenge
+            ) from None
         except (errors.Denied, errors.BlobUnknown, errors.ManifestUnknown, errors.NameUnknown):
             self._count("denied")
             raise

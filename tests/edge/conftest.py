@@ -143,15 +143,27 @@ class RateLimiter:
             self.refused += 1
             body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit reached"}]}'
             return aiohttp.web.Response(
-                status=429, body=body, content_type="application/json", headers={"Retry-After": "60"}
+                status=429,
+                body=body,
+                content_type="application/json",
+                headers={"Retry-After": "60"},
             )
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        }
         async with aiohttp.ClientSession(auto_decompress=False) as s:
             async with s.request(
-                request.method, self.upstream_url + request.path_qs, headers=headers, allow_redirects=False
+                request.method,
+                self.upstream_url + request.path_qs,
+                headers=headers,
+                allow_redirects=False,
             ) as up:
                 body = await up.read()
-                out = {k: v for k, v in up.headers.items() if k.lower() not in ("transfer-encoding", "content-length", "connection")}
+                out = {
+                    k: v
+                    for k, v in up.headers.items()
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection")
+                }
                 if request.method == "HEAD":
                     out["Content-Length"] = up.headers.get("Content-Length", "0")
                     return aiohttp.web.Response(status=up.status, headers=out)

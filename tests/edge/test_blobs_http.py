@@ -24,7 +24,9 @@ async def _quiet(reg: DockerRegistry) -> None:
     await asyncio.to_thread(reg.wait_quiet, 0.15, 5.0)
 
 
-async def _pushed_layer(reg: DockerRegistry, image_factory: ImageFactory, size: int = 256 * 1024) -> tuple[str, bytes]:
+async def _pushed_layer(
+    reg: DockerRegistry, image_factory: ImageFactory, size: int = 256 * 1024
+) -> tuple[str, bytes]:
     img = image_factory.image(layer_sizes=(size,))
     await push(reg.url, "team/app", "v1", img)
     layer = img.layers[0]
@@ -73,7 +75,9 @@ async def test_head_on_miss_asks_upstream_with_head_and_never_downloads(
     assert e.edge.cache is not None and e.edge.cache.peek(Digest.parse(digest)) is None
 
 
-async def test_unknown_blob_is_blob_unknown(docker_registry: DockerRegistry, make_edge: MakeEdge) -> None:
+async def test_unknown_blob_is_blob_unknown(
+    docker_registry: DockerRegistry, make_edge: MakeEdge
+) -> None:
     e = await make_edge({"local": docker_registry.url})
     resp = await e.client.get(f"/v2/team/app/blobs/{sha256(b'nothing')}")
     assert resp.status == 404
@@ -203,7 +207,9 @@ async def test_pushes_and_deletes_are_refused(
     assert docker_registry.count(None, "/v2/team") == 0
 
 
-async def test_base_endpoint_and_catalog(docker_registry: DockerRegistry, make_edge: MakeEdge) -> None:
+async def test_base_endpoint_and_catalog(
+    docker_registry: DockerRegistry, make_edge: MakeEdge
+) -> None:
     e = await make_edge({"local": docker_registry.url})
     resp = await e.client.get("/v2/")
     assert resp.status == 200
@@ -225,7 +231,9 @@ def _basic(user: str, password: str) -> str:
 
 
 def _htpasswd(path: Path, user: str, password: str) -> Path:
-    out = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, check=True, text=True)
+    out = subprocess.run(
+        ["htpasswd", "-Bbn", user, password], capture_output=True, check=True, text=True
+    )
     path.write_text(out.stdout)
     return path
 
@@ -241,7 +249,9 @@ async def test_private_upstream_cached_blob_served_only_after_upstream_auth_chec
 
         await oci_http.push_image(s, reg.url, "team/secret", "v1", img)
     layer = img.layers[0]
-    upstream = _PrivateUpstream(name="private", url=reg.url, connect_timeout=1.0, read_timeout=2.0, retries=0)
+    upstream = _PrivateUpstream(
+        name="private", url=reg.url, connect_timeout=1.0, read_timeout=2.0, retries=0
+    )
     e = await make_edge(upstream_configs=(upstream,))
     url = f"/v2/team/secret/blobs/{layer.digest}"
 

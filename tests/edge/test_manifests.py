@@ -41,7 +41,9 @@ async def test_docker_manifest_list_kept_verbatim_by_digest_and_served_from_cach
     await push(docker_registry.url, "team/multi", "v1", index)
     e = await make_edge({"local": docker_registry.url})
     for _ in range(2):
-        resp = await e.client.get(f"/v2/team/multi/manifests/{index.digest}", headers={"Accept": OCI_ACCEPT})
+        resp = await e.client.get(
+            f"/v2/team/multi/manifests/{index.digest}", headers={"Accept": OCI_ACCEPT}
+        )
         assert resp.status == 200
         assert await resp.read() == index.manifest
         assert resp.headers["Content-Type"] == index.media_type
@@ -117,7 +119,9 @@ async def test_oci_manifest_not_served_to_client_that_did_not_accept_it(
     await push(docker_registry.url, "team/app", "docker", docker)
     e = await make_edge({"local": docker_registry.url})
     # cache the OCI manifest first with a client that accepts everything
-    assert (await e.client.get("/v2/team/app/manifests/oci", headers={"Accept": OCI_ACCEPT})).status == 200
+    assert (
+        await e.client.get("/v2/team/app/manifests/oci", headers={"Accept": OCI_ACCEPT})
+    ).status == 200
     for ref in ("oci", oci.digest):
         resp = await e.client.get(f"/v2/team/app/manifests/{ref}", headers={"Accept": DOCKER_V2})
         assert resp.status == 404
@@ -128,7 +132,9 @@ async def test_oci_manifest_not_served_to_client_that_did_not_accept_it(
     assert resp.headers["Content-Type"] == DOCKER_V2
 
 
-async def test_unknown_tag_is_manifest_unknown(docker_registry: DockerRegistry, make_edge: MakeEdge) -> None:
+async def test_unknown_tag_is_manifest_unknown(
+    docker_registry: DockerRegistry, make_edge: MakeEdge
+) -> None:
     e = await make_edge({"local": docker_registry.url})
     resp = await e.client.get("/v2/team/none/manifests/latest")
     assert resp.status == 404
@@ -140,7 +146,9 @@ async def test_upstream_hung_last_known_tag_served_quickly_uncached_errors_quick
 ) -> None:
     img = image_factory.image()
     await push(docker_registry.url, "team/app", "v1", img)
-    e = await make_edge({"local": docker_registry.url}, tag_ttl=5, revalidate_timeout=0.5, read_timeout=1.0)
+    e = await make_edge(
+        {"local": docker_registry.url}, tag_ttl=5, revalidate_timeout=0.5, read_timeout=1.0
+    )
     assert (await e.client.get("/v2/team/app/manifests/v1")).status == 200
     docker_registry.pause()
     e.clock.advance(10)
@@ -214,7 +222,9 @@ async def test_ns_selects_upstream_and_is_echoed_unknown_ns_refused(
     img = image_factory.image()
     await push(b.url, "team/app", "v1", img)
     e = await make_edge({"a": a.url, "b": b.url})
-    resp = await e.client.get(f"/v2/team/app/manifests/v1?ns={b.host}", headers={"Accept": OCI_ACCEPT})
+    resp = await e.client.get(
+        f"/v2/team/app/manifests/v1?ns={b.host}", headers={"Accept": OCI_ACCEPT}
+    )
     assert resp.status == 200
     assert resp.headers["OCI-Namespace"] == b.host
     assert await resp.read() == img.manifest
@@ -257,9 +267,15 @@ async def test_docker_hub_upstream_maps_one_segment_names_to_library(
 
     img = image_factory.image()
     await push(docker_registry.url, "library/alpine", "3", img)
-    hub = UpstreamConfig(name="docker.io", url=docker_registry.url, docker_hub=True, read_timeout=2.0)
+    hub = UpstreamConfig(
+        name="docker.io", url=docker_registry.url, docker_hub=True, read_timeout=2.0
+    )
     e = await make_edge(upstream_configs=(hub,))
-    for path in ("/v2/alpine/manifests/3", "/v2/library/alpine/manifests/3", "/v2/alpine/manifests/3?ns=docker.io"):
+    for path in (
+        "/v2/alpine/manifests/3",
+        "/v2/library/alpine/manifests/3",
+        "/v2/alpine/manifests/3?ns=docker.io",
+    ):
         resp = await e.client.get(path, headers={"Accept": OCI_ACCEPT})
         assert resp.status == 200, path
         assert await resp.read() == img.manifest

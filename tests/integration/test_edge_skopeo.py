@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -85,7 +86,9 @@ def test_skopeo_copies_through_default_upstream_and_path_prefix(
     primary.wait_quiet()
     for digest in img_a.blobs():
         assert primary.count("GET", f"/blobs/{digest}") == 1
-    assert edge.metric("quayside_edge_cache_misses", kind="blob") == len(img_a.blobs()) + len(img_b.blobs())
+    assert edge.metric("quayside_edge_cache_misses", kind="blob") == len(img_a.blobs()) + len(
+        img_b.blobs()
+    )
 
     # a second pull is served from the cache
     primary.mark_log()
@@ -96,17 +99,24 @@ def test_skopeo_copies_through_default_upstream_and_path_prefix(
 
 
 def test_multi_arch_index_through_edge_keeps_every_digest(
-    docker_registry: DockerRegistry, servers: ServerGroup, image_factory: ImageFactory, tmp_path: Path
+    docker_registry: DockerRegistry,
+    servers: ServerGroup,
+    image_factory: ImageFactory,
+    tmp_path: Path,
 ) -> None:
     index = image_factory.index(layer_sizes=(40 * KiB,))
     skopeo.push(index, docker_registry.host, "team/multi", "v1", workdir=tmp_path)
     edge = servers.edge({"local": docker_registry.url})
     assert skopeo.inspect_raw(f"{edge.host}/team/multi:v1") == index.manifest
-    layout = skopeo.pull_to_layout(edge.host, "team/multi", "v1", tmp_path / "layout", multi_arch="all", preserve_digests=True)
+    layout = skopeo.pull_to_layout(
+        edge.host, "team/multi", "v1", tmp_path / "layout", multi_arch="all", preserve_digests=True
+    )
     index_json = json.loads((layout / "index.json").read_text())
     assert index_json["manifests"][0]["digest"] == index.digest
     for child in index.images:
-        assert (layout / "blobs" / "sha256" / child.digest.split(":", 1)[1]).read_bytes() == child.manifest
+        assert (
+            layout / "blobs" / "sha256" / child.digest.split(":", 1)[1]
+        ).read_bytes() == child.manifest
         for digest, data in child.blobs().items():
             assert (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes() == data
 
@@ -141,3 +151,37 @@ def test_containerd_style_ns_requests_select_the_upstream(
     assert json.loads(exc.value.read())["errors"][0]["code"] == "NAME_UNKNOWN"
     default.wait_quiet()
     assert default.count(None, "/v2/team") == 0
+
+
+def test_sigterm_mid_fill_finishes_the_transfer_and_commits_it(
+    docker_registry: DockerRegistry,
+    servers: ServerGroup,
+    image_factory: ImageFactory,
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.procs import wait_until
+    from harness.slowproxy import SlowProxy
+
+    img = image_factory.image(layer_sizes=(900 * KiB,))
+    skopeo.push(img, docker_registry.host, "team/app", "v1", workdir=tmp_path)
+    layer = img.layers[0]
+    with SlowProxy(docker_registry.url, rate="1MiB") as slow:
+        edge = servers.edge({"local": slow.url})
+        url = f"{edge.url}/v2/team/app/blobs/{layer.digest}"
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_get, url)
+            wait_until(lambda: edge.metric("quayside_edge_fills_active") == 1, timeout=5)
+            t0 = time.monotonic()
+            assert edge.stop(timeout=10) == 0  # SIGTERM: in-flight request and fill drain
+            status, body, _ = pending.result(timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert status == 200 and body == layer.data
+    docker_registry.mark_log()
+    edge.start()  # same cache dir: the drained fill was committed
+    status, body, _ = _get(url)
+    assert status == 200 and body == layer.data
+    assert edge.metric("quayside_edge_cache_hits", kind="blob") == 1
+    docker_registry.wait_quiet()
+    assert docker_registry.count("GET", "/blobs/") == 0
