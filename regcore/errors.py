@@ -56,7 +56,9 @@ BlobUnknown = _error("BLOB_UNKNOWN", 404, "blob unknown to registry")
 BlobUploadInvalid = _error("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
 BlobUploadUnknown = _error("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
 DigestInvalid = _error("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
-ManifestBlobUnknown = _error("MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry")
+ManifestBlobUnknown = _error(
+    "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry"
+)
 ManifestInvalid = _error("MANIFEST_INVALID", 400, "manifest invalid")
 ManifestUnknown = _error("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
 NameInvalid = _error("NAME_INVALID", 400, "invalid repository name")
@@ -67,7 +69,9 @@ Denied = _error("DENIED", 403, "requested access to the resource is denied")
 Unsupported = _error("UNSUPPORTED", 405, "the operation is unsupported")
 TooManyRequests = _error("TOOMANYREQUESTS", 429, "too many requests")
 TagInvalid = _error("TAG_INVALID", 400, "manifest tag did not match URI")
-PaginationNumberInvalid = _error("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
+PaginationNumberInvalid = _error(
+    "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+)
 RangeInvalid = _error("RANGE_INVALID", 416, "invalid content range")
 ManifestTooLarge = _error("MANIFEST_INVALID", 413, "manifest exceeds the size limit")
 # Not in the spec's table but used with the same envelope:

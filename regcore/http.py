@@ -39,7 +39,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except errors.RegistryError as err:
         if request.method == "HEAD":
             # HEAD answers carry no body, but keep status and headers.
-            return web.Response(status=err.status, headers={**dict([API_VERSION_HEADER]), **err.headers})
+            return web.Response(
+                status=err.status, headers={**dict([API_VERSION_HEADER]), **err.headers}
+            )
         return errors.error_response(err)
     except web.HTTPException as exc:
         if exc.status == 404 and request.path.startswith("/v2/"):
