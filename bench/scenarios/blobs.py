@@ -1,0 +1,246 @@
+"""Blob scenarios: warm throughput, one cold client, and a thundering herd on one cold blob.
+
+Each transfer is checked: status 2xx and exactly the blob's size in bytes, else the run is
+recorded as an error for that contender and left out of the figures. Cold figures use a
+distinct blob per repetition (cold for every contender, since each has its own cache); the
+upstream's access log, read from a mark taken just before the request, says how many GETs of
+that blob and how many bytes the upstream served for it.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.dataset import BlobRef
+from bench.loadgen import JobResult
+from bench.params import MiB, Params
+from bench.results import HIGHER, LOWER, Metric, ScenarioRecord
+from bench.scenarios.context import Budget, RunContext, Scenario
+from bench.topologies import Contender
+
+MB = 1e6
+
+
+def _failures(result: JobResult, blob: BlobRef) -> list[str]:
+    bad = [c for c in result.clients if not c.ok or c.bytes != blob.size]
+    return [f"{c.url}: status {c.status}, {c.bytes}/{blob.size} B {c.error}".strip() for c in bad]
+
+
+def warm_up(ctx: RunContext, contender: Contender, blob: BlobRef, budget: Budget) -> None:
+    """Fetch ``blob`` through every node until it is cached; the first fetch is digest-checked.
+
+    Raises:
+        RuntimeError: a fetch failed or the bytes did not match the digest.
+    """
+    for i in range(len(contender.nodes)):
+        url = contender.blob_url(blob.repo, blob.digest, i)
+        for attempt in range(2):
+            res = ctx.fetch([url], budget, verify=blob.digest if attempt == 0 else None)
+            failures = _failures(res, blob)
+            if failures:
+                raise RuntimeError(f"warm-up failed: {failures[0]}")
+            if attempt == 0 and not res.clients[0].digest_ok:
+                raise RuntimeError(f"warm-up: {url} served bytes that do not match {blob.digest}")
+
+
+# -- warm_blob ---------------------------------------------------------------------------------
+
+
+def _warm_metrics(p: Params) -> list[Metric]:
+    return [
+        Metric(f"mb_s_c{n}", f"MB/s, {n} client{'s' if n > 1 else ''}", "MB/s", HIGHER)
+        for n in p.warm_clients
+    ]
+
+
+def _warm_steps(ctx: RunContext) -> int:
+    return len(ctx.contenders_for("warm_blob")) * (ctx.params.repeats + 1)
+
+
+def _warm_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
+    blob = ctx.dataset.warm
+    ctx.topology.add_static_blob(blob.digest)
+    ready: list[Contender] = []
+    for contender in ctx.contenders_for("warm_blob"):
+        ctx.reporter.step(f"warm_blob · {contender.name} · warm-up")
+        try:
+            warm_up(ctx, contender, blob, budget)
+            ready.append(contender)
+        except RuntimeError as exc:
+            record.add_error(contender.name, str(exc))
+        ctx.reporter.advance()
+    for rep in range(ctx.params.repeats):
+        for contender in ready:
+            budget.check()
+            ctx.reporter.step(f"warm_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
+            run: dict[str, object] = {"rep": rep}
+            for n in ctx.params.warm_clients:
+                res = ctx.fetch(ctx.spread(contender, blob, n), budget)
+                failures = _failures(res, blob)
+                if failures:
+                    record.add_error(contender.name, f"{n} clients: {failures[0]}")
+                    continue
+                run[f"mb_s_c{n}"] = res.total_bytes / res.wall / MB
+                run[f"wall_s_c{n}"] = res.wall
+                run[f"client_max_s_c{n}"] = max(c.total for c in res.clients)
+            record.add_run(contender.name, run)
+            ctx.reporter.advance()
+
+
+WARM_BLOB = Scenario(
+    name="warm_blob",
+    title="Warm blob throughput",
+    description=(
+        "A blob already cached by the contender, downloaded by 1 and by 16 concurrent streaming "
+        "clients (separate load-generator process; bytes counted and discarded). "
+        "MB/s = all bytes / wall time (MB = 10^6 B)."
+    ),
+    metrics=_warm_metrics,
+    steps=_warm_steps,
+    run=_warm_run,
+    params=lambda p: {
+        "blob_size": p.warm_blob_size,
+        "clients": list(p.warm_clients),
+        "repeats": p.repeats,
+    },
+)
+
+
+# -- cold_blob ---------------------------------------------------------------------------------
+
+_COLD_METRICS = [
+    Metric("ttfb_s", "time to first body byte", "s", LOWER),
+    Metric("total_s", "total time", "s", LOWER),
+    Metric("upstream_gets", "upstream GETs of the blob", "", LOWER),
+    Metric("upstream_mb", "upstream MB for the blob", "MB", LOWER),
+]
+
+
+def _cold_steps(ctx: RunContext) -> int:
+    return len(ctx.contenders_for("cold_blob")) * ctx.params.repeats
+
+
+def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
+    contenders = ctx.contenders_for("cold_blob")
+    for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
+        for contender in contenders:
+            budget.check()
+            ctx.reporter.step(f"cold_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
+            log = ctx.upstream_log(contender)
+            if log is not None:
+                log.mark()
+            res = ctx.fetch([contender.blob_url(blob.repo, blob.digest, 0)], budget)
+            client = res.clients[0]
+            failures = _failures(res, blob)
+            run: dict[str, object] = {"rep": rep, "digest": blob.digest}
+            if failures:
+                record.add_error(contender.name, failures[0])
+            else:
+                run.update(ttfb_s=client.ttfb, total_s=client.total, headers_s=client.t_headers)
+            if log is not None:
+                log.settle(ctx.params.log_quiet, timeout=budget.cap(10.0))
+                served = log.served(blob.digest)
+                run.update(
+                    upstream_gets=served.gets,
+                    upstream_mb=served.get_bytes / MB,
+                    upstream_requests=served.requests,
+                )
+            record.add_run(contender.name, run)
+            ctx.reporter.advance()
+
+
+COLD_BLOB = Scenario(
+    name="cold_blob",
+    title="Cold blob, one client",
+    description=(
+        "One client asks for a blob the contender has never seen (a fresh blob per repetition). "
+        "Time to first body byte, total time, and what the upstream served for that blob "
+        "(from its access log)."
+    ),
+    metrics=lambda p: list(_COLD_METRICS),
+    steps=_cold_steps,
+    run=_cold_run,
+    params=lambda p: {"blob_size": p.cold_blob_size, "repeats": p.repeats},
+)
+
+
+# -- herd ----------------------------------------------------------------------------------------
+
+_HERD_METRICS = [
+    Metric("wall_s", "wall time", "s", LOWER),
+    Metric("client_median_s", "per-client time, median", "s", LOWER),
+    Metric("client_max_s", "per-client time, max", "s", LOWER),
+    Metric("ttfb_median_s", "first body byte, median", "s", LOWER),
+    Metric("upstream_gets", "upstream GETs of the blob", "", LOWER),
+    Metric("amplification", "upstream bytes / blob size", "x", LOWER),
+]
+
+
+def _herd_steps(ctx: RunContext) -> int:
+    return len(ctx.contenders_for("herd")) * ctx.params.herd_repeats
+
+
+def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
+    contenders = ctx.contenders_for("herd")
+    n = ctx.params.herd_clients
+    for rep, blob in enumerate(ctx.dataset.herd[: ctx.params.herd_repeats]):
+        for contender in contenders:
+            budget.check()
+            ctx.reporter.step(
+                f"herd · {contender.name} · {n} clients · run {rep + 1}/{ctx.params.herd_repeats}"
+            )
+            log = ctx.upstream_log(contender)
+            if log is not None:
+                log.mark()
+            res = ctx.fetch(ctx.spread(contender, blob, n), budget)
+            failures = _failures(res, blob)
+            run: dict[str, object] = {
+                "rep": rep,
+                "digest": blob.digest,
+                "failed_clients": len(failures),
+            }
+            if failures:
+                record.add_error(
+                    contender.name, f"{len(failures)}/{n} clients failed: {failures[0]}"
+                )
+            else:
+                totals = sorted(c.total for c in res.clients)
+                run.update(
+                    wall_s=res.wall,
+                    client_median_s=statistics.median(totals),
+                    client_p90_s=totals[int(0.9 * (len(totals) - 1))],
+                    client_max_s=totals[-1],
+                    ttfb_median_s=statistics.median(c.ttfb for c in res.clients),
+                    client_totals_s=[round(t, 4) for t in totals],
+                )
+            if log is not None:
+                log.settle(ctx.params.log_quiet, timeout=budget.cap(15.0))
+                served = log.served(blob.digest)
+                run.update(
+                    upstream_gets=served.gets,
+                    upstream_mb=served.get_bytes / MB,
+                    amplification=served.get_bytes / blob.size,
+                    upstream_requests=served.requests,
+                )
+            record.add_run(contender.name, run)
+            ctx.reporter.advance()
+
+
+HERD = Scenario(
+    name="herd",
+    title="Thundering herd on one cold blob",
+    description=(
+        "N clients at once ask for the same blob the contender has never seen (multi-node "
+        "contenders: clients round-robin over the nodes). Amplification = upstream bytes served "
+        "for that blob / blob size (1.0 = one upstream fetch)."
+    ),
+    metrics=lambda p: list(_HERD_METRICS),
+    steps=_herd_steps,
+    run=_herd_run,
+    params=lambda p: {
+        "blob_size": p.herd_blob_size,
+        "clients": p.herd_clients,
+        "repeats": p.herd_repeats,
+        "blob_mib": p.herd_blob_size / MiB,
+    },
+)

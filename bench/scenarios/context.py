@@ -1,0 +1,112 @@
+"""What every scenario gets: the running topology, the dataset, the load generator, a budget.
+
+:class:`Budget` bounds a scenario in wall-clock time: every load job, wrk run and skopeo call
+asks :meth:`Budget.cap` for its own timeout, which is never more than what is left, and
+:meth:`Budget.check` raises :class:`ScenarioTimeout` between steps once the time is up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bench.dataset import BlobRef, Dataset
+from bench.loadgen import FetchJob, JobResult, LoadGenerator
+from bench.params import Params
+from bench.results import Metric, ScenarioRecord
+from bench.topologies import Contender, Topology
+from bench.upstreamlog import UpstreamLog
+
+
+class ScenarioTimeout(TimeoutError):
+    """The scenario's overall time budget ran out."""
+
+
+@dataclass
+class Budget:
+    """A deadline on ``time.monotonic()``."""
+
+    deadline: float
+
+    @classmethod
+    def of(cls, seconds: float) -> Budget:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check(self) -> None:
+        """Raises :class:`ScenarioTimeout` when the budget is spent."""
+        if self.remaining() <= 0:
+            raise ScenarioTimeout("scenario time budget exhausted")
+
+    def cap(self, seconds: float) -> float:
+        """``min(seconds, remaining)``; raises :class:`ScenarioTimeout` when nothing is left."""
+        left = self.remaining()
+        if left <= 0.5:
+            raise ScenarioTimeout("scenario time budget exhausted")
+        return min(seconds, left)
+
+
+class Reporter(Protocol):
+    """Progress display: what is running now, and one step done."""
+
+    def step(self, text: str) -> None: ...
+
+    def advance(self, steps: int = 1) -> None: ...
+
+
+@dataclass
+class RunContext:
+    params: Params
+    topology: Topology
+    dataset: Dataset
+    loadgen: LoadGenerator
+    workdir: Path
+    reporter: Reporter
+
+    def contenders_for(self, scenario: str) -> list[Contender]:
+        return [
+            c
+            for name, c in self.topology.contenders.items()
+            if scenario in c.scenarios and name in self.params.contenders
+        ]
+
+    def upstream_log(self, contender: Contender) -> UpstreamLog | None:
+        """The access log of the upstream ``contender`` fronts (``None``: not countable)."""
+        registry = self.topology.registry
+        if contender.upstream == "registry" and registry is not None:
+            return UpstreamLog(registry.log_path)
+        return None
+
+    def fetch(
+        self,
+        urls: list[str],
+        budget: Budget,
+        *,
+        cap: float = 300.0,
+        verify: str | None = None,
+    ) -> JobResult:
+        """One round of concurrent GETs (one per URL) in the load-generator process."""
+        job = FetchJob(urls=tuple(urls), timeout=budget.cap(cap), verify_digest=verify)
+        return self.loadgen.run(job)
+
+    def spread(self, contender: Contender, blob: BlobRef, clients: int) -> list[str]:
+        """``clients`` URLs for ``blob``, round-robin over the contender's nodes."""
+        return [contender.blob_url(blob.repo, blob.digest, i) for i in range(clients)]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named measurement: ``steps`` for the progress bar, ``run`` fills the record."""
+
+    name: str
+    title: str
+    description: str
+    metrics: Callable[[Params], list[Metric]]
+    steps: Callable[[RunContext], int]
+    run: Callable[[RunContext, ScenarioRecord, Budget], None]
+    params: Callable[[Params], dict[str, object]]

@@ -1,0 +1,70 @@
+"""Counting what an upstream served, from its combined-format access log, by byte offset.
+
+:class:`harness.accesslog.AccessLog` re-parses the whole file on every call; a benchmark's
+upstream log grows to tens of thousands of lines (wrk runs against ``direct``), so this cursor
+remembers a byte offset and parses only what was appended since :meth:`UpstreamLog.mark`.
+Waiting is bounded: :meth:`UpstreamLog.settle` returns after the file was unchanged for
+``quiet`` seconds or after ``timeout``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.accesslog import AccessRecord, parse_text
+
+
+@dataclass(frozen=True)
+class Served:
+    """Requests an upstream logged in a window: all of them, and the GETs of one path part."""
+
+    requests: int
+    gets: int
+    get_bytes: int
+
+
+class UpstreamLog:
+    """A cursor over one access-log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def _size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def mark(self) -> None:
+        """Count only lines appended after now."""
+        self._offset = self._size()
+
+    def settle(self, quiet: float = 0.25, timeout: float = 5.0) -> None:
+        """Wait until the file stopped growing for ``quiet`` s (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        last = self._size()
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            now = self._size()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+
+    def records(self) -> list[AccessRecord]:
+        """Complete lines appended since :meth:`mark`."""
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        cut = data.rfind(b"\n")
+        return parse_text(data[: cut + 1].decode("utf-8", "replace")) if cut >= 0 else []
+
+    def served(self, path_part: str = "") -> Served:
+        """Requests since :meth:`mark`; GETs (and their body bytes) whose path has ``path_part``."""
+        recs = self.records()
+        gets = [r for r in recs if r.method == "GET" and path_part and path_part in r.path]
+        return Served(requests=len(recs), gets=len(gets), get_bytes=sum(r.bytes for r in gets))
