@@ -5,12 +5,17 @@ Every handler raises a subclass of :class:`RegistryError`; the error middleware 
 
     {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": ...}]}
 
+To report several problems in one answer (every blob a manifest lacks), raise
+:class:`RegistryErrors` with all of them: one envelope entry each, status and headers from the
+first.
+
 Messages and details never carry secrets (credentials, tokens, upstream signed URLs).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -40,6 +45,47 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The envelope entries this error contributes: just its own."""
+        return [self.to_dict()]
+
+
+class RegistryErrors(RegistryError):
+    """Several errors answered together: one envelope entry per error, in order.
+
+    ``status``, ``code``, ``message``, ``detail`` and ``headers`` are the first error's, so
+    code that looks at a single error (metrics, HEAD answers, status mapping) sees the first;
+    ``errors`` holds them all. Nested :class:`RegistryErrors` are flattened.
+
+    Raises:
+        ValueError: ``errors`` is empty.
+    """
+
+    def __init__(self, errors: Iterable[RegistryError]) -> None:
+        flat: list[RegistryError] = []
+        for err in errors:
+            flat.extend(err.errors if isinstance(err, RegistryErrors) else (err,))
+        if not flat:
+            raise ValueError("RegistryErrors needs at least one error")
+        self.errors: tuple[RegistryError, ...] = tuple(flat)
+        first = flat[0]
+        self.code = first.code  # type: ignore[misc]
+        self.status = first.status  # type: ignore[misc]
+        self.message = first.message  # type: ignore[misc]
+        super().__init__(first.detail, message=first.msg, headers=first.headers)
+        self.args = ("; ".join(str(e) for e in flat),)
+
+    @staticmethod
+    def of(errors: Iterable[RegistryError]) -> RegistryError:
+        """The single error itself when there is one (its type kept for ``except``), else a
+        :class:`RegistryErrors` of all. Raises ValueError when ``errors`` is empty."""
+        errs = list(errors)
+        return errs[0] if len(errs) == 1 else RegistryErrors(errs)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """One envelope entry per error, in order."""
+        return [entry for err in self.errors for entry in err.entries()]
 
 
 def _error(code: str, status: int, message: str) -> type[RegistryError]:
@@ -85,12 +131,16 @@ Internal = _error("UNKNOWN", 500, "internal server error")
 
 
 def error_body(*errors: RegistryError) -> bytes:
-    """The JSON envelope for one or more errors."""
-    return json.dumps({"errors": [e.to_dict() for e in errors]}).encode()
+    """The JSON envelope for one or more errors (a :class:`RegistryErrors` adds all of its)."""
+    return json.dumps({"errors": [entry for e in errors for entry in e.entries()]}).encode()
 
 
 def error_response(err: RegistryError) -> web.Response:
-    """Build the HTTP response for ``err`` (status, envelope, extra headers)."""
+    """Build the HTTP response for ``err`` (status, envelope, extra headers).
+
+    A :class:`RegistryErrors` is answered with every error in the envelope and the first
+    one's status and headers.
+    """
     headers = {"Docker-Distribution-API-Version": "registry/2.0", **err.headers}
     return web.Response(
         status=err.status,

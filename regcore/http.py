@@ -1,7 +1,8 @@
 """Middlewares and helpers shared by the origin and edge aiohttp applications.
 
 - :func:`error_middleware` turns :class:`~regcore.errors.RegistryError` (and aiohttp's own
-  404/405/413) into the spec's JSON envelope; an unexpected exception becomes a 500 with no
+  404/405/413) into the spec's JSON envelope (every entry of a
+  :class:`~regcore.errors.RegistryErrors`); an unexpected exception becomes a 500 with no
   internals in the body (it is logged with its traceback instead).
 - :func:`headers_middleware` adds ``Docker-Distribution-API-Version`` to every answer.
 - :func:`path_guard_middleware` refuses encoded slashes, ``..`` and NUL in ``/v2/`` paths
@@ -34,6 +35,7 @@ _BAD_RAW = re.compile(r"%2[fF]|%00|%5[cC]|%2[eE]%2[eE]")
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render errors as the spec's envelope; HEAD answers keep status and headers, no body."""
     try:
         return await handler(request)
     except errors.RegistryError as err:
