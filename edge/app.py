@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,7 +77,6 @@ class Edge:
     manifests: ManifestService | None = None
     redis: Any = None
     region: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def require(component: _T | None) -> _T:
@@ -174,8 +173,9 @@ def _upstreams_ctx(edge: Edge, clients: Mapping[str, RegistryClient] | None) -> 
             )
             yield
         finally:
-            edge.access = None
-            edge.upstreams = None
+            upstreams, edge.access, edge.upstreams = edge.upstreams, None, None
+            if upstreams is not None:
+                await upstreams.close()
             await session.close()
 
     return ctx
@@ -276,8 +276,20 @@ def _add_routes(app: web.Application, registry: CollectorRegistry) -> None:
 
 
 async def api_version(request: web.Request) -> web.Response:
-    """``/v2/``: 200 with ``Docker-Distribution-API-Version``; no upstream ping. Private
-    upstreams challenge on the resources themselves."""
+    """``/v2/``: 200 with ``Docker-Distribution-API-Version``; the upstream is not pinged.
+
+    When the default upstream is private, a request without ``Authorization`` gets 401 with
+    a Basic challenge, so clients that learn the auth scheme from this ping (dockerd) send
+    their credentials on the requests that follow (those are checked against the upstream).
+    """
+    edge = request.app[EDGE]
+    default = edge.router.default
+    if is_private(default) and not request.headers.get("Authorization"):
+        raise errors.Unauthorized(
+            {"upstream": default.name},
+            message="this mirror's default upstream is private: credentials required",
+            headers={"WWW-Authenticate": f'Basic realm="quayside edge ({default.name})"'},
+        )
     return web.json_response({})
 
 

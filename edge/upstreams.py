@@ -81,6 +81,7 @@ class Upstreams:
         self.configs = {u.name: u for u in configs}
         self._factory = client_factory
         self._clients: dict[str, RegistryClient] = dict(clients or {})
+        self._given = frozenset(self._clients)
         self._by_credentials: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
         for u in configs:
             if u.name not in self._clients:
@@ -148,11 +149,12 @@ class Upstreams:
         raise errors.Unauthorized(message="unsupported authorization scheme")
 
     async def close(self) -> None:
-        """Close clients that own resources (the shared session is closed by its owner)."""
-        for c in self._clients.values():
-            close = getattr(c, "close", None)
-            if close is not None and not getattr(c, "_session_shared", True):
-                await close()
+        """Close every client this object made (token fetches in flight are cancelled; the
+        shared session is closed by its owner). Clients passed in are left to the caller."""
+        made = [c for n, c in self._clients.items() if n not in self._given]
+        for client in [*made, *self._by_credentials.values()]:
+            await client.close()
+        self._by_credentials.clear()
 
 
 class AccessChecker:

@@ -255,6 +255,9 @@ async def test_private_upstream_cached_blob_served_only_after_upstream_auth_chec
     e = await make_edge(upstream_configs=(upstream,))
     url = f"/v2/team/secret/blobs/{layer.digest}"
 
+    resp = await e.client.get("/v2/")
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Basic ")
+    assert (await e.client.get("/v2/", headers={"Authorization": alice})).status == 200
     resp = await e.client.get(url)
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"].startswith("Basic ")
