@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from regcore import errors
-from regcore.http import standard_middlewares
+from regcore.http import NAME, parse_range, standard_middlewares
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -140,3 +140,225 @@ def test_registry_errors_of_keeps_a_single_error_and_refuses_none() -> None:
         errors.RegistryErrors([])
     with pytest.raises(ValueError):
         errors.RegistryErrors.of([])
+
+
+# -- error_middleware -----------------------------------------------------------------------
+
+
+async def test_registry_error_becomes_the_spec_envelope(aiohttp_client: ClientFactory) -> None:
+    err = errors.TooManyRequests({"limit": 10}, headers={"Retry-After": "7"})
+    client = await _client(aiohttp_client, {"/v2/team/app/tags/list": err})
+    resp = await client.get("/v2/team/app/tags/list")
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "7"
+    assert resp.headers[API_VERSION[0]] == API_VERSION[1]
+    assert await _envelope(resp) == [
+        {"code": "TOOMANYREQUESTS", "message": "too many requests", "detail": {"limit": 10}}
+    ]
+
+
+async def test_error_message_override_and_no_detail(aiohttp_client: ClientFactory) -> None:
+    err = errors.Unsupported(message="manifest deletion is disabled")
+    client = await _client(aiohttp_client, {"/v2/team/app/manifests/v1": err})
+    resp = await client.get("/v2/team/app/manifests/v1")
+    assert resp.status == 405
+    assert await _envelope(resp) == [
+        {"code": "UNSUPPORTED", "message": "manifest deletion is disabled"}
+    ]
+
+
+async def test_head_error_keeps_status_and_headers_without_a_body(
+    aiohttp_client: ClientFactory,
+) -> None:
+    err = errors.BlobUnknown(DIGEST_A, headers={"X-Reason": "evicted"})
+    client = await _client(aiohttp_client, {f"/v2/team/app/blobs/{DIGEST_A}": err})
+    status, headers, body = await _raw(client, "HEAD", f"/v2/team/app/blobs/{DIGEST_A}")
+    assert (status, body) == (404, b"")
+    assert headers["x-reason"] == "evicted"
+    assert headers["docker-distribution-api-version"] == "registry/2.0"
+    # No JSON announced: the answer promises no envelope it does not send.
+    assert "content-type" not in headers and headers.get("content-length", "0") == "0"
+
+
+async def test_unexpected_exception_is_500_unknown_without_internals(
+    aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "postgres://admin:hunter2@db/registry"
+    boom = RuntimeError(f"cannot connect to {secret}")
+    client = await _client(aiohttp_client, {"/v2/team/app/tags/list": boom})
+    with caplog.at_level("ERROR", logger="quayside.http"):
+        resp = await client.get("/v2/team/app/tags/list")
+    assert resp.status == 500
+    raw = await resp.read()
+    assert json.loads(raw) == {"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}
+    for leak in (b"hunter2", b"RuntimeError", b"Traceback", b"test_http"):
+        assert leak not in raw
+    # ... but the operator gets the traceback in the log.
+    logged = [r for r in caplog.records if r.name == "quayside.http"]
+    assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
+
+
+async def test_aiohttp_404_on_v2_paths_is_oci_json(aiohttp_client: ClientFactory) -> None:
+    client = await _client(aiohttp_client, {"/v2/team/app/tags/list": errors.Denied()})
+    resp = await client.get("/v2/no/such/route")
+    assert resp.status == 404
+    assert resp.headers[API_VERSION[0]] == API_VERSION[1]
+    assert await _envelope(resp) == [{"code": "NAME_UNKNOWN", "message": "not found"}]
+    # Outside /v2/ aiohttp's own answer stands.
+    other = await client.get("/not-the-api")
+    assert other.status == 404
+    assert not other.headers.get("Content-Type", "").startswith("application/json")
+
+
+async def test_aiohttp_405_is_oci_json(aiohttp_client: ClientFactory) -> None:
+    client = await _client(aiohttp_client, {"/v2/team/app/tags/list": errors.Denied()})
+    resp = await client.post("/v2/team/app/tags/list", data=b"")
+    assert resp.status == 405
+    assert await _envelope(resp) == [
+        {"code": "UNSUPPORTED", "message": "method not allowed", "detail": "POST"}
+    ]
+
+
+async def test_aiohttp_413_is_oci_json(aiohttp_client: ClientFactory) -> None:
+    async def read_body(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    app = web.Application(middlewares=standard_middlewares(), client_max_size=1024)
+    app.router.add_put("/v2/team/app/blobs/uploads/u1", read_body)
+    client = await aiohttp_client(app)
+    small = await client.put("/v2/team/app/blobs/uploads/u1", data=b"x" * 1024)
+    assert small.status == 204
+    resp = await client.put("/v2/team/app/blobs/uploads/u1", data=b"x" * 4096)
+    assert resp.status == 413
+    assert await _envelope(resp) == [
+        {"code": "SIZE_INVALID", "message": "content exceeds the allowed size"}
+    ]
+
+
+# -- path_guard_middleware ------------------------------------------------------------------
+
+
+async def _echo_client(aiohttp_client: ClientFactory) -> TestClient:
+    async def tags(request: web.Request) -> web.Response:
+        return web.json_response({"name": request.match_info["name"]})
+
+    app = web.Application(middlewares=standard_middlewares())
+    app.router.add_get(f"/v2/{NAME}/tags/list", tags)
+    return await aiohttp_client(app)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v2/team%2Fapp/tags/list",
+        "/v2/team%2fapp/tags/list",
+        "/v2/team/%2e%2e/tags/list",
+        "/v2/team/%2E%2E/other/tags/list",
+        "/v2/team/../other/tags/list",
+        "/v2/../etc/tags/list",
+        "/v2/team/./app/tags/list",
+        "/v2/team%5Capp/tags/list",
+        "/v2/team%00app/tags/list",
+    ],
+)
+async def test_path_guard_rejects_escapes_with_name_invalid(
+    aiohttp_client: ClientFactory, target: str
+) -> None:
+    client = await _echo_client(aiohttp_client)
+    status, headers, body = await _raw(client, "GET", target)
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["errors"][0]["code"] == "NAME_INVALID"
+    status, _, body = await _raw(client, "HEAD", target)
+    assert (status, body) == (400, b"")
+
+
+async def test_path_guard_lets_names_with_slashes_and_dots_through(
+    aiohttp_client: ClientFactory,
+) -> None:
+    client = await _echo_client(aiohttp_client)
+    for name in ("team/app", "a/b/c", "my.org/app-1_x"):
+        status, _, body = await _raw(client, "GET", f"/v2/{name}/tags/list?n=10")
+        assert status == 200, name
+        assert json.loads(body) == {"name": name}
+
+
+# -- parse_range ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        (None, 1000, None),
+        ("bytes=0-99", 1000, (0, 99)),
+        ("bytes=999-999", 1000, (999, 999)),
+        ("bytes=0-", 1000, (0, 999)),
+        ("bytes=500-", 1000, (500, 999)),
+        ("bytes=900-5000", 1000, (900, 999)),  # end past the size is clamped
+        ("bytes=-100", 1000, (900, 999)),  # suffix: the last 100 bytes
+        ("bytes=-1", 1000, (999, 999)),
+        ("bytes=-5000", 1000, (0, 999)),  # suffix longer than the blob: all of it
+        (" bytes = 10 - 19 ", 1000, (10, 19)),
+        ("bytes=0-0", 1, (0, 0)),
+    ],
+)
+def test_parse_range_satisfiable(
+    header: str | None, size: int, expected: tuple[int, int] | None
+) -> None:
+    assert parse_range(header, size) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [
+        ("bytes=1000-", 1000),  # starts at the end
+        ("bytes=1000-2000", 1000),  # entirely beyond
+        ("bytes=5-2", 1000),  # reversed
+        ("bytes=-0", 1000),  # empty suffix
+        ("bytes=0-", 0),  # empty blob
+        ("bytes=-5", 0),
+        ("bytes=0-1,5-6", 1000),  # multi-range refused
+        ("bytes=0-1, 5-6", 1000),
+        ("bytes=", 1000),
+        ("bytes=-", 1000),
+        ("bytes=a-b", 1000),
+        ("bytes=1.5-2", 1000),
+        ("bytes=+1-2", 1000),
+        ("items=0-1", 1000),
+        ("0-1", 1000),
+        ("", 1000),
+        ("garbage", 1000),
+    ],
+)
+def test_parse_range_unsatisfiable_or_malformed_is_416(header: str, size: int) -> None:
+    with pytest.raises(errors.RangeInvalid) as info:
+        parse_range(header, size)
+    assert info.value.status == 416
+    assert info.value.code == "RANGE_INVALID"
+    assert info.value.headers == {"Content-Range": f"bytes */{size}"}
+
+
+def test_parse_range_detail_is_truncated() -> None:
+    header = "bytes=" + "9" * 500 + "-"
+    with pytest.raises(errors.RangeInvalid) as info:
+        parse_range(header, 10)
+    assert info.value.detail == header[:64]
+
+
+async def test_range_error_reaches_the_client_as_416_with_content_range(
+    aiohttp_client: ClientFactory,
+) -> None:
+    async def blob(request: web.Request) -> web.Response:
+        start, end = parse_range(request.headers.get("Range"), 10) or (0, 9)
+        return web.Response(status=206, body=b"0123456789"[start : end + 1])
+
+    app = web.Application(middlewares=standard_middlewares())
+    app.router.add_get(f"/v2/{NAME}/blobs/{{digest}}", blob)
+    client = await aiohttp_client(app)
+    ok = await client.get(f"/v2/team/app/blobs/{DIGEST_A}", headers={"Range": "bytes=-3"})
+    assert (ok.status, await ok.read()) == (206, b"789")
+    resp = await client.get(f"/v2/team/app/blobs/{DIGEST_A}", headers={"Range": "bytes=10-"})
+    assert resp.status == 416
+    assert resp.headers["Content-Range"] == "bytes */10"
+    assert [e["code"] for e in await _envelope(resp)] == ["RANGE_INVALID"]
