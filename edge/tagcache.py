@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -155,10 +156,10 @@ class TagCache:
                 await self._shared.close()
 
     def _shared_usable(self) -> bool:
-        return self._shared is not None and self.clock() >= self._shared_down_until
+        return self._shared is not None and time.monotonic() >= self._shared_down_until
 
     def _shared_failed(self, op: str, exc: BaseException) -> None:
-        self._shared_down_until = self.clock() + REDIS_RETRY_AFTER
+        self._shared_down_until = time.monotonic() + REDIS_RETRY_AFTER
         log.warning(
             "shared tag cache %s failed (%s); using the local cache", op, type(exc).__name__
         )

@@ -301,3 +301,23 @@ async def test_tag_cache_shared_through_redis_saves_the_second_edge_its_revalida
     assert docker_registry.count(None, "/manifests/v1") == 0
     assert docker_registry.count("GET", f"/manifests/{img.digest}") == 1
     assert b.metric("tag_cache", result="hit") == 1
+
+
+async def test_redis_killed_tag_cache_falls_back_to_local_copy(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge, redis_server
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url}, redis_url=redis_server.url)
+    assert (await e.client.get("/v2/team/app/manifests/v1")).status == 200
+    await _quiet(docker_registry)
+    docker_registry.mark_log()
+    redis_server.kill()
+    t0 = time.monotonic()
+    for _ in range(3):
+        resp = await e.client.get("/v2/team/app/manifests/v1")
+        assert resp.status == 200 and await resp.read() == img.manifest
+    assert time.monotonic() - t0 < 2.0
+    await _quiet(docker_registry)
+    assert docker_registry.count(None, "/manifests/") == 0
+    assert e.metric("tag_cache", result="shared_error") == 1  # then Redis is skipped a while
