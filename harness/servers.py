@@ -382,3 +382,18 @@ class ServerGroup:
     def close(self) -> None:
         for server in reversed(self.started):
             server.close()
+
+
+def disk_bytes(*roots: str | Path) -> int:
+    """Bytes of the regular files under all ``roots``, each file (inode) counted once: a file
+    renamed from one root to another while the walk runs is not counted twice."""
+    seen: dict[tuple[int, int], int] = {}
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, f))
+                except FileNotFoundError:
+                    continue
+                seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())

@@ -102,6 +102,7 @@ async def test_fifty_clients_three_edges_one_upstream_get_bytes_while_filling(
                 for i in range(CLIENTS)
             ))  # fmt: skip
         upstream = docker_registry.wait_quiet()
+        peak_rss = [e.peak_rss_bytes() for e in edges]
 
     blob_gets = [r for r in upstream if r.method == "GET" and digest in r.path]
     assert len(blob_gets) == 1, [f"{r.method} {r.target} {r.status} {r.agent}" for r in upstream]
@@ -115,7 +116,8 @@ async def test_fifty_clients_three_edges_one_upstream_get_bytes_while_filling(
     last_first_byte = max(o.ttfb for o in outcomes)
     print(
         f"herd: first byte {min(o.ttfb for o in outcomes):.3f}-{last_first_byte:.3f}s, "
-        f"done {first_done:.3f}-{max(o.done for o in outcomes):.3f}s"
+        f"done {first_done:.3f}-{max(o.done for o in outcomes):.3f}s, "
+        f"edge peak RSS {[f'{r / MiB:.0f} MiB' for r in peak_rss]}"
     )
     # The paced link makes the fill last ~2 s, so "before the fill ended" is measurable.
     assert first_done > 1.0, f"fill finished in {first_done:.2f}s: link not paced?"
