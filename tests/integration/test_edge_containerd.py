@@ -61,6 +61,23 @@ def _client_requests(registry: DockerRegistry) -> list[str]:
     ]
 
 
+def test_containerd_pulls_directly_from_docker_registry(
+    containerd: Containerd,
+    docker_registry: DockerRegistry,
+    image_factory: ImageFactory,
+    tmp_path: Path,
+) -> None:
+    """Baseline without the edge: the private containerd works against the upstream itself."""
+    image = image_factory.image(layer_sizes=(1 * MiB,))
+    skopeo.push(image, docker_registry.host, "team/direct", "1.0", workdir=tmp_path)
+    ref = f"{docker_registry.host}/team/direct:1.0"
+    containerd.pull(ref)
+    assert containerd.image_digest(ref) == image.digest
+    assert set(image.blobs()) <= containerd.content_digests()
+    docker_registry.wait_quiet()
+    assert len(_client_requests(docker_registry)) >= len(image.blobs())
+
+
 def test_containerd_pulls_through_edge_mirror_selected_by_ns(
     containerd: Containerd,
     docker_registry: DockerRegistry,

@@ -88,6 +88,22 @@ def _pull_twice_through(
     assert edge.metric("quayside_edge_cache_hits", kind="blob") - hits_before >= len(blobs)
 
 
+def test_podman_pulls_directly_from_docker_registry(
+    podman: Podman, docker_registry: DockerRegistry, image_factory: ImageFactory, tmp_path: Path
+) -> None:
+    """Baseline without the edge: the isolated podman works against the upstream itself."""
+    image = image_factory.image(layer_sizes=(1 * MiB,))
+    skopeo.push(image, docker_registry.host, "team/direct", "1.0", workdir=tmp_path)
+    podman.configure(docker_registry.host)
+    ref = f"{docker_registry.host}/team/direct:1.0"
+    podman.pull(ref)
+    assert podman.image_digest(ref) == image.digest
+    docker_registry.wait_quiet()
+    for digest in image.blobs():
+        assert docker_registry.count("GET", f"/blobs/{digest}") == 1
+    assert len(_client_requests(docker_registry)) >= len(image.blobs())
+
+
 def test_podman_pulls_through_edge_mirror_and_second_pull_is_served_from_cache(
     podman: Podman,
     docker_registry: DockerRegistry,
