@@ -17,6 +17,7 @@ HEAD on an uncached blob follows the redirect too and downloads nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -139,6 +140,7 @@ class SigningRegistry:
     )
     signatures: set[str] = field(default_factory=set)
     expired: bool = False  # the CDN refuses every signature (403), as for an expired URL
+    cut_once: set[str] = field(default_factory=set)  # digests whose next full GET is cut short
     claims: list[dict[str, object]] = field(default_factory=list)
     _n: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -221,7 +223,7 @@ class SigningRegistry:
         digest = request.match_info["digest"]
         return web.Response(status=302, headers={"Location": f"{self.storage.url}/bytes/{digest}"})
 
-    async def _storage(self, request: web.Request) -> web.Response:
+    async def _storage(self, request: web.Request) -> web.StreamResponse:
         refused = self._refuse_credentials(request)
         if refused is not None:
             return refused
@@ -231,6 +233,29 @@ class SigningRegistry:
         if request.method == "HEAD":
             resp = web.Response(headers={"Content-Type": "application/octet-stream"})
             resp.content_length = len(data)
+            return resp
+        spec = request.headers.get("Range", "")
+        if spec.startswith("bytes="):
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            start, stop = int(first), (int(last) + 1 if last else len(data))
+            return web.Response(
+                status=206,
+                body=data[start:stop],
+                headers={
+                    "Content-Range": f"bytes {start}-{stop - 1}/{len(data)}",
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+        digest = request.match_info["digest"]
+        if digest in self.cut_once:  # announce everything, send a third, drop the connection
+            self.cut_once.discard(digest)
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 3])
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.close()
             return resp
         return web.Response(body=data, content_type="application/octet-stream")
 
@@ -337,3 +362,32 @@ def test_redirect_target_refusing_gives_oci_error_not_bytes(
     got = http(f"{edge.url}/v2/{REPO}/blobs/{layer.digest}")
     assert got.status == 200 and got.body == layer.data
     assert up.cdn.with_header("Authorization") == []
+
+
+def test_stream_cut_behind_redirect_resumes_with_range_still_without_credentials(
+    signing_registry: SigningRegistry, edge_for: list[EdgeProcess], tmp_path: Path
+) -> None:
+    """The storage host drops the connection a third into the blob: the edge resumes with
+    ``Range`` (through the registry again or the redirect target), the client gets exactly
+    the blob, it is cached, and no hop but the registry ever saw credentials."""
+    up = signing_registry
+    edge = start_configured_edge(
+        tmp_path / "edge", [_entry(up, _password_file(tmp_path, up.tokens.users[BOT]))]
+    )
+    edge_for.append(edge)
+    layer = up.image.layers[0]
+    up.cut_once.add(layer.digest)
+    got = http(f"{edge.url}/v2/{REPO}/blobs/{layer.digest}")
+    assert got.status == 200 and got.body == layer.data
+    storage_gets = [r for r in up.storage.requests if r.path == f"/bytes/{layer.digest}"]
+    assert len(storage_gets) == 2, storage_gets
+    assert storage_gets[0].header("Range") is None
+    resumed_at = (storage_gets[1].header("Range") or "").removeprefix("bytes=").rstrip("-")
+    assert 0 < int(resumed_at) <= len(layer.data) // 3  # resumed, not started over
+    assert (
+        up.cdn.with_header("Authorization") == [] and up.storage.with_header("Authorization") == []
+    )
+    # committed: the next client is served from the cache
+    seen = len(up.storage.requests)
+    assert http(f"{edge.url}/v2/{REPO}/blobs/{layer.digest}").body == layer.data
+    assert len(up.storage.requests) == seen
