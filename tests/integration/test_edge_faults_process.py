@@ -159,6 +159,31 @@ async def test_redis_killed_mid_run_serving_continues(
     assert sum(e.metric("quayside_edge_redis_fallbacks") for e in edges) >= 1
 
 
+async def test_redis_hung_serving_continues_with_bounded_delay(
+    docker_registry: DockerRegistry,
+    redis_server: RedisServer,
+    servers: ServerGroup,
+    image_factory: ImageFactory,
+    session: aiohttp.ClientSession,
+) -> None:
+    """redis-server frozen (SIGSTOP: connections accepted, commands never answered): the lock
+    and the shared tag cache time out and the node serves on its own."""
+    image = image_factory.image(layer_sizes=(512 * KiB,))
+    cold = image_factory.image(layer_sizes=(1 * MiB,))
+    await push_image(session, docker_registry.url, "team/warm", "1.0", image)
+    await push_image(session, docker_registry.url, "team/cold", "1.0", cold)
+    edge = servers.edge({"reg": docker_registry.url}, redis_url=redis_server.url, tag_ttl=1)
+    await _pull_image(session, edge.url, "team/warm", "1.0", image)
+    await asyncio.sleep(1.1)  # the warm tag is due for revalidation (shared cache in redis)
+    redis_server.pause()
+    try:
+        assert await _pull_image(session, edge.url, "team/cold", "1.0", cold) < 5
+        assert await _pull_image(session, edge.url, "team/warm", "1.0", image) < 5
+    finally:
+        redis_server.resume()
+    assert edge.running
+
+
 # --------------------------------------------------------------------------- edge killed
 
 
