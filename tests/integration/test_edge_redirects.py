@@ -141,6 +141,7 @@ class SigningRegistry:
     signatures: set[str] = field(default_factory=set)
     expired: bool = False  # the CDN refuses every signature (403), as for an expired URL
     cut_once: set[str] = field(default_factory=set)  # digests whose next full GET is cut short
+    head_refused: bool = False  # signed for GET only: the CDN answers HEAD with 403, like S3
     claims: list[dict[str, object]] = field(default_factory=list)
     _n: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -220,6 +221,8 @@ class SigningRegistry:
             return refused
         if self.expired or request.query.get("X-Amz-Signature") not in self.signatures:
             return web.Response(status=403, text="<Error><Code>AccessDenied</Code></Error>")
+        if self.head_refused and request.method == "HEAD":
+            return web.Response(status=403)
         digest = request.match_info["digest"]
         return web.Response(status=302, headers={"Location": f"{self.storage.url}/bytes/{digest}"})
 
@@ -391,3 +394,27 @@ def test_stream_cut_behind_redirect_resumes_with_range_still_without_credentials
     seen = len(up.storage.requests)
     assert http(f"{edge.url}/v2/{REPO}/blobs/{layer.digest}").body == layer.data
     assert len(up.storage.requests) == seen
+
+
+def test_head_of_uncached_blob_when_signed_url_refuses_head(
+    signing_registry: SigningRegistry, edge_for: list[EdgeProcess], tmp_path: Path
+) -> None:
+    """A URL signed for GET refuses HEAD (403): the edge learns the size from a one-byte
+    ranged GET instead -- 200 with Content-Length for the client, no download, no credentials
+    past the registry."""
+    up = signing_registry
+    up.head_refused = True
+    edge = start_configured_edge(
+        tmp_path / "edge", [_entry(up, _password_file(tmp_path, up.tokens.users[BOT]))]
+    )
+    edge_for.append(edge)
+    layer = up.image.layers[0]
+    head = http(f"{edge.url}/v2/{REPO}/blobs/{layer.digest}", method="HEAD")
+    assert head.status == 200, head
+    assert int(head.headers["Content-Length"]) == len(layer.data)
+    assert head.headers["Docker-Content-Digest"] == layer.digest
+    fetched = [r for r in up.storage.requests if r.method == "GET"]
+    assert [r.header("Range") for r in fetched] == ["bytes=0-0"]  # one byte, not the blob
+    assert (
+        up.cdn.with_header("Authorization") == [] and up.storage.with_header("Authorization") == []
+    )
