@@ -196,19 +196,24 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def _verify_references(
     app: web.Application, repos: Repositories, name: str, parsed: mf.ParsedManifest
 ) -> None:
-    """Raise MANIFEST_BLOB_UNKNOWN for the first blob or child manifest the repo lacks."""
+    """Raise MANIFEST_BLOB_UNKNOWN naming every blob and child manifest the repo lacks."""
     store = app[state.STORE]
+    missing: list[errors.RegistryError] = []
     for desc in parsed.required_blobs:
         linked = await repos.blob_linked(name, desc.digest)
         if not linked or await store.stat(desc.digest) is None:
-            raise errors.ManifestBlobUnknown({"digest": str(desc.digest)})
+            missing.append(errors.ManifestBlobUnknown({"digest": str(desc.digest)}))
     for child in parsed.children:
         exists = await repos.revision_exists(name, child.digest)
         if not exists or await store.stat(child.digest) is None:
-            raise errors.ManifestBlobUnknown(
-                {"digest": str(child.digest)},
-                message="manifest references a manifest unknown to the repository",
+            missing.append(
+                errors.ManifestBlobUnknown(
+                    {"digest": str(child.digest)},
+                    message="manifest references a manifest unknown to the repository",
+                )
             )
+    if missing:
+        raise errors.RegistryErrors.of(missing)
 
 
 # -- DELETE -------------------------------------------------------------------------------

@@ -218,6 +218,17 @@ async def test_missing_layer_is_manifest_blob_unknown(origin):
     assert snapshot(origin.root) == before
 
 
+async def test_every_missing_blob_is_reported_in_one_answer(origin):
+    image = make_image(seed=102, layer_sizes=(1000, 2000, 3000))
+    missing = {image.layers[0].digest, image.layers[2].digest}
+    await seed_blobs(origin, REPO, {d: b for d, b in image.blobs().items() if d not in missing})
+    resp = await put_manifest(origin, REPO, "v1", image.manifest, image.media_type)
+    assert resp.status == 400
+    body = await resp.json()
+    assert [e["code"] for e in body["errors"]] == ["MANIFEST_BLOB_UNKNOWN"] * 2
+    assert {e["detail"]["digest"] for e in body["errors"]} == missing
+
+
 async def test_blob_in_store_but_not_linked_into_this_repo_is_refused(origin):
     image = make_image(seed=111)
     await seed_blobs(origin, "other/repo", image.blobs())
