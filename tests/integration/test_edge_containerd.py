@@ -115,3 +115,30 @@ def test_containerd_pulls_through_edge_mirror_selected_by_ns(
     assert _client_requests(docker_registry) == []
     assert docker_registry.count("GET", "/blobs/") == 0, docker_registry.access_log()
     assert edge.metric("quayside_edge_cache_hits", kind="blob") - hits_before >= len(blobs)
+
+
+def test_containerd_pulls_schema2_and_multi_platform_indexes_through_edge(
+    containerd: Containerd,
+    docker_registry: DockerRegistry,
+    servers: ServerGroup,
+    image_factory: ImageFactory,
+    tmp_path: Path,
+) -> None:
+    """Docker schema2, an OCI index and a Docker manifest list: containerd records the digest
+    the upstream has (manifests served verbatim) and never falls back past the mirror."""
+    items = {
+        "schema2": image_factory.image(flavour="docker", layer_sizes=(256 * KiB,)),
+        "oci-index": image_factory.index(),
+        "docker-list": image_factory.index(flavour="docker"),
+    }
+    for tag, item in items.items():
+        skopeo.push(item, docker_registry.host, "team/kinds", tag, workdir=tmp_path)
+    edge = servers.edge({"reg": docker_registry.url}, cache_size="256MiB")
+    containerd.set_mirror(docker_registry.host, [edge.url])
+    docker_registry.mark_log()
+    for tag, item in items.items():
+        ref = f"{docker_registry.host}/team/kinds:{tag}"
+        containerd.pull(ref)
+        assert containerd.image_digest(ref) == item.digest, tag
+    docker_registry.wait_quiet()
+    assert _client_requests(docker_registry) == []

@@ -137,3 +137,30 @@ def test_podman_pulls_through_edge_mirror_with_path_prefix(
 
     _pull_twice_through(podman, docker_registry, edge, image, "team/prefixed")
     assert other.count(None, "/team/") == 0
+
+
+def test_podman_pulls_schema2_and_multi_platform_indexes_through_edge(
+    podman: Podman,
+    docker_registry: DockerRegistry,
+    servers: ServerGroup,
+    image_factory: ImageFactory,
+    tmp_path: Path,
+) -> None:
+    """Docker schema2, an OCI index and a Docker manifest list: podman records the digest the
+    upstream has (manifests served verbatim) and never falls back past the mirror."""
+    items = {
+        "schema2": image_factory.image(flavour="docker", layer_sizes=(256 * KiB,)),
+        "oci-index": image_factory.index(),
+        "docker-list": image_factory.index(flavour="docker"),
+    }
+    for tag, item in items.items():
+        skopeo.push(item, docker_registry.host, "team/kinds", tag, workdir=tmp_path)
+    edge = servers.edge({"reg": docker_registry.url}, cache_size="256MiB")
+    podman.configure(docker_registry.host, [edge.host])
+    docker_registry.mark_log()
+    for tag, item in items.items():
+        ref = f"{docker_registry.host}/team/kinds:{tag}"
+        podman.pull(ref)
+        assert podman.image_digest(ref) == item.digest, tag
+    docker_registry.wait_quiet()
+    assert _client_requests(docker_registry) == []
