@@ -3,9 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ./data
-APT_PKGS := redis-server docker-registry skopeo
+APT_PKGS := redis-server docker-registry skopeo apache2-utils
 # Optional real clients/peers: installed when missing, tests skip with a reason if they cannot run.
-APT_OPTIONAL := podman containerd nginx wrk apache2-utils
+APT_OPTIONAL := podman containerd nginx wrk
 
 .PHONY: install deps sysdeps run test lint bench bench-quick clean
 

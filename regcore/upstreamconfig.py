@@ -66,6 +66,9 @@ class UpstreamConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     retries: int = 3
+    # Private upstream (PROTOCOL.md 13): every answer, cached or not, is tied to an upstream
+    # access check made with the client's own credentials.
+    private: bool = False
 
     def __post_init__(self) -> None:
         if self.docker_hub is None:
@@ -127,6 +130,7 @@ UPSTREAM_SCHEMA: dict[str, Any] = {
     "docker_hub": BOOL,
     "timeouts": {"connect": DURATION_POSITIVE, "read": DURATION_POSITIVE},
     "retries": Leaf(int_at_least(0)),
+    "private": BOOL,
 }
 
 
@@ -161,6 +165,7 @@ def _upstream_from_mapping(data: Mapping[str, Any], name: str | None, where: str
         connect_timeout=timeouts.get("connect", 5.0),
         read_timeout=timeouts.get("read", 30.0),
         retries=d.get("retries", 3),
+        private=d.get("private", False),
     )
 
 

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -221,11 +220,6 @@ async def test_base_endpoint_and_catalog(
     assert "quayside_edge_cache_hits" in text and "quayside_edge_fills_started" in text
 
 
-@dataclass(frozen=True)
-class _PrivateUpstream(UpstreamConfig):
-    private: bool = True
-
-
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -249,8 +243,8 @@ async def test_private_upstream_cached_blob_served_only_after_upstream_auth_chec
 
         await oci_http.push_image(s, reg.url, "team/secret", "v1", img)
     layer = img.layers[0]
-    upstream = _PrivateUpstream(
-        name="private", url=reg.url, connect_timeout=1.0, read_timeout=2.0, retries=0
+    upstream = UpstreamConfig(
+        private=True, name="private", url=reg.url, connect_timeout=1.0, read_timeout=2.0, retries=0
     )
     e = await make_edge(upstream_configs=(upstream,))
     url = f"/v2/team/secret/blobs/{layer.digest}"
