@@ -81,6 +81,11 @@ def _ssl_context(config: Any) -> ssl.SSLContext | None:
 
 async def serve(config: Any) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
+    # Signal handlers first: a SIGTERM sent right after the listening line must stop us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     app = create_app(config)
     access_log = None if config.log.accesslog_disabled else logging.getLogger("quayside.access")
     runner = web.AppRunner(
@@ -107,11 +112,6 @@ async def serve(config: Any) -> int:
     url = f"{'https' if ctx else 'http'}://{shown}:{bound_port}"
     print(json.dumps({"event": "listening", "url": url}), flush=True)
     log.info("listening", extra={"url": url, "root": config.storage.rootdirectory})
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
