@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ log = logging.getLogger("quayside.edge")
 Clock = Callable[[], float]
 _T = TypeVar("_T")
 PRIVATE_CHECK_TTL = 30.0
+PEER_TOKEN_KEY = "quayside:peer-token"
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Edge:
     manifests: ManifestService | None = None
     redis: Any = None
     region: Any = None
+    peer_token: str | None = None
 
     @staticmethod
     def require(component: _T | None) -> _T:
@@ -132,7 +135,7 @@ def create_app(
             region=region,
             advertise_url=config.advertise,
             peer_source=lambda owner, digest: PeerSource(
-                owner, digest, edge.require(edge.upstreams).session
+                owner, digest, edge.require(edge.upstreams).session, token=edge.peer_token
             ),
             metrics=edge.fill_metrics,
         )
@@ -152,7 +155,9 @@ def create_app(
     app.cleanup_ctx.append(_blobs_ctx(edge, cache, fills, own_cache=own_cache, own_fills=own_fills))
     app.cleanup_ctx.append(_manifests_ctx(edge))
     _add_routes(app, registry)
-    peers.add_routes(app, fills, cache)
+    # The peer endpoint hands out cached bytes without upstream checks: only nodes of the
+    # region, which share a token, may use it; a node without a region refuses everyone.
+    peers.add_routes(app, fills, cache, token=lambda: edge.peer_token)
     return app
 
 
@@ -190,6 +195,8 @@ def _blobs_ctx(
         if own_cache:
             await cache.open()
         try:
+            if edge.region is not None:
+                edge.peer_token = await _region_peer_token(edge)
             if own_fills:
                 await fills.start()
             edge.cache, edge.fills = cache, fills
@@ -208,6 +215,25 @@ def _blobs_ctx(
                 await cache.close()
 
     return ctx
+
+
+async def _region_peer_token(edge: Edge) -> str | None:
+    """The region's shared peer token: configured, or agreed through Redis (first node wins).
+
+    Redis unreachable at start-up: ``None`` (peer streaming off; fills stay node-local).
+    """
+    if edge.config.redis.peer_token:
+        return edge.config.redis.peer_token
+    try:
+        await edge.region.redis.set(PEER_TOKEN_KEY, secrets.token_hex(32), nx=True)
+        value = await edge.region.redis.get(PEER_TOKEN_KEY)
+    except Exception as exc:
+        log.warning(
+            "region peer token unavailable; peer streaming disabled",
+            extra={"error": type(exc).__name__},
+        )
+        return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _manifests_ctx(edge: Edge) -> Ctx:

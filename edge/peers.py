@@ -21,6 +21,7 @@ Client side: :class:`PeerSource` (a :class:`~edge.sources.BlobSource` reading th
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import Callable
@@ -46,15 +47,33 @@ def peer_blob_url(owner_url: str, digest: Digest) -> str:
     return f"{owner_url.rstrip('/')}{PEER_PREFIX}{digest}"
 
 
-def add_routes(app: web.Application, fill_manager: FillManager, cache: BlobCache, *, token: str | None = None) -> None:
-    """Register the peer endpoint on ``app``."""
-    app.router.add_get(PEER_PREFIX + "{digest}", _handler(fill_manager, cache, token), name="peer_blob")
+def add_routes(
+    app: web.Application,
+    fill_manager: FillManager,
+    cache: BlobCache,
+    *,
+    token: str | Callable[[], str | None] | None = None,
+) -> None:
+    """Register the peer endpoint on ``app``.
+
+    ``token`` a string: requests must present it. A callable: asked per request for the
+    current region token; when it returns ``None`` (no region, token not agreed yet) every
+    request is refused with 403 DENIED. ``None``: open (tests and trusted networks only).
+    """
+    app.router.add_get(
+        PEER_PREFIX + "{digest}", _handler(fill_manager, cache, token), name="peer_blob"
+    )
 
 
-def _handler(fills: FillManager, cache: BlobCache, token: str | None) -> Callable[[web.Request], object]:
+def _handler(
+    fills: FillManager, cache: BlobCache, token: str | Callable[[], str | None] | None
+) -> Callable[[web.Request], object]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        if token is not None and request.headers.get(TOKEN_HEADER) != token:
-            return errors.error_response(errors.Denied("peer token missing or wrong"))
+        if token is not None:
+            expected = token() if callable(token) else token
+            presented = request.headers.get(TOKEN_HEADER, "")
+            if expected is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+                return errors.error_response(errors.Denied("peer token missing or wrong"))
         try:
             digest = Digest.parse(request.match_info["digest"])
         except errors.RegistryError as exc:
@@ -62,7 +81,9 @@ def _handler(fills: FillManager, cache: BlobCache, token: str | None) -> Callabl
         headers = {"Docker-Content-Digest": str(digest), "Content-Type": "application/octet-stream"}
         blob = cache.lookup(digest)
         if blob is not None:
-            resp = web.FileResponse(blob.path, headers={**headers, FILL_HEADER: "complete", "ETag": f'"{digest}"'})
+            resp = web.FileResponse(
+                blob.path, headers={**headers, FILL_HEADER: "complete", "ETag": f'"{digest}"'}
+            )
             return resp
         fill = fills.active(digest)
         if fill is None:
@@ -140,7 +161,9 @@ class PeerSource(HttpSource):
     ) -> None:
         headers = {TOKEN_HEADER: token} if token else None
         timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=15)
-        super().__init__(session, peer_blob_url(owner_url, digest), headers=headers, timeout=timeout)
+        super().__init__(
+            session, peer_blob_url(owner_url, digest), headers=headers, timeout=timeout
+        )
         self.owner_url = owner_url
         self.digest = digest
 

@@ -68,6 +68,8 @@ class TagsConfig:
 class RedisConfig:
     url: str | None = field(default=None, repr=False)
     lock_ttl: float = 15.0
+    # Shared secret nodes of a region present on the peer endpoint. Unset: agreed through Redis.
+    peer_token: str | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +140,7 @@ EDGE_SCHEMA: dict[str, Any] = {
     "log": LOG_SCHEMA,
     "cache": {"dir": PATH, "size": Leaf(as_positive_size), "manifest_ttl": DURATION},
     "tags": {"ttl": DURATION, "revalidate_timeout": DURATION_POSITIVE},
-    "redis": {"url": Leaf(_redis_url), "lock_ttl": DURATION_POSITIVE},
+    "redis": {"url": Leaf(_redis_url), "lock_ttl": DURATION_POSITIVE, "peer_token": STR},
     "upstreams": Leaf(as_upstreams, yaml_env=False),
     "default_upstream": STR,
     "limits": {
@@ -223,7 +225,9 @@ def load_edge_config(
         tags=TagsConfig(
             ttl=g("tags.ttl", 60.0), revalidate_timeout=g("tags.revalidate_timeout", 3.0)
         ),
-        redis=RedisConfig(url=g("redis.url"), lock_ttl=g("redis.lock_ttl", 15.0)),
+        redis=RedisConfig(
+            url=g("redis.url"), lock_ttl=g("redis.lock_ttl", 15.0), peer_token=g("redis.peer_token")
+        ),
         limits=LimitsConfig(
             max_manifest_bytes=g("limits.max_manifest_bytes", 4 * MiB),
             max_blob_bytes=g("limits.max_blob_bytes", 0),
