@@ -1,17 +1,15 @@
 """Private content (PROTOCOL.md 13): a cached blob of a ``private: true`` upstream is served only
-to clients the upstream itself would let pull it.
+to clients the upstream itself would let pull it -- through a real ``quayside edge serve
+--config`` process.
 
 Upstream: docker-registry behind Bearer auth, its realm granting alice pull on ``team/*`` and
-bob pull on ``bob/*`` only. The edge has no credentials of its own for it: alice's
-``Authorization`` is what the edge uses for her pull and for the access check. Then the blob
-is in the edge's cache, and still bob (valid credentials, no grant), bob asking for the same
-digest under a repository he may pull, a wrong password and an anonymous client get an OCI
-error and never a byte; alice (Basic, or a Bearer token of the upstream's realm) is served
-from the cache without a second download.
-
-The scenario runs twice: through a real ``quayside edge serve --config`` process whose YAML
-says ``private: true``, and in-process through ``edge.app.create_app`` with an upstream
-config object carrying ``private=True`` (how the edge's own tests reach the check today).
+bob pull on ``bob/*`` only. Either the edge has no credentials of its own (alice's
+``Authorization`` is used for her pull and for the access check) or it has a robot account
+(used for fetching; the client's credentials only for the check). Once the blob is in the
+edge's cache, bob (valid credentials, no grant), bob asking for the same digest under a
+repository he may pull, a wrong password, an anonymous client and the peer endpoint still
+give an OCI error and never a byte; alice (Basic, or a Bearer token of the upstream's realm)
+is served from the cache without a second download.
 """
 
 from __future__ import annotations
@@ -26,15 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_aiohttp import AiohttpServer
 
-from edge.app import create_app
 from harness.authstack import Reply, TokenProtectedRegistry, http, start_configured_edge
 from harness.fixtures import ImageFactory
 from harness.images import Image, KiB
-from harness.procs import ProcessError
 from regcore.auth.tokens import Access
-from regcore.config import UpstreamConfig, load_edge_config
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +85,18 @@ def _assert_refused(reply: Reply, secret: bytes) -> None:
     assert secret not in reply.body
 
 
-def _scenario(p: Private, base: str) -> None:
-    """The whole PROTOCOL.md 13 story against the edge at ``base`` (synchronous HTTP)."""
+def _scenario(p: Private, base: str, robot: str | None) -> None:
+    """The whole PROTOCOL.md 13 story against the edge at ``base`` (synchronous HTTP);
+    ``robot`` is the user the edge fetches as (``None``: the client's own credentials)."""
     registry, tokens = p.upstream.registry, p.upstream.tokens
     assert registry is not None
     big = p.image.layers[0]
     blob_url = f"{base}/v2/{REPO}/blobs/{big.digest}"
 
-    # no credentials: a Basic challenge from the edge, no bytes
+    # no credentials: a Basic challenge from the edge (on the ping too, so dockerd sends
+    # credentials on what follows), no bytes
+    ping = http(f"{base}/v2/")
+    assert ping.status == 401 and ping.headers["WWW-Authenticate"].startswith("Basic ")
     anon = http(blob_url)
     _assert_refused(anon, big.data)
     assert anon.status == 401 and anon.headers["WWW-Authenticate"].startswith("Basic ")
@@ -111,7 +109,8 @@ def _scenario(p: Private, base: str) -> None:
     for digest, data in p.image.blobs().items():
         got = http(f"{base}/v2/{REPO}/blobs/{digest}", headers=p.auth("alice"))
         assert got.status == 200 and got.body == data
-    assert {r.user for r in tokens.requests} == {"alice"}
+    assert "alice" in {r.user for r in tokens.requests}  # her credentials, for the check
+    assert {r.user for r in tokens.requests} <= {"alice", robot}
     registry.wait_quiet()
     assert registry.count("GET", f"/blobs/{big.digest}", status=200) == 1
 
@@ -134,6 +133,10 @@ def _scenario(p: Private, base: str) -> None:
     anon_head = http(blob_url, method="HEAD")
     assert anon_head.status == 401 and anon_head.body == b""
     _assert_refused(http(blob_url), big.data)
+    # the region's peer endpoint is no side door (no region here: it refuses everyone)
+    for headers in ({}, p.auth("bob")):
+        peer = http(f"{base}/_quayside/peer/blobs/{big.digest}", headers=headers)
+        assert peer.status in (401, 403, 404) and big.data not in peer.body, peer.status
     registry.wait_quiet()
     assert registry.count("GET", "/blobs/", status=200) == 0  # no bytes went anywhere
 
@@ -146,72 +149,23 @@ def _scenario(p: Private, base: str) -> None:
     assert registry.count("GET", "/blobs/", status=200) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProcessError,
-    reason="edge: private upstream access check not implemented "
-    "(regcore.config has no upstream 'private' setting: 'unknown key upstreams[0].private')",
-)
+@pytest.mark.parametrize("robot", [None, "ci"], ids=["client-credentials", "robot-account"])
 def test_private_upstream_cached_blob_not_served_to_clients_the_upstream_refuses(
-    private: Private, tmp_path: Path
+    private: Private, tmp_path: Path, robot: str | None
 ) -> None:
     asyncio.run(_push(private))
+    settings: dict[str, Any] = {"private": True}
+    if robot is not None:
+        secret = tmp_path / "robot.secret"
+        secret.write_text(private.passwords[robot])
+        settings.update(username=robot, password_file=str(secret))
     edge = start_configured_edge(
-        tmp_path / "edge", [private.upstream.upstream_entry("private", private=True)]
+        tmp_path / "edge", [private.upstream.upstream_entry("private", **settings)]
     )
     try:
-        _scenario(private, edge.url)
+        _scenario(private, edge.url, robot)
+        log = edge.log_text()
         for password in private.passwords.values():
-            assert password not in edge.log_text()
+            assert password not in log
     finally:
         edge.close()
-
-
-@dataclass(frozen=True)
-class _PrivateUpstream(UpstreamConfig):
-    private: bool = True
-
-
-async def test_private_upstream_access_check_in_process_with_token_grants(
-    private: Private, aiohttp_server: AiohttpServer, tmp_path: Path
-) -> None:
-    await _push(private)
-    upstream = _PrivateUpstream(name="private", url=private.upstream.url, retries=0)
-    overrides: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "cache": {"dir": str(tmp_path / "edge-cache"), "size": 64 * 1024 * 1024},
-        "upstreams": [upstream],
-    }
-    server = await aiohttp_server(create_app(load_edge_config(None, {}, overrides)))
-    await asyncio.to_thread(_scenario, private, str(server.make_url("")).rstrip("/"))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge bug: /_quayside/peer/blobs/<digest> is on the client listener with no peer "
-    "token configured (edge.app calls peers.add_routes without token=), so anyone gets a "
-    "cached private blob there without the access check",
-)
-async def test_peer_endpoint_does_not_hand_out_cached_private_blobs(
-    private: Private, aiohttp_server: AiohttpServer, tmp_path: Path
-) -> None:
-    await _push(private)
-    upstream = _PrivateUpstream(name="private", url=private.upstream.url, retries=0)
-    overrides: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "cache": {"dir": str(tmp_path / "edge-cache"), "size": 64 * 1024 * 1024},
-        "upstreams": [upstream],
-    }
-    server = await aiohttp_server(create_app(load_edge_config(None, {}, overrides)))
-    base = str(server.make_url("")).rstrip("/")
-    big = private.image.layers[0]
-    alice = await asyncio.to_thread(
-        http, f"{base}/v2/{REPO}/blobs/{big.digest}", headers=private.auth("alice")
-    )
-    assert alice.status == 200 and alice.body == big.data  # cached now
-    for headers in ({}, private.auth("bob")):
-        leaked = await asyncio.to_thread(
-            http, f"{base}/_quayside/peer/blobs/{big.digest}", headers=headers
-        )
-        assert leaked.status in (401, 403, 404), leaked.status
-        assert big.data not in leaked.body
