@@ -139,7 +139,9 @@ def _run_scenarios(
     ctx = RunContext(
         params, topology, dataset, loadgen, workdir, _ProgressReporter(progress, overall)
     )
-    progress.update(overall, total=sum(ALL[name].steps(ctx) for name in selected))
+    steps = {name: ALL[name].steps(ctx) for name in selected}
+    progress.update(overall, total=sum(steps.values()))
+    done = 0
     for name in selected:
         scenario = ALL[name]
         record = ScenarioRecord(
@@ -158,6 +160,8 @@ def _run_scenarios(
             record.error = f"{type(exc).__name__}: {exc}"
         record.duration_s = time.monotonic() - started
         results["scenarios"][name] = record.to_dict()
+        done += steps[name]
+        progress.update(overall, completed=done)  # a failed scenario skips its remaining steps
     progress.update(overall, description="done")
 
 

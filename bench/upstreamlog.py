@@ -3,17 +3,50 @@
 :class:`harness.accesslog.AccessLog` re-parses the whole file on every call; a benchmark's
 upstream log grows to tens of thousands of lines (wrk runs against ``direct``), so this cursor
 remembers a byte offset and parses only what was appended since :meth:`UpstreamLog.mark`.
+Both access-log formats in this project are read: the combined format (docker-registry, nginx)
+and Quayside's JSON lines (``{"method", "path", "status", "bytes", ...}``, origin and edge).
 Waiting is bounded: :meth:`UpstreamLog.settle` returns after the file was unchanged for
 ``quiet`` seconds or after ``timeout``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.accesslog import AccessRecord, parse_text
+from harness.accesslog import AccessRecord, parse_line
+
+
+def _parse_json(line: str) -> AccessRecord | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not {"method", "path", "status"} <= event.keys():
+        return None
+    target = str(event["path"])
+    return AccessRecord(
+        method=str(event["method"]),
+        path=target.split("?", 1)[0],
+        target=target,
+        status=int(event["status"]),
+        bytes=int(event.get("bytes") or 0),
+        agent=str(event.get("user_agent") or ""),
+        extra="",
+    )
+
+
+def parse_any(text: str) -> list[AccessRecord]:
+    """Access records in ``text``, combined-format or JSON lines; other lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        rec = _parse_json(line) if line.startswith("{") else parse_line(line)
+        if rec is not None:
+            out.append(rec)
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,7 +94,7 @@ class UpstreamLog:
             fh.seek(self._offset)
             data = fh.read()
         cut = data.rfind(b"\n")
-        return parse_text(data[: cut + 1].decode("utf-8", "replace")) if cut >= 0 else []
+        return parse_any(data[: cut + 1].decode("utf-8", "replace")) if cut >= 0 else []
 
     def served(self, path_part: str = "") -> Served:
         """Requests since :meth:`mark`; GETs (and their body bytes) whose path has ``path_part``."""

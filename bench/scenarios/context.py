@@ -69,17 +69,21 @@ class RunContext:
     reporter: Reporter
 
     def contenders_for(self, scenario: str) -> list[Contender]:
+        running = self.topology.contenders
         return [
-            c
-            for name, c in self.topology.contenders.items()
-            if scenario in c.scenarios and name in self.params.contenders
+            running[name]
+            for name in self.params.contenders
+            if name in running and scenario in running[name].scenarios
         ]
 
     def upstream_log(self, contender: Contender) -> UpstreamLog | None:
         """The access log of the upstream ``contender`` fronts (``None``: not countable)."""
         registry = self.topology.registry
+        origin = self.topology.origin
         if contender.upstream == "registry" and registry is not None:
             return UpstreamLog(registry.log_path)
+        if contender.upstream == "origin" and origin is not None:
+            return UpstreamLog(origin.log_path)
         return None
 
     def fetch(

@@ -37,15 +37,15 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.contender = contender
         self.peaks = [0] * len(contender.processes())
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(_SAMPLE_INTERVAL):
+        while not self._halt.wait(_SAMPLE_INTERVAL):
             for i, (rss, _peak) in enumerate(self.contender.memory_per_node()[: len(self.peaks)]):
                 self.peaks[i] = max(self.peaks[i], rss)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2.0)
 
 
