@@ -143,7 +143,7 @@ def create_app(
     edge.redis = region.redis if region is not None else None
     http_metrics = HttpMetrics(registry, "quayside_edge")
     app = web.Application(
-        middlewares=[*standard_middlewares(), http_metrics.middleware()],
+        middlewares=[*standard_middlewares(), http_metrics.middleware(), _upstream_errors],
         client_max_size=64 * 1024,
     )
     app[EDGE] = edge
@@ -215,6 +215,22 @@ def _blobs_ctx(
                 await cache.close()
 
     return ctx
+
+
+@web.middleware
+async def _upstream_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Relay upstream errors with their code and status but without upstream URLs in ``detail``.
+
+    A 401 always carries a challenge (RFC 9110 15.5.2): clients then try their next host.
+    """
+    try:
+        return await handler(request)
+    except errors.RegistryError as err:
+        if getattr(err, "from_upstream", False):
+            err.detail = "upstream answered " + str(err.status)
+        if err.status == 401:
+            err.headers.setdefault("WWW-Authenticate", 'Basic realm="quayside-edge"')
+        raise
 
 
 async def _region_peer_token(edge: Edge) -> str | None:

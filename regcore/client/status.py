@@ -111,7 +111,25 @@ def error_for(
     headers: Mapping[str, str] | None = None,
     body: bytes = b"",
 ) -> errors.RegistryError:
-    """The exception for an unexpected upstream ``status`` (see the module docstring)."""
+    """The exception for an unexpected upstream ``status`` (see the module docstring).
+
+    The error is marked ``from_upstream = True`` so a server relaying it (the edge) can replace
+    the detail, which names upstream URLs, before it reaches its own clients.
+    """
+    err = _error_for(status, kind, method=method, url=url, headers=headers, body=body)
+    err.from_upstream = True  # type: ignore[attr-defined]
+    return err
+
+
+def _error_for(
+    status: int,
+    kind: Kind,
+    *,
+    method: str,
+    url: URL,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+) -> errors.RegistryError:
     code, upstream_msg = envelope_code(body) if body else (None, None)
     detail = f"{method} {redact(url)} answered {status}"
     if code:
