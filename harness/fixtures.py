@@ -40,6 +40,7 @@ from harness.images import (
     make_layer,
 )
 from harness.nginx import Nginx
+from harness.procs import running_processes
 from harness.redis import RedisServer
 from harness.registry import DockerRegistry
 
@@ -103,6 +104,20 @@ class NginxFactory:
     def close(self) -> None:
         for nginx in reversed(self._started):
             nginx.close()
+
+
+@pytest.fixture(autouse=True)
+def _reap_leaked_processes() -> Iterator[None]:
+    """Kill children a test started and did not stop (a leak would outlive the session).
+
+    Autouse and function-scoped, so it is set up after wider-scoped fixtures (their servers
+    count as "before") and torn down after the test's other fixtures have closed theirs.
+    """
+    before = {id(p) for p in running_processes()}
+    yield
+    for proc in running_processes():
+        if id(proc) not in before:
+            proc.kill()
 
 
 def _require(binary: str) -> None:

@@ -21,6 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+# Every started child, so a test session can reap what a failing or careless test left running
+# (see harness.fixtures). A test harness convenience, not something app code does.
+_STARTED: list[Process] = []
+
+
+def running_processes() -> list[Process]:
+    """Children started through :class:`Process` that are still alive."""
+    _STARTED[:] = [p for p in _STARTED if p.running]
+    return list(_STARTED)
+
 
 class ProcessError(RuntimeError):
     """A child could not start, or died while it was expected to run (message has its log tail)."""
@@ -72,6 +82,7 @@ class Process:
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {self.args!r}: {exc}") from exc
+        _STARTED.append(self)
         return self
 
     @property

@@ -90,38 +90,41 @@ def test_docker_registry_redirect_to_cdn_host_gets_no_authorization(
             )
         ],
     )
-    head_only = image.layers[0]
-    blobs = {d: b for d, b in image.blobs().items() if d != head_only.digest}
+    try:
+        head_only = image.layers[0]
+        blobs = {d: b for d, b in image.blobs().items() if d != head_only.digest}
 
-    # HEAD of an uncached blob: the upstream's 307 is followed with HEAD, nothing downloaded
-    head = http(f"{edge.url}/v2/{REPO}/blobs/{head_only.digest}", method="HEAD")
-    assert head.status == 200, head
-    assert int(head.headers["Content-Length"]) == head_only.size
-    assert head.headers["Docker-Content-Digest"] == head_only.digest
+        # HEAD of an uncached blob: the upstream's 307 is followed with HEAD, nothing downloaded
+        head = http(f"{edge.url}/v2/{REPO}/blobs/{head_only.digest}", method="HEAD")
+        assert head.status == 200, head
+        assert int(head.headers["Content-Length"]) == head_only.size
+        assert head.headers["Docker-Content-Digest"] == head_only.digest
 
-    for digest, data in blobs.items():
-        got = http(f"{edge.url}/v2/{REPO}/blobs/{digest}")
-        assert got.status == 200 and got.body == data
+        for digest, data in blobs.items():
+            got = http(f"{edge.url}/v2/{REPO}/blobs/{digest}")
+            assert got.status == 200 and got.body == data
 
-    registry.wait_quiet()
-    for digest in blobs:  # the registry accepted the edge's token (else 401) and redirected
-        assert registry.count("GET", f"/blobs/{digest}", status=307) == 1
-        assert cdn.count("GET", digest.split(":", 1)[1]) == 1
-    assert registry.count("HEAD", f"/blobs/{head_only.digest}", status=307) == 1
-    assert cdn.count("GET", head_only.digest.split(":", 1)[1]) == 0
-    assert cdn.count("HEAD") == 1
-    # the CDN host never saw credentials of any kind
-    assert cdn.requests and cdn.with_header("Authorization") == []
-    assert tokens.requests and all(r.user == BOT and r.status == 200 for r in tokens.requests)
+        registry.wait_quiet()
+        for digest in blobs:  # the registry accepted the edge's token (else 401) and redirected
+            assert registry.count("GET", f"/blobs/{digest}", status=307) == 1
+            assert cdn.count("GET", digest.split(":", 1)[1]) == 1
+        assert registry.count("HEAD", f"/blobs/{head_only.digest}", status=307) == 1
+        assert cdn.count("GET", head_only.digest.split(":", 1)[1]) == 0
+        assert cdn.count("HEAD") == 1
+        # the CDN host never saw credentials of any kind
+        assert cdn.requests and cdn.with_header("Authorization") == []
+        assert tokens.requests and all(r.user == BOT and r.status == 200 for r in tokens.requests)
 
-    # cached by digest: a second GET goes nowhere
-    registry.mark_log()
-    seen = len(cdn.requests)
-    for digest, data in blobs.items():
-        assert http(f"{edge.url}/v2/{REPO}/blobs/{digest}").body == data
-    registry.wait_quiet()
-    assert registry.count(None, "/blobs/") == 0
-    assert len(cdn.requests) == seen
+        # cached by digest: a second GET goes nowhere
+        registry.mark_log()
+        seen = len(cdn.requests)
+        for digest, data in blobs.items():
+            assert http(f"{edge.url}/v2/{REPO}/blobs/{digest}").body == data
+        registry.wait_quiet()
+        assert registry.count(None, "/blobs/") == 0
+        assert len(cdn.requests) == seen
+    finally:
+        edge.close()
 
 
 # -- an in-test registry with signed, two-hop redirects -------------------------------------
