@@ -1,0 +1,235 @@
+"""The task behind one fill: choose a source, stream it to a temp file, fail over, verify, commit.
+
+:class:`edge.fill.FillManager` starts one :class:`FillRun` per :class:`edge.fill.Fill` (as a
+task it owns) and the run drives the Fill's fill-side API (``_advance``, ``_finish``,
+``_fail``). The guarantees are stated in :mod:`edge.fill`; in short:
+
+- Source: with a region lock, ``fill:<digest>`` decides between the upstream (lock taken by
+  this node) and the owner's peer endpoint; Redis unreachable means upstream
+  (``redis_fallbacks``).
+- The total size is reserved in the cache before the first byte is written (the bound holds).
+- Every chunk is written and flushed before waiters are woken; a source that breaks is
+  resumed at the written offset (``upstream_resumes`` times without progress); a failing peer
+  is followed to the lock's new owner or taken over (``lock_takeovers``).
+- The blob is committed only when digest and size match. On any failure the Fill is failed,
+  the temp file discarded, and the reservation and the lock released -- also on cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from edge.cache import Reservation
+from edge.regionlock import Lease, RegionUnavailable, Taken
+from edge.sources import BlobSource, ShortStream, is_transient
+from regcore import errors
+from regcore.storage.blobstore import BlobWriter
+
+if TYPE_CHECKING:
+    from edge.fill import Fill, FillManager
+
+log = logging.getLogger("edge.fill")  # the fill's log records, wherever the code lives
+
+SourceFactory = Callable[[], BlobSource]
+
+
+class FillRun:
+    """The task behind one Fill: choose a source, stream to disk, fail over, verify, commit."""
+
+    def __init__(self, manager: FillManager, fill: Fill, upstream: SourceFactory) -> None:
+        self.m = manager
+        self.fill = fill
+        self.digest = fill.digest
+        self.upstream = upstream
+        self.source: BlobSource | None = None
+        self.owner: str | None = None  # set while streaming from a peer
+        self.lease: Lease | None = None
+        self.writer: BlobWriter | None = None
+        self.reservation: Reservation | None = None
+        self.total: int | None = None
+        self.resumes_left = manager.upstream_resumes
+        self.fail_offset = -1
+        self.peer_fail_since: float | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.writer.size if self.writer is not None else 0
+
+    async def run(self) -> None:
+        m, fill = self.m, self.fill
+        try:
+            await self._choose_source()
+            self.writer = m.cache.new_writer(flush_bytes=m.chunk_flush_bytes)
+            fill._path = self.writer.path
+            await self._stream()
+            assert self.reservation is not None and self.total is not None
+            blob = await m.cache.commit(self.writer, self.digest, self.total, self.reservation)
+            fill._finish(blob)
+            log.info("fill %s committed (%d bytes from %s)", self.digest, blob.size, fill.source)
+        except BaseException as exc:
+            reason = _reason(exc)
+            m._count("fills_failed", reason=reason)
+            log.warning("fill %s failed (%s): %s", self.digest, reason, describe(exc))
+            fill._fail(exc)
+            if self.writer is not None:
+                self.writer.discard()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self.reservation is not None:
+                self.reservation.release()
+            if m._active.get(self.digest) is fill:
+                del m._active[self.digest]
+            if self.lease is not None and m.region is not None:
+                await m.region.release(self.lease)
+
+    # -- source choice ----------------------------------------------------------------------
+    async def _choose_source(self) -> None:
+        region, url = self.m.region, self.m.advertise_url
+        if region is None or url is None:
+            return self._use_upstream()
+        try:
+            for _ in range(3):
+                got = await region.acquire(self.digest, url)
+                if isinstance(got, Taken) and got.owner == url:  # our own stale lock (restart)
+                    got = await region.steal(self.digest, url, url) or got
+                if isinstance(got, Lease):
+                    self.lease = got
+                    return self._use_upstream()
+                if got.owner != url:
+                    self._use_peer(got.owner)
+                    self.m._count("fills_remote")
+                    return None
+        except RegionUnavailable:
+            self.m._count("redis_fallbacks")
+        return self._use_upstream()  # Redis unavailable (or a lock too contended): node-local
+
+    def _use_upstream(self) -> None:
+        self.source = self.upstream()
+        self.owner = None
+        self.fill.source = self.source.description
+
+    def _use_peer(self, owner: str) -> None:
+        self.source = self.m.peer_source(owner, self.digest)
+        self.owner = owner
+        self.peer_fail_since = None
+        self.fill.source = self.source.description
+
+    # -- streaming ---------------------------------------------------------------------------
+    async def _stream(self) -> None:
+        while True:
+            assert self.source is not None
+            try:
+                total, chunks = await self.source.open(self.offset)
+                try:
+                    await self._accept_total(total)
+                    async for chunk in chunks:
+                        await self._write(chunk)
+                finally:
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                if self.offset == total:
+                    return
+                raise ShortStream(
+                    f"{self.source.description} stream ended at {self.offset} of {total} bytes"
+                )
+            except Exception as exc:
+                if not await self._recover(exc):
+                    raise
+
+    async def _accept_total(self, total: int) -> None:
+        if self.total is None:
+            self.reservation = await self.m.cache.reserve(total)
+            self.total = total
+            self.fill._size.set_result(total)
+        elif total != self.total:
+            raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
+
+    async def _write(self, chunk: bytes) -> None:
+        assert self.writer is not None and self.total is not None and self.source is not None
+        if self.offset + len(chunk) > self.total:
+            raise errors.SizeInvalid(f"source sent more than {self.total} bytes")
+        await self.writer.write(chunk)
+        await self.writer.flush()  # every chunk visible to waiters at once
+        self.fill._advance(self.writer.written)
+        self.m._count("fill_bytes", len(chunk), source=self.source.description)
+
+    # -- failure handling -------------------------------------------------------------------------
+    async def _recover(self, exc: Exception) -> bool:
+        """Whether to go on (the source may have been switched); False: the fill fails."""
+        if not is_transient(exc):
+            return False
+        progressed = self.offset > self.fail_offset
+        self.fail_offset = self.offset
+        if self.owner is not None:
+            return await self._peer_failover(exc, progressed)
+        if progressed:
+            self.resumes_left = self.m.upstream_resumes
+        if self.resumes_left <= 0:
+            return False
+        self.resumes_left -= 1
+        log.info(
+            "fill %s: %s broke at %d (%s); resuming",
+            self.digest,
+            self.fill.source,
+            self.offset,
+            describe(exc),
+        )
+        return True
+
+    async def _peer_failover(self, exc: Exception, progressed: bool) -> bool:
+        region, url, owner = self.m.region, self.m.advertise_url, self.owner
+        assert region is not None and url is not None and owner is not None
+        loop = asyncio.get_running_loop()
+        if progressed or self.peer_fail_since is None:
+            self.peer_fail_since = loop.time()
+        log.info(
+            "fill %s: peer %s failed at %d (%s)", self.digest, owner, self.offset, describe(exc)
+        )
+        try:
+            current = await region.owner(self.digest)
+            if current is None:
+                got = await region.acquire(self.digest, url)
+                if isinstance(got, Lease):
+                    return self._take_over(got)
+                current = got.owner
+            if current not in (owner, url):
+                self._use_peer(current)  # the lock moved on: follow the new owner
+                return True
+            if current == url or loop.time() - self.peer_fail_since >= region.ttl:
+                lease = await region.steal(self.digest, current, url)
+                if lease is not None:
+                    return self._take_over(lease)
+        except RegionUnavailable:
+            self.m._count("redis_fallbacks")
+            return self._take_over(None)
+        await asyncio.sleep(self.m.peer_retry_interval)
+        return True
+
+    def _take_over(self, lease: Lease | None) -> bool:
+        log.warning(
+            "fill %s: taking over from %s at offset %d", self.digest, self.owner, self.offset
+        )
+        self.lease = lease
+        self.m._count("lock_takeovers")
+        self._use_upstream()
+        self.resumes_left = self.m.upstream_resumes
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, errors.RegistryError):
+        return exc.code.lower()
+    if isinstance(exc, ShortStream):
+        return "short"
+    return "source"
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
