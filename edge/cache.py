@@ -181,7 +181,12 @@ class BlobCache:
         self._evict_until(0)
         await self._flush_dirty()
         self._flusher = asyncio.create_task(self._flush_loop(), name="blobcache-flush")
-        log.info("blob cache opened: %d blobs, %d bytes (max %d)", self.entries, self._used, self.max_bytes)
+        log.info(
+            "blob cache opened: %d blobs, %d bytes (max %d)",
+            self.entries,
+            self._used,
+            self.max_bytes,
+        )
 
     async def close(self) -> None:
         """Persist pending index updates, finish unlinks, close the index. Idempotent."""
@@ -235,7 +240,9 @@ class BlobCache:
         if size < 0:
             raise errors.SizeInvalid(f"negative size {size}")
         if size > self.max_bytes:
-            raise errors.SizeTooLarge(f"blob of {size} bytes exceeds the cache size {self.max_bytes}")
+            raise errors.SizeTooLarge(
+                f"blob of {size} bytes exceeds the cache size {self.max_bytes}"
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reserve_timeout
         while True:
@@ -243,7 +250,14 @@ class BlobCache:
                 self._evict_until(size)
             if self._used + self._reserved + size <= self.max_bytes:
                 self._reserved += size
-                return Reservation(self, size)
+                reservation = Reservation(self, size)
+                if self._unlinks:  # evicted files leave the disk before new bytes land on it
+                    try:
+                        await asyncio.gather(*list(self._unlinks), return_exceptions=True)
+                    except BaseException:
+                        reservation.release()
+                        raise
+                return reservation
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise errors.Unavailable(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from regcore import errors
+from regcore import USER_AGENT, errors
 from regcore.config import UpstreamConfig
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ def open_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aioh
         trace_configs=trace_configs or [],
         auto_decompress=False,
         raise_for_status=False,
+        headers={"User-Agent": USER_AGENT},
+        cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are never replayed
     )
 
 

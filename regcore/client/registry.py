@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from regcore import errors
+from regcore import USER_AGENT, errors
 from regcore.client import uploads
 from regcore.client.auth import TokenCache, repository_scope, scopes_for_path
 from regcore.client.status import DigestMismatch, Kind, error_for
@@ -71,7 +71,7 @@ class RegistryClient:
         backoff: float = 0.2,
         max_retry_after: float = 10.0,
         max_resumes: int = 3,
-        user_agent: str = "quayside/0.1",
+        user_agent: str = USER_AGENT,
         on_request: RequestHook | None = None,
         on_resume: ResumeHook | None = None,
         token_cache: TokenCache | None = None,

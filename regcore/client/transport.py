@@ -40,7 +40,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from regcore import errors
+from regcore import USER_AGENT, errors
 from regcore.client.auth import (
     Challenge,
     TokenCache,
@@ -77,7 +77,7 @@ class Transport:
         max_backoff: float = 5.0,
         max_retry_after: float = 10.0,
         max_redirects: int = 5,
-        user_agent: str = "quayside/0.1",
+        user_agent: str = USER_AGENT,
         on_request: RequestHook | None = None,
         token_cache: TokenCache | None = None,
     ) -> None:
