@@ -9,6 +9,7 @@ registry answers with anything but the status the spec prescribes.
 from __future__ import annotations
 
 import hashlib
+import io
 from urllib.parse import urljoin
 
 import aiohttp
@@ -37,7 +38,10 @@ async def _expect(resp: aiohttp.ClientResponse, *statuses: int) -> None:
 
 
 async def push_blob(session: aiohttp.ClientSession, base_url: str, repo: str, data: bytes) -> str:
-    """Upload ``data`` (POST to start, one PUT with ``?digest=``); return its digest."""
+    """Upload ``data`` (POST to start, one PUT with ``?digest=``); return its digest.
+
+    The body goes as a stream (``io.BytesIO``): aiohttp warns about large raw ``bytes`` bodies.
+    """
     digest = _digest(data)
     async with session.post(f"{base_url}/v2/{repo}/blobs/uploads/") as resp:
         await _expect(resp, 202)
@@ -45,8 +49,8 @@ async def push_blob(session: aiohttp.ClientSession, base_url: str, repo: str, da
     sep = "&" if "?" in location else "?"
     async with session.put(
         f"{location}{sep}digest={digest}",
-        data=data,
-        headers={"Content-Type": "application/octet-stream"},
+        data=io.BytesIO(data),
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
     ) as resp:
         await _expect(resp, 201)
     return digest
