@@ -17,21 +17,16 @@ Exit status: 0 after a clean stop, 2 for a configuration error (the message name
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import json
 import logging
 import os
-import signal
-import socket
 import sys
 import time
 from typing import Any
 
-from aiohttp import web
-
+from regcore import serving
 from regcore.config import ConfigError, EdgeConfig, load_edge_config
-from regcore.logging import JSONAccessLogger, setup_logging
+from regcore.logging import setup_logging
 
 log = logging.getLogger("quayside.edge")
 SHUTDOWN_TIMEOUT = 5.0
@@ -81,50 +76,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"quayside edge: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(serve(config))
-
-
-def bind(config: EdgeConfig) -> tuple[socket.socket, str]:
-    """Bind the listening socket; returns it and the URL it is reachable at.
-
-    Raises:
-        OSError: the address cannot be bound.
-    """
-    host, port = config.bind
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = (
-        "127.0.0.1"
-        if bound_host in ("0.0.0.0", "")
-        else ("::1" if bound_host == "::" else bound_host)
-    )
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return sock, f"http://{shown}:{bound_port}"
+    return serving.run(serve(config))
 
 
 async def serve(config: EdgeConfig) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
     from edge.app import create_app
 
+    host, port = config.bind
     try:
-        sock, url = bind(config)
+        sock, url = serving.bind(host, port)
     except OSError as exc:
         print(
             f"quayside edge: cannot listen on {config.listen}: {exc.strerror or exc}",
@@ -134,44 +95,20 @@ async def serve(config: EdgeConfig) -> int:
     if config.advertise is None:
         config = dataclasses.replace(config, advertise=url)
     clock = time.time if config.redis.enabled else time.monotonic
-    app = create_app(config, clock=clock)
-    runner = web.AppRunner(
-        app,
-        access_log=None if config.log.accesslog_disabled else logging.getLogger("quayside.access"),
-        access_log_class=JSONAccessLogger,
+    return await serving.serve_app(
+        create_app(config, clock=clock),
+        sock,
+        url,
+        name="edge",
         shutdown_timeout=SHUTDOWN_TIMEOUT,
-        handle_signals=False,
-    )
-    try:
-        await runner.setup()
-    except Exception as exc:
-        sock.close()
-        log.exception("edge failed to start")
-        print(f"quayside edge: cannot start: {exc}", file=sys.stderr)
-        return 1
-    site = web.SockSite(runner, sock)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before the listening line: a launcher may
-        loop.add_signal_handler(sig, stop.set)  # signal as soon as it reads it
-    print(json.dumps({"event": "listening", "url": url}), flush=True)
-    log.info(
-        "listening",
-        extra={
-            "url": url,
+        access_log=not config.log.accesslog_disabled,
+        log_extra={
             "advertise": config.advertise,
             "upstreams": [u.name for u in config.upstreams],
             "cache_dir": config.cache.dir,
             "cache_size": config.cache.size,
         },
     )
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down: draining requests and fills")
-        await runner.cleanup()
-    return 0
 
 
 def _standalone() -> int:

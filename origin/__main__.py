@@ -13,28 +13,28 @@ server gracefully: the listener closes, requests in flight get ``http.draintimeo
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
-import signal
 import ssl
 import sys
 from typing import Any
 
-from aiohttp import web
-
 from origin.app import create_app
+from regcore import serving
 from regcore.config import ConfigError, load_origin_config
-from regcore.logging import JSONAccessLogger, setup_logging
+from regcore.logging import setup_logging
 
 log = logging.getLogger("quayside.origin")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="distribution-style config.yml")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="address to bind (port 0: any free port)")
-    parser.add_argument("--root", metavar="DIR", help="storage root (storage.filesystem.rootdirectory)")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to bind (port 0: any free port)"
+    )
+    parser.add_argument(
+        "--root", metavar="DIR", help="storage root (storage.filesystem.rootdirectory)"
+    )
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log level (log.level)"
     )
@@ -52,14 +52,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"quayside origin: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(serve(config))
+    return serving.run(serve(config))
 
 
 def _ssl_context(config: Any) -> ssl.SSLContext | None:
@@ -81,47 +74,32 @@ def _ssl_context(config: Any) -> ssl.SSLContext | None:
 
 async def serve(config: Any) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
-    # Signal handlers first: a SIGTERM sent right after the listening line must stop us cleanly.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    app = create_app(config)
-    access_log = None if config.log.accesslog_disabled else logging.getLogger("quayside.access")
-    runner = web.AppRunner(
-        app,
-        access_log=access_log,
-        access_log_class=JSONAccessLogger,
-        shutdown_timeout=config.http.draintimeout or 5.0,
-        handle_signals=False,
-    )
-    await runner.setup()
     host, port = config.http.bind
-    ctx = _ssl_context(config)
-    site = web.TCPSite(runner, host, port, ssl_context=ctx)
     try:
-        await site.start()
-    except OSError as exc:
-        print(f"quayside origin: cannot listen on {config.http.addr}: {exc.strerror or exc}", file=sys.stderr)
-        await runner.cleanup()
+        ctx = _ssl_context(config)
+        sock, url = serving.bind(host, port, tls=ctx is not None)
+    except (OSError, ssl.SSLError) as exc:
+        print(
+            f"quayside origin: cannot listen on {config.http.addr}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
-    bound_host, bound_port = runner.addresses[0][:2]
-    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    url = f"{'https' if ctx else 'http'}://{shown}:{bound_port}"
-    print(json.dumps({"event": "listening", "url": url}), flush=True)
-    log.info("listening", extra={"url": url, "root": config.storage.rootdirectory})
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await runner.cleanup()
-    return 0
+    return await serving.serve_app(
+        create_app(config),
+        sock,
+        url,
+        name="origin",
+        ssl_context=ctx,
+        shutdown_timeout=config.http.draintimeout or 5.0,
+        access_log=not config.log.accesslog_disabled,
+        log_extra={"root": config.storage.rootdirectory},
+    )
 
 
 def _standalone() -> int:
-    parser = argparse.ArgumentParser(prog="python -m origin", description="serve the private origin registry")
+    parser = argparse.ArgumentParser(
+        prog="python -m origin", description="serve the private origin registry"
+    )
     add_arguments(parser)
     return main(parser.parse_args())
 

@@ -1,0 +1,103 @@
+"""Run an aiohttp application as a server process: the part ``origin`` and ``edge`` share.
+
+- :func:`run` runs a coroutine on uvloop (the stdlib loop where uvloop is missing).
+- :func:`bind` binds the listening socket *before* the application is built, so a server
+  started with port 0 knows the URL it is reachable at (the edge advertises it to peers).
+- :func:`serve_app` installs SIGTERM/SIGINT handlers, starts the site, prints one JSON line
+  ``{"event": "listening", "url": ...}`` to stdout (launchers read it to learn the port), waits
+  for a signal and shuts down gracefully (requests in flight get ``shutdown_timeout``; the
+  app's cleanup contexts drain background work). Signal handlers are installed before the
+  line is printed, so a launcher may signal as soon as it has read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from regcore.logging import JSONAccessLogger
+
+log = logging.getLogger("quayside.serving")
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(main)
+
+
+def bind(host: str, port: int, *, tls: bool = False) -> tuple[socket.socket, str]:
+    """Bind and listen; returns the socket and the URL it is reachable at. Raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(bound_host, bound_host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return sock, f"{'https' if tls else 'http'}://{shown}:{bound_port}"
+
+
+async def serve_app(
+    app: web.Application,
+    sock: socket.socket,
+    url: str,
+    *,
+    name: str,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = 5.0,
+    access_log: bool = True,
+    log_extra: Mapping[str, Any] | None = None,
+) -> int:
+    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT. Returns the exit status:
+    0 after a clean stop, 1 when the application failed to start."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("quayside.access") if access_log else None,
+        access_log_class=JSONAccessLogger,
+        shutdown_timeout=shutdown_timeout,
+        handle_signals=False,
+    )
+    try:
+        await runner.setup()
+    except Exception as exc:
+        sock.close()
+        log.exception("%s failed to start", name)
+        print(f"quayside {name}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    print(json.dumps({"event": "listening", "url": url}), flush=True)
+    log.info("listening", extra={"server": name, "url": url, **dict(log_extra or {})})
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down", extra={"server": name})
+        await runner.cleanup()
+    return 0
