@@ -11,10 +11,13 @@ works). Guarantees:
   unless ``new_port=True``, so clients configured with :attr:`url` keep working.
 - :meth:`close` stops the child and deletes the temp dir this object created (never a
   directory passed in by the caller).
+- ``config`` is either a mapping (written as JSON into the workdir at each start) or the path of
+  an existing config file (passed as is); ``main_module="origin"`` runs the component's own
+  entry point (``python -m origin``) instead of ``python -m regcore.cli origin serve``.
 
 Observation: :meth:`metrics` parses ``/metrics`` (Prometheus text) into ``{(name, labels):
 value}``; :meth:`metric` sums the samples of one name matching some labels. Peak RSS comes from
-``/proc`` (:meth:`peak_rss_bytes`).
+``/proc`` (:meth:`peak_rss_bytes`); :meth:`server_errors` lists the 5xx access-log lines.
 """
 
 from __future__ import annotations
@@ -63,12 +66,13 @@ class QuaysideServer:
         *,
         workdir: str | Path | None = None,
         listen_port: int = 0,
-        config: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | str | Path | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         log_level: str = "info",
         start_timeout: float = 20.0,
         name: str | None = None,
+        main_module: str | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -79,7 +83,10 @@ class QuaysideServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name or self.component
         self.listen_port = listen_port
-        self.config = dict(config) if config else None
+        self.config: dict[str, Any] | Path | None = (
+            Path(config) if isinstance(config, str | Path) else dict(config) if config else None
+        )
+        self.main_module = main_module
         self.env = dict(env or {})
         self.extra_args = list(extra_args)
         self.log_level = log_level
@@ -107,6 +114,13 @@ class QuaysideServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def command(self) -> list[str]:
+        """The command line up to ``--listen``: ``python -m regcore.cli <component> serve``, or
+        ``python -m <main_module>``."""
+        if self.main_module is not None:
+            return [sys.executable, "-m", self.main_module]
+        return [sys.executable, "-m", "regcore.cli", self.component, "serve"]
+
     def component_args(self) -> list[str]:
         """Arguments after ``<component> serve --listen ...`` (subclasses)."""
         return []
@@ -123,9 +137,10 @@ class QuaysideServer:
             return self
         port = self._bound_port if self._bound_port and not new_port else self.listen_port
         self._runs += 1
-        args = [sys.executable, "-m", "regcore.cli", self.component, "serve",
-                "--listen", f"127.0.0.1:{port}", "--log-level", self.log_level]  # fmt: skip
-        if self.config is not None:
+        args = [*self.command(), "--listen", f"127.0.0.1:{port}", "--log-level", self.log_level]
+        if isinstance(self.config, Path):
+            args += ["--config", str(self.config)]
+        elif self.config is not None:
             config_path = self.workdir / f"{self.name}-config.json"
             config_path.write_text(json.dumps(self.config, indent=2))
             args += ["--config", str(config_path)]
@@ -213,6 +228,21 @@ class QuaysideServer:
     def log_text(self) -> str:
         """The current run's log (all runs: read ``workdir/<name>-*.log``)."""
         return self.process.log_text() if self.process is not None else ""
+
+    def server_errors(self) -> list[str]:
+        """The current run's access-log lines (JSON) with a 5xx ``status``."""
+        out = []
+        for line in self.log_text().splitlines():
+            if '"status"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            status = event.get("status") if isinstance(event, dict) else None
+            if isinstance(status, int) and status >= 500:
+                out.append(line)
+        return out
 
     def peak_rss_bytes(self) -> int:
         """VmHWM of the running child (0 when it is not running)."""

@@ -4,7 +4,8 @@ management) against REAL registry processes.
 Every test runs once per implementation (module-scoped parameter ``target``):
 
 - ``origin``: ``python -m regcore.cli origin serve --listen 127.0.0.1:0 --root DIR`` (a child
-  process, its URL read from the ``{"event": "listening"}`` line it prints);
+  process started by :class:`harness.servers.OriginProcess`, its URL read from the
+  ``{"event": "listening"}`` line it prints);
 - ``docker-registry``: Debian's distribution 2.8 (:class:`harness.registry.DockerRegistry`), the
   reference point.
 
@@ -34,13 +35,10 @@ import json
 import random
 import shutil
 import string
-import sys
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -48,15 +46,14 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from harness.procs import Process, ProcessError
 from harness.registry import DockerRegistry
+from harness.servers import OriginProcess
 
 IMPLEMENTATIONS = ("origin", "docker-registry")
 #: One repository for all four workflows, like the suite's single ``OCI_NAMESPACE``.
 NAMESPACE = "conformance/oci"
 #: The suite's workflow order; pytest would otherwise run the modules alphabetically.
 WORKFLOW_ORDER = ("test_oci_pull", "test_oci_push", "test_oci_discovery", "test_oci_management")
-ORIGIN_START_TIMEOUT = 15.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -331,54 +328,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- servers ---------------------------------------------------------------------------------
 
 
-class OriginProcess:
-    """``quayside origin serve`` as a child process on a free loopback port.
-
-    :meth:`start` returns once the process printed its ``listening`` line (the URL is taken from
-    it) or raises :class:`ProcessError` with the log tail; :meth:`close` stops it (SIGTERM, then
-    SIGKILL) and is idempotent.
-    """
-
-    def __init__(self, root: Path, workdir: Path) -> None:
-        self.root = root
-        self.workdir = workdir
-        self.url = ""
-        self.process = Process(
-            [sys.executable, "-m", "regcore.cli", "origin", "serve",
-             "--listen", "127.0.0.1:0", "--root", str(root)],
-            cwd=Path(__file__).resolve().parents[2],
-            log_path=workdir / "origin.log",
-            name="quayside-origin",
-        )
-
-    def start(self, timeout: float = ORIGIN_START_TIMEOUT) -> OriginProcess:
-        self.process.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.process.log_text().splitlines():
-                if '"listening"' not in line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening":
-                    self.url = str(event["url"])
-                    return self
-            self.process.check_running()
-            time.sleep(0.02)
-        tail = self.process.log_tail()
-        self.process.kill()
-        raise ProcessError(f"origin did not print its listening line within {timeout}s:\n{tail}")
-
-    def close(self) -> None:
-        self.process.stop()
-
-
 @pytest.fixture(scope="session")
 def origin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("conformance-origin")
-    server = OriginProcess(workdir / "root", workdir)
+    server = OriginProcess(workdir=tmp_path_factory.mktemp("conformance-origin"))
     try:
         yield server.start().url
     finally:

@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +22,9 @@ import pytest
 
 from harness import skopeo
 from harness.images import Image, ImageIndex, MiB, make_image, make_index
-from harness.procs import Process, ProcessError, wait_until
+from harness.images import sha256_digest as sha256
 from harness.registry import DockerRegistry
+from harness.servers import OriginProcess
 
 pytestmark = pytest.mark.slow
 
@@ -34,55 +32,32 @@ if shutil.which("skopeo") is None or shutil.which("docker-registry") is None:  #
     pytest.skip("skopeo and docker-registry are required", allow_module_level=True)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-class OriginProcess:
-    """``quayside origin serve`` as a child process on a free loopback port."""
-
-    def __init__(self, root: Path, workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.process = Process(
-            [sys.executable, "-m", "regcore.cli", "origin", "serve",
-             "--listen", "127.0.0.1:0", "--root", str(root)],
-            log_path=workdir / "origin.log",
-            name="origin",
-        )
-        self.url = ""
-
-    def start(self, timeout: float = 15.0) -> OriginProcess:
-        self.process.start()
-
-        def _listening() -> bool:
-            self.process.check_running()
-            m = re.search(r'"url": "(http://[^"]+)"', self.process.log_text())
-            if m:
-                self.url = m.group(1)
-            return bool(m)
-
-        if not wait_until(_listening, timeout=timeout):
-            self.process.kill()
-            raise ProcessError(f"origin did not start:\n{self.process.log_tail()}")
-        return self
-
-    @property
-    def host(self) -> str:
-        return self.url.removeprefix("http://")
-
-    def stop(self) -> None:
-        self.process.stop()
-        errors = [line for line in self.process.log_text().splitlines() if '"status":5' in line]
-        assert errors == []
+Started = list[OriginProcess | DockerRegistry]
 
 
 @pytest.fixture
-def started() -> Iterator[list[Any]]:
+def started() -> Iterator[Started]:
     """Everything started in a test, stopped at teardown even when the test fails."""
-    procs: list[Any] = []
+    procs: Started = []
     try:
         yield procs
     finally:
         for p in procs:
-            p.process.stop() if isinstance(p, OriginProcess) else p.close()
+            p.close()
+
+
+def start_origin(root: Path, workdir: Path, started: Started) -> OriginProcess:
+    """An origin serving ``root``, closed by the ``started`` fixture's teardown."""
+    origin = OriginProcess(root=root, workdir=workdir)
+    started.append(origin)
+    origin.start()
+    return origin
+
+
+def stop_cleanly(origin: OriginProcess) -> None:
+    """Stop the origin; it must not have answered any request with a 5xx."""
+    origin.stop()
+    assert origin.server_errors() == []
 
 
 def http_json(base: str, path: str) -> Any:
@@ -96,10 +71,6 @@ def http(base: str, method: str, path: str, body: bytes = b"", ctype: str | None
         req.add_header("Content-Type", ctype)
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, dict(resp.headers)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def images() -> dict[str, Image | ImageIndex]:
@@ -165,8 +136,7 @@ def push_referrer(origin: OriginProcess, repo: str, subject: Image) -> str:
 def test_docker_registry_serves_a_root_the_origin_wrote(tmp_path, started):
     root = tmp_path / "root"
     items = images()
-    origin = OriginProcess(root, tmp_path / "origin").start()
-    started.append(origin)
+    origin = start_origin(root, tmp_path / "origin", started)
     push_all(origin.host, items, tmp_path / "src")
     oci_image = items["oci/app:v1"]
     assert isinstance(oci_image, Image)
@@ -174,7 +144,7 @@ def test_docker_registry_serves_a_root_the_origin_wrote(tmp_path, started):
     index = http_json(origin.url, f"/v2/oci/app/referrers/{oci_image.digest}")
     assert [d["digest"] for d in index["manifests"]] == [referrer]
     before = listings(origin.url, items)
-    origin.stop()
+    stop_cleanly(origin)
 
     registry = DockerRegistry(root=root, workdir=tmp_path / "registry")
     started.append(registry)
@@ -199,8 +169,7 @@ def test_origin_serves_a_root_docker_registry_wrote(tmp_path, started):
     before = listings(registry.url, items)
     registry.stop()
 
-    origin = OriginProcess(root, tmp_path / "origin").start()
-    started.append(origin)
+    origin = start_origin(root, tmp_path / "origin", started)
     assert_served(origin.host, items, tmp_path)
     assert listings(origin.url, items) == before
 
@@ -209,7 +178,7 @@ def test_origin_serves_a_root_docker_registry_wrote(tmp_path, started):
     skopeo.push(extra, origin.host, "docker/app", "v2", workdir=tmp_path / "extra")
     after = listings(origin.url, items)
     assert after["docker/app"]["tags"] == ["v1", "v2"]
-    origin.stop()
+    stop_cleanly(origin)
 
     # ... and docker-registry serves the result.
     registry.start()

@@ -1,19 +1,17 @@
 """skopeo pushes to and pulls from a real origin process; every digest survives the round trip.
 
-The origin runs as ``python -m regcore.cli origin serve --listen 127.0.0.1:0 --root DIR``;
-images are generated offline (:mod:`harness.images`) with layers of a few MiB, pushed by skopeo
-with ``--preserve-digests`` (so any conversion would fail the push), read back with
-``skopeo inspect --raw`` (bytes exactly as served) and pulled into skopeo's ``dir:`` format or an
-OCI layout, whose blobs are compared with the originals by digest.
+The origin runs as ``python -m regcore.cli origin serve --listen 127.0.0.1:0 --root DIR``
+(:class:`harness.servers.OriginProcess`); images are generated offline (:mod:`harness.images`)
+with layers of a few MiB, pushed by skopeo with ``--preserve-digests`` (so any conversion would
+fail the push), read back with ``skopeo inspect --raw`` (bytes exactly as served) and pulled
+into skopeo's ``dir:`` format or an OCI layout, whose blobs are compared with the originals by
+digest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,8 @@ import pytest
 
 from harness import skopeo
 from harness.images import MiB, make_image, make_index
-from harness.procs import Process, ProcessError, wait_until
+from harness.images import sha256_digest as sha256
+from harness.servers import OriginProcess
 
 pytestmark = pytest.mark.slow
 
@@ -31,63 +30,21 @@ if shutil.which("skopeo") is None:  # pragma: no cover - installed by `make inst
     pytest.skip("skopeo is not installed", allow_module_level=True)
 
 
-class OriginProcess:
-    """``quayside origin serve`` as a child process on a free loopback port."""
-
-    def __init__(self, root: Path, workdir: Path) -> None:
-        self.root = root
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.process = Process(
-            [sys.executable, "-m", "regcore.cli", "origin", "serve",
-             "--listen", "127.0.0.1:0", "--root", str(root)],
-            log_path=workdir / "origin.log",
-            name="origin",
-        )
-        self.url = ""
-
-    def start(self, timeout: float = 15.0) -> OriginProcess:
-        self.process.start()
-
-        def _listening() -> bool:
-            self.process.check_running()
-            m = re.search(r'"url": "(http://[^"]+)"', self.process.log_text())
-            if m:
-                self.url = m.group(1)
-            return bool(m)
-
-        if not wait_until(_listening, timeout=timeout):
-            self.process.kill()
-            raise ProcessError(f"origin did not start:\n{self.process.log_tail()}")
-        return self
-
-    @property
-    def host(self) -> str:
-        return self.url.removeprefix("http://")
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def server_errors(self) -> list[str]:
-        """Access-log lines with a 5xx status (the origin must never answer one here)."""
-        return [line for line in self.process.log_text().splitlines() if '"status":5' in line]
-
-
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[OriginProcess]:
-    proc = OriginProcess(tmp_path / "root", tmp_path / "origin").start()
+    """A started origin on ``tmp_path/root``; at teardown it must have answered no 5xx."""
+    proc = OriginProcess(root=tmp_path / "root", workdir=tmp_path / "origin")
     try:
+        proc.start()
         yield proc
     finally:
-        proc.stop()
+        proc.close()
     assert proc.server_errors() == []
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def get_json(origin: OriginProcess, path: str) -> Any:
+    with urllib.request.urlopen(origin.url + path, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def assert_dir_pull_matches(target: Path, manifest: bytes, blobs: dict[str, bytes]) -> None:
@@ -112,8 +69,8 @@ def test_single_platform_image_round_trips_byte_for_byte(origin, tmp_path, flavo
     pulled = skopeo.pull_to_dir(origin.host, "team/app", "v1", tmp_path / "pulled")
     assert_dir_pull_matches(pulled, image.manifest, image.blobs())
 
-    assert origin.get_json("/v2/team/app/tags/list") == {"name": "team/app", "tags": ["v1"]}
-    assert origin.get_json("/v2/_catalog") == {"repositories": ["team/app"]}
+    assert get_json(origin, "/v2/team/app/tags/list") == {"name": "team/app", "tags": ["v1"]}
+    assert get_json(origin, "/v2/_catalog") == {"repositories": ["team/app"]}
 
 
 @pytest.mark.parametrize("flavour", ["oci", "docker"])

@@ -1,7 +1,9 @@
 """Uploads against the origin running as a real process: crashes, restarts, memory.
 
 The server is started exactly as an operator would (``python -m regcore.cli origin serve
---listen 127.0.0.1:0 --root DIR``) and found through the JSON ``listening`` line it prints.
+--listen 127.0.0.1:0 --root DIR``, or ``python -m origin``) by
+:class:`harness.servers.OriginProcess`, which finds it through the JSON ``listening`` line it
+prints.
 """
 
 from __future__ import annotations
@@ -9,86 +11,40 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from harness.images import MiB
+from harness.images import sha256_digest as sha256
+from harness.servers import OriginProcess
+
 pytestmark = pytest.mark.slow
 
 NAME = "team/app"
-MiB = 1024 * 1024
-
-
-class OriginProcess:
-    """One origin server process on a storage root."""
-
-    def __init__(
-        self, root: Path, log_path: Path, *, module: str = "regcore.cli", config: Path | None = None
-    ) -> None:
-        self.root = root
-        self.log_path = log_path
-        args = [sys.executable, "-m", module]
-        if module == "regcore.cli":
-            args += ["origin", "serve"]
-        args += ["--listen", "127.0.0.1:0", "--root", str(root), "--log-level", "warning"]
-        if config is not None:
-            args += ["--config", str(config)]
-        self._log = open(log_path, "ab")  # closed in close()
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, cwd=root.parent, start_new_session=True
-        )
-        self.url = ""
-
-    async def wait_listening(self, timeout: float = 15.0) -> str:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise RuntimeError(f"origin exited: {self.log_path.read_text()[-2000:]}")
-        event = json.loads(line)
-        assert event["event"] == "listening"
-        self.url = event["url"]
-        return self.url
-
-    def peak_rss(self) -> int:
-        """VmHWM (peak resident set) of the server process, in bytes."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        self.kill()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
 
 
 @pytest.fixture
 def origin_proc(tmp_path: Path) -> Iterator[Callable[..., Awaitable[OriginProcess]]]:
+    """``await origin_proc(root=None, **OriginProcess kwargs)``: a started origin (default root
+    ``tmp_path/root``, log level warning), started in a worker thread so the loop stays free;
+    every one is closed at teardown."""
     started: list[OriginProcess] = []
 
-    async def start(root: Path | None = None, **kw: object) -> OriginProcess:
-        p = OriginProcess(root or tmp_path / "root", tmp_path / f"origin-{len(started)}.log", **kw)
+    async def start(root: Path | None = None, **kw: Any) -> OriginProcess:
+        kw.setdefault("log_level", "warning")
+        p = OriginProcess(
+            root=root or tmp_path / "root", workdir=tmp_path, name=f"origin{len(started)}", **kw
+        )
         started.append(p)
-        await p.wait_listening()
+        await asyncio.to_thread(p.start)
         return p
 
     yield start
@@ -99,10 +55,6 @@ def origin_proc(tmp_path: Path) -> Iterator[Callable[..., Awaitable[OriginProces
 def big(data: bytes) -> io.BytesIO:
     """aiohttp warns when a body over 1 MiB is given as bytes."""
     return io.BytesIO(data)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_files(root: Path) -> list[Path]:
@@ -140,7 +92,7 @@ async def test_upload_resumes_after_origin_is_killed_between_chunks(origin_proc,
             assert r.status == 202
         first.kill()  # SIGKILL: no shutdown code runs
 
-        second = await origin_proc(root, module="origin")  # python -m origin works too
+        second = await origin_proc(root, main_module="origin")  # python -m origin works too
         loc = second.url + loc.removeprefix(first.url)
         doomed = second.url + doomed.removeprefix(first.url)
         assert await _offset(http, loc) == half
@@ -214,14 +166,14 @@ async def test_64_mib_patch_keeps_server_memory_flat(origin_proc, tmp_path):
             assert r.status == 202
         async with http.delete(warm) as r:
             assert r.status == 204
-        before = origin.peak_rss()
+        before = origin.peak_rss_bytes()
         loc = await _start(http, origin.url)
         async with http.patch(loc, data=body()) as r:
             assert r.status == 202
             assert r.headers["Range"] == f"0-{total * MiB - 1}"
         async with http.put(loc, params={"digest": digest}) as r:
             assert r.status == 201
-        grown = origin.peak_rss() - before
+        grown = origin.peak_rss_bytes() - before
     assert grown < 32 * MiB, f"peak RSS grew by {grown / MiB:.1f} MiB"
     [blob] = blob_files(tmp_path / "root")
     assert blob.stat().st_size == total * MiB
@@ -232,7 +184,7 @@ async def test_sigterm_stops_the_origin_cleanly(origin_proc):
     async with aiohttp.ClientSession() as http, http.get(origin.url + "/v2/") as r:
         assert r.status == 200
         assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
-    assert origin.terminate() == 0
+    assert origin.stop() == 0
 
 
 async def test_bad_config_exits_2_naming_the_key(tmp_path):
