@@ -1,24 +1,17 @@
-"""Blob upload sessions: ``POST``/``PATCH``/``PUT``/``GET``/``DELETE /v2/<name>/blobs/uploads/...``.
+"""Blob upload handlers: ``POST``/``PATCH``/``PUT``/``GET``/``DELETE /v2/<name>/blobs/uploads/...``.
 
-A session lives where registry:2 keeps it: ``repositories/<name>/_uploads/<id>/data`` (the bytes
-received so far) and ``startedat``. The directory *is* the session: after a restart the upload
-is still there, its offset is the size of ``data``, and the running hash, kept in memory per
-session, is rebuilt from disk (in a worker thread) on the next PATCH or PUT.
+The handlers parse the request (``Content-Range``, ``?digest=``, ``?mount=&from=``), stream the
+body to the :class:`~origin.uploadsessions.Uploads` manager of the app and answer with
+``Location`` (absolute, see :func:`origin.blobs.location`), ``Range`` and
+``Docker-Upload-UUID``. Sessions, their on-disk form and their guarantees are described in
+:mod:`origin.uploadsessions`; :class:`Uploads`, :func:`valid_upload_id` and :func:`range_value`
+are re-exported here.
 
-Guarantees:
-- Bodies stream to disk through :class:`~regcore.storage.blobstore.BlobWriter`, hashed as they
-  arrive; a request never holds more than about one flush buffer (1 MiB) in memory.
-- One :class:`asyncio.Lock` per session: concurrent PATCHes on one session run one after the
-  other, and the second sees the moved offset (416 when its ``Content-Range`` no longer fits).
-- ``PUT ?digest=`` verifies the digest of everything received, fsyncs, and moves ``data`` into
-  the blob tree atomically (:meth:`FilesystemBlobStore.install`; a blob that already exists is
-  success), then links it into the repository. A wrong digest answers 400 ``DIGEST_INVALID``
-  and cancels the session, as distribution does; the blob tree is untouched.
-- A chunk that is refused (size limit, length mismatch) leaves the session at its previous
-  offset. A client that disconnects mid-chunk leaves what reached the disk; ``GET`` on the
-  session tells where to resume.
-- Upload ids are uuid4 (hex, or dashed as registry:2 writes them); anything else is 404
-  ``BLOB_UPLOAD_UNKNOWN`` and never reaches a path.
+Guarantees (beyond the manager's):
+- A ``Content-Range`` that does not parse answers 416 ``RANGE_INVALID`` with the session's
+  current ``Range`` and ``Location``, before any byte is read.
+- ``POST ?mount=&from=`` that cannot be honoured (bad digest or name, blob not in ``from``)
+  falls back to a new session (202), as distribution does.
 
 Errors: ``BLOB_UPLOAD_UNKNOWN`` (404), ``RANGE_INVALID`` (416, with the current ``Range``),
 ``DIGEST_INVALID`` (400), ``SIZE_INVALID`` (413 over ``quayside.limits.max_blob_bytes``),
@@ -27,50 +20,33 @@ Errors: ``BLOB_UPLOAD_UNKNOWN`` (404), ``RANGE_INVALID`` (416, with the current 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
 import re
-import shutil
-import time
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
 from origin import state
 from origin.blobs import blob_path, location, request_name
-from origin.metrics import OriginMetrics
-from origin.repository import Repositories
+from origin.uploadsessions import Uploads, range_value, valid_upload_id
 from regcore import errors
-from regcore.digest import Digest, Hasher
+from regcore.digest import Digest
 from regcore.http import NAME, UPLOAD_ID
 from regcore.reference import validate_name
-from regcore.storage.blobstore import BlobWriter, FilesystemBlobStore
-from regcore.storage.layout import Layout
 
-log = logging.getLogger("quayside.origin.uploads")
+__all__ = [
+    "Uploads",
+    "add_routes",
+    "cancel_upload",
+    "parse_content_range",
+    "patch_upload",
+    "put_upload",
+    "range_value",
+    "start_upload",
+    "upload_status",
+    "valid_upload_id",
+]
 
-_ID_RE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CONTENT_RANGE_RE = re.compile(r"\s*(?:bytes[ =])?\s*(\d+)\s*-\s*(\d+)\s*(?:/\s*(?:\d+|\*))?\s*")
-_HASH_CHUNK = 1 << 20
-
-
-@dataclass
-class _Session:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    hasher: Hasher | None = None  # sha256 of data[0:hasher.size]; None until known
-
-
-def valid_upload_id(upload_id: str) -> str:
-    """``upload_id`` if it is a uuid; raises BlobUploadUnknown otherwise."""
-    if not _ID_RE.fullmatch(upload_id or ""):
-        raise errors.BlobUploadUnknown(message="blob upload unknown to registry")
-    return upload_id
 
 
 def parse_content_range(header: str) -> tuple[int, int]:
@@ -84,268 +60,6 @@ def parse_content_range(header: str) -> tuple[int, int]:
     if start > end:
         raise errors.RangeInvalid(header[:64])
     return start, end
-
-
-def range_value(offset: int) -> str:
-    """The ``Range`` header for ``offset`` bytes received (``0-0`` when empty, as registry:2)."""
-    return f"0-{max(offset - 1, 0)}"
-
-
-class Uploads:
-    """Upload sessions of one origin. Safe for concurrent use by tasks of one event loop."""
-
-    def __init__(
-        self,
-        layout: Layout,
-        store: FilesystemBlobStore,
-        repos: Repositories,
-        *,
-        metrics: OriginMetrics | None = None,
-        clock: Callable[[], float] = time.time,
-        max_blob_bytes: int = 0,
-    ) -> None:
-        self.layout = layout
-        self.store = store
-        self.repos = repos
-        self.metrics = metrics if metrics is not None else OriginMetrics()
-        self.clock = clock
-        self.max_blob_bytes = max_blob_bytes
-        self._sessions: dict[tuple[str, str], _Session] = {}
-
-    # -- sessions --------------------------------------------------------------------------
-    async def start(self, name: str) -> str:
-        """Open a session for ``name``; returns its id."""
-        upload_id = uuid.uuid4().hex
-        started = _rfc3339(self.clock())
-
-        def _create() -> None:
-            d = self.layout.upload_dir(name, upload_id)
-            d.mkdir(parents=True, exist_ok=False)
-            (d / "data").touch()
-            _write_atomic(d / "startedat", started)
-
-        await asyncio.to_thread(_create)
-        self._sessions[(name, upload_id)] = _Session(hasher=Hasher("sha256"))
-        self.metrics.uploads_started.inc()
-        return upload_id
-
-    async def offset(self, name: str, upload_id: str) -> int:
-        """Bytes received so far. Raises BlobUploadUnknown."""
-        return await asyncio.to_thread(self._size, name, valid_upload_id(upload_id))
-
-    def _size(self, name: str, upload_id: str) -> int:
-        d = self.layout.upload_dir(name, upload_id)
-        try:
-            return os.stat(d / "data").st_size
-        except (FileNotFoundError, NotADirectoryError):
-            if d.is_dir():  # registry:2 creates data on the first write
-                return 0
-            raise errors.BlobUploadUnknown(upload_id) from None
-
-    def in_use(self, name: str, upload_id: str) -> bool:
-        """True while a PATCH/PUT/DELETE holds the session."""
-        sess = self._sessions.get((name, upload_id))
-        return sess is not None and sess.lock.locked()
-
-    def _session(self, name: str, upload_id: str) -> _Session:
-        key = (name, upload_id)
-        sess = self._sessions.get(key)
-        if sess is None:
-            sess = self._sessions[key] = _Session()
-        return sess
-
-    async def _locked_size(self, name: str, upload_id: str) -> int:
-        try:
-            return await asyncio.to_thread(self._size, name, upload_id)
-        except errors.BlobUploadUnknown:
-            self._sessions.pop((name, upload_id), None)
-            raise
-
-    async def append(
-        self,
-        name: str,
-        upload_id: str,
-        body: AsyncIterable[bytes],
-        *,
-        start: int | None = None,
-        end: int | None = None,
-        length: int | None = None,
-    ) -> int:
-        """Append a chunk; returns the new offset.
-
-        ``start``/``end`` come from ``Content-Range``: ``start`` must equal the current offset
-        and ``length`` (Content-Length, when known) must equal ``end - start + 1``; otherwise
-        RangeInvalid (416) with the current ``Range``. Raises BlobUploadUnknown, SizeTooLarge.
-        """
-        valid_upload_id(upload_id)
-        sess = self._session(name, upload_id)
-        async with sess.lock:
-            offset = await self._locked_size(name, upload_id)
-            if start is not None:
-                if start != offset:
-                    raise self.range_error(name, upload_id, offset, f"chunk starts at {start}, upload is at {offset}")
-                if end is not None and length is not None and length != end - start + 1:
-                    raise self.range_error(name, upload_id, offset, f"Content-Length {length} does not match Content-Range")
-            return await self._append_locked(sess, name, upload_id, offset, body, length)
-
-    async def _append_locked(
-        self, sess: _Session, name: str, upload_id: str, offset: int, body: AsyncIterable[bytes], length: int | None
-    ) -> int:
-        limit = self.max_blob_bytes
-        if limit and length is not None and offset + length > limit:
-            raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
-        path = self.layout.upload_data(name, upload_id)
-        hasher = await self._hasher(sess, path, offset, "sha256")
-        saved = hasher.copy()
-        writer = BlobWriter(self.store, path, append=True, hasher=hasher)
-        try:
-            async for chunk in body:
-                if limit and writer.size + len(chunk) > limit:
-                    raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
-                await writer.write(chunk)
-            await writer.flush()
-        except errors.RegistryError:
-            # Refused chunk: roll back to where the session was.
-            writer.close()
-            await asyncio.to_thread(os.truncate, path, offset)
-            sess.hasher = saved
-            raise
-        except BaseException:
-            # Client gone mid-chunk: keep what reached the disk, rebuild the hash next time.
-            writer.close()
-            sess.hasher = None
-            raise
-        writer.close()
-        sess.hasher = writer.hasher
-        self.metrics.upload_bytes.inc(writer.size - offset)
-        return writer.size
-
-    async def _hasher(self, sess: _Session, path: Path, size: int, algorithm: str) -> Hasher:
-        h = sess.hasher
-        if h is not None and h.size == size and h.algorithm == algorithm:
-            return h
-        h = await asyncio.to_thread(_hash_file, path, algorithm)
-        if algorithm == "sha256":
-            sess.hasher = h
-        return h
-
-    def range_error(self, name: str, upload_id: str, offset: int, detail: str) -> errors.RegistryError:
-        """A 416 RANGE_INVALID that tells the client where the upload stands."""
-        return errors.RangeInvalid(detail, headers=self.headers(name, upload_id, offset))
-
-    def headers(self, name: str, upload_id: str, offset: int) -> dict[str, str]:
-        return {
-            hdrs.LOCATION: f"/v2/{name}/blobs/uploads/{upload_id}",
-            hdrs.RANGE: range_value(offset),
-            "Docker-Upload-UUID": upload_id,
-        }
-
-    async def finish(
-        self, name: str, upload_id: str, digest: Digest, body: AsyncIterable[bytes] | None, length: int | None = None
-    ) -> Digest:
-        """Append the final chunk (if any), verify, commit and link. Raises DigestInvalid
-        (the session is cancelled), BlobUploadUnknown, SizeTooLarge."""
-        valid_upload_id(upload_id)
-        sess = self._session(name, upload_id)
-        async with sess.lock:
-            offset = await self._locked_size(name, upload_id)
-            if body is not None:
-                offset = await self._append_locked(sess, name, upload_id, offset, body, length)
-            path = self.layout.upload_data(name, upload_id)
-            hasher = await self._hasher(sess, path, offset, digest.algorithm)
-            if hasher.digest() != digest:
-                await self._remove(name, upload_id)
-                self.metrics.uploads_cancelled.labels("digest_invalid").inc()
-                raise errors.DigestInvalid({"expected": str(digest), "size": offset})
-            await asyncio.to_thread(_fsync_file, path)
-            await self.store.install(path, digest)
-            await self.repos.link_blob(name, digest)
-            await self._remove(name, upload_id)
-        self.metrics.uploads_completed.inc()
-        self.metrics.blobs_committed.labels("upload").inc()
-        return digest
-
-    async def cancel(self, name: str, upload_id: str) -> None:
-        """Drop the session and its bytes. Raises BlobUploadUnknown."""
-        valid_upload_id(upload_id)
-        sess = self._session(name, upload_id)
-        async with sess.lock:
-            await self._locked_size(name, upload_id)
-            await self._remove(name, upload_id)
-        self.metrics.uploads_cancelled.labels("client").inc()
-
-    async def _remove(self, name: str, upload_id: str) -> None:
-        self._sessions.pop((name, upload_id), None)
-        await asyncio.to_thread(shutil.rmtree, self.layout.upload_dir(name, upload_id), True)
-
-    # -- single-request pushes ---------------------------------------------------------------
-    async def put_monolithic(
-        self, name: str, digest: Digest, body: AsyncIterable[bytes], length: int | None
-    ) -> Digest:
-        """POST ``?digest=`` with the whole blob. Raises DigestInvalid, SizeInvalid, SizeTooLarge."""
-        limit = self.max_blob_bytes
-        if limit and length is not None and length > limit:
-            raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
-        async with self.store.writer(digest.algorithm) as w:
-            async for chunk in body:
-                if limit and w.size + len(chunk) > limit:
-                    raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
-                await w.write(chunk)
-            self.metrics.upload_bytes.inc(w.size)
-            await w.commit(digest, length)
-        await self.repos.link_blob(name, digest)
-        self.metrics.blobs_committed.labels("monolithic").inc()
-        return digest
-
-    async def mount(self, name: str, source: str, digest: Digest) -> bool:
-        """Link ``digest`` from ``source`` into ``name``; False when ``source`` lacks it."""
-        if not await self.repos.blob_linked(source, digest) or await self.store.stat(digest) is None:
-            return False
-        await self.repos.link_blob(name, digest)
-        self.metrics.blobs_mounted.inc()
-        return True
-
-    # -- maintenance -------------------------------------------------------------------------
-    async def purge(self, older_than: float, *, dryrun: bool = False) -> list[tuple[str, str]]:
-        """Remove sessions started more than ``older_than`` seconds ago and not in use.
-
-        Returns the (name, id) pairs purged (or that would be, with ``dryrun``)."""
-        now = self.clock()
-        stale = await asyncio.to_thread(self._stale, now - older_than)
-        purged = []
-        for name, upload_id in stale:
-            if self.in_use(name, upload_id):
-                continue
-            purged.append((name, upload_id))
-            if not dryrun:
-                await self._remove(name, upload_id)
-                self.metrics.uploads_cancelled.labels("purged").inc()
-        if purged:
-            log.info("purged stale uploads", extra={"count": len(purged), "dryrun": dryrun})
-        return purged
-
-    def _stale(self, cutoff: float) -> list[tuple[str, str]]:
-        root = self.layout.repositories
-        out: list[tuple[str, str]] = []
-        for dirpath, dirnames, _ in os.walk(root):
-            if "_uploads" in dirnames:
-                name = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                uploads = Path(dirpath) / "_uploads"
-                with contextlib.suppress(OSError):
-                    for entry in os.scandir(uploads):
-                        if _ID_RE.fullmatch(entry.name) and _started_at(Path(entry.path)) < cutoff:
-                            out.append((name, entry.name))
-            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
-        return out
-
-    async def purge_loop(self, age: float, interval: float, *, dryrun: bool = False) -> None:
-        """Purge now and then every ``interval`` seconds, until cancelled."""
-        while True:
-            try:
-                await self.purge(age, dryrun=dryrun)
-            except Exception:
-                log.exception("upload purge failed")
-            await asyncio.sleep(max(interval, 1.0))
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -458,52 +172,3 @@ def add_routes(app: web.Application) -> None:
     session.add_route("PATCH", patch_upload)
     session.add_route("PUT", put_upload)
     session.add_route("DELETE", cancel_upload)
-
-
-# -- disk helpers (blocking) --------------------------------------------------------------------
-def _hash_file(path: Path, algorithm: str) -> Hasher:
-    h = Hasher(algorithm)
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-    except FileNotFoundError:
-        pass
-    return h
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _started_at(upload_dir: Path) -> float:
-    """When a session started: its ``startedat`` (RFC 3339, any precision), else the dir mtime."""
-    p = upload_dir / "startedat"
-    try:
-        text = p.read_text().strip()
-    except OSError:
-        text = ""
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if m:
-        frac = (m.group(2) or "0")[:6].ljust(6, "0")
-        tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}").timestamp()
-    try:
-        return upload_dir.stat().st_mtime
-    except OSError:
-        return float("inf")
