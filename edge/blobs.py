@@ -13,6 +13,14 @@
   if the fill fails after the headers went out the connection is cut, so the client sees a
   short body -- never a clean 200 of bad bytes (the fill withholds a full blob's last chunk
   until the digest is verified).
+- **Miss, too large to cache**: a blob larger than the whole cache, or one for which running
+  fills did not free room within the fill manager's ``space_wait``
+  (:class:`edge.fill.TooLargeToCache`, decided from the upstream's announced size before any
+  byte is promised), is streamed from the upstream to the client without caching, through the
+  same client a fill would use (:mod:`edge.passthrough`: same headers, Range, hashed while
+  streaming, cut on a wrong digest or a short stream). The size must be announced within the
+  upstream's connect + read timeout as for a fill; the wait for cache space is bounded by
+  ``space_wait`` on top.
 - **Miss, HEAD**: answered from a fill in progress, else from an upstream ``HEAD`` -- never a
   download. 200 with ``Content-Length``; 404 BLOB_UNKNOWN when the upstream says so.
 
@@ -28,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge import passthrough
 from edge.app import EDGE
-from edge.fill import Fill
+from edge.fill import Fill, TooLargeToCache
 from edge.routing import Route, ns_of
 from edge.sources import UpstreamSource
 from regcore import errors
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
     from edge.app import Edge
 
 log = logging.getLogger("quayside.edge.blobs")
+SPACE_WAIT_GRACE = 1.0
 
 
 def blob_headers(digest: Digest, route: Route) -> dict[str, str]:
@@ -74,9 +84,33 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     fills = edge.require(edge.fills)
     if head:
         return _head(headers, await _size_without_download(edge, route, client, digest))
-    fill = await fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
-    size = await _bounded(fill.size(), _deadline(route))
+    try:
+        fill = await fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
+        await _bounded(fill.announced(), _deadline(route))
+        size = await _reserved_size(fill, fills.space_wait)
+    except TooLargeToCache as exc:
+        return await passthrough.serve(
+            request,
+            client,
+            route.name,
+            digest,
+            total=exc.total,
+            reason=exc.reason,
+            headers=headers,
+            metrics=edge.metrics,
+            open_timeout=_deadline(route),
+        )
     return await _stream(request, edge, fill, size, headers)
+
+
+async def _reserved_size(fill: Fill, space_wait: float) -> int:
+    """The fill's size once its cache space is held; the fill itself gives up (raising
+    TooLargeToCache) after ``space_wait``, so this bound is only a safety net."""
+    try:
+        async with asyncio.timeout(space_wait + SPACE_WAIT_GRACE):
+            return await fill.size()
+    except TimeoutError:
+        raise errors.Unavailable(message="cache busy, try again later") from None
 
 
 def _head(headers: dict[str, str], size: int) -> web.Response:

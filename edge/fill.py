@@ -6,8 +6,11 @@ Interface (edge/blobs.py, edge/peers.py)::
                         peer_source=lambda owner_url, digest: PeerSource(...), metrics=...)
     await fills.start()
     fill = await fills.get(digest, lambda: UpstreamSource(client, repo, digest))
+                                         # TooLargeToCache: a digest known to be too large
+    announced = await fill.announced()   # the source's size, before cache space was reserved
     total = await fill.size()            # OCI error (BlobUnknown, TooManyRequests, ...) if the
-                                         # fill failed before the size was known
+                                         # fill failed before the size was known;
+                                         # TooLargeToCache: serve by pass-through instead
     async for chunk in fill.read(start, end):   # inclusive range; FillFailed mid-stream
         ...
     blob = await fill.result()           # CachedBlob once committed (or the fill's error)
@@ -35,6 +38,14 @@ Guarantees:
   was verified, so a full-blob response never ends cleanly with bad bytes. A range ending
   earlier is served as bytes land (a later digest mismatch cannot recall them).
 - The cache bound holds: the total size is reserved before the first byte is written.
+- A blob larger than the whole cache, or one for which running fills do not free room within
+  ``space_wait`` seconds, is not filled: ``size()`` (and ``read()``) raise
+  :class:`TooLargeToCache` with the announced size and a reason (``too_large``/``no_space``;
+  counted in ``fills_failed{reason}``), and the caller serves it by pass-through
+  (:mod:`edge.passthrough`). Digests found too large are remembered (bounded, LRU), so the
+  next :meth:`FillManager.get` for one raises :class:`TooLargeToCache` at once, without an
+  upstream request. ``announced()`` resolves within the upstream's timeouts, ``size()`` at
+  most ``space_wait`` seconds after it.
 
 The task that runs one fill (source choice, streaming, failover, commit) is
 :class:`edge.fillrun.FillRun`.
@@ -48,13 +59,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edge.cache import BlobCache, CachedBlob
-from edge.fillrun import FillRun, SourceFactory, describe
+from edge.fillrun import NO_SPACE, TOO_LARGE, FillRun, SourceFactory, TooLargeToCache, describe
 from edge.regionlock import RegionLock
 from edge.sources import BlobSource
 from regcore import errors
@@ -63,6 +75,18 @@ from regcore.digest import Digest
 READ_CHUNK = 256 * 1024
 _INLINE_READ = 64 * 1024
 PeerSourceFactory = Callable[[str, Digest], BlobSource]
+REMEMBERED_TOO_LARGE = 4096  # digests known not to fit the cache at all
+
+__all__ = [
+    "NO_SPACE",
+    "TOO_LARGE",
+    "EdgeFillMetrics",
+    "Fill",
+    "FillFailed",
+    "FillManager",
+    "SourceFactory",
+    "TooLargeToCache",
+]
 
 
 class FillFailed(errors.UpstreamUnavailable):  # type: ignore[misc,valid-type]
@@ -136,6 +160,7 @@ class Fill:
     def __init__(self, digest: Digest) -> None:
         loop = asyncio.get_running_loop()
         self.digest = digest
+        self._announced: asyncio.Future[int] = loop.create_future()
         self._size: asyncio.Future[int] = loop.create_future()
         self._done: asyncio.Future[CachedBlob] = loop.create_future()
         self._written = 0
@@ -150,6 +175,7 @@ class Fill:
         fill = cls(blob.digest)
         fill._path = blob.path
         fill._written = blob.size
+        fill._announced.set_result(blob.size)
         fill._size.set_result(blob.size)
         fill._done.set_result(blob)
         fill.source = "cache"
@@ -174,8 +200,14 @@ class Fill:
     def finished(self) -> bool:
         return self._done.done()
 
+    async def announced(self) -> int:
+        """The size the source announced, before cache space was reserved for it (no byte is
+        promised yet). Raises the fill's error if it failed before the source answered."""
+        return await asyncio.shield(self._announced)
+
     async def size(self) -> int:
-        """Total size once known; raises the fill's error if it failed before that."""
+        """Total size once known and reserved in the cache; raises the fill's error if it
+        failed before that (:class:`TooLargeToCache` when the blob cannot be cached)."""
         return await asyncio.shield(self._size)
 
     async def result(self) -> CachedBlob:
@@ -218,6 +250,10 @@ class Fill:
             os.close(fd)
 
     # -- fill side ------------------------------------------------------------------------
+    def _announce(self, total: int) -> None:
+        if not self._announced.done():
+            self._announced.set_result(total)
+
     def _advance(self, written: int) -> None:
         self._written = written
         event, self._progress = self._progress, asyncio.Event()
@@ -239,6 +275,9 @@ class Fill:
         early: BaseException = failed
         if not self._size.done():  # no byte promised yet: pass OCI errors on as they are
             early = exc if isinstance(exc, errors.RegistryError) else failed
+            if not self._announced.done():
+                self._announced.set_exception(early)
+                self._announced.exception()
             self._size.set_exception(early)
             self._size.exception()  # mark retrieved
         if not self._done.done():
@@ -280,6 +319,7 @@ class FillManager:
         upstream_resumes: int = 1,
         peer_retry_interval: float = 0.2,
         drain_timeout: float = 10.0,
+        space_wait: float = 5.0,
     ) -> None:
         if region is not None and not advertise_url:
             raise ValueError("a region lock needs this node's advertise_url")
@@ -292,6 +332,8 @@ class FillManager:
         self.upstream_resumes = upstream_resumes
         self.peer_retry_interval = peer_retry_interval
         self.drain_timeout = drain_timeout
+        self.space_wait = space_wait
+        self._too_large: OrderedDict[Digest, int] = OrderedDict()
         self._active: dict[Digest, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -316,7 +358,11 @@ class FillManager:
         return self._active.get(digest)
 
     async def get(self, digest: Digest, source_factory: SourceFactory) -> Fill:
-        """Join the fill of ``digest`` on this node, or start one. Raises Unavailable when closing."""
+        """Join the fill of ``digest`` on this node, or start one.
+
+        Raises Unavailable when closing, TooLargeToCache for a digest a fill found larger
+        than the whole cache (remembered, so no upstream request is made for it again).
+        """
         fill = self._active.get(digest)
         if fill is not None:
             self._count("fills_joined")
@@ -324,6 +370,10 @@ class FillManager:
         cached = self.cache.lookup(digest)
         if cached is not None:
             return Fill.completed(cached)
+        known = self._too_large.get(digest)
+        if known is not None and known > self.cache.max_bytes:
+            self._too_large.move_to_end(digest)
+            raise TooLargeToCache(digest, known, TOO_LARGE)
         if self._closing:
             raise errors.Unavailable("edge shutting down")
         fill = Fill(digest)
@@ -334,6 +384,12 @@ class FillManager:
         task.add_done_callback(self._tasks.discard)
         self._count("fills_started")
         return fill
+
+    def _note_too_large(self, digest: Digest, total: int) -> None:
+        self._too_large[digest] = total
+        self._too_large.move_to_end(digest)
+        while len(self._too_large) > REMEMBERED_TOO_LARGE:
+            self._too_large.popitem(last=False)
 
     def _count(self, name: str, amount: float = 1, **labels: str) -> None:
         if self.metrics is not None:

@@ -8,6 +8,10 @@ task it owns) and the run drives the Fill's fill-side API (``_advance``, ``_fini
   this node) and the owner's peer endpoint; Redis unreachable means upstream
   (``redis_fallbacks``).
 - The total size is reserved in the cache before the first byte is written (the bound holds).
+  A blob larger than the whole cache, or one for which no room was freed within the
+  manager's ``space_wait`` seconds, fails the fill with :class:`TooLargeToCache` before any
+  byte is promised (``Fill.size()`` raises it; the caller serves the blob by pass-through,
+  see :mod:`edge.passthrough`). Nothing is written, nothing is retried.
 - Every chunk is written and flushed before waiters are woken; a source that breaks is
   resumed at the written offset (``upstream_resumes`` times without progress); a failing peer
   is followed to the lock's new owner or taken over (``lock_takeovers``).
@@ -26,6 +30,7 @@ from edge.cache import Reservation
 from edge.regionlock import Lease, RegionUnavailable, Taken
 from edge.sources import BlobSource, ShortStream, is_transient
 from regcore import errors
+from regcore.digest import Digest
 from regcore.storage.blobstore import BlobWriter
 
 if TYPE_CHECKING:
@@ -34,6 +39,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.fill")  # the fill's log records, wherever the code lives
 
 SourceFactory = Callable[[], BlobSource]
+TOO_LARGE = "too_large"
+NO_SPACE = "no_space"
+
+
+class TooLargeToCache(errors.Unavailable):  # type: ignore[misc,valid-type]
+    """The blob cannot go through the cache; serve it straight from the upstream instead.
+
+    ``reason`` is :data:`TOO_LARGE` (larger than the whole cache: it never will fit) or
+    :data:`NO_SPACE` (fills in progress held the room longer than ``space_wait``).
+    ``total`` is the size the source announced. Raised by ``Fill.size()``/``Fill.read()``
+    before any byte was promised, and by ``FillManager.get`` for a digest already known to
+    be too large. As an OCI error (should it reach a client) it is 503 UNAVAILABLE.
+    """
+
+    message = "blob cannot be cached"
+
+    def __init__(self, digest: Digest, total: int, reason: str) -> None:
+        super().__init__({"digest": str(digest), "size": total, "reason": reason})
+        self.digest = digest
+        self.total = total
+        self.reason = reason
 
 
 class FillRun:
@@ -72,7 +98,12 @@ class FillRun:
         except BaseException as exc:
             reason = _reason(exc)
             m._count("fills_failed", reason=reason)
-            log.warning("fill %s failed (%s): %s", self.digest, reason, describe(exc))
+            if isinstance(exc, TooLargeToCache):
+                log.info("fill %s not cached (%s, %d bytes)", self.digest, reason, exc.total)
+                if reason == TOO_LARGE:
+                    m._note_too_large(self.digest, exc.total)
+            else:
+                log.warning("fill %s failed (%s): %s", self.digest, reason, describe(exc))
             fill._fail(exc)
             if self.writer is not None:
                 self.writer.discard()
@@ -143,11 +174,23 @@ class FillRun:
 
     async def _accept_total(self, total: int) -> None:
         if self.total is None:
-            self.reservation = await self.m.cache.reserve(total)
+            self.fill._announce(total)
+            self.reservation = await self._reserve(total)
             self.total = total
             self.fill._size.set_result(total)
         elif total != self.total:
             raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
+
+    async def _reserve(self, total: int) -> Reservation:
+        """Room for ``total`` bytes; TooLargeToCache when it cannot be had (soon enough)."""
+        cache = self.m.cache
+        if total > cache.max_bytes:
+            raise TooLargeToCache(self.digest, total, TOO_LARGE)
+        try:
+            async with asyncio.timeout(self.m.space_wait):
+                return await cache.reserve(total)
+        except (TimeoutError, errors.Unavailable):  # running fills hold the room
+            raise TooLargeToCache(self.digest, total, NO_SPACE) from None
 
     async def _write(self, chunk: bytes) -> None:
         assert self.writer is not None and self.total is not None and self.source is not None
@@ -161,7 +204,7 @@ class FillRun:
     # -- failure handling -------------------------------------------------------------------------
     async def _recover(self, exc: Exception) -> bool:
         """Whether to go on (the source may have been switched); False: the fill fails."""
-        if not is_transient(exc):
+        if isinstance(exc, TooLargeToCache) or not is_transient(exc):
             return False
         progressed = self.offset > self.fail_offset
         self.fail_offset = self.offset
@@ -224,6 +267,8 @@ class FillRun:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
+    if isinstance(exc, TooLargeToCache):
+        return exc.reason
     if isinstance(exc, errors.RegistryError):
         return exc.code.lower()
     if isinstance(exc, ShortStream):

@@ -4,8 +4,12 @@ Every cache decision and upstream call is counted (STYLE rule 10). Names (namesp
 ``quayside_edge``; counters get ``_total`` in the exposition):
 
 - ``cache_hits{kind}`` / ``cache_misses{kind}``: ``kind`` is ``blob`` or ``manifest``;
-- ``bytes_served{source}``: body bytes sent to clients, ``source`` ``cache`` (sendfile) or
-  ``fill`` (streamed while a fill runs);
+- ``bytes_served{source}``: body bytes sent to clients, ``source`` ``cache`` (sendfile),
+  ``fill`` (streamed while a fill runs) or ``passthrough`` (see below);
+- ``passthrough{reason}``: blob GETs served straight from the upstream without caching
+  (:mod:`edge.passthrough`), ``reason`` ``too_large`` (larger than the whole cache) or
+  ``no_space`` (no room freed in time); ``passthrough_bytes``: their body bytes sent;
+  ``passthrough_failed``: those cut short (upstream broke, wrong digest or length);
 - ``upstream_requests{upstream,method,status}``: every HTTP exchange with an upstream (token
   realms and redirect targets included; ``status`` is ``error`` when no answer came);
 - ``upstream_bytes{upstream}``: response body bytes received from upstreams;
@@ -49,6 +53,15 @@ class EdgeMetrics:
             "cache_misses", "Requests the local cache could not answer", ["kind"]
         )
         self.bytes_served = counter("bytes_served", "Body bytes sent to clients", ["source"])
+        self.passthrough = counter(
+            "passthrough", "Blob GETs streamed from upstream without caching", ["reason"]
+        )
+        self.passthrough_bytes = counter(
+            "passthrough_bytes", "Body bytes sent by pass-through blob responses", []
+        )
+        self.passthrough_failed = counter(
+            "passthrough_failed", "Pass-through blob responses cut short (upstream or digest)", []
+        )
         self.upstream_requests = counter(
             "upstream_requests", "HTTP exchanges with upstreams", ["upstream", "method", "status"]
         )
