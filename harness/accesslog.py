@@ -149,3 +149,28 @@ class AccessLog:
             except FileNotFoundError:
                 out.append(-1)
         return tuple(out)
+
+
+class AccessLogged:
+    """Mixin for a launcher whose ``access`` is an :class:`AccessLog`: the counting methods
+    tests call on the server itself (``registry.count("GET", "/blobs/")``)."""
+
+    access: AccessLog
+
+    def access_log(self) -> list[AccessRecord]:
+        """Access records since the last :meth:`mark_log` (all by default)."""
+        return self.access.records()
+
+    def count(
+        self, method: str | None = None, path_substring: str = "", *, status: int | None = None
+    ) -> int:
+        """Number of logged requests with ``method`` whose path contains ``path_substring``."""
+        return self.access.count(method, path_substring, status=status)
+
+    def mark_log(self) -> None:
+        """Count only requests logged after this call."""
+        self.access.mark()
+
+    def wait_quiet(self, quiet: float = 0.15, timeout: float = 5.0) -> list[AccessRecord]:
+        """Wait until the log stopped growing for ``quiet`` s; return the records."""
+        return self.access.wait_quiet(quiet, timeout)

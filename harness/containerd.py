@@ -4,7 +4,7 @@
 ttrpc sockets all live in its own directories, disables every snapshotter but ``native`` (no
 overlay/btrfs/zfs/devmapper mounts on the host) and the CRI plugin (it needs overlayfs and is
 not used: mirrors are given to ``ctr`` through ``--hosts-dir``), starts ``containerd --config``
-as a :class:`harness.procs.Process` and waits until ``ctr version`` answers.
+as a :class:`harness.service.Service` and waits until ``ctr version`` answers.
 
 Mirrors: :meth:`Containerd.set_mirror` writes ``certs.d/<UPSTREAM>/hosts.toml`` exactly as a
 Kubernetes node would (``server = "http://UPSTREAM"`` plus ``[host."http://MIRROR"]`` with
@@ -24,12 +24,11 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from harness.procs import Process, ProcessError
+from harness.procs import ProcessError
+from harness.service import Service
 
 CONTAINERD_BIN = "containerd"
 CTR_BIN = "ctr"
@@ -59,8 +58,12 @@ def _q(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-class Containerd:
+class Containerd(Service):
     """A private containerd daemon and its ``ctr`` client."""
+
+    log_name = "containerd.log"
+    readiness = "answer `ctr version`"
+    poll_interval = 0.05
 
     def __init__(
         self,
@@ -70,21 +73,17 @@ class Containerd:
         start_timeout: float = 20.0,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="qs-ctrd-"))
+        super().__init__(
+            name="containerd", workdir=workdir, temp_prefix="qs-ctrd-", start_timeout=start_timeout
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.sockdir = Path(tempfile.mkdtemp(prefix="qs-ctrd-sock-", dir="/tmp"))
         self.socket = self.sockdir / "c.sock"
         self.certs_d = self.workdir / "certs.d"
         self.certs_d.mkdir(exist_ok=True)
         self.config_path = self.workdir / "config.toml"
-        self.log_path = self.workdir / "containerd.log"
         self.namespace = namespace
-        self.start_timeout = start_timeout
         self.timeout = timeout
-        self.process: Process | None = None
+        self._probe_error = ""
 
     # -- daemon --------------------------------------------------------------------------------
 
@@ -106,57 +105,31 @@ class Containerd:
             "",
         ])  # fmt: skip
 
-    def start(self) -> Containerd:
-        """Start the daemon and wait until ``ctr version`` answers."""
-        if self.process is not None and self.process.running:
-            return self
+    def prepare(self) -> None:
         self.config_path.write_text(self.config_text())
-        self.process = Process(
-            [CONTAINERD_BIN, "--config", str(self.config_path)],
-            cwd=self.workdir,
-            log_path=self.log_path,
-            name="containerd",
-        ).start()
-        deadline = time.monotonic() + self.start_timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if not self.process.running:
-                break
-            if self.socket.exists():
-                try:
-                    self.ctr(["version"], timeout=5)
-                    return self
-                except CtrError as exc:
-                    last = str(exc)
-            time.sleep(0.05)
-        tail = self.process.log_tail()
-        self.process.kill()
-        raise ProcessError(f"containerd did not come up ({last}):\n{tail}")
+        self._probe_error = ""
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+    def argv(self) -> list[str]:
+        return [CONTAINERD_BIN, "--config", str(self.config_path)]
+
+    def ready(self) -> bool:
+        """True once the socket exists and ``ctr version`` answers."""
+        if not self.socket.exists():
+            return False
+        try:
+            self.ctr(["version"], timeout=5)
+        except CtrError as exc:
+            self._probe_error = str(exc)
+            return False
+        return True
+
+    def failure_detail(self) -> str:
+        return f"last probe: {self._probe_error or '-'}\n{super().failure_detail()}"
 
     def close(self) -> None:
         """Stop the daemon, delete the directories this object created. Idempotent."""
-        self.stop()
+        super().close()
         shutil.rmtree(self.sockdir, ignore_errors=True)
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Containerd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def log_text(self) -> str:
-        return self.process.log_text() if self.process is not None else ""
 
     # -- mirrors -------------------------------------------------------------------------------
 

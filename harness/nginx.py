@@ -13,20 +13,18 @@ pid, logs, temp and cache dirs) in one work dir, listening on ``127.0.0.1:<free 
 
 Running as root, workers run as root too (``user root;``) so they can use the private temp dir.
 :meth:`start` returns once the port accepts connections or raises
-:class:`harness.procs.ProcessError` with nginx's error log.
+:class:`harness.procs.ProcessError` with nginx's error log (the lifecycle is
+:class:`harness.service.Service`'s).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from harness.accesslog import AccessLog, AccessRecord
-from harness.ports import free_port, wait_for_port
-from harness.procs import Process, ProcessError
+from harness.accesslog import AccessLog, AccessLogged
+from harness.ports import port_open
+from harness.service import FixedPortService
 
 NGINX_BIN = "nginx"
 
@@ -36,8 +34,15 @@ _LOG_FORMAT = (
 )
 
 
-class Nginx:
-    """One nginx instance; build with :meth:`proxy` or :meth:`static`, then :meth:`start`."""
+class Nginx(AccessLogged, FixedPortService):
+    """One nginx instance; build with :meth:`proxy` or :meth:`static`, then :meth:`start`.
+
+    Its memory (:meth:`rss_bytes`) is the master's plus the workers'.
+    """
+
+    log_name = "stdout.log"
+    readiness = "accept connections"
+    group_memory = True
 
     def __init__(
         self,
@@ -47,13 +52,15 @@ class Nginx:
         workdir: str | Path | None = None,
         port: int | None = None,
         workers: int | str = 1,
+        start_timeout: float = 10.0,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="qs-nginx-"))
+        super().__init__(
+            name="nginx",
+            workdir=workdir,
+            temp_prefix="qs-nginx-",
+            start_timeout=start_timeout,
+            port=port,
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
         self.workers = workers
         self._server_block = server_block
         self._http_extra = http_extra
@@ -62,7 +69,6 @@ class Nginx:
         self.error_log_path = self.workdir / "error.log"
         self.cache_dir = self.workdir / "cache"
         self.access = AccessLog(self.access_log_path)
-        self.process: Process | None = None
 
     # -- constructors ------------------------------------------------------------------
 
@@ -130,16 +136,6 @@ class Nginx:
 """
         return cls(block, workdir=workdir, port=port, workers=workers)
 
-    # -- addresses ---------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
     # -- lifecycle ---------------------------------------------------------------------
 
     def render_config(self) -> str:
@@ -172,36 +168,24 @@ http {{
 }}
 """
 
-    def start(self, timeout: float = 10.0) -> Nginx:
-        """Write the config, start nginx in the foreground and wait for the port."""
-        if self.process is not None and self.process.running:
-            return self
+    def prepare(self) -> None:
         self.conf_path.write_text(self.render_config())
-        self.process = Process(
-            [
-                NGINX_BIN,
-                "-p",
-                str(self.workdir),
-                "-c",
-                str(self.conf_path),
-                "-e",
-                str(self.error_log_path),
-                "-g",
-                "daemon off;",
-            ],
-            cwd=self.workdir,
-            log_path=self.workdir / "stdout.log",
-            name="nginx",
-        ).start()
-        try:
-            wait_for_port("127.0.0.1", self.port, timeout)
-            self.process.check_running()
-        except (TimeoutError, ProcessError) as exc:
-            self.process.kill()
-            raise ProcessError(
-                f"nginx did not start on {self.host}:\n{self.error_log()}\n{self.process.log_tail()}"
-            ) from exc
-        return self
+
+    def argv(self) -> list[str]:
+        """nginx in the foreground with everything under the work dir."""
+        return [
+            NGINX_BIN,
+            "-p", str(self.workdir),
+            "-c", str(self.conf_path),
+            "-e", str(self.error_log_path),
+            "-g", "daemon off;",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return port_open("127.0.0.1", self.port) and self.running
+
+    def failure_detail(self) -> str:
+        return f"{self.error_log()}\n{self.log_tail()}"
 
     def error_log(self) -> str:
         try:
@@ -209,50 +193,8 @@ http {{
         except FileNotFoundError:
             return ""
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- observation -------------------------------------------------------------------
-
-    def access_log(self) -> list[AccessRecord]:
-        return self.access.records()
-
-    def count(
-        self, method: str | None = None, path_substring: str = "", *, status: int | None = None
-    ) -> int:
-        return self.access.count(method, path_substring, status=status)
-
-    def mark_log(self) -> None:
-        self.access.mark()
-
-    def wait_quiet(self, quiet: float = 0.15, timeout: float = 5.0) -> list[AccessRecord]:
-        return self.access.wait_quiet(quiet, timeout)
 
     def cache_statuses(self) -> list[str]:
         """``$upstream_cache_status`` per logged request (``HIT``, ``MISS``, ``-`` ...)."""
         return [rec.extra.removeprefix("cache=") for rec in self.access.records()]
-
-    def rss_bytes(self) -> int:
-        """Resident memory of master + workers."""
-        return self.process.rss_bytes(group=True) if self.process is not None else 0

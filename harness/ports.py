@@ -46,6 +46,13 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.1f}s")
 
 
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    """One ``GET url``: the HTTP status of the answer (any status counts), or None when there
+    is no HTTP answer (connection refused, reset, timed out)."""
+    answer = _get_status(url, timeout)
+    return answer if isinstance(answer, int) else None
+
+
 def wait_http(url: str, timeout: float = 10.0) -> int:
     """Block until ``url`` returns any HTTP response (any status counts); return the status.
 
@@ -55,12 +62,20 @@ def wait_http(url: str, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (OSError, ValueError) as exc:
-            last = exc
+        answer = _get_status(url, 1.0)
+        if isinstance(answer, int):
+            return answer
+        last = answer
         time.sleep(0.05)
     raise TimeoutError(f"no HTTP answer from {url} after {timeout:.1f}s (last error: {last})")
+
+
+def _get_status(url: str, timeout: float) -> int | Exception:
+    """The status of one ``GET url``, or the error that prevented an HTTP answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError) as exc:
+        return exc

@@ -24,42 +24,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
-import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.procs import Process, ProcessError
+from harness.service import ListeningLineService
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def listening_url(log_text: str) -> str | None:
-    """The ``url`` of the first ``{"event": "listening"}`` JSON line in ``log_text``."""
-    for line in log_text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == "listening" and event.get("url"):
-            return str(event["url"])
-    return None
-
-
-class QuaysideServer:
+class QuaysideServer(ListeningLineService):
     """Common launcher; subclasses say which component and which arguments."""
 
     component = ""
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -74,14 +56,12 @@ class QuaysideServer:
         name: str | None = None,
         main_module: str | None = None,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir)
-            if workdir is not None
-            else Path(tempfile.mkdtemp(prefix=f"qs-{self.component}-"))
+        super().__init__(
+            name=name or self.component,
+            workdir=workdir,
+            temp_prefix=f"qs-{self.component}-",
+            start_timeout=start_timeout,
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.name = name or self.component
         self.listen_port = listen_port
         self.config: dict[str, Any] | Path | None = (
             Path(config) if isinstance(config, str | Path) else dict(config) if config else None
@@ -90,22 +70,9 @@ class QuaysideServer:
         self.env = dict(env or {})
         self.extra_args = list(extra_args)
         self.log_level = log_level
-        self.start_timeout = start_timeout
-        self.process: Process | None = None
-        self.url = ""
         self._bound_port = 0
+        self._launch_port = listen_port
         self._runs = 0
-
-    # -- addresses -------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT`` of the current (or last) run."""
-        return self.url.split("//", 1)[1]
-
-    @property
-    def port(self) -> int:
-        return int(self.host.rsplit(":", 1)[1])
 
     @property
     def log_path(self) -> Path:
@@ -125,109 +92,65 @@ class QuaysideServer:
         """Arguments after ``<component> serve --listen ...`` (subclasses)."""
         return []
 
-    def start(self, *, new_port: bool = False) -> QuaysideServer:
+    def start(self, *, new_port: bool = False) -> Self:
         """Start (or restart) the child and wait for its listening line."""
         self.launch(new_port=new_port)
-        return self.wait_listening()
+        return self.wait_ready()
 
-    def launch(self, *, new_port: bool = False) -> QuaysideServer:
+    def launch(self, *, new_port: bool = False) -> Self:
         """Start the child without waiting (then :meth:`wait_listening`); lets a test start
         several servers in parallel. A no-op while the child runs."""
-        if self.process is not None and self.process.running:
-            return self
-        port = self._bound_port if self._bound_port and not new_port else self.listen_port
+        if not self.running:
+            reuse = self._bound_port and not new_port
+            self._launch_port = self._bound_port if reuse else self.listen_port
+        return super().launch()
+
+    def prepare(self) -> None:
         self._runs += 1
-        args = [*self.command(), "--listen", f"127.0.0.1:{port}", "--log-level", self.log_level]
+        if isinstance(self.config, dict):
+            self._written_config.write_text(json.dumps(self.config, indent=2))
+
+    def argv(self) -> list[str]:
+        args = [
+            *self.command(),
+            "--listen", f"127.0.0.1:{self._launch_port}",
+            "--log-level", self.log_level,
+        ]  # fmt: skip
         if isinstance(self.config, Path):
             args += ["--config", str(self.config)]
         elif self.config is not None:
-            config_path = self.workdir / f"{self.name}-config.json"
-            config_path.write_text(json.dumps(self.config, indent=2))
-            args += ["--config", str(config_path)]
-        args += self.component_args() + self.extra_args
-        env = {"PYTHONUNBUFFERED": "1", **self.env}
-        self.url = ""
-        self.process = Process(
-            args, env=env, cwd=self.workdir, log_path=self.log_path, name=self.name
-        ).start()
-        return self
+            args += ["--config", str(self._written_config)]
+        return args + self.component_args() + self.extra_args
 
-    def wait_listening(self) -> QuaysideServer:
+    @property
+    def _written_config(self) -> Path:
+        """Where a mapping ``config`` is written at each start."""
+        return self.workdir / f"{self.name}-config.json"
+
+    def process_env(self) -> dict[str, str]:
+        return {"PYTHONUNBUFFERED": "1", **self.env}
+
+    def ready(self) -> bool:
+        if not super().ready():
+            return False
+        self._bound_port = self.port
+        return True
+
+    def wait_listening(self) -> Self:
         """Block until the child printed its listening line; set :attr:`url`.
 
         Raises:
             ProcessError: the child exited or stayed silent for ``start_timeout`` s (the
                 message has the command line and the log tail).
         """
-        if self.process is None:
-            raise ProcessError(f"{self.name} not launched")
-        if self.url:
-            return self
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            url = listening_url(self.process.log_text())
-            if url is not None:
-                self.url = url.rstrip("/")
-                self._bound_port = self.port
-                return self
-            if not self.process.running:
-                break
-            time.sleep(0.02)
-        tail = self.process.log_tail()
-        self.process.kill()
-        raise ProcessError(
-            f"{self.name} printed no listening line:\n{' '.join(self.process.args)}\n{tail}"
-        )
+        return self.wait_ready()
 
-    def restart(self, *, new_port: bool = False) -> QuaysideServer:
+    def restart(self, *, new_port: bool = False) -> Self:
         """Graceful stop, then :meth:`start` (same port unless ``new_port``)."""
         self.stop()
         return self.start(new_port=new_port)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Idempotent."""
-        return self.process.stop(timeout) if self.process is not None else None
-
-    def kill(self) -> None:
-        """SIGKILL (a crash: no cleanup code runs)."""
-        if self.process is not None:
-            self.process.kill()
-
-    def pause(self) -> None:
-        """SIGSTOP: the socket accepts, nothing answers."""
-        if self.process is not None:
-            self.process.pause()
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.resume()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
-
-    def close(self) -> None:
-        """Stop and remove the temp dir this object created. Idempotent."""
-        self.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> QuaysideServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- observation -------------------------------------------------------------------------
-
-    def log_text(self) -> str:
-        """The current run's log (all runs: read ``workdir/<name>-*.log``)."""
-        return self.process.log_text() if self.process is not None else ""
 
     def server_errors(self) -> list[str]:
         """The current run's access-log lines (JSON) with a 5xx ``status``."""
@@ -243,13 +166,6 @@ class QuaysideServer:
             if isinstance(status, int) and status >= 500:
                 out.append(line)
         return out
-
-    def peak_rss_bytes(self) -> int:
-        """VmHWM of the running child (0 when it is not running)."""
-        return self.process.peak_rss_bytes() if self.running and self.process else 0
-
-    def rss_bytes(self) -> int:
-        return self.process.rss_bytes() if self.running and self.process else 0
 
     def metrics(self, timeout: float = 5.0) -> Samples:
         """``GET /metrics`` parsed: ``{(sample_name, sorted label items): value}``."""
@@ -405,8 +321,7 @@ class ServerGroup:
         """The last ``lines`` of every server's current log (for failure messages)."""
         parts = []
         for server in self.started:
-            tail = server.process.log_tail(lines) if server.process is not None else ""
-            parts.append(f"--- {server.name} ({server.url}) ---\n{tail}")
+            parts.append(f"--- {server.name} ({server.url}) ---\n{server.log_tail(lines)}")
         return "\n".join(parts)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ streams the answer back. Bodies of ``GET`` requests whose path contains ``--matc
 unchanged, so a client (the edge) sees the upstream's own answers, only slower. Once bound it
 prints ``{"event": "listening", "url": ...}`` on stdout.
 
-:class:`SlowProxy` launches it as a :class:`harness.procs.Process` (kill/pause like any peer).
+:class:`SlowProxy` launches it as a :class:`harness.service.Service` (kill/pause like any peer).
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from harness.procs import Process, ProcessError
+from harness.service import ListeningLineService
 
 _HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -119,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class SlowProxy:
+class SlowProxy(ListeningLineService):
     """Launcher for the proxy process; :attr:`url` is known once :meth:`start` returned."""
+
+    log_name = "slowproxy.log"
 
     def __init__(
         self,
@@ -132,64 +131,21 @@ class SlowProxy:
         workdir: str | Path | None = None,
         start_timeout: float = 15.0,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="qs-slow-"))
+        super().__init__(
+            name="slowproxy", workdir=workdir, temp_prefix="qs-slow-", start_timeout=start_timeout
         )
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.upstream_url = upstream_url
         self.rate = str(rate)
         self.first_byte_delay = first_byte_delay
         self.match = match
-        self.start_timeout = start_timeout
-        self.process: Process | None = None
-        self.url = ""
 
-    @property
-    def host(self) -> str:
-        return self.url.split("//", 1)[1]
-
-    def start(self) -> SlowProxy:
-        """Start and wait for the listening line (raises :class:`ProcessError`)."""
-        from harness.servers import listening_url
-
-        args = [sys.executable, "-m", "harness.slowproxy", "--upstream", self.upstream_url,
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "harness.slowproxy", "--upstream", self.upstream_url,
                 "--rate", self.rate, "--first-byte-delay", str(self.first_byte_delay),
                 "--match", self.match]  # fmt: skip
-        self.process = Process(
-            args,
-            env={"PYTHONUNBUFFERED": "1"},
-            cwd=self.workdir,
-            log_path=self.workdir / "slowproxy.log",
-            name="slowproxy",
-        ).start()
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline and self.process.running:
-            url = listening_url(self.process.log_text())
-            if url is not None:
-                self.url = url
-                return self
-            time.sleep(0.02)
-        tail = self.process.log_tail()
-        self.process.kill()
-        raise ProcessError(f"slowproxy did not start:\n{tail}")
 
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SlowProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def process_env(self) -> dict[str, str]:
+        return {"PYTHONUNBUFFERED": "1"}
 
 
 if __name__ == "__main__":
