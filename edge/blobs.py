@@ -12,7 +12,9 @@
   Headers go out with the first byte, so a fill failing before that is a proper OCI error;
   if the fill fails after the headers went out the connection is cut, so the client sees a
   short body -- never a clean 200 of bad bytes (the fill withholds a full blob's last chunk
-  until the digest is verified).
+  until the digest is verified). An answer of at most 64 KiB that ends at the blob's last
+  byte waits for the verified blob before its headers, so a small blob with wrong bytes is
+  always a clean 502, however the upstream's bytes were split into reads.
 - **Miss, too large to cache**: a blob larger than the whole cache, or one for which running
   fills did not free room within the fill manager's ``space_wait``
   (:class:`edge.fill.TooLargeToCache`, decided from the upstream's announced size before any
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quayside.edge.blobs")
 SPACE_WAIT_GRACE = 1.0
+VERIFY_BEFORE_HEADERS = 64 * 1024
 
 
 def blob_headers(digest: Digest, route: Route) -> dict[str, str]:
@@ -138,9 +141,9 @@ async def _stream(
     length = end - start + 1 if size else 0
     chunks = fill.read(start, end)
     try:  # headers go out with the first byte: a fill failing before that is a clean error
+        if not length or (end == size - 1 and length <= VERIFY_BEFORE_HEADERS):
+            await fill.result()  # a small answer ending at the blob's end: digest check first
         first = await anext(chunks) if length else b""
-        if not length:
-            await fill.result()
     except BaseException:
         await chunks.aclose()
         raise
