@@ -70,6 +70,7 @@ def params_from_args(args: argparse.Namespace) -> Params:
     contenders = getattr(args, "contender", None)
     return base.with_overrides(
         repeats=repeats,
+        warm_repeats=repeats,
         herd_repeats=repeats,
         manifest_repeats=repeats,
         image_repeats=repeats,

@@ -303,7 +303,8 @@ class LoadGenerator:
         """
         self.start()
         n = max(1, min(processes or self.processes, self.processes, len(job.urls)))
-        start_at = time.monotonic() + _START_SLACK
+        # one worker starts on receipt; several start together a moment after dispatch
+        start_at = time.monotonic() + _START_SLACK if n > 1 else 0.0
         parts = [job.urls[i::n] for i in range(n)]
         used = self._workers[:n]
         for (_, conn), urls in zip(used, parts, strict=True):
@@ -316,7 +317,7 @@ class LoadGenerator:
                     start_at=start_at,
                 )
             )
-        deadline = start_at + job.timeout + 10.0
+        deadline = max(start_at, time.monotonic()) + job.timeout + 10.0
         merged = JobResult()
         try:
             for _, conn in used:

@@ -65,6 +65,14 @@ def _git_commit(repo: Path) -> str:
     return proc.stdout.strip()
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (other work on the machine skews every figure)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def info() -> dict[str, object]:
     """CPU count and model, memory, kernel, Python, package and tool versions, git commit."""
     packages = {}
@@ -84,4 +92,5 @@ def info() -> dict[str, object]:
         "packages": packages,
         "tools": {name: tool_version(cmd) for name, cmd in _TOOLS.items()},
         "git_commit": _git_commit(Path(__file__).resolve().parent.parent),
+        "load_average_start": load_average(),
     }

@@ -42,6 +42,7 @@ class Params:
     repeats: int
     warm_blob_size: int
     warm_clients: tuple[int, ...]
+    warm_repeats: int
     cold_blob_size: int
     herd_blob_size: int
     herd_clients: int
@@ -67,6 +68,7 @@ class Params:
             repeats=3,
             warm_blob_size=200 * MiB,
             warm_clients=(1, 16),
+            warm_repeats=5,
             cold_blob_size=200 * MiB,
             herd_blob_size=64 * MiB,
             herd_clients=50,
@@ -88,6 +90,7 @@ class Params:
             repeats=3,
             warm_blob_size=32 * MiB,
             warm_clients=(1, 16),
+            warm_repeats=3,
             cold_blob_size=32 * MiB,
             herd_blob_size=8 * MiB,
             herd_clients=20,

@@ -32,6 +32,13 @@ def _num(v: float | None) -> str:
     return f"{v:.3f}"
 
 
+def _busy(m: dict[str, Any]) -> bool:
+    """Whether the 1-minute load average exceeded half the CPUs at start or end."""
+    cpus = m.get("cpu_count") or 1
+    loads = [lst[0] for lst in (m.get("load_average_start"), m.get("load_average_end")) if lst]
+    return any(x > cpus / 2 for x in loads)
+
+
 def _cell(summary: dict[str, Any]) -> str:
     med = summary.get("median")
     if med is None:
@@ -127,6 +134,14 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
         + ".",
         "",
         "Tools: " + "; ".join(f"{k}: {v}" for k, v in tools.items()) + ".",
+        "",
+        f"Load average (1/5/15 min) at start {m.get('load_average_start')}, "
+        f"at end {m.get('load_average_end')}"
+        + (
+            " -- **other work was running on this machine; absolute figures are depressed.**"
+            if _busy(m)
+            else "."
+        ),
         "",
         "Contenders: "
         + "; ".join(f"**{n}**: {c['description']}" for n, c in results["contenders"].items())

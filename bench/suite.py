@@ -121,6 +121,7 @@ def run(params: Params, out_dir: Path, *, console: Console) -> dict[str, Any]:
         topology.close()
         shutil.rmtree(workdir, ignore_errors=True)
         results["duration_s"] = round(time.monotonic() - started, 1)
+        results["machine"]["load_average_end"] = machine.load_average()
         write(results, out_dir)
     return results
 

@@ -11,6 +11,13 @@
 - ``origin`` and ``quayside-1-origin``: the Quayside origin served directly, and an edge in
   front of it (the image-pull scenario's second upstream).
 
+Every cache contender in front of docker-registry gets its own upstream *view*: another
+``docker-registry`` process serving the same storage directory on its own port, with its own
+access log. What a contender asked upstream is then read from a log nobody else writes to, so
+a late background fetch (the reference proxy finishes its second copy after its client is
+served) is never counted against the next contender. The origin is shared by ``origin`` and
+``quayside-1-origin``; their requests are told apart by User-Agent (``quayside/...``).
+
 A :class:`Contender` builds URLs for any node and names the processes whose memory counts.
 :class:`Topology` starts the upstreams and every selected contender (in parallel where the
 launchers allow it) and stops everything in :meth:`Topology.close`, which never raises and is
@@ -25,6 +32,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.nginx import Nginx
 from harness.procs import Process
@@ -32,6 +40,7 @@ from harness.redis import RedisServer
 from harness.registry import DockerRegistry
 from harness.servers import EdgeProcess, OriginProcess, QuaysideServer
 
+USER_AGENT_PREFIX = "quayside/"  # what Quayside sends upstream (regcore.USER_AGENT)
 KIND_QUAYSIDE = "quayside"
 KIND_PEER = "peer"
 KIND_BASELINE = "baseline"
@@ -56,6 +65,9 @@ class Contender:
     processes: Callable[[], list[Process]]
     group_memory: bool = False  # sum the process group (nginx master + workers)
     static_paths: dict[str, str] = field(default_factory=dict)  # digest -> URL path (static)
+    upstream_log: Path | None = None  # access log of what this contender asked upstream
+    upstream_agent: str = ""  # count only upstream requests whose User-Agent has this
+    upstream_agent_exclude: str = ""  # ... and not this
 
     def node(self, i: int) -> str:
         return self.nodes[i % len(self.nodes)]
@@ -175,6 +187,13 @@ class Topology:
             except Exception as exc:
                 self.failures[name] = f"{type(exc).__name__}: {exc}"
 
+    def _upstream_view(self, name: str, registry: DockerRegistry) -> DockerRegistry:
+        """Another docker-registry on ``registry``'s storage, with its own port and log."""
+        view = DockerRegistry(registry.root, workdir=self.workdir / f"upstream-{name}")
+        self._closers.append(view.close)
+        view.start()
+        return view
+
     def _edge(self, name: str, upstream: str, redis_url: str | None = None) -> EdgeProcess:
         edge = EdgeProcess(
             {"up": upstream},
@@ -182,7 +201,7 @@ class Topology:
             name=name,
             cache_size=self.edge_cache_size,
             redis_url=redis_url,
-            log_level="warning",
+            log_level="info",  # as shipped: JSON access log on
         )
         self._closers.append(edge.close)
         edge.launch()
@@ -201,6 +220,7 @@ class Topology:
                 "registry",
                 _REGISTRY_SCENARIOS,
                 lambda: [registry.process] if registry.process else [],
+                upstream_log=registry.log_path,
             )
             return None
         if name == "nginx-static":
@@ -220,7 +240,8 @@ class Topology:
             )
             return None
         if name == "reference-proxy":
-            proxy = DockerRegistry(workdir=self.workdir / name, proxy_remoteurl=registry.url)
+            view = self._upstream_view(name, registry)
+            proxy = DockerRegistry(workdir=self.workdir / name, proxy_remoteurl=view.url)
             self._closers.append(proxy.close)
             proxy.start()
             self.contenders[name] = Contender(
@@ -231,10 +252,12 @@ class Topology:
                 "registry",
                 _REGISTRY_SCENARIOS,
                 lambda: [proxy.process] if proxy.process else [],
+                upstream_log=view.log_path,
             )
             return None
         if name == "nginx-cache":
-            nginx = Nginx.proxy(registry.url, workdir=self.workdir / name)
+            view = self._upstream_view(name, registry)
+            nginx = Nginx.proxy(view.url, workdir=self.workdir / name)
             self._closers.append(nginx.close)
             nginx.start()
             self.contenders[name] = Contender(
@@ -246,24 +269,33 @@ class Topology:
                 _REGISTRY_SCENARIOS,
                 lambda: [nginx.process] if nginx.process else [],
                 group_memory=True,
+                upstream_log=view.log_path,
             )
             return None
         if name == "quayside-1":
-            edge = self._edge(name, registry.url)
+            view = self._upstream_view(name, registry)
+            edge = self._edge(name, view.url)
             return [edge], lambda: _edge_contender(
-                name, "Quayside edge, 1 node", [edge], "registry", _REGISTRY_SCENARIOS
+                name,
+                "Quayside edge, 1 node",
+                [edge],
+                "registry",
+                _REGISTRY_SCENARIOS,
+                upstream_log=view.log_path,
             )
         if name == "quayside-3":
             redis = RedisServer(workdir=self.workdir / f"{name}-redis")
             self._closers.append(redis.close)
             redis.start()
-            edges = [self._edge(f"{name}-n{i}", registry.url, redis.url) for i in range(3)]
+            view = self._upstream_view(name, registry)
+            edges = [self._edge(f"{name}-n{i}", view.url, redis.url) for i in range(3)]
             return edges, lambda: _edge_contender(
                 name,
                 "Quayside edge, 3 nodes + redis-server (clients round-robin)",
                 edges,
                 "registry",
                 _REGISTRY_SCENARIOS,
+                upstream_log=view.log_path,
             )
         if name == "origin":
             origin = self.origin
@@ -277,11 +309,14 @@ class Topology:
                 "origin",
                 _ORIGIN_SCENARIOS,
                 lambda: [origin.process] if origin.process else [],
+                upstream_log=origin.log_path,
+                upstream_agent_exclude=USER_AGENT_PREFIX,
             )
             return None
         if name == "quayside-1-origin":
             if self.origin is None:
                 raise RuntimeError(self.failures.get("origin", "origin not started"))
+            origin_log = self.origin.log_path
             edge = self._edge(name, self.origin.url)
             return [edge], lambda: _edge_contender(
                 name,
@@ -289,6 +324,8 @@ class Topology:
                 [edge],
                 "origin",
                 _ORIGIN_SCENARIOS,
+                upstream_log=origin_log,
+                upstream_agent=USER_AGENT_PREFIX,
             )
         raise ValueError(f"unknown contender {name!r}")
 
@@ -319,7 +356,12 @@ class Topology:
 
 
 def _edge_contender(
-    name: str, description: str, edges: list[EdgeProcess], upstream: str, scenarios: frozenset[str]
+    name: str,
+    description: str,
+    edges: list[EdgeProcess],
+    upstream: str,
+    scenarios: frozenset[str],
+    **extra: Any,
 ) -> Contender:
     return Contender(
         name,
@@ -329,4 +371,5 @@ def _edge_contender(
         upstream,
         scenarios,
         lambda: [e.process for e in edges if e.process is not None],
+        **extra,
     )

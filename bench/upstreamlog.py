@@ -59,10 +59,13 @@ class Served:
 
 
 class UpstreamLog:
-    """A cursor over one access-log file."""
+    """A cursor over one access-log file; ``agent``/``exclude_agent`` keep only requests whose
+    User-Agent contains (or does not contain) that text."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, agent: str = "", exclude_agent: str = "") -> None:
         self.path = path
+        self.agent = agent
+        self.exclude_agent = exclude_agent
         self._offset = 0
 
     def _size(self) -> int:
@@ -94,10 +97,16 @@ class UpstreamLog:
             fh.seek(self._offset)
             data = fh.read()
         cut = data.rfind(b"\n")
-        return parse_any(data[: cut + 1].decode("utf-8", "replace")) if cut >= 0 else []
+        recs = parse_any(data[: cut + 1].decode("utf-8", "replace")) if cut >= 0 else []
+        return [
+            r
+            for r in recs
+            if self.agent in r.agent and not (self.exclude_agent and self.exclude_agent in r.agent)
+        ]
 
-    def served(self, path_part: str = "") -> Served:
-        """Requests since :meth:`mark`; GETs (and their body bytes) whose path has ``path_part``."""
-        recs = self.records()
-        gets = [r for r in recs if r.method == "GET" and path_part and path_part in r.path]
+    def served(self, *path_parts: str, records: list[AccessRecord] | None = None) -> Served:
+        """Requests since :meth:`mark` (or in ``records``); the GETs whose path contains any
+        of ``path_parts``, and their body bytes."""
+        recs = self.records() if records is None else records
+        gets = [r for r in recs if r.method == "GET" and any(p in r.path for p in path_parts)]
         return Served(requests=len(recs), gets=len(gets), get_bytes=sum(r.bytes for r in gets))

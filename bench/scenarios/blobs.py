@@ -17,6 +17,7 @@ from bench.params import MiB, Params
 from bench.results import HIGHER, LOWER, Metric, ScenarioRecord
 from bench.scenarios.context import Budget, RunContext, Scenario
 from bench.topologies import Contender
+from bench.upstreamlog import UpstreamLog
 
 MB = 1e6
 
@@ -54,7 +55,7 @@ def _warm_metrics(p: Params) -> list[Metric]:
 
 
 def _warm_steps(ctx: RunContext) -> int:
-    return len(ctx.contenders_for("warm_blob")) * (ctx.params.repeats + 1)
+    return len(ctx.contenders_for("warm_blob")) * (ctx.params.warm_repeats + 1)
 
 
 def _warm_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
@@ -69,10 +70,11 @@ def _warm_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
         except RuntimeError as exc:
             record.add_error(contender.name, str(exc))
         ctx.reporter.advance()
-    for rep in range(ctx.params.repeats):
+    repeats = ctx.params.warm_repeats
+    for rep in range(repeats):
         for contender in ready:
             budget.check()
-            ctx.reporter.step(f"warm_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
+            ctx.reporter.step(f"warm_blob · {contender.name} · run {rep + 1}/{repeats}")
             run: dict[str, object] = {"rep": rep}
             for n in ctx.params.warm_clients:
                 res = ctx.fetch(ctx.spread(contender, blob, n), budget)
@@ -101,7 +103,7 @@ WARM_BLOB = Scenario(
     params=lambda p: {
         "blob_size": p.warm_blob_size,
         "clients": list(p.warm_clients),
-        "repeats": p.repeats,
+        "repeats": p.warm_repeats,
     },
 )
 
@@ -120,33 +122,39 @@ def _cold_steps(ctx: RunContext) -> int:
     return len(ctx.contenders_for("cold_blob")) * ctx.params.repeats
 
 
+def count_upstream(
+    ctx: RunContext, record: ScenarioRecord, logs: dict[str, UpstreamLog], budget: Budget
+) -> None:
+    """After a scenario: per run, the upstream GETs of its ``digest`` and their bytes (and
+    ``amplification`` = bytes / ``size``), from each contender's own upstream log."""
+    ctx.settle_upstreams(logs, budget)
+    for name, log in logs.items():
+        records = log.records()
+        for run in record.runs.get(name, []):
+            served = log.served(str(run["digest"]), records=records)
+            run["upstream_gets"] = served.gets
+            run["upstream_mb"] = served.get_bytes / MB
+            run["amplification"] = served.get_bytes / int(run["size"])
+
+
 def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     contenders = ctx.contenders_for("cold_blob")
+    logs = ctx.mark_upstreams(contenders)
     for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
         for contender in contenders:
             budget.check()
             ctx.reporter.step(f"cold_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
-            log = ctx.upstream_log(contender)
-            if log is not None:
-                log.mark()
             res = ctx.fetch([contender.blob_url(blob.repo, blob.digest, 0)], budget)
             client = res.clients[0]
             failures = _failures(res, blob)
-            run: dict[str, object] = {"rep": rep, "digest": blob.digest}
+            run: dict[str, object] = {"rep": rep, "digest": blob.digest, "size": blob.size}
             if failures:
                 record.add_error(contender.name, failures[0])
             else:
                 run.update(ttfb_s=client.ttfb, total_s=client.total, headers_s=client.t_headers)
-            if log is not None:
-                log.settle(ctx.params.log_quiet, timeout=budget.cap(10.0))
-                served = log.served(blob.digest)
-                run.update(
-                    upstream_gets=served.gets,
-                    upstream_mb=served.get_bytes / MB,
-                    upstream_requests=served.requests,
-                )
             record.add_run(contender.name, run)
             ctx.reporter.advance()
+    count_upstream(ctx, record, logs, budget)
 
 
 COLD_BLOB = Scenario(
@@ -182,6 +190,7 @@ def _herd_steps(ctx: RunContext) -> int:
 
 def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     contenders = ctx.contenders_for("herd")
+    logs = ctx.mark_upstreams(contenders)
     n = ctx.params.herd_clients
     for rep, blob in enumerate(ctx.dataset.herd[: ctx.params.herd_repeats]):
         for contender in contenders:
@@ -189,14 +198,12 @@ def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
             ctx.reporter.step(
                 f"herd · {contender.name} · {n} clients · run {rep + 1}/{ctx.params.herd_repeats}"
             )
-            log = ctx.upstream_log(contender)
-            if log is not None:
-                log.mark()
             res = ctx.fetch(ctx.spread(contender, blob, n), budget)
             failures = _failures(res, blob)
             run: dict[str, object] = {
                 "rep": rep,
                 "digest": blob.digest,
+                "size": blob.size,
                 "failed_clients": len(failures),
             }
             if failures:
@@ -213,17 +220,9 @@ def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
                     ttfb_median_s=statistics.median(c.ttfb for c in res.clients),
                     client_totals_s=[round(t, 4) for t in totals],
                 )
-            if log is not None:
-                log.settle(ctx.params.log_quiet, timeout=budget.cap(15.0))
-                served = log.served(blob.digest)
-                run.update(
-                    upstream_gets=served.gets,
-                    upstream_mb=served.get_bytes / MB,
-                    amplification=served.get_bytes / blob.size,
-                    upstream_requests=served.requests,
-                )
             record.add_run(contender.name, run)
             ctx.reporter.advance()
+    count_upstream(ctx, record, logs, budget)
 
 
 HERD = Scenario(

@@ -77,14 +77,30 @@ class RunContext:
         ]
 
     def upstream_log(self, contender: Contender) -> UpstreamLog | None:
-        """The access log of the upstream ``contender`` fronts (``None``: not countable)."""
-        registry = self.topology.registry
-        origin = self.topology.origin
-        if contender.upstream == "registry" and registry is not None:
-            return UpstreamLog(registry.log_path)
-        if contender.upstream == "origin" and origin is not None:
-            return UpstreamLog(origin.log_path)
-        return None
+        """A cursor on the log of what ``contender`` asked its upstream (``None``: unknown)."""
+        if contender.upstream_log is None:
+            return None
+        return UpstreamLog(
+            contender.upstream_log,
+            agent=contender.upstream_agent,
+            exclude_agent=contender.upstream_agent_exclude,
+        )
+
+    def mark_upstreams(self, contenders: list[Contender]) -> dict[str, UpstreamLog]:
+        """Cursors at the current end of every contender's upstream log (scenario start)."""
+        logs = {}
+        for contender in contenders:
+            log = self.upstream_log(contender)
+            if log is not None:
+                log.mark()
+                logs[contender.name] = log
+        return logs
+
+    def settle_upstreams(self, logs: dict[str, UpstreamLog], budget: Budget) -> None:
+        """Let late upstream fetches land in the logs: a fixed pause, then each log quiet."""
+        time.sleep(min(1.0, max(0.0, budget.remaining() - 1)))
+        for log in logs.values():
+            log.settle(self.params.log_quiet, timeout=max(0.1, min(10.0, budget.remaining())))
 
     def fetch(
         self,
