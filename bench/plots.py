@@ -64,10 +64,10 @@ def _bars(
             capsize=2,
             label=legend if len(keys) > 1 else None,
         )
-        for y, m in zip(ys, meds, strict=True):
+        for y, m, hi in zip(ys, meds, errs[1], strict=True):
             ax.annotate(
-                f"{m:.3g}",
-                (m, y),
+                _label(m),
+                (m + hi, y),
                 xytext=(3, 0),
                 textcoords="offset points",
                 va="center",
@@ -79,8 +79,15 @@ def _bars(
     if log:
         ax.set_xscale("log")
     ax.grid(axis="x", alpha=0.3)
+    ax.margins(x=0.15)
     if len(keys) > 1:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.18),
+            ncol=len(keys),
+            frameon=False,
+        )
     return True
 
 
@@ -123,7 +130,7 @@ def render_all(results: dict[str, Any], out_dir: Path) -> dict[str, list[str]]:
             continue
         rows = len(scenario["contenders"]) or 1
         fig, axes = plt.subplots(
-            1, len(layout), figsize=(5.5 * len(layout), 1.0 + 0.55 * rows), squeeze=False
+            1, len(layout), figsize=(5.5 * len(layout), 1.6 + 0.55 * rows), squeeze=False
         )
         drew = False
         for ax, (title, keys, xlabel, log) in zip(axes[0], layout, strict=True):
@@ -131,7 +138,7 @@ def render_all(results: dict[str, Any], out_dir: Path) -> dict[str, list[str]]:
             drew |= _bars(ax, scenario, contenders, keys, xlabel, log=log)
         if name == "edge_rss" and drew:
             axes[0][0].axvline(150, color="red", lw=1, ls="--")
-            axes[0][0].annotate("target 150 MB", (150, 0), fontsize=7, color="red")
+            axes[0][0].annotate(" target 150 MB", (150, rows - 0.6), fontsize=7, color="red")
         if drew:
             fig.suptitle(f"{scenario['title']} — {results.get('mode')} run", fontsize=10)
             fig.tight_layout()
