@@ -174,3 +174,13 @@ class AccessLogged:
     def wait_quiet(self, quiet: float = 0.15, timeout: float = 5.0) -> list[AccessRecord]:
         """Wait until the log stopped growing for ``quiet`` s; return the records."""
         return self.access.wait_quiet(quiet, timeout)
+
+    def requests_by_agent(self, agent_prefix: str) -> list[str]:
+        """``"METHOD target agent"`` of each request (since the last :meth:`mark_log`) whose
+        User-Agent starts with ``agent_prefix``, e.g. ``"containerd/"``: a client that went
+        past its mirror straight to this server."""
+        return [
+            f"{r.method} {r.target} {r.agent}"
+            for r in self.access.records()
+            if r.agent.startswith(agent_prefix)
+        ]

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from harness.images import Image, ImageIndex
+from regcore.mediatypes import DEFAULT_ACCEPT
 
 
 class UnexpectedStatus(RuntimeError):
@@ -104,12 +105,7 @@ async def get_manifest(
     base_url: str,
     repo: str,
     reference: str,
-    accept: tuple[str, ...] = (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ),
+    accept: tuple[str, ...] = DEFAULT_ACCEPT,
 ) -> tuple[bytes, str, str]:
     """GET a manifest; return ``(body, content_type, docker_content_digest)``."""
     async with session.get(

@@ -11,54 +11,23 @@ a second pull after ``ctr images rm --sync`` (content store emptied) fetches no 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import containerd as containerd_mod
 from harness import skopeo
 from harness.containerd import Containerd
 from harness.fixtures import ImageFactory
-from harness.images import KiB, MiB
+from harness.images import Image, ImageIndex, KiB, MiB
 from harness.registry import DockerRegistry
 from harness.servers import ServerGroup
 
 pytestmark = pytest.mark.slow
 
 
-@functools.cache
-def _containerd_unavailable() -> str | None:
-    return containerd_mod.unavailable_reason()
-
-
-@pytest.fixture
-def containerd(tmp_path: Path) -> Iterator[Containerd]:
-    reason = _containerd_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with Containerd(tmp_path / "containerd") as daemon:
-        yield daemon
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerGroup]:
-    group = ServerGroup(tmp_path / "servers")
-    try:
-        yield group
-    finally:
-        print(group.log_tails())
-        group.close()
-
-
-def _client_requests(registry: DockerRegistry) -> list[str]:
-    """Upstream requests that came straight from containerd (a fallback past the mirror)."""
-    return [
-        f"{r.method} {r.target} {r.agent}"
-        for r in registry.access_log()
-        if r.agent.startswith("containerd/")
-    ]
+AGENT = "containerd/"  # User-Agent prefix of containerd's own requests
 
 
 def test_containerd_pulls_directly_from_docker_registry(
@@ -75,7 +44,7 @@ def test_containerd_pulls_directly_from_docker_registry(
     assert containerd.image_digest(ref) == image.digest
     assert set(image.blobs()) <= containerd.content_digests()
     docker_registry.wait_quiet()
-    assert len(_client_requests(docker_registry)) >= len(image.blobs())
+    assert len(docker_registry.requests_by_agent(AGENT)) >= len(image.blobs())
 
 
 def test_containerd_pulls_through_edge_mirror_selected_by_ns(
@@ -84,6 +53,7 @@ def test_containerd_pulls_through_edge_mirror_selected_by_ns(
     registry_factory: Callable[..., DockerRegistry],
     servers: ServerGroup,
     image_factory: ImageFactory,
+    mirror_pull_check: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     default = registry_factory()
@@ -92,53 +62,36 @@ def test_containerd_pulls_through_edge_mirror_selected_by_ns(
     edge = servers.edge({"default": default.url, "reg": docker_registry.url}, cache_size="256MiB")
     containerd.set_mirror(docker_registry.host, [edge.url])
     ref = f"{docker_registry.host}/team/app:1.0"
-    blobs = image.blobs()
+    blobs = set(image.blobs())
 
-    docker_registry.mark_log()
+    check = mirror_pull_check(docker_registry, edge, image, AGENT)
     containerd.pull(ref)
     assert containerd.image_digest(ref) == image.digest
-    assert set(blobs) <= containerd.content_digests()
-    docker_registry.wait_quiet()
-    assert _client_requests(docker_registry) == [], "containerd went past the mirror"
-    for digest in blobs:
-        assert docker_registry.count("GET", f"/blobs/{digest}") == 1, digest
+    assert blobs <= containerd.content_digests()
+    check.filled_once()
     assert default.count(None, "/team/") == 0
-    assert edge.metric("quayside_edge_bytes_served") >= sum(len(b) for b in blobs.values())
 
-    hits_before = edge.metric("quayside_edge_cache_hits", kind="blob")
     containerd.rm(ref)
-    assert not set(blobs) & containerd.content_digests()
-    docker_registry.mark_log()
+    assert not blobs & containerd.content_digests()
     containerd.pull(ref)
     assert containerd.image_digest(ref) == image.digest
-    docker_registry.wait_quiet()
-    assert _client_requests(docker_registry) == []
-    assert docker_registry.count("GET", "/blobs/") == 0, docker_registry.access_log()
-    assert edge.metric("quayside_edge_cache_hits", kind="blob") - hits_before >= len(blobs)
+    check.served_from_cache()
 
 
 def test_containerd_pulls_schema2_and_multi_platform_indexes_through_edge(
     containerd: Containerd,
     docker_registry: DockerRegistry,
     servers: ServerGroup,
-    image_factory: ImageFactory,
-    tmp_path: Path,
+    manifest_kinds: dict[str, Image | ImageIndex],
 ) -> None:
     """Docker schema2, an OCI index and a Docker manifest list: containerd records the digest
     the upstream has (manifests served verbatim) and never falls back past the mirror."""
-    items = {
-        "schema2": image_factory.image(flavour="docker", layer_sizes=(256 * KiB,)),
-        "oci-index": image_factory.index(),
-        "docker-list": image_factory.index(flavour="docker"),
-    }
-    for tag, item in items.items():
-        skopeo.push(item, docker_registry.host, "team/kinds", tag, workdir=tmp_path)
     edge = servers.edge({"reg": docker_registry.url}, cache_size="256MiB")
     containerd.set_mirror(docker_registry.host, [edge.url])
     docker_registry.mark_log()
-    for tag, item in items.items():
+    for tag, item in manifest_kinds.items():
         ref = f"{docker_registry.host}/team/kinds:{tag}"
         containerd.pull(ref)
         assert containerd.image_digest(ref) == item.digest, tag
     docker_registry.wait_quiet()
-    assert _client_requests(docker_registry) == []
+    assert docker_registry.requests_by_agent(AGENT) == []

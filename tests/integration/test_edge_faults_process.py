@@ -9,13 +9,12 @@ be interrupted. Clients are plain aiohttp; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,31 +24,17 @@ import pytest
 from harness.bigblobs import push_large_blob as push_blob
 from harness.bigblobs import push_large_image as push_image
 from harness.fixtures import ImageFactory
-from harness.images import Image, KiB, MiB
+from harness.images import Image, KiB, MiB, sha256_digest
 from harness.procs import wait_until
 from harness.redis import RedisServer
 from harness.registry import DockerRegistry
 from harness.servers import EdgeProcess, ServerGroup, disk_bytes, tree_bytes
 from harness.slowproxy import SlowProxy
+from regcore.mediatypes import DEFAULT_ACCEPT
 
 pytestmark = pytest.mark.slow
 
-MANIFEST_ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-))  # fmt: skip
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerGroup]:
-    group = ServerGroup(tmp_path / "servers")
-    try:
-        yield group
-    finally:
-        print(group.log_tails())
-        group.close()
+MANIFEST_ACCEPT = ", ".join(DEFAULT_ACCEPT)
 
 
 @pytest.fixture
@@ -77,10 +62,6 @@ async def _get(
     async with session.request(method, url, headers=headers) as resp:
         body = await resp.read()
         return Answer(resp.status, body, dict(resp.headers), time.monotonic() - t0)
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 async def _pull_image(
@@ -114,7 +95,7 @@ def _blob_files(edge: EdgeProcess) -> dict[str, Path]:
 def _assert_blob_tree_verified(edge: EdgeProcess) -> None:
     for digest, path in _blob_files(edge).items():
         assert path.name == "data", path
-        assert _sha(path.read_bytes()) == digest, f"{path} does not hold {digest}"
+        assert sha256_digest(path.read_bytes()) == digest, f"{path} does not hold {digest}"
 
 
 # --------------------------------------------------------------------------- redis killed
@@ -149,7 +130,7 @@ async def test_redis_killed_mid_run_serving_continues(
         assert not redis_server.ping()
         for answer in await asyncio.gather(*fetches):
             assert answer.status == 200
-            assert _sha(answer.body) == inflight_digest
+            assert sha256_digest(answer.body) == inflight_digest
 
         # Afterwards: cold and warm pulls on both edges still work, and promptly.
         for edge in edges:
@@ -221,7 +202,7 @@ async def test_edge_killed_mid_fill_restarted_serves_no_partial_file(
         answer = await _get(session, url)
         assert answer.status == 200
         assert len(answer.body) == size
-        assert _sha(answer.body) == digest
+        assert sha256_digest(answer.body) == digest
     docker_registry.wait_quiet()
     assert docker_registry.count("GET", f"/blobs/{digest}") == 2  # fetched again after restart
     assert wait_until(lambda: digest in _blob_files(edge), timeout=5)
@@ -390,13 +371,13 @@ async def test_cache_bound_three_times_cache_size(
     ):
         for i in range(count):
             answer = await _get(session, f"{base}/{digests[i]}")
-            assert (answer.status, _sha(answer.body)) == (200, digests[i])
+            assert (answer.status, sha256_digest(answer.body)) == (200, digests[i])
             # keep blob 0 recently used: a hit refreshes its recency
             answer = await _get(session, f"{base}/{digests[hot]}")
-            assert (answer.status, _sha(answer.body)) == (200, digests[hot])
+            assert (answer.status, sha256_digest(answer.body)) == (200, digests[hot])
         # two concurrent fills while the cache is full: the bound holds during fills too
         answers = await asyncio.gather(*(_get(session, f"{base}/{digests[i]}") for i in (1, 2)))
-        assert [_sha(a.body) for a in answers] == [digests[1], digests[2]]
+        assert [sha256_digest(a.body) for a in answers] == [digests[1], digests[2]]
 
     print(
         f"cache bound {bound / MiB:.0f} MiB: blobs/ peak {blob_tree.peak / MiB:.2f} MiB, "

@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,16 +37,6 @@ CLIENTS = 50
 EDGES = 3
 RATE = "12MiB"
 REPO = "team/herd"
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerGroup]:
-    group = ServerGroup(tmp_path / "servers")
-    try:
-        yield group
-    finally:
-        print(group.log_tails())
-        group.close()
 
 
 @dataclass

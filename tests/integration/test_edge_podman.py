@@ -10,82 +10,35 @@ upstream for no blob at all while the edge counts cache hits.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import podman as podman_mod
 from harness import skopeo
 from harness.fixtures import ImageFactory
-from harness.images import Image, KiB, MiB
+from harness.images import Image, ImageIndex, KiB, MiB
 from harness.podman import Podman
 from harness.registry import DockerRegistry
-from harness.servers import EdgeProcess, ServerGroup
+from harness.servers import ServerGroup
 
 pytestmark = pytest.mark.slow
 
 
-@functools.cache
-def _podman_unavailable() -> str | None:
-    return podman_mod.unavailable_reason()
+AGENT = "containers/"  # User-Agent prefix of podman's own requests
 
 
-@pytest.fixture
-def podman(tmp_path: Path) -> Iterator[Podman]:
-    reason = _podman_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with Podman(tmp_path / "podman") as client:
-        yield client
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerGroup]:
-    group = ServerGroup(tmp_path / "servers")
-    try:
-        yield group
-    finally:
-        print(group.log_tails())
-        group.close()
-
-
-def _client_requests(registry: DockerRegistry) -> list[str]:
-    """Upstream requests that came straight from podman (a fallback past the mirror)."""
-    return [
-        f"{r.method} {r.target} {r.agent}"
-        for r in registry.access_log()
-        if r.agent.startswith("containers/")
-    ]
-
-
-def _pull_twice_through(
-    podman: Podman, registry: DockerRegistry, edge: EdgeProcess, image: Image, repo: str
-) -> None:
-    ref = f"{registry.host}/{repo}:1.0"
-    blobs = image.blobs()
-
-    registry.mark_log()
+def _pull_twice_through(podman: Podman, ref: str, digest: str, check: Any) -> None:
+    """Pull, remove (layers too), pull again; ``check`` is a ``mirror_pull_check`` made before."""
     podman.pull(ref)
-    assert podman.image_digest(ref) == image.digest
-    registry.wait_quiet()
-    assert _client_requests(registry) == [], "podman went past the mirror to the upstream"
-    for digest in blobs:
-        assert registry.count("GET", f"/blobs/{digest}") == 1, digest
-    served = edge.metric("quayside_edge_bytes_served")
-    assert served >= sum(len(b) for b in blobs.values())
-
-    hits_before = edge.metric("quayside_edge_cache_hits", kind="blob")
+    assert podman.image_digest(ref) == digest
+    check.filled_once()
     podman.rmi(ref)
     assert podman.images() == []
-    registry.mark_log()
     podman.pull(ref)
-    assert podman.image_digest(ref) == image.digest
-    registry.wait_quiet()
-    assert _client_requests(registry) == []
-    assert registry.count("GET", "/blobs/") == 0, registry.access_log()
-    assert edge.metric("quayside_edge_cache_hits", kind="blob") - hits_before >= len(blobs)
+    assert podman.image_digest(ref) == digest
+    check.served_from_cache()
 
 
 def test_podman_pulls_directly_from_docker_registry(
@@ -101,7 +54,7 @@ def test_podman_pulls_directly_from_docker_registry(
     docker_registry.wait_quiet()
     for digest in image.blobs():
         assert docker_registry.count("GET", f"/blobs/{digest}") == 1
-    assert len(_client_requests(docker_registry)) >= len(image.blobs())
+    assert len(docker_registry.requests_by_agent(AGENT)) >= len(image.blobs())
 
 
 def test_podman_pulls_through_edge_mirror_and_second_pull_is_served_from_cache(
@@ -109,14 +62,15 @@ def test_podman_pulls_through_edge_mirror_and_second_pull_is_served_from_cache(
     docker_registry: DockerRegistry,
     servers: ServerGroup,
     image_factory: ImageFactory,
+    mirror_pull_check: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     image = image_factory.image(layer_sizes=(3 * MiB, 256 * KiB))
     skopeo.push(image, docker_registry.host, "team/app", "1.0", workdir=tmp_path)
     edge = servers.edge({"reg": docker_registry.url}, cache_size="256MiB")
     podman.configure(docker_registry.host, [edge.host])
-
-    _pull_twice_through(podman, docker_registry, edge, image, "team/app")
+    check = mirror_pull_check(docker_registry, edge, image, AGENT)
+    _pull_twice_through(podman, f"{docker_registry.host}/team/app:1.0", image.digest, check)
 
 
 def test_podman_pulls_through_edge_mirror_with_path_prefix(
@@ -125,6 +79,7 @@ def test_podman_pulls_through_edge_mirror_with_path_prefix(
     docker_registry: DockerRegistry,
     servers: ServerGroup,
     image_factory: ImageFactory,
+    mirror_pull_check: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     """The mirror location ``EDGE/reg`` selects the upstream named ``reg`` by path prefix,
@@ -134,8 +89,9 @@ def test_podman_pulls_through_edge_mirror_with_path_prefix(
     skopeo.push(image, docker_registry.host, "team/prefixed", "1.0", workdir=tmp_path)
     edge = servers.edge({"other": other.url, "reg": docker_registry.url}, cache_size="256MiB")
     podman.configure(docker_registry.host, [f"{edge.host}/reg"])
-
-    _pull_twice_through(podman, docker_registry, edge, image, "team/prefixed")
+    check = mirror_pull_check(docker_registry, edge, image, AGENT)
+    ref = f"{docker_registry.host}/team/prefixed:1.0"
+    _pull_twice_through(podman, ref, image.digest, check)
     assert other.count(None, "/team/") == 0
 
 
@@ -143,24 +99,16 @@ def test_podman_pulls_schema2_and_multi_platform_indexes_through_edge(
     podman: Podman,
     docker_registry: DockerRegistry,
     servers: ServerGroup,
-    image_factory: ImageFactory,
-    tmp_path: Path,
+    manifest_kinds: dict[str, Image | ImageIndex],
 ) -> None:
     """Docker schema2, an OCI index and a Docker manifest list: podman records the digest the
     upstream has (manifests served verbatim) and never falls back past the mirror."""
-    items = {
-        "schema2": image_factory.image(flavour="docker", layer_sizes=(256 * KiB,)),
-        "oci-index": image_factory.index(),
-        "docker-list": image_factory.index(flavour="docker"),
-    }
-    for tag, item in items.items():
-        skopeo.push(item, docker_registry.host, "team/kinds", tag, workdir=tmp_path)
     edge = servers.edge({"reg": docker_registry.url}, cache_size="256MiB")
     podman.configure(docker_registry.host, [edge.host])
     docker_registry.mark_log()
-    for tag, item in items.items():
+    for tag, item in manifest_kinds.items():
         ref = f"{docker_registry.host}/team/kinds:{tag}"
         podman.pull(ref)
         assert podman.image_digest(ref) == item.digest, tag
     docker_registry.wait_quiet()
-    assert _client_requests(docker_registry) == []
+    assert docker_registry.requests_by_agent(AGENT) == []

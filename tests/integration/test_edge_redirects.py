@@ -18,7 +18,6 @@ HEAD on an uncached blob follows the redirect too and downloads nothing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import secrets
@@ -32,7 +31,7 @@ from aiohttp import web
 from harness.authstack import TokenProtectedRegistry, http, start_configured_edge
 from harness.faultserver import FaultServer
 from harness.fixtures import ImageFactory
-from harness.images import Image, KiB
+from harness.images import Image, KiB, sha256_digest
 from harness.servers import EdgeProcess
 from harness.tokenserver import TokenServer
 from regcore import errors
@@ -50,10 +49,6 @@ def _password_file(tmp: Path, password: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(password + "\n")
     return str(path)
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # -- docker-registry with the redirect middleware ----------------------------------------------
@@ -315,7 +310,7 @@ def test_signed_two_hop_redirect_followed_without_credentials_and_cached_by_dige
     for digest, data in up.image.blobs().items():
         got = http(f"{edge.url}/v2/{REPO}/blobs/{digest}")
         assert got.status == 200, got
-        assert got.body == data and _sha256(got.body) == digest
+        assert got.body == data and sha256_digest(got.body) == digest
         assert got.headers["Docker-Content-Digest"] == digest
 
     blobs = up.image.blobs()

@@ -4,41 +4,25 @@ via the default upstream, via the path prefix ``EDGE/<upstream-name>/repo``; and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from harness import skopeo
 from harness.fixtures import ImageFactory
-from harness.images import KiB
+from harness.images import KiB, sha256_digest
 from harness.registry import DockerRegistry
 from harness.servers import EdgeProcess, ServerGroup
+from regcore.mediatypes import DEFAULT_ACCEPT
 
 pytestmark = pytest.mark.slow
 
-ACCEPT = ", ".join(
-    (
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    )
-)
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerGroup]:
-    group = ServerGroup(tmp_path / "servers")
-    try:
-        yield group
-    finally:
-        group.close()
+ACCEPT = ", ".join(DEFAULT_ACCEPT)
 
 
 def _get(url: str, accept: str | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -47,10 +31,6 @@ def _get(url: str, accept: str | None = None) -> tuple[int, bytes, dict[str, str
         req.add_header("Accept", accept)
     with urllib.request.urlopen(req, timeout=20) as resp:
         return resp.status, resp.read(), dict(resp.headers)
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _assert_dir_matches(target: Path, manifest: bytes, blobs: dict[str, bytes]) -> None:
@@ -142,7 +122,7 @@ def test_containerd_style_ns_requests_select_the_upstream(
     assert (status, body, headers["Content-Type"]) == (200, img.manifest, img.media_type)
     for digest, data in img.blobs().items():
         status, body, headers = _get(f"{edge.url}/v2/team/app/blobs/{digest}{ns}")
-        assert status == 200 and _sha256(body) == digest and body == data
+        assert status == 200 and sha256_digest(body) == digest and body == data
         assert headers["OCI-Namespace"] == other.host
     # an ns nobody configured is refused, and nothing is dialled
     with pytest.raises(urllib.error.HTTPError) as exc:
