@@ -46,7 +46,7 @@ from origin.metrics import OriginMetrics
 from origin.repository import Repositories
 from regcore import errors
 from regcore.digest import Digest, Hasher
-from regcore.storage.blobstore import BlobWriter, FilesystemBlobStore
+from regcore.storage.blobstore import BlobWriter, FilesystemBlobStore, fsync_path
 from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin.uploads")
@@ -239,7 +239,7 @@ class Uploads:
                 await self._remove(name, upload_id)
                 self.metrics.uploads_cancelled.labels("digest_invalid").inc()
                 raise errors.DigestInvalid({"expected": str(digest), "size": offset})
-            await asyncio.to_thread(_fsync_file, path)
+            await asyncio.to_thread(fsync_path, path)
             await self.store.install(path, digest)
             await self.repos.link_blob(name, digest)
             await self._remove(name, upload_id)
@@ -340,14 +340,6 @@ def _hash_file(path: Path, algorithm: str) -> Hasher:
     except FileNotFoundError:
         pass
     return h
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, text: str) -> None:

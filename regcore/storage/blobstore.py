@@ -174,7 +174,7 @@ class FilesystemBlobStore:
             return False
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
         return True
 
     async def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
@@ -252,7 +252,9 @@ def _listdir(path: Path) -> list[Path]:
         return []
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a regular file or a directory: its entries) to disk. Blocking: call it
+    through ``asyncio.to_thread`` from a loop. Raises OSError (FileNotFoundError...)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
