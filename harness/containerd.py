@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.procs import ProcessError
+from harness.procs import CommandError, ProcessError
 from harness.service import Service
 
 CONTAINERD_BIN = "containerd"
@@ -43,15 +43,10 @@ _DISABLED = [
 ]
 
 
-class CtrError(RuntimeError):
+class CtrError(CommandError):
     """``ctr`` exited non-zero or timed out; ``output`` holds what it printed."""
 
-    def __init__(self, args: Sequence[str], returncode: int | None, output: str) -> None:
-        self.args_ = list(args)
-        self.returncode = returncode
-        self.output = output
-        what = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.args_)} {what}: {output.strip()[-2000:]}")
+    message_chars = 2000
 
 
 def _q(value: str) -> str:

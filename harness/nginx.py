@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from harness.accesslog import AccessLog, AccessLogged
-from harness.ports import port_open
+from harness.ports import free_port, port_open
 from harness.service import FixedPortService
 
 NGINX_BIN = "nginx"
@@ -59,8 +59,8 @@ class Nginx(AccessLogged, FixedPortService):
             workdir=workdir,
             temp_prefix="qs-nginx-",
             start_timeout=start_timeout,
-            port=port,
         )
+        self.port = port or free_port()
         self.workers = workers
         self._server_block = server_block
         self._http_extra = http_extra

@@ -27,19 +27,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from harness.procs import CommandError
+
 PODMAN_BIN = "podman"
 DEFAULT_TIMEOUT = 120.0
 
 
-class PodmanError(RuntimeError):
+class PodmanError(CommandError):
     """podman exited non-zero or timed out; ``stderr`` holds its message."""
 
-    def __init__(self, args: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.args_ = list(args)
-        self.returncode = returncode
-        self.stderr = stderr
-        what = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.args_)} {what}: {stderr.strip()}")
+    @property
+    def stderr(self) -> str:
+        return self.output
 
 
 def _toml_str(value: str) -> str:

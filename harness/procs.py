@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 # Every started child, so a test session can reap what a failing or careless test left running
 # (see harness.fixtures). A test harness convenience, not something app code does.
@@ -34,6 +35,23 @@ def running_processes() -> list[Process]:
 
 class ProcessError(RuntimeError):
     """A child could not start, or died while it was expected to run (message has its log tail)."""
+
+
+class CommandError(RuntimeError):
+    """A command-line tool exited non-zero (``returncode``) or timed out (``returncode`` None);
+    ``output`` is what it printed; the message ends with its last :attr:`message_chars`."""
+
+    message_chars: ClassVar[int | None] = None
+
+    def __init__(self, args: Sequence[str], returncode: int | None, output: str) -> None:
+        self.args_ = list(args)
+        self.returncode = returncode
+        self.output = output
+        what = "timed out" if returncode is None else f"exited {returncode}"
+        text = output.strip()
+        if self.message_chars is not None:
+            text = text[-self.message_chars :]
+        super().__init__(f"{' '.join(self.args_)} {what}: {text}")
 
 
 class Process:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from harness.ports import free_port
 from harness.service import FixedPortService
 
 REDIS_BIN = "redis-server"
@@ -40,8 +41,8 @@ class RedisServer(FixedPortService):
             workdir=workdir,
             temp_prefix="qs-redis-",
             start_timeout=start_timeout,
-            port=port,
         )
+        self.port = port or free_port()
         self.extra_args = list(extra_args or [])
 
     @property

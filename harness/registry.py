@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.accesslog import AccessLog, AccessLogged
-from harness.ports import http_status
+from harness.ports import free_port, http_status
 from harness.service import FixedPortService
 
 REGISTRY_BIN = "docker-registry"
@@ -79,8 +79,8 @@ class DockerRegistry(AccessLogged, FixedPortService):
             workdir=workdir,
             temp_prefix="qs-registry-",
             start_timeout=start_timeout,
-            port=port,
         )
+        self.port = port or free_port()
         self.root = Path(root) if root is not None else self.workdir / "storage"
         self.root.mkdir(parents=True, exist_ok=True)
         self.proxy_remoteurl = proxy_remoteurl

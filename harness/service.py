@@ -35,7 +35,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
-from harness.ports import free_port
 from harness.procs import Process, ProcessError
 
 
@@ -221,24 +220,13 @@ class Service:
 
 
 class FixedPortService(Service):
-    """A service listening on ``127.0.0.1:port``, the port chosen up front and kept."""
+    """A service listening on ``127.0.0.1:port``, the port chosen up front and kept across
+    restarts: a subclass's ``__init__`` sets ``self.port = port or free_port()``."""
+
+    port: int
 
     #: URL scheme of :attr:`url`.
     scheme: ClassVar[str] = "http"
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        workdir: str | Path | None = None,
-        temp_prefix: str = "qs-service-",
-        start_timeout: float = 10.0,
-        port: int | None = None,
-    ) -> None:
-        super().__init__(
-            name=name, workdir=workdir, temp_prefix=temp_prefix, start_timeout=start_timeout
-        )
-        self.port = port or free_port()
 
     @property
     def host(self) -> str:
@@ -271,19 +259,7 @@ class ListeningLineService(Service):
     :attr:`url` is ``""`` from each launch until that line appeared."""
 
     readiness = "print its listening line"
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        workdir: str | Path | None = None,
-        temp_prefix: str = "qs-service-",
-        start_timeout: float = 10.0,
-    ) -> None:
-        super().__init__(
-            name=name, workdir=workdir, temp_prefix=temp_prefix, start_timeout=start_timeout
-        )
-        self.url = ""
+    url: str = ""
 
     def launch(self) -> Self:
         if not self.running:

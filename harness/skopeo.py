@@ -31,20 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.images import Image, ImageIndex, write_dir, write_layout
+from harness.procs import CommandError
 
 SKOPEO_BIN = "skopeo"
 DEFAULT_TIMEOUT = 120.0
 
 
-class SkopeoError(RuntimeError):
+class SkopeoError(CommandError):
     """skopeo exited non-zero or timed out; ``stderr`` holds its message."""
 
-    def __init__(self, args: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.args_ = list(args)
-        self.returncode = returncode
-        self.stderr = stderr
-        what = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.args_)} {what}: {stderr.strip()}")
+    @property
+    def stderr(self) -> str:
+        return self.output
 
 
 def run(
