@@ -142,7 +142,9 @@ class RegionLock:
 
     async def acquire(self, digest: Digest, owner_url: str) -> Lease | Taken:
         """Take the lock or learn who holds it. Raises RegionUnavailable."""
-        got, owner = await self._call(self._acquire(keys=[self.key(digest)], args=[owner_url, self.ttl_ms]))
+        got, owner = await self._call(
+            self._acquire(keys=[self.key(digest)], args=[owner_url, self.ttl_ms])
+        )
         if int(got) == 1:
             return self._lease(digest, owner_url)
         return Taken(digest, _text(owner))
@@ -152,10 +154,14 @@ class RegionLock:
         value = await self._call(self.redis.get(self.key(digest)))
         return None if value is None else _text(value)
 
-    async def steal(self, digest: Digest, expected_owner: str | None, owner_url: str) -> Lease | None:
+    async def steal(
+        self, digest: Digest, expected_owner: str | None, owner_url: str
+    ) -> Lease | None:
         """Take the lock if it is free or still held by ``expected_owner``; else None."""
         got = await self._call(
-            self._steal(keys=[self.key(digest)], args=[expected_owner or "", owner_url, self.ttl_ms])
+            self._steal(
+                keys=[self.key(digest)], args=[expected_owner or "", owner_url, self.ttl_ms]
+            )
         )
         return self._lease(digest, owner_url) if int(got) == 1 else None
 
@@ -171,7 +177,9 @@ class RegionLock:
         try:
             await self._call(self._release(keys=[self.key(lease.digest)], args=[lease.owner]))
         except RegionUnavailable:
-            log.warning("could not release fill lock for %s (expires in %.1fs)", lease.digest, self.ttl)
+            log.warning(
+                "could not release fill lock for %s (expires in %.1fs)", lease.digest, self.ttl
+            )
 
     async def close(self) -> None:
         for task in list(self._renewers):
@@ -194,7 +202,10 @@ class RegionLock:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                ok = await self._call(self._renew(keys=[self.key(lease.digest)], args=[lease.owner, self.ttl_ms]), force=True)
+                ok = await self._call(
+                    self._renew(keys=[self.key(lease.digest)], args=[lease.owner, self.ttl_ms]),
+                    force=True,
+                )
             except RegionUnavailable:
                 continue  # try again next period; the fill goes on
             if not int(ok):
@@ -215,7 +226,12 @@ class RegionLock:
         except Exception as exc:
             self.failures += 1
             self._open_until = loop.time() + self.breaker_seconds
-            log.warning("redis unavailable (%s: %s); node-local fills for %.1fs", type(exc).__name__, exc, self.breaker_seconds)
+            log.warning(
+                "redis unavailable (%s: %s); node-local fills for %.1fs",
+                type(exc).__name__,
+                exc,
+                self.breaker_seconds,
+            )
             raise RegionUnavailable(str(exc) or type(exc).__name__) from exc
         self._open_until = 0.0
         return result

@@ -32,12 +32,25 @@ OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
 #: Every code the spec's error table lists (the suite's ``errorCodes``).
-SPEC_ERROR_CODES = frozenset({
-    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
-    "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "MANIFEST_UNVERIFIED",
-    "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "TAG_INVALID", "UNAUTHORIZED", "DENIED",
-    "UNSUPPORTED",
-})
+SPEC_ERROR_CODES = frozenset(
+    {
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "MANIFEST_UNVERIFIED",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "TAG_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+    }
+)
 
 TEST_TAG = "tagtest0"  # testTagName
 EMPTY_LAYER_TAG = "emptylayer"  # emptyLayerTestTag
@@ -98,7 +111,11 @@ def _descriptor(
     media_type: str, blob: Blob, *, data: bytes | None = None, unspecified: bytes | None = None
 ) -> dict[str, Any]:
     """A descriptor as the suite encodes it: ``data`` when set, ``newUnspecifiedField`` always."""
-    desc: dict[str, Any] = {"mediaType": media_type, "digest": blob.digest, "size": len(blob.content)}
+    desc: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": blob.digest,
+        "size": len(blob.content),
+    }
     if data is not None:
         desc["data"] = base64.b64encode(data).decode()
     desc["newUnspecifiedField"] = base64.b64encode(unspecified).decode() if unspecified else None
@@ -175,18 +192,22 @@ class SuiteData:
             return _descriptor(OCI_CONFIG, cfg, data=cfg.content, unspecified=b"hello world")
 
         manifests = [
-            Blob.of(go_json({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": config_desc(cfg),
-                "layers": [layer_desc],
-            }))
+            Blob.of(
+                go_json(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": OCI_MANIFEST,
+                        "config": config_desc(cfg),
+                        "layers": [layer_desc],
+                    }
+                )
+            )
             for cfg in configs
         ]
         # no mediaType field and no layers at all (push: "manifest upload with no layers")
-        empty_layer_manifest = Blob.of(go_json(
-            {"schemaVersion": 2, "config": config_desc(configs[1]), "layers": []}
-        ))
+        empty_layer_manifest = Blob.of(
+            go_json({"schemaVersion": 2, "config": config_desc(configs[1]), "layers": []})
+        )
         empty_json = Blob.of(b"{}")
         empty_desc = _descriptor(OCI_EMPTY, empty_json)
         ref_a = Blob.of(b"quayside conformance referrer blob A")
@@ -205,36 +226,48 @@ class SuiteData:
             return blob
 
         def config_artifact(art_type: str, ref: Blob, note: str) -> Blob:
-            return artifact({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": _descriptor(art_type, ref),
-                "layers": [empty_desc],
-                "subject": subject(manifests[4]),
-            }, note)
+            return artifact(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": _descriptor(art_type, ref),
+                    "layers": [empty_desc],
+                    "subject": subject(manifests[4]),
+                },
+                note,
+            )
 
         def layer_artifact(art_type: str, ref: Blob, subj: Blob, note: str | None) -> Blob:
-            return artifact({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": art_type,
-                "config": empty_desc,
-                "layers": [_descriptor(art_type, ref)],
-                "subject": subject(subj),
-            }, note)
+            return artifact(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "artifactType": art_type,
+                    "config": empty_desc,
+                    "layers": [_descriptor(art_type, ref)],
+                    "subject": subject(subj),
+                },
+                note,
+            )
 
         refs_a_config = config_artifact(ARTIFACT_TYPE_A, ref_a, "test config a")
         refs_b_config = config_artifact(ARTIFACT_TYPE_B, ref_b, "test config b")
         refs_a_layer = layer_artifact(ARTIFACT_TYPE_A, ref_a, manifests[4], "test layer a")
         refs_b_layer = layer_artifact(ARTIFACT_TYPE_B, ref_b, manifests[4], "test layer b")
         refs_c_layer = layer_artifact(ARTIFACT_TYPE_B, ref_b, manifests[3], None)
-        refs_index = artifact({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "artifactType": ARTIFACT_TYPE_INDEX,
-            "manifests": [_descriptor(OCI_MANIFEST, refs_a_config), _descriptor(OCI_MANIFEST, refs_a_layer)],
-            "subject": subject(manifests[4]),
-        }, "test index")
+        refs_index = artifact(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "artifactType": ARTIFACT_TYPE_INDEX,
+                "manifests": [
+                    _descriptor(OCI_MANIFEST, refs_a_config),
+                    _descriptor(OCI_MANIFEST, refs_a_layer),
+                ],
+                "subject": subject(manifests[4]),
+            },
+            "test index",
+        )
         return cls(
             configs=tuple(configs),
             manifests=tuple(manifests),

@@ -82,7 +82,12 @@ def create_app(
     app[state.DELETE_ENABLED] = bool(config.storage.delete_enabled)
     app[state.MAX_MANIFEST_BYTES] = int(config.limits.max_manifest_bytes)
     app[state.UPLOADS] = uploads.Uploads(
-        layout, store, repos, metrics=metrics, clock=clock, max_blob_bytes=int(config.limits.max_blob_bytes)
+        layout,
+        store,
+        repos,
+        metrics=metrics,
+        clock=clock,
+        max_blob_bytes=int(config.limits.max_blob_bytes),
     )
 
     app.on_response_prepare.append(on_prepare_api_header)
@@ -173,4 +178,3 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-

@@ -36,7 +36,9 @@ NAMESPACE = "quayside_origin"
 class OriginMetrics:
     """Counters for one origin application. Not shared between applications."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = NAMESPACE) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, namespace: str = NAMESPACE
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
         self.http = HttpMetrics(self.registry, namespace)
@@ -47,7 +49,9 @@ class OriginMetrics:
         self.uploads_cancelled = c(
             "upload_sessions_cancelled", "Upload sessions ended without a blob", ["reason"]
         )
-        self.upload_bytes = c("upload_bytes", "Blob bytes received by uploads (PATCH/PUT/POST bodies)")
+        self.upload_bytes = c(
+            "upload_bytes", "Blob bytes received by uploads (PATCH/PUT/POST bodies)"
+        )
         self.blob_bytes_served = c("blob_bytes_served", "Blob bytes sent by blob GETs")
         self.blobs_committed = c("blobs_committed", "Blobs committed to the store", ["source"])
         self.blobs_mounted = c("blobs_mounted", "Blobs linked by cross-repository mount")

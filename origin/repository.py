@@ -43,7 +43,9 @@ class Repositories:
         await asyncio.to_thread(_write_link, self.layout.layer_link(name, digest), digest)
 
     async def blob_linked(self, name: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(_read_link_matches, self.layout.layer_link(name, digest), digest)
+        return await asyncio.to_thread(
+            _read_link_matches, self.layout.layer_link(name, digest), digest
+        )
 
     async def unlink_blob(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(_remove_link_dir, self.layout.layer_link(name, digest))
@@ -52,7 +54,9 @@ class Repositories:
         await asyncio.to_thread(_write_link, self.layout.revision_link(name, digest), digest)
 
     async def revision_exists(self, name: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(_read_link_matches, self.layout.revision_link(name, digest), digest)
+        return await asyncio.to_thread(
+            _read_link_matches, self.layout.revision_link(name, digest), digest
+        )
 
     async def unlink_revision(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(_remove_link_dir, self.layout.revision_link(name, digest))
@@ -80,7 +84,10 @@ class Repositories:
         """Sorted tags that have a current link. Raises NameUnknown for an unknown repository."""
 
         def _do() -> list[str]:
-            if not self.layout.repo_dir(name).is_dir() or not (self.layout.repo_dir(name) / "_manifests").is_dir():
+            if (
+                not self.layout.repo_dir(name).is_dir()
+                or not (self.layout.repo_dir(name) / "_manifests").is_dir()
+            ):
                 if not self.layout.layers_dir(name).is_dir():
                     raise errors.NameUnknown(name)
             tags_dir = self.layout.tags_dir(name)

@@ -73,7 +73,9 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _upload_response(request: web.Request, status: int, name: str, upload_id: str, offset: int) -> web.Response:
+def _upload_response(
+    request: web.Request, status: int, name: str, upload_id: str, offset: int
+) -> web.Response:
     headers = _uploads(request).headers(name, upload_id, offset)
     headers[hdrs.LOCATION] = location(request, headers[hdrs.LOCATION])
     return web.Response(status=status, headers=headers)
@@ -82,7 +84,10 @@ def _upload_response(request: web.Request, status: int, name: str, upload_id: st
 def _blob_created(request: web.Request, name: str, digest: Digest) -> web.Response:
     return web.Response(
         status=201,
-        headers={hdrs.LOCATION: location(request, blob_path(name, digest)), "Docker-Content-Digest": str(digest)},
+        headers={
+            hdrs.LOCATION: location(request, blob_path(name, digest)),
+            "Docker-Content-Digest": str(digest),
+        },
     )
 
 

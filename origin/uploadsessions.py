@@ -165,13 +165,26 @@ class Uploads:
             offset = await self._locked_size(name, upload_id)
             if start is not None:
                 if start != offset:
-                    raise self.range_error(name, upload_id, offset, f"chunk starts at {start}, upload is at {offset}")
+                    raise self.range_error(
+                        name, upload_id, offset, f"chunk starts at {start}, upload is at {offset}"
+                    )
                 if end is not None and length is not None and length != end - start + 1:
-                    raise self.range_error(name, upload_id, offset, f"Content-Length {length} does not match Content-Range")
+                    raise self.range_error(
+                        name,
+                        upload_id,
+                        offset,
+                        f"Content-Length {length} does not match Content-Range",
+                    )
             return await self._append_locked(sess, name, upload_id, offset, body, length)
 
     async def _append_locked(
-        self, sess: _Session, name: str, upload_id: str, offset: int, body: AsyncIterable[bytes], length: int | None
+        self,
+        sess: _Session,
+        name: str,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterable[bytes],
+        length: int | None,
     ) -> int:
         limit = self.max_blob_bytes
         if limit and length is not None and offset + length > limit:
@@ -211,7 +224,9 @@ class Uploads:
             sess.hasher = h
         return h
 
-    def range_error(self, name: str, upload_id: str, offset: int, detail: str) -> errors.RegistryError:
+    def range_error(
+        self, name: str, upload_id: str, offset: int, detail: str
+    ) -> errors.RegistryError:
         """A 416 RANGE_INVALID that tells the client where the upload stands."""
         return errors.RangeInvalid(detail, headers=self.headers(name, upload_id, offset))
 
@@ -223,7 +238,12 @@ class Uploads:
         }
 
     async def finish(
-        self, name: str, upload_id: str, digest: Digest, body: AsyncIterable[bytes] | None, length: int | None = None
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None,
+        length: int | None = None,
     ) -> Digest:
         """Append the final chunk (if any), verify, commit and link. Raises DigestInvalid
         (the session is cancelled), BlobUploadUnknown, SizeTooLarge."""
@@ -281,7 +301,10 @@ class Uploads:
 
     async def mount(self, name: str, source: str, digest: Digest) -> bool:
         """Link ``digest`` from ``source`` into ``name``; False when ``source`` lacks it."""
-        if not await self.repos.blob_linked(source, digest) or await self.store.stat(digest) is None:
+        if (
+            not await self.repos.blob_linked(source, digest)
+            or await self.store.stat(digest) is None
+        ):
             return False
         await self.repos.link_blob(name, digest)
         self.metrics.blobs_mounted.inc()

@@ -17,7 +17,11 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("origin", "serve"), "origin.__main__", "serve the private origin registry"),
     (("edge", "serve"), "edge.__main__", "serve a pull-through caching edge node"),
     (("run",), "regcore.run", "start an origin and an edge in front of it (embedded defaults)"),
-    (("bench",), "bench.__main__", "benchmark Quayside against peer registries/caches on this machine"),
+    (
+        ("bench",),
+        "bench.__main__",
+        "benchmark Quayside against peer registries/caches on this machine",
+    ),
 ]
 
 
@@ -33,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
             p = sub.add_parser(path[0], help=help_text, description=help_text)
         else:
             if path[0] not in groups:
-                g = sub.add_parser(path[0], help=f"{path[0]} commands", description=f"{path[0]} commands")
-                groups[path[0]] = g.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+                g = sub.add_parser(
+                    path[0], help=f"{path[0]} commands", description=f"{path[0]} commands"
+                )
+                groups[path[0]] = g.add_subparsers(
+                    dest="subcommand", metavar="SUBCOMMAND", required=True
+                )
             p = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
         p.set_defaults(_module=module)
         p.set_defaults(_deferred=True)

@@ -26,17 +26,56 @@ METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry",
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
         self.requests = Counter(
-            "http_requests", "HTTP requests served", ["method", "route", "status"],
-            namespace=namespace, registry=registry,
+            "http_requests",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            namespace=namespace,
+            registry=registry,
         )
-        self.bytes_out = Counter("http_response_bytes", "Response body bytes sent", ["route"], namespace=namespace, registry=registry)
-        self.bytes_in = Counter("http_request_bytes", "Request body bytes received", ["route"], namespace=namespace, registry=registry)
+        self.bytes_out = Counter(
+            "http_response_bytes",
+            "Response body bytes sent",
+            ["route"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.bytes_in = Counter(
+            "http_request_bytes",
+            "Request body bytes received",
+            ["route"],
+            namespace=namespace,
+            registry=registry,
+        )
         self.latency = Histogram(
-            "http_request_duration_seconds", "Time to answer (until the handler returns)", ["route"],
-            namespace=namespace, registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            "http_request_duration_seconds",
+            "Time to answer (until the handler returns)",
+            ["route"],
+            namespace=namespace,
+            registry=registry,
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
         )
-        self.in_flight = Gauge("http_requests_in_flight", "Requests being answered", namespace=namespace, registry=registry)
+        self.in_flight = Gauge(
+            "http_requests_in_flight",
+            "Requests being answered",
+            namespace=namespace,
+            registry=registry,
+        )
 
     def middleware(self) -> web.middleware:
         @web.middleware
@@ -67,7 +106,6 @@ def _route_name(request: web.Request) -> str:
     if info is None:
         return "unmatched"
     return info.name or info.canonical
-
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:

@@ -36,11 +36,21 @@ Metrics: {origin}/metrics and {edge}/metrics.  Stop with Ctrl-C.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="./data", metavar="DIR", help="data directory (default ./data)")
-    parser.add_argument("--origin-listen", default="127.0.0.1:5000", metavar="HOST:PORT", help="origin address")
-    parser.add_argument("--edge-listen", default="127.0.0.1:5001", metavar="HOST:PORT", help="edge address")
-    parser.add_argument("--cache-size", default="10GiB", metavar="SIZE", help="edge cache bound (default 10GiB)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--data", default="./data", metavar="DIR", help="data directory (default ./data)"
+    )
+    parser.add_argument(
+        "--origin-listen", default="127.0.0.1:5000", metavar="HOST:PORT", help="origin address"
+    )
+    parser.add_argument(
+        "--edge-listen", default="127.0.0.1:5001", metavar="HOST:PORT", help="edge address"
+    )
+    parser.add_argument(
+        "--cache-size", default="10GiB", metavar="SIZE", help="edge cache bound (default 10GiB)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
 
 
 def _start(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -80,14 +90,33 @@ def main(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         origin, origin_url = _start(
-            ["origin", "serve", "--listen", args.origin_listen, "--root", str(data / "origin"), "--log-level", args.log_level],
+            [
+                "origin",
+                "serve",
+                "--listen",
+                args.origin_listen,
+                "--root",
+                str(data / "origin"),
+                "--log-level",
+                args.log_level,
+            ],
             data / "origin.log",
         )
         procs.append(origin)
         edge, edge_url = _start(
             [
-                "edge", "serve", "--listen", args.edge_listen, "--cache-dir", str(data / "edge"),
-                "--cache-size", args.cache_size, "--upstream", f"origin={origin_url}", "--log-level", args.log_level,
+                "edge",
+                "serve",
+                "--listen",
+                args.edge_listen,
+                "--cache-dir",
+                str(data / "edge"),
+                "--cache-size",
+                args.cache_size,
+                "--upstream",
+                f"origin={origin_url}",
+                "--log-level",
+                args.log_level,
             ],
             data / "edge.log",
         )
@@ -98,8 +127,12 @@ def main(args: argparse.Namespace) -> int:
         return 1
     print(
         _USAGE.format(
-            origin=origin_url, edge=edge_url, origin_host=origin_url.split("//", 1)[1],
-            edge_host=edge_url.split("//", 1)[1], data=data, cache_size=args.cache_size,
+            origin=origin_url,
+            edge=edge_url,
+            origin_host=origin_url.split("//", 1)[1],
+            edge_host=edge_url.split("//", 1)[1],
+            data=data,
+            cache_size=args.cache_size,
         ),
         flush=True,
     )
@@ -108,7 +141,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         while not stop.is_set():
             if any(p.poll() is not None for p in procs):
-                print("quayside run: a server exited; see the logs under " + str(data), file=sys.stderr)
+                print(
+                    "quayside run: a server exited; see the logs under " + str(data),
+                    file=sys.stderr,
+                )
                 _stop(procs)
                 return 1
             stop.wait(0.5)

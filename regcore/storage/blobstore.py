@@ -63,7 +63,9 @@ class BlobWriter:
         self.path = path
         self.hasher = hasher or Hasher(algorithm)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
+        self._fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644
+        )
         self._buf = bytearray()
         self._flush_bytes = flush_bytes
         self._closed = False
@@ -159,7 +161,9 @@ class FilesystemBlobStore:
     def temp_path(self) -> Path:
         return self.layout.incomplete / uuid.uuid4().hex
 
-    def writer(self, algorithm: str = "sha256", *, flush_bytes: int = DEFAULT_FLUSH_BYTES) -> BlobWriter:
+    def writer(
+        self, algorithm: str = "sha256", *, flush_bytes: int = DEFAULT_FLUSH_BYTES
+    ) -> BlobWriter:
         return BlobWriter(self, self.temp_path(), algorithm=algorithm, flush_bytes=flush_bytes)
 
     async def install(self, temp: Path, digest: Digest) -> bool:

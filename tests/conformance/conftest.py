@@ -67,6 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (rank -1 sorts them first), and each module keeps pytest's own order (file order, grouped
     by implementation).
     """
+
     def rank(item: pytest.Item) -> int:
         stem = item.path.stem
         return WORKFLOW_ORDER.index(stem) if stem in WORKFLOW_ORDER else -1
@@ -143,7 +144,9 @@ def _implementation_expectations(request: pytest.FixtureRequest) -> None:
     impl = request.getfixturevalue("target").impl
     lacks = request.node.get_closest_marker("reference_lacks")
     if lacks is not None and impl == "docker-registry":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=f"registry:2 2.8: {lacks.args[0]}"))
+        request.applymarker(
+            pytest.mark.xfail(strict=False, reason=f"registry:2 2.8: {lacks.args[0]}")
+        )
     bug = request.node.get_closest_marker("origin_bug")
     if bug is not None and impl == "origin":
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"origin bug: {bug.args[0]}"))
@@ -209,7 +212,9 @@ class OciHttp:
         if query:
             sep = "&" if "?" in raw else "?"
             # percent-encoded like Go's url.Values.Encode (the suite's client): "sha256%3A..."
-            raw += sep + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
+            raw += sep + "&".join(
+                f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items()
+            )
         return URL(raw, encoded=True)
 
     async def request(
@@ -247,7 +252,10 @@ class OciHttp:
 
     async def put_manifest(self, reference: str, body: bytes, media_type: str) -> Reply:
         return await self.request(
-            "PUT", f"/v2/<name>/manifests/{reference}", headers={"Content-Type": media_type}, body=body
+            "PUT",
+            f"/v2/<name>/manifests/{reference}",
+            headers={"Content-Type": media_type},
+            body=body,
         )
 
 

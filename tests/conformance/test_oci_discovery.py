@@ -91,7 +91,9 @@ async def test_setup_references(oci: OciHttp, data: SuiteData) -> None:
         if not 200 <= resp.status < 300:
             failures.append(resp.describe())
         elif subject is not None and resp.header("OCI-Subject") != subject:
-            failures.append(f"OCI-Subject {resp.header('OCI-Subject')!r} != {subject}: {resp.describe()}")
+            failures.append(
+                f"OCI-Subject {resp.header('OCI-Subject')!r} != {subject}: {resp.describe()}"
+            )
 
     subject4 = data.manifests[4].digest
     await blob(data.empty_json)
@@ -115,7 +117,7 @@ async def test_setup_references(oci: OciHttp, data: SuiteData) -> None:
 
 
 async def test_list_tags_200(oci: OciHttp, state: dict[str, Any]) -> None:
-    """"GET request to list tags should yield 200 response"."""
+    """ "GET request to list tags should yield 200 response"."""
     resp = await oci.request("GET", "/v2/<name>/tags/list")
     assert resp.status == 200, resp.describe()
     state["tags"] = _tags(resp)
@@ -124,7 +126,7 @@ async def test_list_tags_200(oci: OciHttp, state: dict[str, Any]) -> None:
 
 @pytest.mark.reference_lacks("ignores n: the whole, unsorted tag list comes back")
 async def test_list_tags_limited_by_n(oci: OciHttp, state: dict[str, Any]) -> None:
-    """"GET number of tags should be limitable by `n` query parameter": ``n = numTags/2`` ->
+    """ "GET number of tags should be limitable by `n` query parameter": ``n = numTags/2`` ->
     200 with exactly that many tags."""
     n = state.get("num_tags", 0) // 2
     assert n > 0, "too few tags to paginate"
@@ -136,7 +138,7 @@ async def test_list_tags_limited_by_n(oci: OciHttp, state: dict[str, Any]) -> No
 
 @pytest.mark.reference_lacks("ignores n/last: the whole tag list comes back")
 async def test_list_tags_start_set_by_last(oci: OciHttp, state: dict[str, Any]) -> None:
-    """"GET start of tag is set by `last` query parameter": a first page of ``n``, then
+    """ "GET start of tag is set by `last` query parameter": a first page of ``n``, then
     ``?n=..&last=<its last tag>`` -> 200. (The suite's remaining assertions are about the first
     page; ``test_extra_tags_pagination`` checks the second page itself.)"""
     n = state.get("num_tags", 0) // 2
@@ -193,7 +195,7 @@ def _check_annotations(data: SuiteData, manifests: list[dict[str, Any]]) -> None
 
 @pytest.mark.reference_lacks("no referrers API (404)")
 async def test_referrers_of_unknown_digest_empty_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to nonexistent blob should result in empty 200 response": referrers of a
+    """ "GET request to nonexistent blob should result in empty 200 response": referrers of a
     digest nothing refers to -> 200, ``Content-Type: application/vnd.oci.image.index.v1+json``,
     an index with no manifests."""
     resp = await oci.request("GET", f"/v2/<name>/referrers/{data.dummy_digest}")
@@ -202,7 +204,7 @@ async def test_referrers_of_unknown_digest_empty_200(oci: OciHttp, data: SuiteDa
 
 @pytest.mark.reference_lacks("no referrers API (404)")
 async def test_referrers_of_subject_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to existing blob should yield 200": referrers of manifests[4] -> the index
+    """ "GET request to existing blob should yield 200": referrers of manifests[4] -> the index
     lists all 5 artifacts (distinct digests), each descriptor carrying exactly the artifact's one
     annotation."""
     resp = await oci.request("GET", f"/v2/<name>/referrers/{data.manifests[4].digest}")
@@ -214,7 +216,7 @@ async def test_referrers_of_subject_200(oci: OciHttp, data: SuiteData) -> None:
 
 @pytest.mark.reference_lacks("no referrers API (404)")
 async def test_referrers_filtered_by_artifact_type(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to existing blob with filter should yield 200": ``?artifactType=<A>`` -> if
+    """ "GET request to existing blob with filter should yield 200": ``?artifactType=<A>`` -> if
     ``OCI-Filters-Applied`` is sent it equals ``artifactType`` and exactly the 2 type-A
     artifacts are listed; otherwise all 5 (the filter is a SHOULD)."""
     resp = await oci.request(
@@ -233,7 +235,7 @@ async def test_referrers_filtered_by_artifact_type(oci: OciHttp, data: SuiteData
 
 @pytest.mark.reference_lacks("no referrers API (404)")
 async def test_referrers_of_missing_manifest_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to missing manifest should yield 200": referrers of manifests[3] (never
+    """ "GET request to missing manifest should yield 200": referrers of manifests[3] (never
     pushed) -> exactly artifact C."""
     resp = await oci.request("GET", f"/v2/<name>/referrers/{data.manifests[3].digest}")
     manifests = _check_index_reply(resp)

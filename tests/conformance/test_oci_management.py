@@ -62,7 +62,7 @@ async def test_setup_count_tags(oci: OciHttp, state: dict[str, Any]) -> None:
 
 @pytest.mark.reference_lacks("DELETE /manifests/<tag> -> 400 DIGEST_INVALID (tag deletion is v1.1)")
 async def test_delete_tag(oci: OciHttp, data: SuiteData, state: dict[str, Any]) -> None:
-    """"DELETE request to manifest tag should return 202, unless tag deletion is disallowed
+    """ "DELETE request to manifest tag should return 202, unless tag deletion is disallowed
     (400/405)": 202, 405, or 400 whose first error code is ``UNSUPPORTED``."""
     tag = state.get("tag_to_delete", data.test_tag)
     resp = await oci.request("DELETE", f"/v2/<name>/manifests/{tag}")
@@ -73,14 +73,14 @@ async def test_delete_tag(oci: OciHttp, data: SuiteData, state: dict[str, Any]) 
 
 
 async def test_delete_manifest_by_digest(oci: OciHttp, data: SuiteData) -> None:
-    """"DELETE request to manifest (digest) should yield 202 response unless already deleted"
+    """ "DELETE request to manifest (digest) should yield 202 response unless already deleted"
     -> 202 or 404."""
     resp = await oci.request("DELETE", f"/v2/<name>/manifests/{data.manifests[3].digest}")
     assert resp.status in (202, 404), resp.describe()
 
 
 async def test_get_deleted_manifest(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to deleted manifest URL should yield 404 response, unless delete is
+    """ "GET request to deleted manifest URL should yield 404 response, unless delete is
     disallowed" -> 404 (or 200 when deletes are disabled)."""
     resp = await oci.request("GET", f"/v2/<name>/manifests/{data.manifests[3].digest}")
     assert resp.status in (404, 200), resp.describe()
@@ -96,7 +96,7 @@ async def test_extra_deleted_manifest_is_gone(oci: OciHttp, data: SuiteData) -> 
 
 
 async def test_tags_list_reflects_deletion(oci: OciHttp, state: dict[str, Any]) -> None:
-    """"GET request to tags list should reflect manifest deletion": 200 with fewer tags than
+    """ "GET request to tags list should reflect manifest deletion": 200 with fewer tags than
     before (here: none left, and the list is still 200, not 404)."""
     assert "num_tags" in state, "setup did not count the tags"
     resp = await oci.request("GET", "/v2/<name>/tags/list")
@@ -108,7 +108,7 @@ async def test_tags_list_reflects_deletion(oci: OciHttp, state: dict[str, Any]) 
 
 
 async def test_delete_blobs(oci: OciHttp, data: SuiteData, state: dict[str, Any]) -> None:
-    """"DELETE request to blob URL should yield 202 response": the config blob, then the layer
+    """ "DELETE request to blob URL should yield 202 response": the config blob, then the layer
     blob -> 202, 404 or 405 each (405 on the layer means blob deletion is disallowed)."""
     resp = await oci.request("DELETE", f"/v2/<name>/blobs/{data.configs[3].digest}")
     assert resp.status in (202, 404, 405), resp.describe()
@@ -118,7 +118,7 @@ async def test_delete_blobs(oci: OciHttp, data: SuiteData, state: dict[str, Any]
 
 
 async def test_get_deleted_blob_404(oci: OciHttp, data: SuiteData, state: dict[str, Any]) -> None:
-    """"GET request to deleted blob URL should yield 404 response" (when blob deletion is
+    """ "GET request to deleted blob URL should yield 404 response" (when blob deletion is
     allowed)."""
     if not state.get("blob_delete_allowed", True):
         pytest.skip("blob deletion is disallowed (RunOnlyIf blobDeleteAllowed)")

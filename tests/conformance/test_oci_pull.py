@@ -68,13 +68,13 @@ async def test_setup_populate_manifest1_by_digest(oci: OciHttp, data: SuiteData)
 
 
 async def test_head_nonexistent_blob_404(oci: OciHttp, data: SuiteData) -> None:
-    """"HEAD request to nonexistent blob should result in 404 response"."""
+    """ "HEAD request to nonexistent blob should result in 404 response"."""
     resp = await oci.request("HEAD", f"/v2/<name>/blobs/{data.dummy_digest}")
     assert resp.status == 404, resp.describe()
 
 
 async def test_head_existing_blob_200(oci: OciHttp, data: SuiteData) -> None:
-    """"HEAD request to existing blob should yield 200"; ``Docker-Content-Digest``, when sent,
+    """ "HEAD request to existing blob should yield 200"; ``Docker-Content-Digest``, when sent,
     equals the blob's digest."""
     resp = await oci.request("HEAD", f"/v2/<name>/blobs/{data.configs[0].digest}")
     assert resp.status == 200, resp.describe()
@@ -83,13 +83,13 @@ async def test_head_existing_blob_200(oci: OciHttp, data: SuiteData) -> None:
 
 
 async def test_get_nonexistent_blob_404(oci: OciHttp, data: SuiteData) -> None:
-    """"GET nonexistent blob should result in 404 response"."""
+    """ "GET nonexistent blob should result in 404 response"."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.dummy_digest}")
     assert resp.status == 404, resp.describe()
 
 
 async def test_get_existing_blob_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to existing blob URL should yield 200"."""
+    """ "GET request to existing blob URL should yield 200"."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.configs[0].digest}")
     assert resp.status == 200, resp.describe()
 
@@ -120,7 +120,7 @@ async def test_extra_blob_bytes_digest_and_range(oci: OciHttp, data: SuiteData) 
 
 
 async def test_head_nonexistent_manifest_404(oci: OciHttp, data: SuiteData) -> None:
-    """"HEAD request to nonexistent manifest should return 404" (reference
+    """ "HEAD request to nonexistent manifest should return 404" (reference
     ``.INVALID_MANIFEST_NAME``, which is not even a valid tag: still 404, not 400)."""
     resp = await oci.request("HEAD", f"/v2/<name>/manifests/{data.nonexistent_manifest}")
     assert resp.status == 404, resp.describe()
@@ -128,7 +128,7 @@ async def test_head_nonexistent_manifest_404(oci: OciHttp, data: SuiteData) -> N
 
 @pytest.mark.parametrize("index", [0, 1])
 async def test_head_manifest_by_digest_200(oci: OciHttp, data: SuiteData, index: int) -> None:
-    """"HEAD request to manifest[0] path (digest) should yield 200 response" and the same for
+    """ "HEAD request to manifest[0] path (digest) should yield 200 response" and the same for
     manifest[1]; ``Docker-Content-Digest``, when sent, is the manifest's digest."""
     digest = data.manifests[index].digest
     resp = await oci.request("HEAD", f"/v2/<name>/manifests/{digest}", headers=ACCEPT_OCI)
@@ -140,7 +140,7 @@ async def test_head_manifest_by_digest_200(oci: OciHttp, data: SuiteData, index:
 async def test_head_manifest_by_tag_200(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"HEAD request to manifest path (tag) should yield 200 response";
+    """ "HEAD request to manifest path (tag) should yield 200 response";
     ``Docker-Content-Digest``, when sent, is manifests[0]'s digest."""
     assert state.get("tag"), "setup did not tag manifests[0]"
     resp = await oci.request("HEAD", f"/v2/<name>/manifests/{state['tag']}", headers=ACCEPT_OCI)
@@ -150,14 +150,14 @@ async def test_head_manifest_by_tag_200(
 
 
 async def test_get_nonexistent_manifest_404(oci: OciHttp, data: SuiteData) -> None:
-    """"GET nonexistent manifest should return 404"."""
+    """ "GET nonexistent manifest should return 404"."""
     resp = await oci.request("GET", f"/v2/<name>/manifests/{data.nonexistent_manifest}")
     assert resp.status == 404, resp.describe()
 
 
 @pytest.mark.parametrize("index", [0, 1])
 async def test_get_manifest_by_digest_200(oci: OciHttp, data: SuiteData, index: int) -> None:
-    """"GET request to manifest[0] path (digest) should yield 200 response" and the same for
+    """ "GET request to manifest[0] path (digest) should yield 200 response" and the same for
     manifest[1]."""
     digest = data.manifests[index].digest
     resp = await oci.request("GET", f"/v2/<name>/manifests/{digest}", headers=ACCEPT_OCI)
@@ -167,7 +167,7 @@ async def test_get_manifest_by_digest_200(oci: OciHttp, data: SuiteData, index: 
 async def test_get_manifest_by_tag_200(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"GET request to manifest path (tag) should yield 200 response"."""
+    """ "GET request to manifest path (tag) should yield 200 response"."""
     assert state.get("tag"), "setup did not tag manifests[0]"
     resp = await oci.request("GET", f"/v2/<name>/manifests/{state['tag']}", headers=ACCEPT_OCI)
     assert resp.status == 200, resp.describe()
@@ -191,7 +191,7 @@ async def test_extra_manifest_exact_bytes(oci: OciHttp, data: SuiteData) -> None
     "distribution 2.8 answers 500 UNKNOWN (a storage path error) for /manifests/sha256:totallywrong"
 )
 async def test_400_body_is_oci_error_json(oci: OciHttp, data: SuiteData) -> None:
-    """"400 response body should contain OCI-conforming JSON message": GET
+    """ "400 response body should contain OCI-conforming JSON message": GET
     ``/manifests/sha256:totallywrong`` (with a junk body) -> 400 or 404; on 400 the first error's
     ``code`` is one of the spec's error codes."""
     resp = await oci.request(

@@ -36,12 +36,15 @@ def _last(state: dict[str, Any], key: str = "last") -> Reply:
 async def test_streamed_patch_with_blob_202(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PATCH request with blob in body should yield 202 response": POST opens a session with a
+    """ "PATCH request with blob in body should yield 202 response": POST opens a session with a
     ``Location``; PATCH of the whole of blob A (no ``Content-Range``) to it -> 202."""
     start = await oci.request("POST", "/v2/<name>/blobs/uploads/")
     assert start.header("Location"), start.describe()
     resp = await oci.request(
-        "PATCH", start.relative_location(), headers={"Content-Type": OCTET}, body=data.blob_a.content
+        "PATCH",
+        start.relative_location(),
+        headers={"Content-Type": OCTET},
+        body=data.blob_a.content,
     )
     assert resp.status == 202, resp.describe()
     state["last"] = resp
@@ -50,7 +53,7 @@ async def test_streamed_patch_with_blob_202(
 async def test_streamed_put_with_digest_201(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PUT request to session URL with digest should yield 201 response": PUT (no body) to the
+    """ "PUT request to session URL with digest should yield 201 response": PUT (no body) to the
     PATCH's ``Location`` with ``?digest=`` -> 201 with a ``Location``."""
     resp = await oci.request(
         "PUT",
@@ -66,7 +69,7 @@ async def test_streamed_put_with_digest_201(
 
 
 async def test_monolithic_get_nonexistent_blob_404(oci: OciHttp, data: SuiteData) -> None:
-    """"GET nonexistent blob should result in 404 response"."""
+    """ "GET nonexistent blob should result in 404 response"."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.dummy_digest}")
     assert resp.status == 404, resp.describe()
 
@@ -74,7 +77,7 @@ async def test_monolithic_get_nonexistent_blob_404(oci: OciHttp, data: SuiteData
 async def test_monolithic_post_with_digest_201_or_202(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"POST request with digest and blob should yield a 201 or 202": single POST carrying
+    """ "POST request with digest and blob should yield a 201 or 202": single POST carrying
     ``?digest=`` and configs[1] as body -> 201 (stored) or 202 (a session; body ignored), with a
     ``Location`` either way."""
     resp = await oci.request(
@@ -92,7 +95,7 @@ async def test_monolithic_post_with_digest_201_or_202(
 async def test_monolithic_get_blob_after_post(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"GET request to blob URL from prior request should yield 200 or 404 based on response
+    """ "GET request to blob URL from prior request should yield 200 or 404 based on response
     code": 200 when the POST answered 201, 404 when it answered 202."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.configs[1].digest}")
     expected = 404 if _last(state).status == 202 else 200
@@ -100,7 +103,7 @@ async def test_monolithic_get_blob_after_post(
 
 
 async def test_monolithic_post_yields_session(oci: OciHttp, state: dict[str, Any]) -> None:
-    """"POST request should yield a session ID": bare POST -> 202."""
+    """ "POST request should yield a session ID": bare POST -> 202."""
     resp = await oci.request("POST", "/v2/<name>/blobs/uploads/")
     assert resp.status == 202, resp.describe()
     state["last"] = resp
@@ -109,7 +112,7 @@ async def test_monolithic_post_yields_session(oci: OciHttp, state: dict[str, Any
 async def test_monolithic_put_blob_201(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PUT upload of a blob should yield a 201 Response": PUT configs[1] with ``?digest=`` to
+    """ "PUT upload of a blob should yield a 201 Response": PUT configs[1] with ``?digest=`` to
     the session -> 201 with a ``Location``."""
     resp = await oci.request(
         "PUT",
@@ -123,13 +126,13 @@ async def test_monolithic_put_blob_201(
 
 
 async def test_monolithic_get_existing_blob_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to existing blob should yield 200 response"."""
+    """ "GET request to existing blob should yield 200 response"."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.configs[1].digest}")
     assert resp.status == 200, resp.describe()
 
 
 async def test_monolithic_put_layer_201(oci: OciHttp, data: SuiteData) -> None:
-    """"PUT upload of a layer blob should yield a 201 Response" (POST + PUT) with a
+    """ "PUT upload of a layer blob should yield a 201 Response" (POST + PUT) with a
     ``Location``."""
     resp = await oci.push_blob(data.layer.content, data.layer.digest)
     assert resp.header("Location"), resp.describe()
@@ -137,7 +140,7 @@ async def test_monolithic_put_layer_201(oci: OciHttp, data: SuiteData) -> None:
 
 
 async def test_monolithic_get_existing_layer_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to existing layer should yield 200 response"."""
+    """ "GET request to existing layer should yield 200 response"."""
     resp = await oci.request("GET", f"/v2/<name>/blobs/{data.layer.digest}")
     assert resp.status == 200, resp.describe()
 
@@ -145,11 +148,13 @@ async def test_monolithic_get_existing_layer_200(oci: OciHttp, data: SuiteData) 
 # -- Blob Upload Chunked ---------------------------------------------------------------------
 
 
-@pytest.mark.reference_lacks("distribution 2.8 ignores Content-Range on PATCH: chunk 2 is appended at 0 -> 202")
+@pytest.mark.reference_lacks(
+    "distribution 2.8 ignores Content-Range on PATCH: chunk 2 is appended at 0 -> 202"
+)
 async def test_chunked_out_of_order_416(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"Out-of-order blob upload should return 416": POST (``Content-Length: 0``) -> a
+    """ "Out-of-order blob upload should return 416": POST (``Content-Length: 0``) -> a
     ``Location``; PATCH of the *second* chunk first (``Content-Range: 22-41``) -> 416. If the
     registry announces ``OCI-Chunk-Min-Length`` above chunk 1's size, the blob is rebuilt at
     ``2*min - 2`` bytes first, as the suite does."""
@@ -172,7 +177,7 @@ async def test_chunked_out_of_order_416(
 async def test_chunked_first_chunk_202(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PATCH request with first chunk should return 202": new session, PATCH chunk 1 with
+    """ "PATCH request with first chunk should return 202": new session, PATCH chunk 1 with
     ``Content-Range: 0-21`` -> 202 and ``Range: 0-21``."""
     chunked = state.get("chunked", data.chunked)
     start = await oci.request("POST", "/v2/<name>/blobs/uploads/", headers={"Content-Length": "0"})
@@ -195,7 +200,7 @@ async def test_chunked_first_chunk_202(
 async def test_chunked_retry_previous_chunk_416(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"Retry previous blob chunk should return 416": the same chunk 1 (``0-21``) again, sent to
+    """ "Retry previous blob chunk should return 416": the same chunk 1 (``0-21``) again, sent to
     the POST's ``Location`` -> 416 (the session already holds those bytes)."""
     chunked = state.get("chunked", data.chunked)
     resp = await oci.request(
@@ -213,7 +218,7 @@ async def test_chunked_retry_previous_chunk_416(
 async def test_chunked_status_of_stale_session_204(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"Get on stale blob upload should return 204 with a range and location": GET the POST's
+    """ "Get on stale blob upload should return 204 with a range and location": GET the POST's
     (stale) ``Location`` -> 204, a ``Location``, ``Range: 0-21``."""
     chunked = state.get("chunked", data.chunked)
     resp = await oci.request("GET", _last(state, "prev").relative_location())
@@ -226,7 +231,7 @@ async def test_chunked_status_of_stale_session_204(
 async def test_chunked_second_chunk_202(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PATCH request with second chunk should return 202": chunk 2 (``22-41``) to the status
+    """ "PATCH request with second chunk should return 202": chunk 2 (``22-41``) to the status
     GET's ``Location`` -> 202 with a ``Location``."""
     chunked = state.get("chunked", data.chunked)
     resp = await oci.request(
@@ -243,7 +248,7 @@ async def test_chunked_second_chunk_202(
 async def test_chunked_put_with_digest_201(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"PUT request with digest should return 201": empty PUT with ``?digest=`` of the whole
+    """ "PUT request with digest should return 201": empty PUT with ``?digest=`` of the whole
     blob -> 201 with a ``Location``."""
     chunked = state.get("chunked", data.chunked)
     resp = await oci.request(
@@ -269,7 +274,7 @@ async def test_extra_chunked_blob_bytes(
 
 
 async def test_mount_without_from_yields_session(oci: OciHttp, data: SuiteData) -> None:
-    """"Cross-mounting of a blob without the from argument should yield session id": POST to
+    """ "Cross-mounting of a blob without the from argument should yield session id": POST to
     the cross-mount repository with ``?mount=<unknown digest>`` and no ``from`` -> 202 with a
     ``Location``."""
     resp = await oci.request(
@@ -285,7 +290,7 @@ async def test_mount_without_from_yields_session(oci: OciHttp, data: SuiteData) 
 async def test_mount_from_other_repository(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"POST request to mount another repository's blob should return 201 or 202": ``?mount=``
+    """ "POST request to mount another repository's blob should return 201 or 202": ``?mount=``
     blob A ``&from=<name>``."""
     resp = await oci.request(
         "POST",
@@ -301,7 +306,7 @@ async def test_mount_from_other_repository(
 async def test_mount_get_blob_in_crossmount_namespace_200(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"GET request to test digest within cross-mount namespace should return 200" (only when
+    """ "GET request to test digest within cross-mount namespace should return 200" (only when
     the mount answered 201): its ``Location`` is exactly ``/v2/<crossmount>/blobs/<digest>``
     and GET on it -> 200."""
     last = _last(state)
@@ -316,7 +321,7 @@ async def test_mount_get_blob_in_crossmount_namespace_200(
 async def test_mount_of_nonexistent_blob_yields_session(
     oci: OciHttp, state: dict[str, Any]
 ) -> None:
-    """"Cross-mounting of nonexistent blob should yield session id" (only when the mount
+    """ "Cross-mounting of nonexistent blob should yield session id" (only when the mount
     answered 202): its ``Location`` starts with ``/v2/<crossmount>/blobs/uploads/``."""
     last = _last(state)
     if last.status != 202:
@@ -328,7 +333,7 @@ async def test_mount_of_nonexistent_blob_yields_session(
 async def test_mount_without_from_automatic_discovery(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"Cross-mounting without from, and automatic content discovery enabled should return a
+    """ "Cross-mounting without from, and automatic content discovery enabled should return a
     201" / "... disabled should return a 202" (the suite runs one of them when
     ``OCI_AUTOMATIC_CROSSMOUNT`` says which; we accept either and check it is coherent): once
     the blob is in the cross-mount repository, ``?mount=`` without ``from`` -> 201, or 202 with
@@ -351,13 +356,13 @@ async def test_mount_without_from_automatic_discovery(
 
 
 async def test_manifest_get_nonexistent_404(oci: OciHttp, data: SuiteData) -> None:
-    """"GET nonexistent manifest should return 404"."""
+    """ "GET nonexistent manifest should return 404"."""
     resp = await oci.request("GET", f"/v2/<name>/manifests/{data.nonexistent_manifest}")
     assert resp.status == 404, resp.describe()
 
 
 async def test_manifest_put_accepted(oci: OciHttp, data: SuiteData) -> None:
-    """"PUT should accept a manifest upload": manifests[1] under tags ``test0``..``test3`` ->
+    """ "PUT should accept a manifest upload": manifests[1] under tags ``test0``..``test3`` ->
     201 with a ``Location`` each time."""
     for i in range(4):
         resp = await oci.put_manifest(f"test{i}", data.manifests[1].content, OCI_MANIFEST)
@@ -368,7 +373,7 @@ async def test_manifest_put_accepted(oci: OciHttp, data: SuiteData) -> None:
 async def test_manifest_with_no_layers_accepted(
     oci: OciHttp, data: SuiteData, state: dict[str, Any]
 ) -> None:
-    """"Registry should accept a manifest upload with no layers" (``layers: []``, no
+    """ "Registry should accept a manifest upload with no layers" (``layers: []``, no
     ``mediaType`` field) -> 201 with a ``Location``. The suite only warns when refused; we
     require it (the origin stores any valid OCI manifest)."""
     resp = await oci.put_manifest(
@@ -380,7 +385,7 @@ async def test_manifest_with_no_layers_accepted(
 
 
 async def test_manifest_get_by_digest_200(oci: OciHttp, data: SuiteData) -> None:
-    """"GET request to manifest URL (digest) should yield 200 response"."""
+    """ "GET request to manifest URL (digest) should yield 200 response"."""
     resp = await oci.request(
         "GET", f"/v2/<name>/manifests/{data.manifests[1].digest}", headers={"Accept": OCI_MANIFEST}
     )

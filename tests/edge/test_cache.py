@@ -44,7 +44,9 @@ async def cache(tmp_path: Path) -> AsyncIterator[BlobCache]:
     await c.close()
 
 
-async def test_bound_holds_with_many_blobs_recent_survive_old_go(cache: BlobCache, tmp_path: Path) -> None:
+async def test_bound_holds_with_many_blobs_recent_survive_old_go(
+    cache: BlobCache, tmp_path: Path
+) -> None:
     metrics = EdgeFillMetrics(CollectorRegistry())
     metrics.bind_cache(cache)
     items = blobs(40, 10 * KiB)  # 4x the cache size
@@ -94,7 +96,10 @@ async def test_reservations_count_against_the_bound(cache: BlobCache) -> None:
 async def test_commit_verifies_digest_and_size(cache: BlobCache) -> None:
     data = os.urandom(5 * KiB)
     digest = Digest.of(data)
-    for wrong_data, wrong_size, exc in ((data[:-1] + b"x", len(data), errors.DigestInvalid), (data, len(data) + 1, errors.SizeInvalid)):
+    for wrong_data, wrong_size, exc in (
+        (data[:-1] + b"x", len(data), errors.DigestInvalid),
+        (data, len(data) + 1, errors.SizeInvalid),
+    ):
         res = await cache.reserve(len(data) + 1)
         writer = cache.new_writer()
         await writer.write(wrong_data)
@@ -166,7 +171,9 @@ async def test_lost_index_is_rebuilt_from_files_with_their_access_times(tmp_path
     await reopened.open()
     try:
         assert reopened.entries == 5 and reopened.bytes_used == 45 * KiB
-        await reopened.put_bytes(*blobs(1, 15 * KiB)[0])  # evicts the hand-placed blob, then items[1]
+        await reopened.put_bytes(
+            *blobs(1, 15 * KiB)[0]
+        )  # evicts the hand-placed blob, then items[1]
         assert reopened.peek(Digest.of(extra)) is None
         assert [reopened.peek(d) is not None for _, d in items] == [True, False, True, True]
     finally:

@@ -103,7 +103,14 @@ async def manager(cache: BlobCache) -> AsyncIterator[tuple[FillManager, EdgeFill
     def no_peers(url: str, digest: Digest) -> BlobSource:
         raise AssertionError("no region configured")
 
-    fm = FillManager(cache, region=None, advertise_url=None, peer_source=no_peers, metrics=metrics, drain_timeout=5)
+    fm = FillManager(
+        cache,
+        region=None,
+        advertise_url=None,
+        peer_source=no_peers,
+        metrics=metrics,
+        drain_timeout=5,
+    )
     await fm.start()
     yield fm, metrics
     await fm.close()
@@ -176,7 +183,9 @@ async def test_late_reader_gets_everything_already_written_then_follows(
     assert await late == data
 
 
-async def test_range_on_a_cold_fill_waits_for_those_bytes(manager: tuple[FillManager, EdgeFillMetrics]) -> None:
+async def test_range_on_a_cold_fill_waits_for_those_bytes(
+    manager: tuple[FillManager, EdgeFillMetrics],
+) -> None:
     fm, _ = manager
     data = blob_bytes(2 * MiB)
     source = ScriptedSource(data, chunk=16 * KiB, delay=0.001)
@@ -196,7 +205,9 @@ async def test_bad_source_fails_every_reader_and_caches_nothing(
     fm, metrics = manager
     data = blob_bytes(1 * MiB)
     digest = Digest.of(data)
-    source = ScriptedSource(data, corrupt=fault == "corrupt", short_by=1000 if fault == "short" else 0)
+    source = ScriptedSource(
+        data, corrupt=fault == "corrupt", short_by=1000 if fault == "short" else 0
+    )
     fill = await fm.get(digest, factory(source))
     readers = [asyncio.create_task(collect(fill)) for _ in range(5)]
     results = await asyncio.gather(*readers, return_exceptions=True)
@@ -242,7 +253,9 @@ async def test_reader_cancellation_does_not_stop_the_fill(
     assert source.opens == [0]
 
 
-async def test_source_404_reaches_waiters_as_that_oci_error(manager: tuple[FillManager, EdgeFillMetrics]) -> None:
+async def test_source_404_reaches_waiters_as_that_oci_error(
+    manager: tuple[FillManager, EdgeFillMetrics],
+) -> None:
     fm, _ = manager
 
     class Missing:
@@ -290,8 +303,15 @@ async def test_upstream_connection_cut_mid_blob_is_resumed_by_range(cache: BlobC
     port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as session:
-            fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(session, u))
-            fill = await fm.get(digest, lambda: HttpSource(session, f"http://127.0.0.1:{port}/blob"))
+            fm = FillManager(
+                cache,
+                region=None,
+                advertise_url=None,
+                peer_source=lambda u, d: HttpSource(session, u),
+            )
+            fill = await fm.get(
+                digest, lambda: HttpSource(session, f"http://127.0.0.1:{port}/blob")
+            )
             assert await collect(fill) == data
             await fm.close()
     finally:
@@ -304,7 +324,9 @@ async def test_upstream_connection_cut_mid_blob_is_resumed_by_range(cache: BlobC
 async def test_close_drains_running_fills(cache: BlobCache) -> None:
     data = blob_bytes(512 * KiB)
     source = ScriptedSource(data, chunk=32 * KiB, delay=0.01)
-    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: source, drain_timeout=5)
+    fm = FillManager(
+        cache, region=None, advertise_url=None, peer_source=lambda u, d: source, drain_timeout=5
+    )
     fill = await fm.get(Digest.of(data), factory(source))
     await fm.close()
     assert (await fill.result()).size == len(data)
@@ -315,7 +337,9 @@ async def test_close_drains_running_fills(cache: BlobCache) -> None:
 async def test_close_cancels_fills_past_the_deadline(cache: BlobCache) -> None:
     data = blob_bytes(512 * KiB)
     source = ScriptedSource(data, gate_after=64 * KiB)  # never released
-    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: source, drain_timeout=0.2)
+    fm = FillManager(
+        cache, region=None, advertise_url=None, peer_source=lambda u, d: source, drain_timeout=0.2
+    )
     fill = await fm.get(Digest.of(data), factory(source))
     await fill.size()
     await fm.close()
@@ -324,12 +348,19 @@ async def test_close_cancels_fills_past_the_deadline(cache: BlobCache) -> None:
     assert incomplete_files(cache) == [] and cache.bytes_reserved == 0
 
 
-async def test_upstream_source_fills_from_a_real_registry(cache: BlobCache, docker_registry: DockerRegistry) -> None:
+async def test_upstream_source_fills_from_a_real_registry(
+    cache: BlobCache, docker_registry: DockerRegistry
+) -> None:
     data = blob_bytes(900 * KiB + 11)  # harness push_blob sends raw bytes: keep under 1 MiB
     async with aiohttp.ClientSession() as session:
         digest = Digest.parse(await push_blob(session, docker_registry.url, "team/app", data))
         async with RegistryClient(docker_registry.url, session=session) as client:
-            fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(session, u))
+            fm = FillManager(
+                cache,
+                region=None,
+                advertise_url=None,
+                peer_source=lambda u, d: HttpSource(session, u),
+            )
             fill = await fm.get(digest, lambda: UpstreamSource(client, "team/app", digest))
             assert await collect(fill, 1000, 2000) == data[1000:2001]
             assert await collect(fill) == data
@@ -352,7 +383,9 @@ def disk_bytes(cache: BlobCache) -> int:
 async def test_cache_bound_holds_while_fills_run(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "small", 3 * MiB)
     await cache.open()
-    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u))  # type: ignore[arg-type]
+    fm = FillManager(
+        cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u)
+    )  # type: ignore[arg-type]
     try:
         old = [os.urandom(512 * KiB) for _ in range(4)]
         for data in old:
@@ -379,7 +412,9 @@ async def test_cache_bound_holds_while_fills_run(tmp_path: Path) -> None:
 async def test_reader_finishes_a_blob_evicted_under_it(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "small", 1 * MiB)
     await cache.open()
-    fm = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u))  # type: ignore[arg-type]
+    fm = FillManager(
+        cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u)
+    )  # type: ignore[arg-type]
     try:
         data = blob_bytes(1 * MiB)
         digest = Digest.of(data)
@@ -399,7 +434,9 @@ async def test_reader_finishes_a_blob_evicted_under_it(tmp_path: Path) -> None:
         await cache.close()
 
 
-async def test_empty_blob_fills_and_reads(cache: BlobCache, manager: tuple[FillManager, EdgeFillMetrics]) -> None:
+async def test_empty_blob_fills_and_reads(
+    cache: BlobCache, manager: tuple[FillManager, EdgeFillMetrics]
+) -> None:
     fm, _ = manager
     fill = await fm.get(Digest.of(b""), factory(ScriptedSource(b"")))
     assert await fill.size() == 0 and await collect(fill) == b""

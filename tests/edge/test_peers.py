@@ -98,7 +98,9 @@ class FaultUpstream:
 class Node:
     """One edge node's fill machinery with its peer endpoint on a pre-bound loopback socket."""
 
-    def __init__(self, tmp: Path, name: str, redis_url: str, upstream_url: str, *, ttl: float) -> None:
+    def __init__(
+        self, tmp: Path, name: str, redis_url: str, upstream_url: str, *, ttl: float
+    ) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -146,9 +148,7 @@ async def collect(fill: Fill, first: list[bytes] | None = None) -> bytes:
 
 
 @pytest.fixture
-async def region(
-    tmp_path: Path, redis_server: RedisServer
-) -> AsyncIterator[Callable[..., object]]:
+async def region(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Callable[..., object]]:
     started: list[Node | FaultUpstream] = []
 
     async def make_upstream(data: bytes) -> FaultUpstream:
@@ -240,7 +240,9 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 async def test_owner_killed_mid_fill_waiter_takes_over_from_upstream(
-    region: tuple, tmp_path: Path, redis_server: RedisServer  # type: ignore[type-arg]
+    region: tuple,
+    tmp_path: Path,
+    redis_server: RedisServer,  # type: ignore[type-arg]
 ) -> None:
     make_upstream, make_node = region
     data = os.urandom(3 * MiB)
@@ -277,7 +279,8 @@ async def test_owner_killed_mid_fill_waiter_takes_over_from_upstream(
 
 
 async def test_owner_answering_404_with_a_lapsing_lock_is_taken_over(
-    region: tuple, redis_server: RedisServer  # type: ignore[type-arg]
+    region: tuple,
+    redis_server: RedisServer,  # type: ignore[type-arg]
 ) -> None:
     make_upstream, make_node = region
     data = os.urandom(1 * MiB)
@@ -294,7 +297,9 @@ async def test_owner_answering_404_with_a_lapsing_lock_is_taken_over(
     assert a.metrics.value("fills_started") == 0
 
 
-async def test_owner_fill_with_wrong_bytes_fails_the_peer_too_and_nothing_is_cached(region: tuple) -> None:  # type: ignore[type-arg]
+async def test_owner_fill_with_wrong_bytes_fails_the_peer_too_and_nothing_is_cached(
+    region: tuple,
+) -> None:  # type: ignore[type-arg]
     make_upstream, make_node = region
     data = os.urandom(2 * MiB)
     digest = Digest.of(data)
@@ -319,7 +324,8 @@ async def test_owner_fill_with_wrong_bytes_fails_the_peer_too_and_nothing_is_cac
 
 
 async def test_redis_killed_mid_run_fills_fall_back_to_node_local(
-    region: tuple, redis_server: RedisServer  # type: ignore[type-arg]
+    region: tuple,
+    redis_server: RedisServer,  # type: ignore[type-arg]
 ) -> None:
     make_upstream, make_node = region
     data = os.urandom(2 * MiB)
@@ -352,7 +358,9 @@ async def test_peer_endpoint_serves_cache_fill_or_404(region: tuple) -> None:  #
     async with aiohttp.ClientSession() as s:
         async with s.get(url) as r:
             assert r.status == 404 and (await r.json())["errors"][0]["code"] == "BLOB_UNKNOWN"
-        async with s.get(peer_blob_url(a.url, Digest.of(b"x")).replace("sha256:", "sha256:zz")) as r:
+        async with s.get(
+            peer_blob_url(a.url, Digest.of(b"x")).replace("sha256:", "sha256:zz")
+        ) as r:
             assert r.status == 400
         fill = await a.fill(digest)
         await eventually(lambda: fill.written >= 512 * KiB)
@@ -376,7 +384,9 @@ async def test_peer_token_is_required_when_configured(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "c", 1 * MiB)
     await cache.open()
     blob = await cache.put_bytes(b"hello", Digest.of(b"hello"))
-    fills = FillManager(cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u))  # type: ignore[arg-type]
+    fills = FillManager(
+        cache, region=None, advertise_url=None, peer_source=lambda u, d: HttpSource(None, u)
+    )  # type: ignore[arg-type]
     app = web.Application()
     add_routes(app, fills, cache, token="s3cret")
     runner = web.AppRunner(app)

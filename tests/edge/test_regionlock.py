@@ -39,7 +39,9 @@ async def test_one_owner_then_release(locks: tuple[RegionLock, RegionLock]) -> N
     await b.release(got_b)
 
 
-async def test_renewal_keeps_a_slow_fill_locked_beyond_the_ttl(locks: tuple[RegionLock, RegionLock]) -> None:
+async def test_renewal_keeps_a_slow_fill_locked_beyond_the_ttl(
+    locks: tuple[RegionLock, RegionLock],
+) -> None:
     a, b = locks
     lease = await a.acquire(DIGEST, A)
     assert isinstance(lease, Lease)
@@ -52,7 +54,9 @@ async def test_renewal_keeps_a_slow_fill_locked_beyond_the_ttl(locks: tuple[Regi
     assert await a.owner(DIGEST) is None
 
 
-async def test_release_never_deletes_a_lock_taken_over(locks: tuple[RegionLock, RegionLock]) -> None:
+async def test_release_never_deletes_a_lock_taken_over(
+    locks: tuple[RegionLock, RegionLock],
+) -> None:
     a, b = locks
     lease = await a.acquire(DIGEST, A)
     assert isinstance(lease, Lease)
@@ -67,7 +71,9 @@ async def test_release_never_deletes_a_lock_taken_over(locks: tuple[RegionLock, 
     assert await a.owner(DIGEST) is None
 
 
-async def test_redis_down_fails_fast_behind_a_breaker_then_recovers(redis_server: RedisServer) -> None:
+async def test_redis_down_fails_fast_behind_a_breaker_then_recovers(
+    redis_server: RedisServer,
+) -> None:
     lock = RegionLock(redis_server.url, ttl=1.0, op_timeout=0.3, breaker_seconds=0.5)
     try:
         assert isinstance(await lock.acquire(DIGEST, A), Lease)

@@ -115,19 +115,40 @@ def push_referrer(origin: OriginProcess, repo: str, subject: Image) -> str:
     blob, empty = b"signature bytes", b"{}"
     for data in (blob, empty):
         status, _ = http(
-            origin.url, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}",
-            data, "application/octet-stream",
+            origin.url,
+            "POST",
+            f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}",
+            data,
+            "application/octet-stream",
         )
         assert status == 201
-    body = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.example.sig",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
-        "layers": [{"mediaType": "application/vnd.example.sig", "digest": sha256(blob), "size": len(blob)}],
-        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
-    }).encode()
-    status, headers = http(origin.url, "PUT", f"/v2/{repo}/manifests/{sha256(body)}", body, OCI_MANIFEST)
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sig",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": sha256(empty),
+                "size": 2,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.example.sig",
+                    "digest": sha256(blob),
+                    "size": len(blob),
+                }
+            ],
+            "subject": {
+                "mediaType": subject.media_type,
+                "digest": subject.digest,
+                "size": subject.size,
+            },
+        }
+    ).encode()
+    status, headers = http(
+        origin.url, "PUT", f"/v2/{repo}/manifests/{sha256(body)}", body, OCI_MANIFEST
+    )
     assert status == 201
     assert headers["OCI-Subject"] == subject.digest
     return sha256(body)

@@ -62,7 +62,9 @@ def blob_files(root: Path) -> list[Path]:
 
 
 def upload_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "docker" / "registry" / "v2" / "repositories").rglob("_uploads/*"))
+    return sorted(
+        p for p in (root / "docker" / "registry" / "v2" / "repositories").rglob("_uploads/*")
+    )
 
 
 async def _start(http: aiohttp.ClientSession, base: str) -> str:
@@ -86,7 +88,9 @@ async def test_upload_resumes_after_origin_is_killed_between_chunks(origin_proc,
     async with aiohttp.ClientSession() as http:
         loc = await _start(http, first.url)
         doomed = await _start(http, first.url)
-        async with http.patch(loc, data=big(data[:half]), headers={"Content-Range": f"0-{half - 1}"}) as r:
+        async with http.patch(
+            loc, data=big(data[:half]), headers={"Content-Range": f"0-{half - 1}"}
+        ) as r:
             assert r.status == 202
         async with http.patch(doomed, data=b"x" * 1000) as r:
             assert r.status == 202
@@ -99,7 +103,9 @@ async def test_upload_resumes_after_origin_is_killed_between_chunks(origin_proc,
         blob_url = f"{second.url}/v2/{NAME}/blobs/{sha256(data)}"
         async with http.get(blob_url) as r:
             assert r.status == 404  # nothing half-written is served
-        async with http.patch(loc, data=big(data[half:]), headers={"Content-Range": f"{half}-{len(data) - 1}"}) as r:
+        async with http.patch(
+            loc, data=big(data[half:]), headers={"Content-Range": f"{half}-{len(data) - 1}"}
+        ) as r:
             assert r.status == 202
         async with http.put(loc, params={"digest": sha256(data)}) as r:
             assert r.status == 201, await r.text()
@@ -138,7 +144,9 @@ async def test_upload_resumes_after_origin_is_killed_mid_chunk(origin_proc, tmp_
         loc = second.url + loc.removeprefix(first.url)
         offset = await _offset(http, loc)
         assert 0 <= offset <= 4 * MiB
-        async with http.patch(loc, data=big(data[offset:]), headers={"Content-Range": f"{offset}-{len(data) - 1}"}) as r:
+        async with http.patch(
+            loc, data=big(data[offset:]), headers={"Content-Range": f"{offset}-{len(data) - 1}"}
+        ) as r:
             assert r.status == 202
         async with http.put(loc, params={"digest": sha256(data)}) as r:
             assert r.status == 201, await r.text()
@@ -191,8 +199,15 @@ async def test_bad_config_exits_2_naming_the_key(tmp_path):
     cfg = tmp_path / "config.yml"
     cfg.write_text("version: 0.1\nstorage:\n  filesystem:\n    rootdir: /tmp/nope\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "regcore.cli", "origin", "serve", "--config", str(cfg),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "regcore.cli",
+        "origin",
+        "serve",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
@@ -203,9 +218,24 @@ async def test_serves_tls_when_a_certificate_is_configured(origin_proc, tmp_path
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = await asyncio.to_thread(
         subprocess.run,
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        timeout=60,
     )
     assert made.returncode == 0, made.stderr
     cfg = tmp_path / "config.yml"
@@ -218,7 +248,12 @@ async def test_serves_tls_when_a_certificate_is_configured(origin_proc, tmp_path
         async with http.get(origin.url + "/v2/", ssl=ctx) as r:
             assert r.status == 200 and await r.json() == {}
         dg = sha256(b"over tls")
-        async with http.post(f"{origin.url}/v2/{NAME}/blobs/uploads/", params={"digest": dg}, data=b"over tls", ssl=ctx) as r:
+        async with http.post(
+            f"{origin.url}/v2/{NAME}/blobs/uploads/",
+            params={"digest": dg},
+            data=b"over tls",
+            ssl=ctx,
+        ) as r:
             assert r.status == 201
         async with http.get(f"{origin.url}/v2/{NAME}/blobs/{dg}", ssl=ctx) as r:
             assert await r.read() == b"over tls"

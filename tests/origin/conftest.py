@@ -127,4 +127,3 @@ def origin_factory(aiohttp_client: Any, tmp_path: Path) -> OriginFactory:
 @pytest.fixture
 async def origin(origin_factory: OriginFactory) -> OriginUnderTest:
     return await origin_factory()
-

@@ -52,7 +52,10 @@ async def test_metrics_count_requests_and_upload_sessions(origin):
     assert "quayside_origin_upload_sessions_started_total 2.0" in text
     assert "quayside_origin_upload_sessions_completed_total 1.0" in text
     assert 'quayside_origin_upload_sessions_cancelled_total{reason="client"} 1.0' in text
-    assert 'quayside_origin_http_requests_total{method="PATCH",route="upload",status="202"} 3.0' in text
+    assert (
+        'quayside_origin_http_requests_total{method="PATCH",route="upload",status="202"} 3.0'
+        in text
+    )
     assert 'quayside_origin_blobs_committed_total{source="upload"} 1.0' in text
     assert "quayside_origin_upload_bytes_total 7.0" in text
 
@@ -116,7 +119,9 @@ async def test_background_purge_removes_stale_uploads_at_startup(origin_factory,
     (fresh / "startedat").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     await origin_factory(
         root=root,
-        overrides={"storage.maintenance.uploadpurging": {"enabled": True, "age": "1h", "interval": "1h"}},
+        overrides={
+            "storage.maintenance.uploadpurging": {"enabled": True, "age": "1h", "interval": "1h"}
+        },
     )
     for _ in range(100):
         if not stale.exists():
@@ -131,7 +136,9 @@ async def test_purge_disabled_keeps_stale_uploads(origin_factory, tmp_path):
     stale = root / "docker" / "registry" / "v2" / "repositories" / "r" / "_uploads" / ("c" * 32)
     stale.mkdir(parents=True)
     (stale / "startedat").write_text("2020-01-02T03:04:05Z")
-    origin = await origin_factory(root=root, overrides={"storage.maintenance.uploadpurging.enabled": False})
+    origin = await origin_factory(
+        root=root, overrides={"storage.maintenance.uploadpurging.enabled": False}
+    )
     await asyncio.sleep(0.1)
     assert stale.exists()
     status = await origin.client.get(f"/v2/r/blobs/uploads/{'c' * 32}")

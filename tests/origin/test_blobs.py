@@ -46,8 +46,13 @@ async def test_head_has_length_and_digest_but_no_body(pushed):
 
 @pytest.mark.parametrize(
     ("header", "start", "end"),
-    [("bytes=0-0", 0, 0), ("bytes=100-199", 100, 199), ("bytes=9990-", 9990, 9999),
-     ("bytes=-10", 9990, 9999), ("bytes=9000-20000", 9000, 9999)],
+    [
+        ("bytes=0-0", 0, 0),
+        ("bytes=100-199", 100, 199),
+        ("bytes=9990-", 9990, 9999),
+        ("bytes=-10", 9990, 9999),
+        ("bytes=9000-20000", 9000, 9999),
+    ],
 )
 async def test_range_answers_206_with_content_range(pushed, header, start, end):
     origin, data, dg = pushed
@@ -57,7 +62,18 @@ async def test_range_answers_206_with_content_range(pushed, header, start, end):
     assert await resp.read() == data[start : end + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=10000-", "bytes=20000-30000", "bytes=a-b", "bytes=5-2", "items=0-1", "bytes=0-1,5-6", "bytes=-0"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=10000-",
+        "bytes=20000-30000",
+        "bytes=a-b",
+        "bytes=5-2",
+        "items=0-1",
+        "bytes=0-1,5-6",
+        "bytes=-0",
+    ],
+)
 async def test_bogus_or_unsatisfiable_range_is_416(pushed, header):
     origin, data, dg = pushed
     resp = await origin.client.get(f"/v2/{NAME}/blobs/{dg}", headers={"Range": header})
@@ -91,7 +107,14 @@ async def test_link_without_blob_file_is_unknown(origin):
 
 @pytest.mark.parametrize(
     "digest",
-    ["sha256:xyz", "sha256:" + "A" * 64, "sha256:" + "0" * 63, "md5:" + "0" * 32, "nodigest", "sha256:"],
+    [
+        "sha256:xyz",
+        "sha256:" + "A" * 64,
+        "sha256:" + "0" * 63,
+        "md5:" + "0" * 32,
+        "nodigest",
+        "sha256:",
+    ],
 )
 async def test_bad_digest_is_400_digest_invalid(origin, digest):
     resp = await origin.client.get(f"/v2/{NAME}/blobs/{digest}")
@@ -101,8 +124,14 @@ async def test_bad_digest_is_400_digest_invalid(origin, digest):
 
 @pytest.mark.parametrize(
     "raw_path",
-    ["/v2/Team/App/blobs/", "/v2/team/../app/blobs/", "/v2/team%2Fapp/blobs/",
-     "/v2/team//app/blobs/", "/v2/team/app-/blobs/", "/v2/-team/blobs/"],
+    [
+        "/v2/Team/App/blobs/",
+        "/v2/team/../app/blobs/",
+        "/v2/team%2Fapp/blobs/",
+        "/v2/team//app/blobs/",
+        "/v2/team/app-/blobs/",
+        "/v2/-team/blobs/",
+    ],
 )
 async def test_invalid_names_are_400_name_invalid(origin, raw_path):
     dg = str(Digest.of(b"x"))

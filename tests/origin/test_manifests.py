@@ -27,7 +27,11 @@ REPO = "team/app"
 
 # -- fixtures -----------------------------------------------------------------------------
 def build_app(
-    root: Path, *, delete_enabled: bool = True, max_manifest: int | None = None, readonly: bool = False
+    root: Path,
+    *,
+    delete_enabled: bool = True,
+    max_manifest: int | None = None,
+    readonly: bool = False,
 ) -> web.Application:
     """The real origin application (``origin.app.create_app``) on ``root``."""
     config = OriginConfig(
@@ -103,7 +107,9 @@ async def test_put_by_tag_then_get_and_head_return_exact_bytes(origin, flavour):
         assert got.headers["ETag"] == f'"{image.digest}"'
         assert int(got.headers["Content-Length"]) == len(image.manifest)
 
-        head = await origin.head(f"/v2/{REPO}/manifests/{ref}", headers={"Accept": image.media_type})
+        head = await origin.head(
+            f"/v2/{REPO}/manifests/{ref}", headers={"Accept": image.media_type}
+        )
         assert head.status == 200
         assert await head.read() == b""
         assert head.headers["Content-Length"] == str(len(image.manifest))
@@ -198,7 +204,9 @@ async def test_accept_variants_that_allow_the_stored_type(origin, accept):
 async def test_if_none_match_answers_304(origin):
     image = make_image(seed=91)
     await push_image(origin, REPO, image, "v1")
-    got = await origin.get(f"/v2/{REPO}/manifests/v1", headers={"If-None-Match": f'"{image.digest}"'})
+    got = await origin.get(
+        f"/v2/{REPO}/manifests/v1", headers={"If-None-Match": f'"{image.digest}"'}
+    )
     assert got.status == 304
     assert got.headers["Docker-Content-Digest"] == image.digest
 
@@ -267,15 +275,38 @@ async def test_digest_reference_must_match_body(origin):
     ("body", "content_type"),
     [
         (b"blablabla", mt.OCI_MANIFEST),
-        (b"{\"schemaVersion\": 2, \"config\": ", mt.OCI_MANIFEST),
+        (b'{"schemaVersion": 2, "config": ', mt.OCI_MANIFEST),
         (b"[]", mt.OCI_MANIFEST),
         (b"", mt.OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(), mt.DOCKER_SCHEMA1_SIGNED),
-        (json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(), "application/json"),
-        (json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode(), mt.OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 2, "mediaType": "text/html", "config": {}, "layers": []}).encode(), None),
+        (
+            json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(),
+            mt.DOCKER_SCHEMA1_SIGNED,
+        ),
+        (
+            json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(),
+            "application/json",
+        ),
+        (
+            json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode(),
+            mt.OCI_MANIFEST,
+        ),
+        (
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": "text/html", "config": {}, "layers": []}
+            ).encode(),
+            None,
+        ),
     ],
-    ids=["not-json", "truncated", "array", "empty", "schema1-signed", "schema1-json", "type-mismatch", "bad-type"],
+    ids=[
+        "not-json",
+        "truncated",
+        "array",
+        "empty",
+        "schema1-signed",
+        "schema1-json",
+        "type-mismatch",
+        "bad-type",
+    ],
 )
 async def test_malformed_manifests_are_manifest_invalid(origin, body, content_type):
     before = snapshot(origin.root)
@@ -441,7 +472,13 @@ async def test_tag_left_pointing_at_a_deleted_revision_is_404_and_removable(orig
 async def test_repush_of_stored_manifest_does_not_rewrite_the_blob(origin):
     image = make_image(seed=261)
     await push_image(origin, REPO, image, "v1")
-    blob = origin.root / "docker/registry/v2/blobs/sha256" / image.digest[7:9] / image.digest[7:] / "data"
+    blob = (
+        origin.root
+        / "docker/registry/v2/blobs/sha256"
+        / image.digest[7:9]
+        / image.digest[7:]
+        / "data"
+    )
     inode = blob.stat().st_ino
     await push_image(origin, REPO, image, "v2")
     assert blob.stat().st_ino == inode
@@ -456,10 +493,22 @@ async def test_nested_index_and_config_only_manifest_are_accepted(origin):
     doc["layers"] = []  # "manifest upload with no layers"
     no_layers = json.dumps(doc).encode()
     assert (await put_manifest(origin, REPO, "nolayers", no_layers, mt.OCI_MANIFEST)).status == 201
-    desc = {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + hashlib.sha256(no_layers).hexdigest(), "size": len(no_layers)}
-    inner = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [desc]}).encode()
-    inner_desc = {"mediaType": mt.OCI_INDEX, "digest": "sha256:" + hashlib.sha256(inner).hexdigest(), "size": len(inner)}
-    outer = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [inner_desc]}).encode()
+    desc = {
+        "mediaType": mt.OCI_MANIFEST,
+        "digest": "sha256:" + hashlib.sha256(no_layers).hexdigest(),
+        "size": len(no_layers),
+    }
+    inner = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [desc]}
+    ).encode()
+    inner_desc = {
+        "mediaType": mt.OCI_INDEX,
+        "digest": "sha256:" + hashlib.sha256(inner).hexdigest(),
+        "size": len(inner),
+    }
+    outer = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [inner_desc]}
+    ).encode()
     for body in (inner, outer):
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         resp = await put_manifest(origin, REPO, digest, body, mt.OCI_INDEX)
@@ -476,12 +525,14 @@ async def test_unknown_fields_data_field_and_nondistributable_layers_are_accepte
     doc["config"]["newUnspecifiedField"] = "aGVsbG8="
     doc["x-custom"] = {"anything": [1, 2, 3]}
     foreign = "sha256:" + "ab" * 32
-    doc["layers"].append({
-        "mediaType": mt.OCI_LAYER_NONDIST_GZIP,
-        "digest": foreign,
-        "size": 123456,
-        "urls": [f"https://store.example.com/blobs/{foreign}"],
-    })
+    doc["layers"].append(
+        {
+            "mediaType": mt.OCI_LAYER_NONDIST_GZIP,
+            "digest": foreign,
+            "size": 123456,
+            "urls": [f"https://store.example.com/blobs/{foreign}"],
+        }
+    )
     body = json.dumps(doc, indent="\t").encode()
     resp = await put_manifest(origin, REPO, "custom", body, mt.OCI_MANIFEST)
     assert resp.status == 201, await resp.text()

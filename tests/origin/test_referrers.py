@@ -51,27 +51,34 @@ def subject_desc(body: bytes, media_type: str = mt.OCI_MANIFEST) -> dict[str, An
 
 def artifact_by_config(subject: dict[str, Any], blob: bytes, note: str) -> bytes:
     """artifactType carried by the config's media type (conformance's "config artifact")."""
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": TYPE_A, "digest": sha256_digest(blob), "size": len(blob)},
-        "layers": [EMPTY_DESC],
-        "subject": subject,
-        "annotations": {NOTE: note},
-    }, indent="\t").encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": TYPE_A, "digest": sha256_digest(blob), "size": len(blob)},
+            "layers": [EMPTY_DESC],
+            "subject": subject,
+            "annotations": {NOTE: note},
+        },
+        indent="\t",
+    ).encode()
 
 
-def artifact_by_field(subject: dict[str, Any], blob: bytes, note: str, atype: str = TYPE_B) -> bytes:
+def artifact_by_field(
+    subject: dict[str, Any], blob: bytes, note: str, atype: str = TYPE_B
+) -> bytes:
     """artifactType field with the empty config (conformance's "layer artifact")."""
-    return json.dumps({
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "artifactType": atype,
-        "config": EMPTY_DESC,
-        "layers": [{"mediaType": atype, "digest": sha256_digest(blob), "size": len(blob)}],
-        "subject": subject,
-        "annotations": {NOTE: note},
-    }).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "artifactType": atype,
+            "config": EMPTY_DESC,
+            "layers": [{"mediaType": atype, "digest": sha256_digest(blob), "size": len(blob)}],
+            "subject": subject,
+            "annotations": {NOTE: note},
+        }
+    ).encode()
 
 
 async def referrers(client: Any, subject: str, name: str = REPO, **params: str) -> tuple[Any, dict]:
@@ -95,14 +102,16 @@ async def populated(origin):
         resp = await put(origin, REPO, body, mt.OCI_MANIFEST)
         assert resp.status == 201, await resp.text()
         assert resp.headers["OCI-Subject"] == image.digest  # subject not pushed yet: fine
-    index = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_INDEX,
-        "artifactType": "application/vnd.example.bundle",
-        "manifests": [subject_desc(a), subject_desc(b)],
-        "subject": subject,
-        "annotations": {NOTE: "index"},
-    }).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "artifactType": "application/vnd.example.bundle",
+            "manifests": [subject_desc(a), subject_desc(b)],
+            "subject": subject,
+            "annotations": {NOTE: "index"},
+        }
+    ).encode()
     resp = await put(origin, REPO, index, mt.OCI_INDEX)
     assert resp.status == 201, await resp.text()
     assert resp.headers["OCI-Subject"] == image.digest
@@ -122,7 +131,10 @@ async def test_all_referrers_listed_with_descriptor_fields(origin, populated):
         sha256_digest(populated["a"]): (mt.OCI_MANIFEST, TYPE_A, "config a", len(populated["a"])),
         sha256_digest(populated["b"]): (mt.OCI_MANIFEST, TYPE_B, "layer b", len(populated["b"])),
         sha256_digest(populated["index"]): (
-            mt.OCI_INDEX, "application/vnd.example.bundle", "index", len(populated["index"])
+            mt.OCI_INDEX,
+            "application/vnd.example.bundle",
+            "index",
+            len(populated["index"]),
         ),
     }
     assert set(got) == set(expected)
@@ -229,7 +241,9 @@ async def test_read_only_origin_lists_referrers_without_writing(aiohttp_client, 
     await writer.close()
 
     ro = OriginConfig(
-        storage=StorageConfig(rootdirectory=str(tmp_path), maintenance=MaintenanceConfig(readonly=True))
+        storage=StorageConfig(
+            rootdirectory=str(tmp_path), maintenance=MaintenanceConfig(readonly=True)
+        )
     )
     reader = await aiohttp_client(create_app(ro))
     _, listed = await referrers(reader, subject["digest"])

@@ -194,7 +194,9 @@ async def test_unknown_foreign_and_malformed_upload_ids(origin):
     upload_id = loc.rsplit("/", 1)[1]
     unknown = uuid.uuid4().hex
     for method in ("GET", "PATCH", "PUT", "DELETE"):
-        resp = await origin.client.request(method, f"/v2/{NAME}/blobs/uploads/{unknown}", params={"digest": origin.sha256(b"")})
+        resp = await origin.client.request(
+            method, f"/v2/{NAME}/blobs/uploads/{unknown}", params={"digest": origin.sha256(b"")}
+        )
         assert resp.status == 404, method
         assert await origin.error_code(resp) == "BLOB_UPLOAD_UNKNOWN"
     # A session belongs to its repository.
@@ -214,7 +216,9 @@ async def test_blob_is_not_served_before_the_upload_completes(origin):
     for method in ("GET", "HEAD"):
         resp = await origin.client.request(method, f"/v2/{NAME}/blobs/{dg}")
         assert resp.status == 404
-    assert await origin.error_code(await origin.client.get(f"/v2/{NAME}/blobs/{dg}")) == "BLOB_UNKNOWN"
+    assert (
+        await origin.error_code(await origin.client.get(f"/v2/{NAME}/blobs/{dg}")) == "BLOB_UNKNOWN"
+    )
     assert (await origin.patch(loc, data[1000:], start=1000)).status == 202
     assert (await origin.client.put(loc, params={"digest": dg})).status == 201
     assert (await origin.client.get(f"/v2/{NAME}/blobs/{dg}")).status == 200
@@ -223,7 +227,9 @@ async def test_blob_is_not_served_before_the_upload_completes(origin):
 async def test_cross_repository_mount_links_existing_blob(origin):
     data = os.urandom(4096)
     dg = await origin.push("src/repo", data)
-    resp = await origin.client.post("/v2/dst/repo/blobs/uploads/", params={"mount": dg, "from": "src/repo"})
+    resp = await origin.client.post(
+        "/v2/dst/repo/blobs/uploads/", params={"mount": dg, "from": "src/repo"}
+    )
     assert resp.status == 201
     assert resp.headers["Location"] == f"/v2/dst/repo/blobs/{dg}"
     assert resp.headers["Docker-Content-Digest"] == dg
@@ -263,7 +269,9 @@ async def test_twenty_concurrent_pushes_of_one_blob_leave_one_copy(origin):
 async def test_concurrent_patches_on_one_session_serialize(origin):
     loc = await origin.start(NAME)
     chunk = os.urandom(512 * 1024)
-    r1, r2 = await asyncio.gather(origin.patch(loc, chunk, start=0), origin.patch(loc, chunk, start=0))
+    r1, r2 = await asyncio.gather(
+        origin.patch(loc, chunk, start=0), origin.patch(loc, chunk, start=0)
+    )
     assert sorted([r1.status, r2.status]) == [202, 416]
     assert (await origin.client.get(loc)).headers["Range"] == f"0-{len(chunk) - 1}"
     resp = await origin.client.put(loc, params={"digest": origin.sha256(chunk)})
@@ -285,7 +293,9 @@ async def test_blob_size_limit_is_413_and_session_keeps_its_offset(origin_factor
     assert streamed.status == 413
     assert (await origin.client.get(loc)).headers["Range"] == "0-599"
     mono = await origin.client.post(
-        f"/v2/{NAME}/blobs/uploads/", params={"digest": origin.sha256(b"z" * 2000)}, data=b"z" * 2000
+        f"/v2/{NAME}/blobs/uploads/",
+        params={"digest": origin.sha256(b"z" * 2000)},
+        data=b"z" * 2000,
     )
     assert mono.status == 413
     assert origin.blob_files() == [] and origin.incomplete_files() == []
@@ -299,7 +309,10 @@ async def test_locations_are_absolute_under_http_host(origin_factory):
     path = loc.removeprefix("https://registry.example.com")
     assert (await origin.patch(path, b"hi", start=0)).status == 202
     done = await origin.client.put(path, params={"digest": origin.sha256(b"hi")})
-    assert done.headers["Location"] == f"https://registry.example.com/v2/{NAME}/blobs/{origin.sha256(b'hi')}"
+    assert (
+        done.headers["Location"]
+        == f"https://registry.example.com/v2/{NAME}/blobs/{origin.sha256(b'hi')}"
+    )
 
 
 async def test_session_survives_app_restart_and_rehashes_from_disk(origin_factory, tmp_path):
