@@ -3,9 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ./data
-APT_PKGS := redis-server docker-registry skopeo apache2-utils
-# Optional real clients/peers: installed when missing, tests skip with a reason if they cannot run.
-APT_OPTIONAL := podman containerd nginx wrk
+APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk
+# Real clients: installed when missing; their tests skip with the tool's own error if they cannot run.
+APT_OPTIONAL := podman containerd
 
 .PHONY: install deps sysdeps run test lint bench bench-quick clean
 
@@ -20,13 +20,20 @@ $(BIN)/.installed: pyproject.toml
 deps: $(BIN)/.installed
 
 sysdeps:
-	@missing=""; \
-	for p in $(APT_PKGS) $(APT_OPTIONAL); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	optional=""; for p in $(APT_OPTIONAL); do dpkg -s $$p >/dev/null 2>&1 || optional="$$optional $$p"; done; \
+	if [ -n "$$missing$$optional" ]; then \
+	  echo "installing Debian packages:$$missing$$optional"; \
+	  $$SUDO apt-get update -qq || true; \
+	fi; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
-	  { for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || { echo "required package $$p could not be installed"; exit 1; }; done; }; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "required Debian packages could not be installed:$$missing"; exit 1; }; \
+	fi; \
+	if [ -n "$$optional" ]; then \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$optional >/dev/null \
+	    || echo "optional packages not installed:$$optional (their tests will skip)"; \
 	fi
 
 run: deps
