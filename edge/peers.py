@@ -3,7 +3,7 @@
 Server side: ``GET /_quayside/peer/blobs/<digest>`` (HEAD too), registered with
 :func:`add_routes`. It serves, in this order:
 
-- the cached blob (``FileResponse``: sendfile, Range), header ``X-Quayside-Fill: complete``;
+- the cached blob (zero-copy sendfile, Range), header ``X-Quayside-Fill: complete``;
 - the fill of that digest in progress on this node, streamed as its bytes land, with
   ``Content-Length`` (the total, or the range's length on 206 with ``Content-Range``) and
   ``X-Quayside-Fill: in-progress``; if that fill fails, the connection is cut short (the
@@ -32,7 +32,7 @@ from aiohttp import web
 from edge.cache import BlobCache
 from edge.fill import FillFailed, FillManager
 from edge.sources import BlobSource, HttpSource, PeerMiss
-from regcore import errors
+from regcore import errors, zerocopy
 from regcore.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,17 @@ def _handler(
         headers = {"Docker-Content-Digest": str(digest), "Content-Type": "application/octet-stream"}
         blob = cache.lookup(digest)
         if blob is not None:
-            resp = web.FileResponse(
-                blob.path, headers={**headers, FILL_HEADER: "complete", "ETag": f'"{digest}"'}
-            )
-            return resp
+            try:
+                return await zerocopy.file_response(
+                    request,
+                    blob.path,
+                    headers={**headers, FILL_HEADER: "complete"},
+                    etag=f'"{digest}"',
+                )
+            except FileNotFoundError:
+                pass  # evicted since the lookup; maybe a fill is running
+            except errors.RegistryError as exc:
+                return errors.error_response(exc)
         fill = fills.active(digest)
         if fill is None:
             return errors.error_response(errors.BlobUnknown(str(digest)))

@@ -4,7 +4,7 @@ Guarantees:
 - A blob is served only when it is linked into ``<name>`` (``_layers`` link) *and* its
   complete, verified file exists in the store; anything else is 404 ``BLOB_UNKNOWN``. Upload
   data never lives in the blob tree, so nothing half-written can be served.
-- GET goes out by sendfile (:class:`aiohttp.web.FileResponse`) with ``Range`` support (206 +
+- GET goes out by zero-copy sendfile (:mod:`regcore.zerocopy`, uvloop included) with ``Range`` support (206 +
   ``Content-Range``); a malformed or unsatisfiable ``Range`` is 416 ``RANGE_INVALID`` with
   ``Content-Range: bytes */<size>``. ``ETag`` is the quoted digest (``If-None-Match`` on it
   answers 304); ``Cache-Control`` marks the bytes immutable.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from origin import state
-from regcore import errors
+from regcore import errors, zerocopy
 from regcore.digest import Digest
 from regcore.http import DIGEST, NAME, parse_range
 from regcore.reference import validate_name
@@ -50,24 +50,6 @@ def location(request: web.Request, path: str) -> str:
 
 def blob_path(name: str, digest: Digest) -> str:
     return f"/v2/{name}/blobs/{digest}"
-
-
-class BlobFileResponse(web.FileResponse):
-    """A FileResponse whose ETag is the quoted digest (FileResponse sets an mtime-based one
-    during ``prepare``; :func:`_etag_on_prepare` puts ours back before headers go out)."""
-
-    def __init__(self, path: object, digest: Digest, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)  # type: ignore[arg-type]
-        self.digest = digest
-
-
-async def _etag_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if isinstance(response, BlobFileResponse):
-        response.headers[hdrs.ETAG] = f'"{response.digest}"'
-        response.headers.pop(hdrs.LAST_MODIFIED, None)
-        metrics = request.app.get(state.METRICS)
-        if metrics is not None and request.method == "GET" and response.status in (200, 206):
-            metrics.blob_bytes_served.inc(response.content_length or 0)
 
 
 async def _linked_size(request: web.Request, name: str, digest: Digest) -> int:
@@ -112,7 +94,16 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         # answer a bare 416); valid ranges are then served by FileResponse.
         parse_range(request.headers.get(hdrs.RANGE), size)
     headers = {**common, hdrs.CONTENT_TYPE: "application/octet-stream"}
-    return BlobFileResponse(request.app[state.STORE].path(digest), digest, headers)
+    try:
+        response = await zerocopy.file_response(
+            request, request.app[state.STORE].path(digest), headers=headers
+        )
+    except FileNotFoundError:
+        raise errors.BlobUnknown(str(digest)) from None
+    metrics = request.app.get(state.METRICS)
+    if metrics is not None and request.method == "GET":
+        metrics.blob_bytes_served.inc(response.content_length or 0)
+    return response
 
 
 async def delete_blob(request: web.Request) -> web.Response:
@@ -135,4 +126,3 @@ def add_routes(app: web.Application) -> None:
     resource.add_route("GET", get_blob)
     resource.add_route("HEAD", get_blob)
     resource.add_route("DELETE", delete_blob)
-    app.on_response_prepare.append(_etag_on_prepare)

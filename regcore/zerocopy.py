@@ -1,0 +1,173 @@
+"""Zero-copy file bodies on any event loop, uvloop included.
+
+aiohttp's ``FileResponse`` relies on ``loop.sendfile``, which uvloop does not implement: under
+uvloop it silently falls back to reading chunks in a thread and copying them through Python.
+:func:`send_file_body` calls ``os.sendfile`` on the connection's socket itself:
+
+- the socket's fd is ``dup()``-ed, so readiness can be awaited with ``loop.add_writer`` on the
+  duplicate (uvloop refuses ``add_writer`` on a fd its transport owns); the duplicate shares the
+  open file description (and its O_NONBLOCK), and its poll registration is removed before it is
+  closed, so nothing stale stays in the loop's epoll set;
+- it only writes when the transport's own buffer is empty (headers went out first), and the
+  transport is not used for writing until it returns, so bytes never interleave;
+- TLS connections (bytes must go through the SSL object) and transports without a socket fall
+  back to reading in a thread and ``StreamResponse.write``.
+
+Raises ``ConnectionResetError`` when the client goes away; the caller lets it propagate (aiohttp
+closes the connection). A file shorter than promised raises ``EOFError`` (the response is then
+cut short, never completed cleanly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+
+from aiohttp import web
+
+from regcore.http import parse_range
+
+CHUNK = 1 << 20  # fallback read size
+_MAX_SENDFILE = 1 << 30
+
+
+def zero_copy_fd(request: web.Request) -> int | None:
+    """The socket fd zero-copy can use for ``request``, or None (TLS, no socket)."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        return sock.fileno()
+    except (OSError, ValueError):
+        return None
+
+
+async def send_file_body(
+    request: web.Request, response: web.StreamResponse, fd: int, offset: int, count: int
+) -> None:
+    """Write ``count`` bytes of open file ``fd`` from ``offset`` as the (prepared) body."""
+    sock_fd = zero_copy_fd(request)
+    if sock_fd is None or os.environ.get("AIOHTTP_NOSENDFILE"):
+        await _copy(response, fd, offset, count)
+        return
+    transport = request.transport
+    assert transport is not None
+    loop = asyncio.get_running_loop()
+    dup = os.dup(sock_fd)
+    try:
+        while transport.get_write_buffer_size():  # headers still queued: let them go first
+            await _writable(loop, dup)
+            await asyncio.sleep(0)
+        sent_since_yield = 0
+        while count > 0:
+            if transport.is_closing():
+                raise ConnectionResetError("client closed the connection")
+            try:
+                n = os.sendfile(dup, fd, offset, min(count, _MAX_SENDFILE))
+            except BlockingIOError:
+                await _writable(loop, dup)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                    raise ConnectionResetError(str(exc)) from exc
+                raise
+            if n == 0:
+                raise EOFError(f"file ended {count} bytes short")
+            offset += n
+            count -= n
+            sent_since_yield += n
+            if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
+                sent_since_yield = 0
+                await asyncio.sleep(0)
+    finally:
+        os.close(dup)
+
+
+async def prepare_unbuffered(request: web.Request, response: web.StreamResponse) -> None:
+    """``response.prepare`` and make sure the headers left aiohttp's writer (not buffered
+    until the first ``write``): a body sent past the writer must come after them."""
+    writer = await response.prepare(request)
+    send_headers = getattr(writer, "send_headers", None)
+    if send_headers is not None:
+        send_headers()
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    fut = loop.create_future()
+    loop.add_writer(fd, _set_done, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _copy(response: web.StreamResponse, fd: int, offset: int, count: int) -> None:
+    while count > 0:
+        data = await asyncio.to_thread(os.pread, fd, min(CHUNK, count), offset)
+        if not data:
+            raise EOFError(f"file ended {count} bytes short")
+        await response.write(data)
+        offset += len(data)
+        count -= len(data)
+
+
+async def file_response(
+    request: web.Request,
+    path: str | os.PathLike[str],
+    *,
+    headers: dict[str, str] | None = None,
+    etag: str | None = None,
+) -> web.StreamResponse:
+    """Serve a whole file (blob) with HEAD, Range (206/416) and If-None-Match, zero-copy.
+
+    Raises ``FileNotFoundError`` before anything is sent when the file is gone, and
+    :class:`regcore.errors.RangeInvalid` (416) for an unsatisfiable Range.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        out = dict(headers or {})
+        out.setdefault("Content-Type", "application/octet-stream")
+        out["Accept-Ranges"] = "bytes"
+        if etag is not None:
+            out["ETag"] = etag
+            if etag in _if_none_match(request):
+                return web.Response(
+                    status=304, headers={k: v for k, v in out.items() if k != "Content-Type"}
+                )
+        span = (
+            parse_range(request.headers.get("Range"), size) if "Range" in request.headers else None
+        )
+        if span is None:
+            status, start, length = 200, 0, size
+        else:
+            start, end = span
+            status, length = 206, end - start + 1
+            out["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response = web.StreamResponse(status=status, headers=out)
+        response.content_length = length
+        await prepare_unbuffered(request, response)
+        if request.method != "HEAD" and length:
+            await send_file_body(request, response, fd, start, length)
+        await response.write_eof()
+        return response
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _if_none_match(request: web.Request) -> set[str]:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return set()
+    return {part.strip() for part in header.split(",")}

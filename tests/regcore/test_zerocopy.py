@@ -1,0 +1,157 @@
+"""regcore.zerocopy: file bodies by os.sendfile on both asyncio and uvloop, HEAD/Range/304."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp import web
+
+from regcore import zerocopy
+from regcore.http import standard_middlewares
+
+SIZE = 12 * 1024 * 1024 + 123
+
+
+@pytest.fixture(scope="module")
+def content() -> bytes:
+    return os.urandom(SIZE)
+
+
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory: pytest.TempPathFactory, content: bytes) -> Path:
+    path = tmp_path_factory.mktemp("zc") / "data"
+    path.write_bytes(content)
+    return path
+
+
+def _app(path: Path) -> web.Application:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await zerocopy.file_response(request, path, etag='"tag"')
+
+    app = web.Application(middlewares=standard_middlewares())
+    app.router.add_route("*", "/blob", handler)
+    return app
+
+
+class _ThreadServer:
+    """The app served by a thread running its own event loop (uvloop or asyncio)."""
+
+    def __init__(self, app: web.Application, loop_factory) -> None:
+        self.app, self.loop = app, loop_factory()
+        self.url = ""
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        runner = web.AppRunner(self.app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def __enter__(self) -> _ThreadServer:
+        self.thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def server(
+    request: pytest.FixtureRequest, blob: Path, monkeypatch
+) -> Iterator[tuple[_ThreadServer, list[int]]]:
+    calls: list[int] = []
+    real = os.sendfile
+
+    def counting(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        n = real(out_fd, in_fd, offset, count)
+        calls.append(n)
+        return n
+
+    monkeypatch.setattr(zerocopy.os, "sendfile", counting)
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+    with _ThreadServer(_app(blob), factory) as srv:
+        yield srv, calls
+
+
+async def test_whole_file_is_sent_zero_copy_with_exact_bytes(server, content: bytes) -> None:
+    srv, calls = server
+    async with aiohttp.ClientSession() as s, s.get(srv.url + "/blob") as r:
+        body = await r.read()
+        assert r.status == 200
+        assert r.headers["Content-Length"] == str(SIZE)
+        assert r.headers["ETag"] == '"tag"'
+    assert hashlib.sha256(body).digest() == hashlib.sha256(content).digest()
+    assert sum(calls) == SIZE  # every body byte went through os.sendfile, none copied
+
+
+async def test_range_is_206_with_the_right_bytes(server, content: bytes) -> None:
+    srv, _ = server
+    data = content
+    async with aiohttp.ClientSession() as s:
+        async with s.get(srv.url + "/blob", headers={"Range": "bytes=1000-2000999"}) as r:
+            assert r.status == 206
+            assert r.headers["Content-Range"] == f"bytes 1000-2000999/{SIZE}"
+            assert await r.read() == data[1000:2001000]
+        async with s.get(srv.url + "/blob", headers={"Range": "bytes=-10"}) as r:
+            assert r.status == 206 and await r.read() == data[-10:]
+        async with s.get(srv.url + "/blob", headers={"Range": f"bytes={SIZE}-"}) as r:
+            assert r.status == 416
+            assert r.headers["Content-Range"] == f"bytes */{SIZE}"
+            assert (await r.json())["errors"][0]["code"] == "RANGE_INVALID"
+
+
+async def test_head_and_if_none_match_send_no_body(server) -> None:
+    srv, calls = server
+    async with aiohttp.ClientSession() as s:
+        async with s.head(srv.url + "/blob") as r:
+            assert r.status == 200 and r.headers["Content-Length"] == str(SIZE)
+        async with s.get(srv.url + "/blob", headers={"If-None-Match": '"tag"'}) as r:
+            assert r.status == 304 and await r.read() == b""
+    assert calls == []
+
+
+async def test_keep_alive_connection_serves_several_bodies_in_order(server, content: bytes) -> None:
+    srv, _ = server
+    data = content
+    conn = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        for start in (0, 5, SIZE - 100):
+            hdr = {"Range": f"bytes={start}-{start + 99}"}
+            async with s.get(srv.url + "/blob", headers=hdr) as r:
+                assert await r.read() == data[start : start + 100]
+        async with s.get(srv.url + "/blob") as r:
+            assert len(await r.read()) == SIZE
+
+
+async def test_client_disconnect_mid_body_does_not_break_the_server(server) -> None:
+    srv, _ = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]))
+    writer.write(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await reader.read(65536)
+    writer.transport.abort()  # gone with most of the body unsent
+    async with aiohttp.ClientSession() as s, s.get(srv.url + "/blob") as r:
+        assert len(await r.read()) == SIZE
