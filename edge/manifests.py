@@ -1,9 +1,13 @@
 """Manifests through the edge: GET/HEAD ``/v2/<name>/manifests/<ref>``, tags list, referrers.
 
-By digest: served from the local cache (bytes stored verbatim in the :class:`BlobCache` by
-digest, media type in :class:`ManifestTypes`), else fetched from upstream with the client's
-``Accept`` forwarded, verified against the digest, stored, served. Immutable: a cached
-manifest is served whatever the upstream says (PROTOCOL.md 12).
+By digest: served from memory (:class:`ManifestMemory`, an LRU of bytes + media type bounded
+by bytes, 32 MiB by default), else from the local cache (bytes stored verbatim in the
+:class:`BlobCache` by digest, media type in :class:`ManifestTypes`; a disk hit is remembered in
+memory), else fetched from upstream with the client's ``Accept`` forwarded, verified against
+the digest, stored, served. Immutable: a cached manifest is served whatever the upstream says
+(PROTOCOL.md 12), so memory entries need no invalidation, only eviction. A memory hit does
+not touch disk, threads or sqlite (nor the blob cache's recency of that file). Access checks
+for private upstreams happen in the handler before any of this, for every request.
 
 By tag (PROTOCOL.md 4, 7, 12), with the :class:`~edge.tagcache.TagCache`:
 
@@ -37,8 +41,10 @@ from urllib.parse import urlencode
 
 import diskcache
 from aiohttp import web
+from prometheus_client import Counter, Gauge
 
 from edge.app import EDGE
+from edge.metrics import NAMESPACE
 from edge.routing import Route, ns_of
 from edge.tagcache import TagCache, TagEntry
 from regcore import errors
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quayside.edge.manifests")
 _T = TypeVar("_T")
+DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
 FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
 _STALE_ERRORS = (
     errors.UpstreamUnavailable,
@@ -118,6 +125,52 @@ class ManifestTypes:
             self._memo.popitem(last=False)
 
 
+class ManifestMemory:
+    """digest -> (manifest bytes, media type), least recently used first out, bounded by bytes.
+
+    Guarantee: the sum of stored bodies never exceeds ``max_bytes``; a body larger than
+    ``max_bytes`` is not stored. Entries are immutable (content-addressed). Not thread-safe.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self._lru: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # oldest first
+        self._used = 0
+
+    @property
+    def bytes_used(self) -> int:
+        return self._used
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._lru
+
+    def get(self, digest: str) -> tuple[bytes, str] | None:
+        """``(body, media_type)`` or ``None``; refreshes the entry's recency."""
+        item = self._lru.get(digest)
+        if item is not None:
+            self._lru.move_to_end(digest)
+        return item
+
+    def put(self, digest: str, body: bytes, media_type: str) -> None:
+        """Remember a verified manifest, evicting the least recently used ones to fit."""
+        size = len(body)
+        if size > self.max_bytes:
+            return
+        old = self._lru.pop(digest, None)
+        if old is not None:
+            self._used -= len(old[0])
+        while self._used + size > self.max_bytes:
+            _, (evicted, _mt) = self._lru.popitem(last=False)
+            self._used -= len(evicted)
+        self._lru[digest] = (body, media_type)
+        self._used += size
+
+
 class ManifestService:
     """Cache-first manifest resolution (see the module docstring). One per app."""
 
@@ -130,6 +183,7 @@ class ManifestService:
         metrics: EdgeMetrics,
         revalidate_timeout: float,
         max_bytes: int,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
         self.cache = cache
         self.types = types
@@ -137,7 +191,26 @@ class ManifestService:
         self.metrics = metrics
         self.revalidate_timeout = revalidate_timeout
         self.max_bytes = max_bytes
+        self.memory = ManifestMemory(memory_bytes)
         self._flights: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+        self.reads = Counter(
+            "manifest_reads",
+            "Manifest bodies served from the cache, by where they were read (memory or disk)",
+            ["source"],
+            namespace=NAMESPACE,
+            registry=metrics.registry,
+        )
+        self._memory_reads = self.reads.labels("memory")
+        self._disk_reads = self.reads.labels("disk")
+        gauge = Gauge(
+            "manifest_memory_bytes",
+            "Bytes of manifests held in memory",
+            namespace=NAMESPACE,
+            registry=metrics.registry,
+        )
+        gauge.set_function(lambda: self.memory.bytes_used)
+        self._manifest_hits = metrics.cache_hits.labels("manifest")
+        self._tag_hits = metrics.tag_cache.labels("hit")
 
     async def close(self) -> None:
         for task in list(self._flights.values()):
@@ -146,17 +219,25 @@ class ManifestService:
 
     # -- by digest ------------------------------------------------------------------------
     async def local(self, digest: str, *, need_body: bool) -> Served | None:
-        """The cached manifest, or ``None``. Refreshes its recency."""
+        """The cached manifest (memory first, then disk), or ``None``. Refreshes its recency."""
+        item = self.memory.get(digest)
+        if item is not None:
+            body, media_type = item
+            if need_body:
+                self._memory_reads.inc()
+            return Served(digest, media_type, len(body), body if need_body else None)
         media_type = await self.types.get(digest)
         blob = self.cache.lookup(Digest.parse(digest)) if media_type is not None else None
         if blob is None or media_type is None:
             return None
-        body = None
-        if need_body:
-            try:
-                body = await asyncio.to_thread(blob.path.read_bytes)
-            except FileNotFoundError:  # evicted between lookup and read
-                return None
+        if not need_body:
+            return Served(digest, media_type, blob.size)
+        try:
+            body = await asyncio.to_thread(blob.path.read_bytes)
+        except FileNotFoundError:  # evicted between lookup and read
+            return None
+        self._disk_reads.inc()
+        self.memory.put(digest, body, media_type)
         return Served(digest, media_type, blob.size, body)
 
     async def by_digest(
@@ -164,7 +245,7 @@ class ManifestService:
     ) -> Served:
         served = await self.local(str(digest), need_body=need_body)
         if served is not None:
-            self.metrics.cache_hits.labels("manifest").inc()
+            self._manifest_hits.inc()
             return served
         self.metrics.cache_misses.labels("manifest").inc()
         upstream = route.upstream
@@ -189,7 +270,7 @@ class ManifestService:
         entry = await self.tags.get(u.name, route.name, tag)
         if entry is not None and mt.acceptable(entry.media_type, accepted):
             if self.tags.fresh(entry):
-                self.metrics.tag_cache.labels("hit").inc()
+                self._tag_hits.inc()
                 return await self._serve_entry(route, entry, accepted, need_body, client)
             return await self._revalidate(route, tag, entry, accepted, need_body, client)
         self.metrics.tag_cache.labels("miss").inc()
@@ -268,7 +349,7 @@ class ManifestService:
             return Served(entry.digest, entry.media_type, entry.size)
         served = await self.local(entry.digest, need_body=True)
         if served is not None:
-            self.metrics.cache_hits.labels("manifest").inc()
+            self._manifest_hits.inc()
             return served
         if client is None:
             raise errors.ManifestUnknown(message="manifest not cached and upstream unavailable")
@@ -302,6 +383,7 @@ class ManifestService:
         media_type = _media_type(fetched.media_type, body)
         await self.cache.put_bytes(body, actual)
         await self.types.put(str(actual), media_type)
+        self.memory.put(str(actual), body, media_type)
         return Served(str(actual), media_type, len(body), body)
 
     async def _bounded(self, timeout: float, coro: Awaitable[_T]) -> _T:

@@ -5,8 +5,10 @@ whether it is within the TTL (serve it without asking upstream); a stale entry s
 for :data:`KEEP_SECONDS` so it can be served while the upstream is down, hung, 5xx or 429
 (PROTOCOL.md 12). Keys are ``<upstream>/<repo>:<tag>``.
 
-Backends (aiocache): a :class:`SimpleMemoryCache` per node, or a ``RedisCache`` shared by the
-region (``redis.url``). With Redis every write also goes to the local memory cache and a read
+Backends: a plain in-process dict per node (entries expire :data:`KEEP_SECONDS` after their
+last write; a read costs one dict lookup, no task or timer), optionally with an aiocache
+``RedisCache`` shared by the region (``redis.url``). With Redis every write also goes to the
+local memory and a read
 that fails (Redis down or slow beyond :data:`REDIS_TIMEOUT`) falls back to it; after a failure
 Redis is skipped for :data:`REDIS_RETRY_AFTER` seconds so a dead Redis costs no latency.
 ``fetched_at`` comes from the injected clock: nodes sharing Redis must share a clock base
@@ -24,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aiocache import SimpleMemoryCache
 from aiocache.base import BaseCache
 
 log = logging.getLogger("quayside.edge.tags")
@@ -33,6 +34,7 @@ KEEP_SECONDS = 7 * 24 * 3600
 REDIS_TIMEOUT = 0.5
 REDIS_RETRY_AFTER = 5.0
 NAMESPACE = "quayside:tags"
+SWEEP_EVERY = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,44 @@ class TagEntry:
             return None
 
 
+class LocalTags:
+    """key -> :class:`TagEntry` in a dict; an entry expires ``keep`` seconds (``time.monotonic``)
+    after its last write. Expired entries are never returned and are swept from memory at most
+    every :data:`SWEEP_EVERY` seconds, on a write."""
+
+    def __init__(self, keep: float = KEEP_SECONDS) -> None:
+        self.keep = keep
+        self._entries: dict[str, tuple[TagEntry, float]] = {}
+        self._next_sweep = time.monotonic() + SWEEP_EVERY
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> TagEntry | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        if item[1] <= time.monotonic():
+            del self._entries[key]
+            return None
+        return item[0]
+
+    def set(self, key: str, entry: TagEntry) -> None:
+        now = time.monotonic()
+        self._entries[key] = (entry, now + self.keep)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            expired = [k for k, (_, until) in self._entries.items() if until <= now]
+            for k in expired:
+                del self._entries[k]
+
+    def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class TagCache:
     """Tag entries in memory, optionally shared through Redis (see the module docstring)."""
 
@@ -72,7 +112,7 @@ class TagCache:
     ) -> None:
         self.ttl = ttl
         self.clock = clock
-        self._local: BaseCache = SimpleMemoryCache(namespace=NAMESPACE)
+        self._local = LocalTags()
         self._shared = shared
         self._on_error = on_error
         self._shared_down_until = 0.0
@@ -128,21 +168,20 @@ class TagCache:
                 entry = TagEntry.from_value(value)
                 if entry is not None:
                     return entry
-        return TagEntry.from_value(await self._local.get(key))
+        return self._local.get(key)
 
     async def put(self, upstream: str, repo: str, tag: str, entry: TagEntry) -> None:
         key = self.key(upstream, repo, tag)
-        value = asdict(entry)
-        await self._local.set(key, value, ttl=KEEP_SECONDS)
+        self._local.set(key, entry)
         if self._shared_usable():
             try:
-                await self._shared.set(key, value, ttl=KEEP_SECONDS)  # type: ignore[union-attr]
+                await self._shared.set(key, asdict(entry), ttl=KEEP_SECONDS)  # type: ignore[union-attr]
             except Exception as exc:
                 self._shared_failed("set", exc)
 
     async def delete(self, upstream: str, repo: str, tag: str) -> None:
         key = self.key(upstream, repo, tag)
-        await self._local.delete(key)
+        self._local.delete(key)
         if self._shared_usable():
             try:
                 await self._shared.delete(key)  # type: ignore[union-attr]
@@ -150,7 +189,7 @@ class TagCache:
                 self._shared_failed("delete", exc)
 
     async def close(self) -> None:
-        await self._local.close()
+        self._local.clear()
         if self._shared is not None:
             with contextlib.suppress(Exception):
                 await self._shared.close()

@@ -7,8 +7,11 @@ import asyncio
 import json
 import time
 
+from edge.manifests import ManifestMemory
 from harness.fixtures import ImageFactory
+from harness.images import Image
 from harness.registry import DockerRegistry
+from regcore.digest import Digest
 from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -321,3 +324,89 @@ async def test_redis_killed_tag_cache_falls_back_to_local_copy(
     await _quiet(docker_registry)
     assert docker_registry.count(None, "/manifests/") == 0
     assert e.metric("tag_cache", result="shared_error") == 1  # then Redis is skipped a while
+
+
+# -- in-memory manifests ------------------------------------------------------------------------
+async def test_second_get_by_tag_within_ttl_is_served_from_memory_not_disk(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url}, tag_ttl=30)
+    resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+    assert resp.status == 200 and await resp.read() == img.manifest
+    await _quiet(docker_registry)
+    docker_registry.mark_log()
+    # The on-disk copy goes away: only memory can answer without asking upstream.
+    path = e.edge.require(e.edge.cache).path_for(Digest.parse(img.digest))
+    path.unlink()
+    e.clock.advance(10)
+    for _ in range(3):
+        resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+        assert resp.status == 200
+        assert await resp.read() == img.manifest
+        assert resp.headers["Content-Type"] == img.media_type
+        assert resp.headers["Docker-Content-Digest"] == img.digest
+        assert int(resp.headers["Content-Length"]) == len(img.manifest)
+    resp = await e.client.head(f"/v2/team/app/manifests/{img.digest}")
+    assert resp.status == 200 and int(resp.headers["Content-Length"]) == len(img.manifest)
+    await _quiet(docker_registry)
+    assert docker_registry.count(None, "") == 0
+    assert e.metric("tag_cache", result="hit") == 3
+    assert e.metric("manifest_reads", source="memory") == 3
+    assert e.metric("manifest_reads", source="disk") == 0
+    assert e.metric("manifest_memory_bytes") == len(img.manifest)
+
+
+async def test_manifest_memory_bound_evicts_lru_and_disk_still_answers(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    images = [image_factory.image() for _ in range(3)]
+    for i, img in enumerate(images):
+        await push(docker_registry.url, "team/app", f"v{i}", img)
+    e = await make_edge({"local": docker_registry.url})
+    service = e.edge.require(e.edge.manifests)
+    sizes = [len(img.manifest) for img in images]
+    bound = sizes[1] + sizes[2]  # room for the last two only
+    service.memory = ManifestMemory(bound)
+
+    async def get(img: Image) -> None:
+        resp = await e.client.get(
+            f"/v2/team/app/manifests/{img.digest}", headers={"Accept": OCI_ACCEPT}
+        )
+        assert resp.status == 200
+        assert await resp.read() == img.manifest
+        assert resp.headers["Content-Type"] == img.media_type
+
+    for img in images:
+        await get(img)
+        assert service.memory.bytes_used <= bound
+    assert images[0].digest not in service.memory  # least recently used: evicted
+    assert images[1].digest in service.memory and images[2].digest in service.memory
+    await _quiet(docker_registry)
+    docker_registry.mark_log()
+    await get(images[0])  # from disk (once), then remembered again
+    await get(images[0])
+    await _quiet(docker_registry)
+    assert docker_registry.count(None, "") == 0
+    assert e.metric("manifest_reads", source="disk") == 1
+    assert e.metric("manifest_reads", source="memory") == 1
+    assert service.memory.bytes_used <= bound
+    assert images[1].digest not in service.memory  # now the least recently used
+
+
+def test_manifest_memory_is_an_lru_bounded_by_bytes() -> None:
+    mem = ManifestMemory(100)
+    mem.put("a", b"x" * 40, "t/a")
+    mem.put("b", b"y" * 40, "t/b")
+    assert mem.get("a") == (b"x" * 40, "t/a")  # a is now the most recent
+    mem.put("c", b"z" * 40, "t/c")  # evicts b
+    assert "b" not in mem and mem.get("a") is not None and mem.get("c") is not None
+    assert mem.bytes_used == 80 and len(mem) == 2
+    mem.put("big", b"w" * 101, "t/big")  # larger than the bound: not stored, nothing evicted
+    assert "big" not in mem and len(mem) == 2
+    mem.put("d", b"v" * 100, "t/d")  # exactly the bound: everything else goes
+    assert len(mem) == 1 and mem.bytes_used == 100
+    mem.put("d", b"v" * 100, "t/d")  # same digest again: counted once
+    assert mem.bytes_used == 100
+    assert ManifestMemory(0).get("x") is None
