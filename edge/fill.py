@@ -51,7 +51,8 @@ The task that runs one fill (source choice, streaming, failover, commit) is
 :class:`edge.fillrun.FillRun`.
 
 Readers ``os.pread`` the growing temp file through their own descriptor (it stays valid across
-the commit's rename and an eviction's unlink) and wake on an event set after every flush.
+the commit's rename and an eviction's unlink) and wake on an event set each time the fill's
+writer thread has written and hashed another batch.
 """
 
 from __future__ import annotations
@@ -316,6 +317,7 @@ class FillManager:
         peer_source: PeerSourceFactory,
         metrics: EdgeFillMetrics | None = None,
         chunk_flush_bytes: int = 64 * 1024,
+        write_ahead_bytes: int = 8 * 1024 * 1024,
         upstream_resumes: int = 1,
         peer_retry_interval: float = 0.2,
         drain_timeout: float = 10.0,
@@ -329,6 +331,7 @@ class FillManager:
         self.peer_source = peer_source
         self.metrics = metrics
         self.chunk_flush_bytes = chunk_flush_bytes
+        self.write_ahead_bytes = write_ahead_bytes
         self.upstream_resumes = upstream_resumes
         self.peer_retry_interval = peer_retry_interval
         self.drain_timeout = drain_timeout

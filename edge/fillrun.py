@@ -12,7 +12,9 @@ task it owns) and the run drives the Fill's fill-side API (``_advance``, ``_fini
   manager's ``space_wait`` seconds, fails the fill with :class:`TooLargeToCache` before any
   byte is promised (``Fill.size()`` raises it; the caller serves the blob by pass-through,
   see :mod:`edge.passthrough`). Nothing is written, nothing is retried.
-- Every chunk is written and flushed before waiters are woken; a source that breaks is
+- Chunks are written and hashed on the writer's own thread (:meth:`BlobWriter.pipeline`)
+  while the next ones are received, at most ``write_ahead_bytes`` ahead; waiters are woken as
+  each batch reaches the file. A source that breaks is
   resumed at the written offset (``upstream_resumes`` times without progress); a failing peer
   is followed to the lock's new owner or taken over (``lock_takeovers``).
 - The blob is committed only when digest and size match. On any failure the Fill is failed,
@@ -89,6 +91,7 @@ class FillRun:
         try:
             await self._choose_source()
             self.writer = m.cache.new_writer(flush_bytes=m.chunk_flush_bytes)
+            self.writer.pipeline(max_in_flight=m.write_ahead_bytes, on_written=fill._advance)
             fill._path = self.writer.path
             await self._stream()
             assert self.reservation is not None and self.total is not None
@@ -196,9 +199,7 @@ class FillRun:
         assert self.writer is not None and self.total is not None and self.source is not None
         if self.offset + len(chunk) > self.total:
             raise errors.SizeInvalid(f"source sent more than {self.total} bytes")
-        await self.writer.write(chunk)
-        await self.writer.flush()  # every chunk visible to waiters at once
-        self.fill._advance(self.writer.written)
+        await self.writer.write(chunk)  # the writer thread advances the fill once written
         self.m._count("fill_bytes", len(chunk), source=self.source.description)
 
     # -- failure handling -------------------------------------------------------------------------
