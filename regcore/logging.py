@@ -10,6 +10,13 @@ handler, so it sees records from every logger) rewrites the message and string e
 :func:`redact`: URL credentials, ``Authorization:`` values, ``Bearer``/``Basic`` tokens,
 ``password=``/``token=``-style parameters and signed-URL signatures become ``***``.
 :class:`JSONAccessLogger` is aiohttp's ``access_log_class`` for the same format.
+
+Cost: the access log runs once per request, so it is built to be cheap. :func:`redact` first
+checks (without a regex) whether the text could hold any secret it masks and returns it
+unchanged when not; the access logger redacts its few fields itself, hands one pre-redacted
+record to the handlers (no ``findCaller`` stack walk) and marks it so the filter does not redact
+it again and the formatter does not rebuild its fields; the formatter reuses one JSON encoder
+and renders the timestamp's date and time once per second.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -81,18 +89,49 @@ _PARAM = re.compile(
     r"x-goog-signature|x-goog-credential))(?P<sep>\"?\s*[=:]\s*\"?)[^\s&\",;]+"
 )
 
+# A record attribute holding the access log's (already redacted) fields; see JSONAccessLogger.
+_ACCESS = "_quayside_access"
+
 _RESERVED = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", _ACCESS}
 )
+
+
+def _may_hold_secret(text: str) -> bool:
+    """False only when none of the patterns :func:`redact` applies can match ``text``.
+
+    Each pattern needs ``://``, a header name (``authorization``, ``x-registry-auth``,
+    ``cookie``), a scheme (``bearer``, ``basic``) or a parameter name (all contain ``token``,
+    ``passw``, ``secret``, ``apikey``/``api_key``, ``sig`` or ``credential``), matched without
+    case. For ASCII text ``str.lower`` is exactly that case folding; other text (where regex
+    case folding also maps e.g. U+017F to ``s``) is always treated as a candidate.
+    """
+    if not text.isascii():
+        return True
+    t = text.lower()
+    return (
+        "://" in t
+        or "auth" in t
+        or "cookie" in t
+        or "bearer" in t
+        or "basic" in t
+        or "token" in t
+        or "passw" in t
+        or "secret" in t
+        or "apikey" in t
+        or "api_key" in t
+        or "sig" in t
+        or "credential" in t
+    )
 
 
 def redact(text: str) -> str:
     """Mask credentials in free text: URL userinfo, auth headers, tokens, secret parameters.
 
-    Idempotent; text without secrets is returned unchanged.
+    Idempotent; text without secrets is returned unchanged (cheaply, see :func:`_may_hold_secret`).
     """
-    if not text:
+    if not text or not _may_hold_secret(text):
         return text
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _AUTH_HEADER.sub(
@@ -157,6 +196,8 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _ACCESS in record.__dict__:  # built redacted by JSONAccessLogger
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not lose the record
@@ -174,6 +215,30 @@ def _iso(created: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+class _Timestamps:
+    """:func:`_iso`, with the date and time rendered once per second (rounding as datetime:
+    to the microsecond, half to even)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = int(created)
+        micro = round((created - second) * 1_000_000)
+        if micro >= 1_000_000:
+            second += 1
+            micro -= 1_000_000
+        if second != self._second or created < 0:
+            if created < 0:
+                return _iso(created)
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}{micro // 1000:03d}Z"
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
 
@@ -185,20 +250,29 @@ class JSONFormatter(logging.Formatter):
     escaped inside the string, so one record is always one line.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._encoder = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+        self._ts = _Timestamps()
+
     def format(self, record: logging.LogRecord) -> str:
         obj: dict[str, Any] = {
-            "ts": _iso(record.created),
+            "ts": self._ts.iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        access = record.__dict__.get(_ACCESS)
+        if access is not None:  # JSONAccessLogger's fields: no other extras, no exception
+            obj.update(access)
+            return self._encoder.encode(obj)
         for k, v in _extras(record).items():
             obj.setdefault(k, v)
         if record.exc_info:
             obj["exc"] = redact("".join(traceback.format_exception(*record.exc_info)))
         elif record.exc_text:
             obj["exc"] = redact(record.exc_text)
-        return json.dumps(obj, default=str, ensure_ascii=False, separators=(",", ":"))
+        return self._encoder.encode(obj)
 
 
 class TextFormatter(logging.Formatter):
@@ -259,28 +333,41 @@ class JSONAccessLogger(AbstractAccessLogger):
     headers included, like its ``%b``), ``content_length`` (the declared body length or
     ``None``), ``duration_ms``, ``remote``, ``user_agent``. Pass ``access_log=logging.getLogger(
     "quayside.access")`` to ``web.AppRunner``/``run_app`` alongside this class.
+
+    Each request makes exactly one record, already redacted (the same values the
+    :class:`RedactingFilter` would produce) and carrying its fields as record attributes like
+    ``extra=`` would; it skips ``findCaller`` (``pathname``/``lineno`` name this module).
     """
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        path = request.rel_url.path
-        if request.rel_url.raw_query_string:
-            path += "?" + _redact_query(request.rel_url.raw_query_string)
-        self.logger.info(
-            "%s %s %s",
-            request.method,
-            path,
-            response.status,
-            extra={
-                "method": request.method,
-                "path": path,
-                "status": response.status,
-                "bytes": response.body_length,
-                "content_length": response.content_length,
-                "duration_ms": round(time * 1000, 3),
-                "remote": request.remote,
-                "user_agent": request.headers.get("User-Agent"),
-            },
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        url = request.rel_url
+        path = url.path
+        query = url.raw_query_string
+        if query:
+            path += "?" + _redact_query(query)
+        method = request.method
+        status = response.status
+        remote = request.remote
+        user_agent = request.headers.get("User-Agent")
+        fields: dict[str, Any] = {
+            "method": redact(method),
+            "path": redact(path),
+            "status": status,
+            "bytes": response.body_length,
+            "content_length": response.content_length,
+            "duration_ms": round(time * 1000, 3),
+            "remote": redact(remote) if remote else remote,
+            "user_agent": redact(user_agent) if user_agent else user_agent,
+        }
+        record = logging.getLogRecordFactory()(
+            logger.name, logging.INFO, __file__, 0, redact(f"{method} {path} {status}"), None, None
         )
+        record.__dict__.update(fields)  # as extra= does; these names never clash with a record's
+        record.__dict__[_ACCESS] = fields
+        logger.handle(record)
 
     @property
     def enabled(self) -> bool:

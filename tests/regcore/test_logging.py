@@ -197,3 +197,130 @@ async def test_access_logger_writes_json_without_query_secrets(
     assert isinstance(ok["duration_ms"], float) and ok["duration_ms"] >= 0
     assert missing["status"] == 404 and missing["path"] == "/nope"
     assert "T0psecret" not in stream.getvalue()
+
+
+def _redact_every_pattern(text: str) -> str:
+    """redact() without its fast path: every pattern applied."""
+    import regcore.logging as rl
+
+    text = rl._URL_USERINFO.sub(lambda m: f"{m['scheme']}{rl.MASK}@", text)
+    text = rl._AUTH_HEADER.sub(
+        lambda m: f"{m['name']}{m['sep']}{m['scheme'] + ' ' if m['scheme'] else ''}{rl.MASK}",
+        text,
+    )
+    text = rl._SCHEME_TOKEN.sub(lambda m: f"{m['scheme']} {rl.MASK}", text)
+    return rl._PARAM.sub(lambda m: f"{m['name']}{m['sep']}{rl.MASK}", text)
+
+
+def test_redact_fast_path_gives_the_same_answers_as_every_pattern() -> None:
+    import random
+
+    texts = [
+        "GET /v2/library/alpine/manifests/latest 200",
+        "GET /v2/library/alpine/manifests/sha256:" + "ab" * 32 + " 200",
+        "GET /v2/design/app/manifests/sig=abcdef 404",
+        "x PASSWORD=Hunter2 y",
+        "API_KEY: abc",
+        "apikey=abc",
+        "Cookie: session=1",
+        "X-Registry-Auth=eyJ4",
+        "BASIC Zm9vYmFyYmF6",
+        "x-amz-credential=AKIA/2024",
+        "x-goog-credential:abc",
+        "ftp://u:p@h/",
+        "\u017fecret=hunter2",  # LATIN SMALL LETTER LONG S folds to "s" in the regexes
+        "api_\u212aey=hunter2",  # KELVIN SIGN folds to "k"
+        "wrk/4.1",
+        "127.0.0.1",
+        "",
+    ]
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIKPST:=/ @._-\\t\u017f\u212a"
+    words = ["token", "sig", "auth", "basic ", "bearer ", "://", "passwd", "key", "api_", "="]
+    for _ in range(3000):
+        parts = [rng.choice(alphabet) for _ in range(rng.randint(0, 12))]
+        for _ in range(rng.randint(0, 3)):
+            parts.insert(rng.randint(0, len(parts)), rng.choice(words))
+        texts.append("".join(parts) + "".join(rng.choice("abc123") for _ in range(8)))
+    for text in texts:
+        assert redact(text) == _redact_every_pattern(text), text
+
+
+def test_json_timestamps_match_datetime_rendering() -> None:
+    import random
+
+    from regcore.logging import JSONFormatter, _iso
+
+    fmt = JSONFormatter()
+    rng = random.Random(3)
+    base = 1_763_798_400.0
+    values = [base + rng.uniform(0, 5) for _ in range(2000)]
+    values += [base + 0.9999996, base + 1.0004995, base + 2.9999999999, 0.0, base]
+    for created in sorted(values) + values:  # in order (the cache) and jumping about
+        rec = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+        rec.created = created
+        assert json.loads(fmt.format(rec))["ts"] == _iso(created)
+
+
+async def test_access_log_is_one_record_per_request_with_every_field(
+    stream: io.StringIO, aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    access_logger = logging.getLogger("quayside.access")
+    access_logger.addHandler(keep)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"{}", content_type="application/json")
+
+    try:
+        app = web.Application()
+        app.router.add_get("/v2/{name:.+}/manifests/{ref}", handler)
+        server = await aiohttp_server(
+            app, access_log_class=JSONAccessLogger, access_log=access_logger
+        )
+        client = await aiohttp_client(server)
+        for path in (
+            "/v2/team/app/manifests/latest",  # no query: nothing to redact
+            "/v2/team/app/manifests/v1?ns=docker.io&password=pw1secret&X-Amz-Signature=s1g",
+            "/v2/team/app/manifests/token=t0psecret",  # secret-looking path, no query
+        ):
+            resp = await client.get(path, headers={"User-Agent": "containerd/2.0"})
+            assert resp.status == 200
+            await resp.read()
+    finally:
+        access_logger.removeHandler(keep)
+    text = stream.getvalue()
+    for secret in ("pw1secret", "s1g", "t0psecret"):
+        assert secret not in text
+    access = [r for r in lines(stream) if r["logger"] == "quayside.access"]
+    assert len(access) == 3 and len(records) == 3  # one record per request, seen by all
+    plain, query, secret_path = access
+    assert plain == {
+        "ts": plain["ts"],
+        "level": "info",
+        "logger": "quayside.access",
+        "msg": "GET /v2/team/app/manifests/latest 200",
+        "method": "GET",
+        "path": "/v2/team/app/manifests/latest",
+        "status": 200,
+        "bytes": plain["bytes"],
+        "content_length": 2,
+        "duration_ms": plain["duration_ms"],
+        "remote": "127.0.0.1",
+        "user_agent": "containerd/2.0",
+    }
+    assert isinstance(plain["bytes"], int) and plain["bytes"] > 2
+    assert isinstance(plain["duration_ms"], float) and plain["duration_ms"] >= 0
+    assert query["path"] == (
+        "/v2/team/app/manifests/v1?ns=docker.io&password=***&X-Amz-Signature=***"
+    )
+    assert query["msg"] == f"GET {query['path']} 200"
+    assert secret_path["path"] == "/v2/team/app/manifests/token=***"
+    assert records[0].__dict__["path"] == "/v2/team/app/manifests/latest"  # extras as attributes
+    assert records[1].getMessage() == query["msg"]
