@@ -1,12 +1,15 @@
 """Middlewares and helpers shared by the origin and edge aiohttp applications.
 
-- :func:`error_middleware` turns :class:`~regcore.errors.RegistryError` (and aiohttp's own
-  404/405/413) into the spec's JSON envelope (every entry of a
-  :class:`~regcore.errors.RegistryErrors`); an unexpected exception becomes a 500 with no
-  internals in the body (it is logged with its traceback instead).
-- :func:`headers_middleware` adds ``Docker-Distribution-API-Version`` to every answer.
-- :func:`path_guard_middleware` refuses encoded slashes, ``..`` and NUL in ``/v2/`` paths
-  before routing, so a name can never address anything outside its repository.
+:func:`standard_middleware` (what :func:`standard_middlewares` returns; one layer so the
+per-request cost is one coroutine frame):
+
+- errors: :class:`~regcore.errors.RegistryError` (and aiohttp's own 404/405/413) become the
+  spec's JSON envelope (every entry of a :class:`~regcore.errors.RegistryErrors`); an
+  unexpected exception becomes a 500 with no internals in the body (it is logged with its
+  traceback instead);
+- headers: ``Docker-Distribution-API-Version`` on every answer;
+- path guard: encoded slashes, ``..`` and NUL in ``/v2/`` paths are refused before the
+  handler runs, so a name can never address anything outside its repository.
 """
 
 from __future__ import annotations
@@ -34,10 +37,28 @@ _BAD_RAW = re.compile(r"%2[fF]|%00|%5[cC]|%2[eE]%2[eE]")
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render errors as the spec's envelope; HEAD answers keep status and headers, no body."""
+async def standard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Path guard, API version header and error rendering in one layer (one coroutine frame
+    per request instead of three), behaving as these three middlewares in this order would:
+
+    1. errors (outermost): :class:`~regcore.errors.RegistryError` becomes the spec's envelope
+       (a HEAD answer keeps status and headers, no body); aiohttp's 404 under ``/v2/``, 405
+       and 413 become NAME_UNKNOWN, UNSUPPORTED and SIZE_INVALID envelopes (other
+       ``HTTPException`` pass on); a client gone or a deadline passed is logged at info and
+       re-raised; anything else is logged with its traceback and answered 500 with no
+       internals;
+    2. headers: an answer the handler returns unprepared gets ``Docker-Distribution-API-Version``;
+    3. path guard: ``/v2/`` paths with encoded slashes/backslashes/dots, NUL, ``.`` or ``..``
+       segments are refused (NAME_INVALID) before the handler runs.
+    """
     try:
-        return await handler(request)
+        raw = request.raw_path
+        if raw.startswith("/v2/"):
+            _guard_path(raw.split("?", 1)[0])
+        resp = await handler(request)
+        if not resp.prepared:
+            resp.headers.setdefault(*API_VERSION_HEADER)
+        return resp
     except errors.RegistryError as err:
         if request.method == "HEAD":
             # HEAD answers carry no body, but keep status and headers.
@@ -62,27 +83,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return errors.error_response(errors.Internal())
 
 
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
-    if not resp.prepared:
-        resp.headers.setdefault(*API_VERSION_HEADER)
-    return resp
-
-
-@web.middleware
-async def path_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    raw = request.raw_path.split("?", 1)[0]
-    if raw.startswith("/v2/"):
-        segments = raw.split("/")
-        if _BAD_RAW.search(raw) or ".." in segments or "." in segments[2:] or "\x00" in raw:
-            raise errors.NameInvalid("invalid path")
-    return await handler(request)
+def _guard_path(raw: str) -> None:
+    """Raise NameInvalid for a raw ``/v2/`` path that could address outside its repository."""
+    segments = raw.split("/")
+    if (
+        ("%" in raw and _BAD_RAW.search(raw))
+        or ".." in segments
+        or "." in segments[2:]
+        or "\x00" in raw
+    ):
+        raise errors.NameInvalid("invalid path")
 
 
 def standard_middlewares() -> list:
-    """Order matters: errors outermost so every other failure is rendered as OCI JSON."""
-    return [error_middleware, headers_middleware, path_guard_middleware]
+    """The shared middlewares, to put first (outermost) so every other failure is rendered as
+    OCI JSON: one layer, see :func:`standard_middleware`."""
+    return [standard_middleware]
 
 
 async def on_prepare_api_header(request: web.Request, response: web.StreamResponse) -> None:

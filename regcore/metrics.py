@@ -2,11 +2,16 @@
 
 ``HttpMetrics`` counts requests by route and status and bytes in/out; servers add their own
 counters on the same registry. :func:`metrics_handler` serves the text exposition format.
+
+The middleware keeps the labelled children it has used (up to :data:`MAX_CACHED_CHILDREN` per
+metric; past that it asks ``labels()`` each time), so a request costs dictionary lookups rather
+than prometheus-client's label validation and locking per metric.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -20,10 +25,16 @@ from prometheus_client import (
 
 from regcore.http import Handler
 
+MAX_CACHED_CHILDREN = 1024
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
 
 
 class HttpMetrics:
+    """``<namespace>_http_requests_total{method,route,status}``, ``..._http_response_bytes``
+    and ``..._http_request_bytes{route}``, ``..._http_request_duration_seconds{route}`` (until
+    the handler returns) and ``..._http_requests_in_flight``. ``route`` is the aiohttp route
+    name (else its canonical path; ``unmatched`` when no resource matched)."""
+
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
         self.requests = Counter(
             "http_requests",
@@ -76,13 +87,21 @@ class HttpMetrics:
             namespace=namespace,
             registry=registry,
         )
+        # Counted in a plain int by the middleware (event loop only), read at scrape time.
+        self._in_flight = 0
+        self.in_flight.set_function(lambda: self._in_flight)
 
     def middleware(self) -> web.middleware:
+        requests: dict[tuple[str, str, int], Any] = {}
+        latency: dict[str, Any] = {}
+        bytes_in: dict[str, Any] = {}
+        perf_counter = time.perf_counter
+
         @web.middleware
         async def _metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
             route = _route_name(request)
-            self.in_flight.inc()
-            t0 = time.perf_counter()
+            self._in_flight += 1
+            t0 = perf_counter()
             status = 500
             try:
                 resp = await handler(request)
@@ -92,13 +111,32 @@ class HttpMetrics:
                 status = exc.status
                 raise
             finally:
-                self.in_flight.dec()
-                self.latency.labels(route).observe(time.perf_counter() - t0)
-                self.requests.labels(request.method, route, str(status)).inc()
+                self._in_flight -= 1
+                elapsed = perf_counter() - t0
+                child = latency.get(route)
+                if child is None:
+                    child = _cache(latency, route, self.latency.labels(route))
+                child.observe(elapsed)
+                method = request.method
+                child = requests.get((method, route, status))
+                if child is None:
+                    child = self.requests.labels(method, route, str(status))
+                    _cache(requests, (method, route, status), child)
+                child.inc()
                 if request.content_length:
-                    self.bytes_in.labels(route).inc(request.content_length)
+                    child = bytes_in.get(route)
+                    if child is None:
+                        child = _cache(bytes_in, route, self.bytes_in.labels(route))
+                    child.inc(request.content_length)
 
         return _metrics
+
+
+def _cache(children: dict[Any, Any], key: Any, child: Any) -> Any:
+    """Remember ``child`` under ``key`` while the cache is below its bound; returns it."""
+    if len(children) < MAX_CACHED_CHILDREN:
+        children[key] = child
+    return child
 
 
 def _route_name(request: web.Request) -> str:
