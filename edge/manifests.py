@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,7 +45,7 @@ from prometheus_client import Counter, Gauge
 
 from edge.app import EDGE
 from edge.metrics import NAMESPACE
-from edge.routing import Route, ns_of
+from edge.routing import Route, Router, ns_of
 from edge.tagcache import TagCache, TagEntry
 from regcore import errors
 from regcore import mediatypes as mt
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("quayside.edge.manifests")
 _T = TypeVar("_T")
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
+MEMO_ENTRIES = 256  # per memo of pure per-request computations (Accept, route); cleared when full
 FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
 _STALE_ERRORS = (
     errors.UpstreamUnavailable,
@@ -211,6 +212,50 @@ class ManifestService:
         gauge.set_function(lambda: self.memory.bytes_used)
         self._manifest_hits = metrics.cache_hits.labels("manifest")
         self._tag_hits = metrics.tag_cache.labels("hit")
+        self.bytes_from_cache = metrics.bytes_served.labels("cache")
+        # Memos of pure functions of request headers/paths (bounded; see _memo).
+        self._accept_memo: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._forward_memo: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
+        self._acceptable_memo: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._route_memo: dict[tuple[str, str | None], Route] = {}
+
+    # -- per-request computations, memoised ------------------------------------------------
+    def parse_accept(self, values: list[str]) -> tuple[str, ...]:
+        """:func:`regcore.mediatypes.parse_accept` of the raw ``Accept`` values, as a tuple."""
+        key = tuple(values)
+        parsed = self._accept_memo.get(key)
+        if parsed is None:
+            parsed = _memo(self._accept_memo, key, tuple(mt.parse_accept(key)))
+        return parsed
+
+    def route(self, router: Router, name: str, ns: str | None) -> Route:
+        """``router.route(name, ns)`` (the router is immutable); raises what it raises."""
+        route = self._route_memo.get((name, ns))
+        if route is None:
+            route = _memo(self._route_memo, (name, ns), router.route(name, ns))
+        return route
+
+    def acceptable(self, media_type: str, accepted: Sequence[str]) -> bool:
+        """:func:`regcore.mediatypes.acceptable`."""
+        key = (media_type, tuple(accepted))
+        ok = self._acceptable_memo.get(key)
+        if ok is None:
+            ok = _memo(self._acceptable_memo, key, mt.acceptable(media_type, key[1]))
+        return ok
+
+    def require_acceptable(self, media_type: str, accepted: Sequence[str]) -> None:
+        """:func:`regcore.mediatypes.require_acceptable`: raises ManifestUnknown when not."""
+        if not self.acceptable(media_type, accepted):
+            mt.require_acceptable(media_type, accepted)
+
+    def _forward(self, accepted: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+        """(types to ask upstream for, whether the answer may be recorded for the tag)."""
+        key = tuple(accepted)
+        item = self._forward_memo.get(key)
+        if item is None:
+            forwarded = forward_accept(list(key))
+            item = _memo(self._forward_memo, key, (forwarded, set(forwarded) >= set(FULL_ACCEPT)))
+        return item
 
     async def close(self) -> None:
         for task in list(self._flights.values()):
@@ -241,7 +286,7 @@ class ManifestService:
         return Served(digest, media_type, blob.size, body)
 
     async def by_digest(
-        self, route: Route, digest: Digest, accepted: list[str], *, need_body: bool, client: Any
+        self, route: Route, digest: Digest, accepted: Sequence[str], *, need_body: bool, client: Any
     ) -> Served:
         served = await self.local(str(digest), need_body=need_body)
         if served is not None:
@@ -249,7 +294,7 @@ class ManifestService:
             return served
         self.metrics.cache_misses.labels("manifest").inc()
         upstream = route.upstream
-        forwarded = forward_accept(accepted)
+        forwarded, _ = self._forward(accepted)
         if not need_body:
             head = await self._bounded(
                 _deadline(upstream), client.head_manifest(route.name, str(digest), forwarded)
@@ -262,13 +307,12 @@ class ManifestService:
 
     # -- by tag ---------------------------------------------------------------------------
     async def by_tag(
-        self, route: Route, tag: str, accepted: list[str], *, need_body: bool, client: Any
+        self, route: Route, tag: str, accepted: Sequence[str], *, need_body: bool, client: Any
     ) -> Served:
         u = route.upstream
-        forwarded = forward_accept(accepted)
-        recordable = set(forwarded) >= set(FULL_ACCEPT)
+        forwarded, recordable = self._forward(accepted)
         entry = await self.tags.get(u.name, route.name, tag)
-        if entry is not None and mt.acceptable(entry.media_type, accepted):
+        if entry is not None and self.acceptable(entry.media_type, accepted):
             if self.tags.fresh(entry):
                 self._tag_hits.inc()
                 return await self._serve_entry(route, entry, accepted, need_body, client)
@@ -304,7 +348,7 @@ class ManifestService:
         route: Route,
         tag: str,
         entry: TagEntry,
-        accepted: list[str],
+        accepted: Sequence[str],
         need_body: bool,
         client: Any,
     ) -> Served:
@@ -341,7 +385,7 @@ class ManifestService:
         return await self._serve_entry(route, fresh, accepted, need_body, client)
 
     async def _serve_entry(
-        self, route: Route, entry: TagEntry, accepted: list[str], need_body: bool, client: Any
+        self, route: Route, entry: TagEntry, accepted: Sequence[str], need_body: bool, client: Any
     ) -> Served:
         """The manifest an entry names: local bytes, else (with a client) fetched by digest.
         A HEAD is answered from the entry alone. Raises ManifestUnknown when neither works."""
@@ -409,6 +453,14 @@ class ManifestService:
             task.exception()  # retrieved: waiters that left must not leave it unobserved
 
 
+def _memo(memo: dict[Any, _T], key: Any, value: _T) -> _T:
+    """Store ``value`` under ``key`` (emptying the memo first when it is full); returns it."""
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def forward_accept(accepted: list[str]) -> tuple[str, ...]:
     """The manifest types to ask upstream for on behalf of a client (see
     :func:`regcore.mediatypes.upstream_accept`)."""
@@ -432,20 +484,23 @@ def _media_type(content_type: str | None, body: bytes) -> str:
 async def get_manifest(request: web.Request) -> web.StreamResponse:
     """GET/HEAD ``/v2/<name>/manifests/<reference>``."""
     edge: Edge = request.app[EDGE]
-    route = edge.router.route(request.match_info["name"], ns_of(request.query))
+    manifests = edge.manifests
+    name, ns = request.match_info["name"], ns_of(request.query)
+    route = manifests.route(edge.router, name, ns) if manifests else edge.router.route(name, ns)
     try:
         ref = parse_reference(request.match_info["reference"])
     except errors.TagInvalid as exc:
         raise errors.ManifestUnknown(exc.detail, message="invalid tag") from None
-    accepted = mt.parse_accept(request.headers.getall("Accept", []))
     need_body = request.method != "HEAD"
-    service = edge.require(edge.manifests)
+    service = edge.require(manifests)
+    accepted = service.parse_accept(request.headers.getall("Accept", []))
+    # The caller's access (private upstreams) is checked here, before anything is served.
     client = await edge.client_for(request, route, "manifest", str(ref))
     if isinstance(ref, Tag):
         served = await service.by_tag(route, ref.name, accepted, need_body=need_body, client=client)
     else:
         served = await service.by_digest(route, ref, accepted, need_body=need_body, client=client)
-    mt.require_acceptable(served.media_type, accepted)
+    service.require_acceptable(served.media_type, accepted)
     headers = {
         "Docker-Content-Digest": served.digest,
         "ETag": f'"{served.digest}"',
@@ -456,7 +511,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
         headers["Content-Length"] = str(served.size)
         return web.Response(status=200, headers=headers)
     assert served.body is not None
-    edge.metrics.bytes_served.labels("cache").inc(len(served.body))
+    service.bytes_from_cache.inc(len(served.body))
     return web.Response(status=200, body=served.body, headers=headers)
 
 

@@ -410,3 +410,38 @@ def test_manifest_memory_is_an_lru_bounded_by_bytes() -> None:
     mem.put("d", b"v" * 100, "t/d")  # same digest again: counted once
     assert mem.bytes_used == 100
     assert ManifestMemory(0).get("x") is None
+
+
+async def test_http_metrics_count_every_request_by_route_and_status(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "v1", img)
+    e = await make_edge({"local": docker_registry.url})
+    for _ in range(5):
+        resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
+        assert resp.status == 200 and await resp.read() == img.manifest
+    for _ in range(2):
+        assert (await e.client.head("/v2/team/app/manifests/v1")).status == 200
+
+    def http(name: str, **labels: str) -> float:
+        return e.metric(f"http_{name}", **labels)
+
+    assert http("requests", method="GET", route="manifest", status="200") == 5
+    assert http("requests", method="HEAD", route="manifest", status="200") == 2
+    assert http("request_duration_seconds_count", route="manifest") == 7
+    assert http("requests_in_flight") == 0
+    assert e.metric("bytes_served", source="cache") == 5 * len(img.manifest)
+
+    docker_registry.pause()  # an uncached tag now hangs upstream: one request stays in flight
+    try:
+        pending = asyncio.ensure_future(e.client.get("/v2/team/app/manifests/other"))
+        for _ in range(200):  # bounded: up to ~2 s for the request to reach the handler
+            if http("requests_in_flight"):
+                break
+            await asyncio.sleep(0.01)
+        assert http("requests_in_flight") == 1
+        assert (await pending).status == 504
+    finally:
+        docker_registry.resume()
+    assert http("requests_in_flight") == 0
