@@ -6,7 +6,8 @@
   upstream's access check (:class:`edge.upstreams.AccessChecker`) comes first.
 - **Miss, GET**: join or start the fill of the digest (:class:`edge.fill.FillManager`: one
   upstream fetch per digest per node and per region) and stream its bytes as they land,
-  ``Range`` included. The upstream must have announced the size within its connect + read
+  ``Range`` included, zero-copy too: each span the fill has written goes out with
+  ``os.sendfile`` from the growing temp file (:meth:`edge.fill.Fill.spans`). The upstream must have announced the size within its connect + read
   timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
   (404 BLOB_UNKNOWN, 401 UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
   Headers go out with the first byte, so a fill failing before that is a proper OCI error;
@@ -147,26 +148,25 @@ async def _stream(
         (start, end), status = span, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     length = end - start + 1 if size else 0
-    chunks = fill.read(start, end)
+    spans = fill.spans(start, end)
     try:  # headers go out with the first byte: a fill failing before that is a clean error
         if not length or (end == size - 1 and length <= VERIFY_BEFORE_HEADERS):
             await fill.result()  # a small answer ending at the blob's end: digest check first
-        first = await anext(chunks) if length else b""
+        span = await anext(spans) if length else None
     except BaseException:
-        await chunks.aclose()
+        await spans.aclose()
         raise
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     sent = 0
     try:
-        await resp.prepare(request)
-        if first:
-            await resp.write(first)
-            sent += len(first)
-        async for chunk in chunks:
-            await resp.write(chunk)
-            sent += len(chunk)
-    except errors.RegistryError as exc:  # the fill broke after the headers went out
+        await zerocopy.prepare_unbuffered(request, resp)
+        while span is not None:  # each span zero-copy from the growing file, as it lands
+            fd, offset, count = span
+            await zerocopy.send_file_body(request, resp, fd, offset, count)
+            sent += count
+            span = await anext(spans, None)
+    except (errors.RegistryError, EOFError) as exc:  # the fill broke after the headers went out
         log.warning(
             "fill failed mid-response; cutting the connection",
             extra={"digest": str(fill.digest), "sent": sent, "length": length, "error": str(exc)},
@@ -175,7 +175,7 @@ async def _stream(
             request.transport.abort()
         return resp
     finally:
-        await chunks.aclose()
+        await spans.aclose()
         edge.metrics.bytes_served.labels("fill" if fill.source != "cache" else "cache").inc(sent)
     await resp.write_eof()
     return resp

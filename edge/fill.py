@@ -13,6 +13,8 @@ Interface (edge/blobs.py, edge/peers.py)::
                                          # TooLargeToCache: serve by pass-through instead
     async for chunk in fill.read(start, end):   # inclusive range; FillFailed mid-stream
         ...
+    async for fd, offset, count in fill.spans(start, end):   # the same bytes as file spans
+        ...                                                   # (zero-copy: os.sendfile)
     blob = await fill.result()           # CachedBlob once committed (or the fill's error)
     fills.active(digest) -> Fill | None
     await fills.close()                  # drains running fills (drain_timeout), then cancels
@@ -34,9 +36,10 @@ Guarantees:
   failure (wrong bytes, short stream after the allowed resumes, cancellation at shutdown)
   every reader gets :class:`FillFailed`, nothing is cached, the temp file is removed, the
   reservation and the lock are released.
-- A read whose range reaches the blob's last byte gets that final chunk only after the blob
-  was verified, so a full-blob response never ends cleanly with bad bytes. A range ending
-  earlier is served as bytes land (a later digest mismatch cannot recall them).
+- A read whose range reaches the blob's last byte gets the blob's last :data:`FINAL_HOLD`
+  bytes only after the blob was verified and committed, so a full-blob response never ends
+  cleanly with bad bytes. A range ending earlier is served as bytes land (a later digest mismatch cannot
+  recall them).
 - The cache bound holds: the total size is reserved before the first byte is written.
 - A blob larger than the whole cache, or one for which running fills do not free room within
   ``space_wait`` seconds, is not filled: ``size()`` (and ``read()``) raise
@@ -50,9 +53,10 @@ Guarantees:
 The task that runs one fill (source choice, streaming, failover, commit) is
 :class:`edge.fillrun.FillRun`.
 
-Readers ``os.pread`` the growing temp file through their own descriptor (it stays valid across
-the commit's rename and an eviction's unlink) and wake on an event set each time the fill's
-writer thread has written and hashed another batch.
+Readers serve the growing temp file through their own descriptor (it stays valid across the
+commit's rename and an eviction's unlink): :meth:`Fill.spans` gives file spans to
+``os.sendfile`` (edge/blobs.py), :meth:`Fill.read` reads them. They wake on an event set each
+time the fill's writer thread has written and hashed another batch.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from regcore import errors
 from regcore.digest import Digest
 
 READ_CHUNK = 256 * 1024
+FINAL_HOLD = 64 * 1024  # bytes at the blob's end withheld from readers until it is committed
 _INLINE_READ = 64 * 1024
 PeerSourceFactory = Callable[[str, Digest], BlobSource]
 REMEMBERED_TOO_LARGE = 4096  # digests known not to fit the cache at all
@@ -216,9 +221,37 @@ class Fill:
         return await asyncio.shield(self._done)
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes ``start..end`` (inclusive; ``end`` None means to the last byte) as they land.
+        """Bytes ``start..end`` (inclusive; ``end`` None means to the last byte) as they land,
+        in pieces of at most :data:`READ_CHUNK` (the pieces of :meth:`spans`, read).
 
         Raises RangeInvalid for an unsatisfiable range, FillFailed when the fill fails.
+        """
+        async with contextlib.aclosing(self.spans(start, end)) as spans:
+            async for fd, offset, count in spans:
+                stop = offset + count
+                while offset < stop:
+                    n = min(READ_CHUNK, stop - offset)
+                    data = (
+                        os.pread(fd, n, offset)
+                        if n <= _INLINE_READ
+                        else await asyncio.to_thread(os.pread, fd, n, offset)
+                    )
+                    if len(data) != n:
+                        raise FillFailed(f"{self.digest}: file shorter than expected")
+                    offset += n
+                    yield data
+
+    async def spans(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[tuple[int, int, int]]:
+        """``(fd, offset, count)``: the bytes of ``start..end`` (inclusive; ``end`` None means
+        to the last byte) as they land, as spans of a descriptor of the (growing) file that
+        this iterator owns (valid until it is closed; serve them with ``os.sendfile``).
+
+        Spans are contiguous and in order. When the range reaches the blob's last byte, its
+        part in the blob's last :data:`FINAL_HOLD` bytes comes only once the fill is verified
+        and committed; a range ending earlier is served as bytes land. Raises RangeInvalid for
+        an unsatisfiable range, FillFailed when the fill fails.
         """
         total = await self.size()
         last = total - 1 if end is None else min(end, total - 1)
@@ -231,21 +264,17 @@ class Fill:
         self.readers += 1
         try:
             pos, stop = start, last + 1
+            tail = total - FINAL_HOLD if stop == total else stop  # held until the commit
             while pos < stop:
-                available = await self._wait_beyond(pos)
-                upto = min(available, stop, pos + READ_CHUNK)
-                if upto == total and not self._done.done():
-                    await self.result()  # the final chunk only once verified
-                n = upto - pos
-                data = (
-                    os.pread(fd, n, pos)
-                    if n <= _INLINE_READ
-                    else await asyncio.to_thread(os.pread, fd, n, pos)
-                )
-                if len(data) != n:
-                    raise FillFailed(f"{self.digest}: file shorter than expected")
+                upto = min(await self._wait_beyond(pos), stop)
+                if upto > tail and not self._done.done():
+                    if pos < tail:
+                        upto = tail
+                    else:
+                        await self.result()
+                        upto = stop  # committed: every byte is in the file
+                yield fd, pos, upto - pos
                 pos = upto
-                yield data
         finally:
             self.readers -= 1
             os.close(fd)

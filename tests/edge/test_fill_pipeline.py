@@ -1,7 +1,8 @@
-"""The fill's fast path: the pipelined writer thread.
+"""The fill's fast path: pipelined writer thread, file spans for sendfile.
 
 - :meth:`BlobWriter.pipeline` (the fill's writer): bytes land in order, hashed, progress is
   reported on the loop, write-ahead stays bounded, a discard mid-stream leaks nothing.
+- :meth:`Fill.spans`: contiguous spans, the blob's tail withheld until the commit.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from edge.cache import BlobCache
+from edge.fill import FINAL_HOLD, FillManager
+from edge.sources import BlobSource
 from regcore.digest import Digest
 from regcore.storage.blobstore import FilesystemBlobStore
 from regcore.storage.layout import Layout
@@ -88,3 +92,66 @@ async def test_pipelined_writer_refuses_wrong_bytes_and_discard_mid_stream_leaks
         await w.commit(Digest.of(b"other bytes"), len(data))
     assert not w.path.exists() and list(store.iter_digests()) == []
     await eventually(lambda: open_fds() == before)
+
+
+# -- Fill.spans ---------------------------------------------------------------------------------
+
+
+class HeldEndSource:
+    """Serves every byte at once, then holds its stream open (no commit) until ``gate``."""
+
+    description = "upstream"
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.gate = asyncio.Event()
+
+    async def open(self, offset: int) -> tuple[int, AsyncIterator[bytes]]:
+        return len(self.data), self._chunks(offset)
+
+    async def _chunks(self, offset: int) -> AsyncIterator[bytes]:
+        for at in range(offset, len(self.data), 128 * KiB):
+            yield self.data[at : at + 128 * KiB]
+        await self.gate.wait()
+
+
+@pytest.fixture
+async def cache(tmp_path: Path) -> AsyncIterator[BlobCache]:
+    c = BlobCache(tmp_path / "cache", 64 * MiB)
+    await c.open()
+    yield c
+    await c.close()
+
+
+def no_peers(url: str, digest: Digest) -> BlobSource:
+    raise AssertionError("no region configured")
+
+
+async def test_spans_are_contiguous_and_withhold_the_tail_until_the_commit(
+    cache: BlobCache,
+) -> None:
+    data = os.urandom(2 * MiB + 777)
+    source = HeldEndSource(data)
+    fm = FillManager(cache, region=None, advertise_url=None, peer_source=no_peers)
+    fill = await fm.get(Digest.of(data), lambda: source)
+    got = bytearray()
+    finished_at_yield: list[bool] = []
+
+    async def reader() -> None:
+        async for fd, offset, count in fill.spans():
+            assert offset == len(got) and count > 0
+            got.extend(os.pread(fd, count, offset))
+            finished_at_yield.append(fill.finished)
+
+    task = asyncio.create_task(reader())
+    await eventually(lambda: len(got) == len(data) - FINAL_HOLD)
+    await asyncio.sleep(0.05)  # every byte is written, the stream is held open: no commit
+    assert fill.written == len(data) and not fill.finished
+    assert len(got) == len(data) - FINAL_HOLD
+    source.gate.set()
+    await asyncio.wait_for(task, 5)
+    assert bytes(got) == data
+    assert finished_at_yield[-1] and not any(finished_at_yield[:-1])
+    mid = [span async for span in fill.spans(1000, 5000)]  # a range of a committed fill
+    assert [(offset, count) for _, offset, count in mid] == [(1000, 4001)]
+    await fm.close()
