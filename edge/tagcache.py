@@ -19,6 +19,7 @@ Never raises for backend failures (they are logged and counted); not thread-safe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -161,7 +162,9 @@ class TagCache:
         key = self.key(upstream, repo, tag)
         if self._shared_usable():
             try:
-                value = await self._shared.get(key)  # type: ignore[union-attr]
+                # asyncio.timeout, not aiocache's own (asyncio.wait_for: a task per call).
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    value = await self._shared.get(key, timeout=None)  # type: ignore[union-attr]
             except Exception as exc:
                 self._shared_failed("get", exc)
             else:
