@@ -170,7 +170,12 @@ class HttpSource:
 
 async def _iter_response(resp: aiohttp.ClientResponse, skip: int) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.content.iter_any():
+        while True:  # each piece as the connection delivered it: no join, no copy
+            chunk, end_of_http_chunk = await resp.content.readchunk()
+            if not chunk:
+                if end_of_http_chunk:
+                    continue
+                break
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)

@@ -1,8 +1,10 @@
-"""The fill's fast path: pipelined writer thread, file spans for sendfile.
+"""The fill's fast path: pipelined writer thread, file spans for sendfile, upstream pieces.
 
 - :meth:`BlobWriter.pipeline` (the fill's writer): bytes land in order, hashed, progress is
   reported on the loop, write-ahead stays bounded, a discard mid-stream leaks nothing.
 - :meth:`Fill.spans`: contiguous spans, the blob's tail withheld until the commit.
+- Upstream reads hand over the connection's pieces (``readchunk``): chunked bodies and the
+  ``chunk_size`` bound still hold.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from edge.cache import BlobCache
 from edge.fill import FINAL_HOLD, FillManager
-from edge.sources import BlobSource
+from edge.sources import BlobSource, HttpSource
+from regcore.client import RegistryClient
 from regcore.digest import Digest
 from regcore.storage.blobstore import FilesystemBlobStore
 from regcore.storage.layout import Layout
@@ -155,3 +160,60 @@ async def test_spans_are_contiguous_and_withhold_the_tail_until_the_commit(
     mid = [span async for span in fill.spans(1000, 5000)]  # a range of a committed fill
     assert [(offset, count) for _, offset, count in mid] == [(1000, 4001)]
     await fm.close()
+
+
+# -- upstream pieces ----------------------------------------------------------------------------
+
+
+async def test_upstream_reads_take_chunked_bodies_and_keep_the_chunk_size_bound(
+    cache: BlobCache,
+) -> None:
+    data = os.urandom(1 * MiB + 3)
+    digest = Digest.of(data)
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        if request.path.startswith("/v2/") or request.query.get("chunked"):
+            resp.enable_chunked_encoding()  # no Content-Length: BlobStream reads to the end
+        else:
+            resp.content_length = len(data)
+        await resp.prepare(request)
+        for at in range(0, len(data), 5000):  # many small HTTP chunks
+            await resp.write(data[at : at + 5000])
+        return resp
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v2/", ping)
+    app.router.add_get("/v2/team/app/blobs/{digest}", blob)
+    app.router.add_get("/blob", blob)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with RegistryClient(base, session=session) as client:
+                pieces = [
+                    piece
+                    async for piece in client.blob_stream(
+                        "team/app", str(digest), chunk_size=1000, verify=True
+                    )
+                ]
+                assert b"".join(pieces) == data
+                assert max(map(len, pieces)) <= 1000
+            fm = FillManager(cache, region=None, advertise_url=None, peer_source=no_peers)
+            fill = await fm.get(digest, lambda: HttpSource(session, f"{base}/blob"))
+            assert (await fill.result()).path.read_bytes() == data
+            await fm.close()
+            source = HttpSource(session, f"{base}/blob?chunked=1")
+            with pytest.raises(Exception, match="Content-Length"):
+                await source.open(0)
+            total, chunks = await HttpSource(session, f"{base}/blob").open(10)
+            assert total == len(data)
+            assert b"".join([c async for c in chunks]) == data[10:]
+    finally:
+        await runner.cleanup()
