@@ -28,6 +28,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter
+
 from edge.cache import Reservation
 from edge.regionlock import Lease, RegionUnavailable, Taken
 from edge.sources import BlobSource, ShortStream, is_transient
@@ -81,6 +83,7 @@ class FillRun:
         self.resumes_left = manager.upstream_resumes
         self.fail_offset = -1
         self.peer_fail_since: float | None = None
+        self.bytes_counter: Counter | None = None  # fill_bytes{source} of the current source
 
     @property
     def offset(self) -> int:
@@ -144,13 +147,21 @@ class FillRun:
     def _use_upstream(self) -> None:
         self.source = self.upstream()
         self.owner = None
-        self.fill.source = self.source.description
+        self._described()
 
     def _use_peer(self, owner: str) -> None:
         self.source = self.m.peer_source(owner, self.digest)
         self.owner = owner
         self.peer_fail_since = None
+        self._described()
+
+    def _described(self) -> None:
+        assert self.source is not None
         self.fill.source = self.source.description
+        metrics = self.m.metrics
+        self.bytes_counter = (  # labelled once per source, not per chunk
+            metrics.fill_bytes.labels(source=self.source.description) if metrics else None
+        )
 
     # -- streaming ---------------------------------------------------------------------------
     async def _stream(self) -> None:
@@ -200,7 +211,8 @@ class FillRun:
         if self.offset + len(chunk) > self.total:
             raise errors.SizeInvalid(f"source sent more than {self.total} bytes")
         await self.writer.write(chunk)  # the writer thread advances the fill once written
-        self.m._count("fill_bytes", len(chunk), source=self.source.description)
+        if self.bytes_counter is not None:
+            self.bytes_counter.inc(len(chunk))
 
     # -- failure handling -------------------------------------------------------------------------
     async def _recover(self, exc: Exception) -> bool:
