@@ -243,8 +243,8 @@ class _Pipeline:
         self._check()
         self._pending.append(chunk)
         self._pending_bytes += len(chunk)
-        if self._pending_bytes >= PIPELINE_BATCH:
-            self._submit()
+        if self._pending_bytes >= PIPELINE_BATCH or not (self.written or self._in_flight):
+            self._submit()  # a full batch, or the first bytes (readers wait for them)
         elif self._linger is None:
             self._linger = self._loop.call_later(PIPELINE_LINGER, self._linger_over)
         while self._in_flight + self._pending_bytes > self._max_in_flight:
