@@ -4,13 +4,20 @@ every upstream request)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import subprocess
 import time
+from pathlib import Path
+
+import aiohttp
 
 from edge.manifests import ManifestMemory
+from harness import oci_http
 from harness.fixtures import ImageFactory
 from harness.images import Image
 from harness.registry import DockerRegistry
+from regcore.config import UpstreamConfig
 from regcore.digest import Digest
 from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
 
@@ -445,3 +452,43 @@ async def test_http_metrics_count_every_request_by_route_and_status(
     finally:
         docker_registry.resume()
     assert http("requests_in_flight") == 0
+
+
+def _htpasswd(path: Path, user: str, password: str) -> Path:
+    out = subprocess.run(
+        ["htpasswd", "-Bbn", user, password], capture_output=True, check=True, text=True
+    )
+    path.write_text(out.stdout)
+    return path
+
+
+async def test_private_manifest_in_memory_still_needs_the_upstream_access_check(
+    registry_factory, image_factory: ImageFactory, make_edge: MakeEdge, tmp_path: Path
+) -> None:
+    reg = registry_factory(htpasswd=_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    alice, mallory = basic("alice", "s3cret"), basic("alice", "wrong")
+    img = image_factory.image()
+    async with aiohttp.ClientSession(headers={"Authorization": alice}) as s:
+        await oci_http.push_image(s, reg.url, "team/secret", "v1", img)
+    upstream = UpstreamConfig(
+        private=True, name="private", url=reg.url, connect_timeout=1.0, read_timeout=2.0, retries=0
+    )
+    e = await make_edge(upstream_configs=(upstream,))
+    refs = ("v1", img.digest)
+    for ref in refs:  # alice: fetched once, then in memory
+        resp = await e.client.get(
+            f"/v2/team/secret/manifests/{ref}",
+            headers={"Authorization": alice, "Accept": OCI_ACCEPT},
+        )
+        assert resp.status == 200 and await resp.read() == img.manifest
+    assert img.digest in e.edge.require(e.edge.manifests).memory
+    for ref in refs:
+        for headers in ({"Authorization": mallory}, {}):
+            resp = await e.client.get(f"/v2/team/secret/manifests/{ref}", headers=headers)
+            assert resp.status == 401, (ref, headers)
+            assert img.manifest not in await resp.read()
+    assert e.metric("manifest_reads", source="memory") == 1  # alice's GET by digest only
