@@ -19,23 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from regcore import errors
 from regcore.digest import Digest, Hasher
 from regcore.storage.layout import Layout
+from regcore.storage.writepipeline import IN_FLIGHT, SYNC_EVERY, WritePipeline
 
 DEFAULT_FLUSH_BYTES = 1 << 20
-PIPELINE_BATCH = 1 << 20  # a pipelined writer hands its thread batches of about this size
-PIPELINE_LINGER = 0.002  # ... or what it has, once the oldest chunk waited this long (s)
-PIPELINE_IN_FLIGHT = 8 << 20
-PIPELINE_SYNC_EVERY = 16 << 20  # a pipelined writer fdatasyncs in the background this often
 
 
 class BlobStore(Protocol):
@@ -53,7 +48,8 @@ class BlobWriter:
     """Append-only temp file with a running hash.
 
     ``write`` buffers up to ``flush_bytes`` and writes+hashes larger batches in a thread,
-    so the event loop stays free. Not safe for concurrent use by several tasks.
+    so the event loop stays free; after :meth:`pipeline`, one dedicated thread writes and
+    hashes while the caller goes on. Not safe for concurrent use by several tasks.
     ``offset`` and ``hasher`` allow resuming an existing file (uploads).
     """
 
@@ -78,34 +74,33 @@ class BlobWriter:
         self._flush_bytes = flush_bytes
         self._closed = False
         self.committed = False
-
-        self._pipe: _Pipeline | None = None
+        self._pipe: WritePipeline | None = None
 
     def pipeline(
         self,
         *,
-        max_in_flight: int = PIPELINE_IN_FLIGHT,
+        max_in_flight: int = IN_FLIGHT,
         on_written: Callable[[int], None] | None = None,
-        sync_every: int = PIPELINE_SYNC_EVERY,
+        sync_every: int = SYNC_EVERY,
     ) -> None:
         """Write and hash on one dedicated thread from now on, while the caller goes on.
 
         ``write`` only queues the chunk (kept by reference, not copied: pass immutable
         ``bytes``), waiting while more than ``max_in_flight`` bytes are queued; the thread
-        writes and hashes them in order, in batches of up to :data:`PIPELINE_BATCH`, and
+        writes and hashes them in order, in batches (:mod:`regcore.storage.writepipeline`), and
         ``on_written(written)`` is called on the event loop after each batch reached the file.
         ``flush``, ``sync``, ``verify`` and ``commit`` wait for the queue to drain; a write
         error (``OSError``) is raised by the next ``write`` or ``flush``. ``close`` and
         ``discard`` never wait: the thread closes the descriptor after the work it took.
         Every ``sync_every`` bytes written (0: never), a second thread calls ``fdatasync`` on
         the file in the background, so the fsync of :meth:`sync`/:meth:`commit` finds little
-        left to write (200 MiB: ~0.1 s less at the end, at no measurable cost to the writer).
+        left to write (200 MiB: ~0.02 s instead of ~0.1 s at the end).
         Call from the event loop that will use the writer, before the first ``write``.
         """
         if self._pipe is None:
             if self._buf:
                 raise RuntimeError("pipeline() after buffered writes")
-            self._pipe = _Pipeline(self._fd, self.hasher, max_in_flight, on_written, sync_every)
+            self._pipe = WritePipeline(self._fd, self.hasher, max_in_flight, on_written, sync_every)
 
     @property
     def size(self) -> int:
@@ -198,147 +193,6 @@ class BlobWriter:
     async def __aexit__(self, *exc: object) -> None:
         if not self.committed:  # not committed: leave nothing behind
             self.discard()
-
-
-class _Pipeline:
-    """A pipelined BlobWriter's queue: batches written and hashed in order on one thread.
-
-    Counters (``written``, ``accepted``) are kept on the event loop; the thread touches only
-    the file and the hasher, which the loop reads only after :meth:`drain`.
-    """
-
-    def __init__(
-        self,
-        fd: int,
-        hasher: Hasher,
-        max_in_flight: int,
-        on_written: Callable[[int], None] | None,
-        sync_every: int,
-    ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobwriter")
-        self._sync_every = sync_every
-        self._syncer: ThreadPoolExecutor | None = None  # background fdatasync, on its own fd
-        self._sync_fd = -1
-        self._syncing = False
-        self._synced = hasher.size
-        self._fd = fd
-        self._hasher = hasher
-        self._max_in_flight = max(max_in_flight, 1)
-        self._on_written = on_written
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._linger: asyncio.TimerHandle | None = None
-        self._in_flight = 0  # handed to the thread, not yet written
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-        self._closed = False
-        self.written = hasher.size
-
-    @property
-    def accepted(self) -> int:
-        return self.written + self._in_flight + self._pending_bytes
-
-    async def write(self, chunk: bytes) -> None:
-        self._check()
-        self._pending.append(chunk)
-        self._pending_bytes += len(chunk)
-        if self._pending_bytes >= PIPELINE_BATCH or not (self.written or self._in_flight):
-            self._submit()  # a full batch, or the first bytes (readers wait for them)
-        elif self._linger is None:
-            self._linger = self._loop.call_later(PIPELINE_LINGER, self._linger_over)
-        while self._in_flight + self._pending_bytes > self._max_in_flight:
-            await self._progress()
-            self._check()
-
-    async def drain(self) -> None:
-        self._check()
-        if self._pending:
-            self._submit()
-        while self._in_flight:
-            await self._progress()
-        self._check()
-
-    def close(self) -> None:
-        self._closed = True
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._executor.submit(os.close, self._fd)  # after any batch the thread still holds
-        self._executor.shutdown(wait=False)
-        if self._syncer is not None:
-            self._syncer.submit(os.close, self._sync_fd)
-            self._syncer.shutdown(wait=False)
-        self._wake()
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise ValueError("write to a closed BlobWriter")
-
-    def _linger_over(self) -> None:
-        self._linger = None
-        if self._pending and not self._closed:
-            self._submit()
-
-    def _submit(self) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        batch, size = self._pending, self._pending_bytes
-        self._pending, self._pending_bytes = [], 0
-        self._in_flight += size
-        future = self._loop.run_in_executor(self._executor, self._write, batch)
-        future.add_done_callback(functools.partial(self._batch_done, size))
-
-    def _write(self, batch: list[bytes]) -> None:  # on the writer thread
-        for chunk in batch:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            self._hasher.update(chunk)
-
-    def _batch_done(self, size: int, future: asyncio.Future[None]) -> None:
-        self._in_flight -= size
-        exc = None if future.cancelled() else future.exception()
-        if future.cancelled() or exc is not None:
-            if self._error is None:
-                self._error = exc or OSError("blob write abandoned")
-        elif not self._closed:
-            self.written += size
-            if self._on_written is not None:
-                self._on_written(self.written)
-            if self._sync_every and self.written - self._synced >= self._sync_every:
-                self._background_sync()
-        self._wake()
-
-    def _background_sync(self) -> None:
-        if self._syncing:
-            return
-        if self._syncer is None:
-            self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobsync")
-            self._sync_fd = os.dup(self._fd)
-        self._syncing, upto = True, self.written
-        future = self._loop.run_in_executor(self._syncer, os.fdatasync, self._sync_fd)
-        future.add_done_callback(functools.partial(self._sync_done, upto))
-
-    def _sync_done(self, upto: int, future: asyncio.Future[None]) -> None:
-        self._syncing = False
-        if not future.cancelled() and future.exception() is None:
-            self._synced = upto  # a failure is left to the final fsync to report
-
-    async def _progress(self) -> None:
-        if self._waiter is None:
-            self._waiter = self._loop.create_future()
-        await asyncio.shield(self._waiter)
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 class FilesystemBlobStore:
