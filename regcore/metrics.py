@@ -23,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from regcore import errors
 from regcore.http import Handler
 
 MAX_CACHED_CHILDREN = 1024
@@ -107,8 +108,8 @@ class HttpMetrics:
                 resp = await handler(request)
                 status = resp.status
                 return resp
-            except web.HTTPException as exc:
-                status = exc.status
+            except (web.HTTPException, errors.RegistryError) as exc:
+                status = exc.status  # what the error middleware will answer
                 raise
             finally:
                 self._in_flight -= 1

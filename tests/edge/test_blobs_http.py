@@ -291,3 +291,16 @@ async def test_head_during_a_fill_is_answered_by_the_fill_and_gets_share_it(
     assert docker_registry.count("HEAD", "/blobs/") == 0
     assert docker_registry.count("GET", f"/blobs/{digest}") == 1
     assert e.metric("fills_joined") == 1
+
+
+async def test_http_metrics_count_registry_errors_with_their_own_status(
+    docker_registry: DockerRegistry, make_edge: MakeEdge
+) -> None:
+    e = await make_edge({"local": docker_registry.url})
+    missing = "sha256:" + "0" * 64
+    assert (await e.client.get(f"/v2/team/app/blobs/{missing}")).status == 404
+    assert (await e.client.get("/v2/team/app/blobs/sha256:nothex")).status == 400
+    text = await (await e.client.get("/metrics")).text()
+    assert 'quayside_edge_http_requests_total{method="GET",route="blob",status="404"} 1.0' in text
+    assert 'quayside_edge_http_requests_total{method="GET",route="blob",status="400"} 1.0' in text
+    assert 'status="500"' not in text

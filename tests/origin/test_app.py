@@ -156,3 +156,13 @@ async def test_shared_store_can_be_injected(origin_factory, tmp_path):
     resp = await origin.client.get(f"/v2/{NAME}/blobs/{dg}")
     assert await resp.read() == b"preloaded"
     assert dg == Digest.of(b"preloaded")
+
+
+async def test_metrics_count_registry_errors_with_their_own_status(origin):
+    missing = "sha256:" + "0" * 64
+    assert (await origin.client.get(f"/v2/{NAME}/blobs/{missing}")).status == 404
+    assert (await origin.client.get(f"/v2/{NAME}/blobs/sha256:nothex")).status == 400
+    text = await (await origin.client.get("/metrics")).text()
+    assert 'quayside_origin_http_requests_total{method="GET",route="blob",status="404"} 1.0' in text
+    assert 'quayside_origin_http_requests_total{method="GET",route="blob",status="400"} 1.0' in text
+    assert 'status="500"' not in text
