@@ -44,7 +44,7 @@ test: install
 
 lint: deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/quayside bench
