@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from regcore import errors
+from regcore.reference import check_raw_path
 
 log = logging.getLogger("quayside.http")
 
@@ -32,8 +33,6 @@ NAME = r"{name:[^?#]+?}"
 DIGEST = r"{digest:[^/]+}"
 REFERENCE = r"{reference:[^/]+}"
 UPLOAD_ID = r"{upload_id:[^/]+}"
-
-_BAD_RAW = re.compile(r"%2[fF]|%00|%5[cC]|%2[eE]%2[eE]")
 
 
 @web.middleware
@@ -48,13 +47,14 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
        re-raised; anything else is logged with its traceback and answered 500 with no
        internals;
     2. headers: an answer the handler returns unprepared gets ``Docker-Distribution-API-Version``;
-    3. path guard: ``/v2/`` paths with encoded slashes/backslashes/dots, NUL, ``.`` or ``..``
-       segments are refused (NAME_INVALID) before the handler runs.
+    3. path guard: ``/v2/`` paths that :func:`regcore.reference.check_raw_path` refuses
+       (encoded separators, NUL, empty, ``.`` or ``..`` segments) get NAME_INVALID before the
+       handler runs.
     """
     try:
         raw = request.raw_path
         if raw.startswith("/v2/"):
-            _guard_path(raw.split("?", 1)[0])
+            check_raw_path(raw)
         resp = await handler(request)
         if not resp.prepared:
             resp.headers.setdefault(*API_VERSION_HEADER)
@@ -81,18 +81,6 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return errors.error_response(errors.Internal())
-
-
-def _guard_path(raw: str) -> None:
-    """Raise NameInvalid for a raw ``/v2/`` path that could address outside its repository."""
-    segments = raw.split("/")
-    if (
-        ("%" in raw and _BAD_RAW.search(raw))
-        or ".." in segments
-        or "." in segments[2:]
-        or "\x00" in raw
-    ):
-        raise errors.NameInvalid("invalid path")
 
 
 def standard_middlewares() -> list:

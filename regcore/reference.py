@@ -37,7 +37,7 @@ _HOST_RE = re.compile(
     r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
 )
 # Percent-encoded '/', '.', '\\' or '%' in a raw (undecoded) request path.
-_ENCODED_RE = re.compile(r"%(?:2f|2e|5c|25)", re.IGNORECASE)
+_ENCODED_RE = re.compile(r"%(?:2f|2e|5c|25|00)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +118,13 @@ def check_raw_path(raw_path: str) -> None:
 
     ``raw_path`` is the undecoded path (aiohttp ``request.raw_path``), before any router or
     proxy collapsed ``//``, resolved ``..`` or decoded ``%2F``. Raises
-    :class:`errors.NameInvalid` for percent-encoded ``/``, ``.``, ``\\`` or ``%``, for
-    empty segments (``//``), ``.``/``..`` segments and backslashes. The query string, if
+    :class:`errors.NameInvalid` for percent-encoded ``/``, ``.``, ``\\``, ``%`` or NUL, for
+    empty segments (``//``), ``.``/``..`` segments, backslashes and NUL. The query string, if
     present, is ignored.
     """
     path = raw_path.split("?", 1)[0]
+    if "\x00" in path:
+        raise errors.NameInvalid({"path": _clip(path), "reason": "NUL in path"})
     if _ENCODED_RE.search(path):
         raise errors.NameInvalid({"path": _clip(path), "reason": "percent-encoded separator"})
     if "\\" in path:
