@@ -23,7 +23,7 @@ from aiohttp import hdrs, web
 from origin import state
 from regcore import errors, zerocopy
 from regcore.digest import Digest
-from regcore.http import DIGEST, NAME, parse_range
+from regcore.http import DIGEST, NAME, etag_matches, parse_range
 from regcore.reference import validate_name
 
 IMMUTABLE = "max-age=31536000, immutable"
@@ -63,19 +63,6 @@ async def _linked_size(request: web.Request, name: str, digest: Digest) -> int:
     return size
 
 
-def _etag_matches(header: str | None, digest: Digest) -> bool:
-    if not header:
-        return False
-    wanted = str(digest)
-    for part in header.split(","):
-        tag = part.strip()
-        if tag.startswith("W/"):
-            tag = tag[2:]
-        if tag == "*" or tag.strip('"') == wanted:
-            return True
-    return False
-
-
 async def get_blob(request: web.Request) -> web.StreamResponse:
     """GET/HEAD: the blob's bytes (or headers only), Range aware."""
     name = request_name(request)
@@ -87,7 +74,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         hdrs.CACHE_CONTROL: IMMUTABLE,
         hdrs.ACCEPT_RANGES: "bytes",
     }
-    if _etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), digest):
+    if etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), digest):
         return web.Response(status=304, headers=common)
     if request.method == "GET":
         # Validate Range ourselves so a bad one gets the JSON envelope (FileResponse would

@@ -41,7 +41,7 @@ from regcore import errors
 from regcore import manifest as mf
 from regcore import mediatypes as mt
 from regcore.digest import Digest
-from regcore.http import NAME, REFERENCE
+from regcore.http import NAME, REFERENCE, etag_matches
 from regcore.reference import Tag, is_valid_tag, parse_reference, validate_name
 
 _READ_CHUNK = 64 * 1024
@@ -132,7 +132,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
             message="manifest unknown: its media type is not accepted by the client",
         )
     headers = _descriptor_headers(digest, media_type, len(raw))
-    if _etag_matches(request.headers.get("If-None-Match"), digest):
+    if etag_matches(request.headers.get("If-None-Match"), digest):
         headers.pop("Content-Length")
         return web.Response(status=304, headers=headers)
     if request.method == "HEAD":
@@ -143,13 +143,6 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
         return resp
     headers.pop("Content-Length")
     return web.Response(status=200, body=raw, headers=headers)
-
-
-def _etag_matches(header: str | None, digest: Digest) -> bool:
-    if not header:
-        return False
-    wanted = {f'"{digest}"', str(digest), "*"}
-    return any(part.strip().removeprefix("W/") in wanted for part in header.split(","))
 
 
 # -- PUT ----------------------------------------------------------------------------------

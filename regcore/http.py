@@ -94,6 +94,19 @@ async def on_prepare_api_header(request: web.Request, response: web.StreamRespon
     response.headers.setdefault(*API_VERSION_HEADER)
 
 
+def etag_matches(header: str | None, digest: object) -> bool:
+    """Whether an ``If-None-Match`` value names ``digest`` (quoted or bare, weak or strong) or
+    is ``*``: content-addressed answers never change, so weak comparison is exact."""
+    if not header:
+        return False
+    wanted = str(digest)
+    for part in header.split(","):
+        tag = part.strip().removeprefix("W/")
+        if tag == "*" or tag.strip('"') == wanted:
+            return True
+    return False
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Parse a single ``bytes=a-b`` Range against ``size``; returns inclusive (start, end).
 

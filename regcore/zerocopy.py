@@ -27,7 +27,7 @@ import os
 
 from aiohttp import web
 
-from regcore.http import parse_range
+from regcore.http import etag_matches, parse_range
 
 CHUNK = 1 << 20  # fallback read size
 _MAX_SENDFILE = 1 << 30
@@ -141,7 +141,7 @@ async def file_response(
         out["Accept-Ranges"] = "bytes"
         if etag is not None:
             out["ETag"] = etag
-            if etag in _if_none_match(request):
+            if etag_matches(request.headers.get("If-None-Match"), etag.strip('"')):
                 return web.Response(
                     status=304, headers={k: v for k, v in out.items() if k != "Content-Type"}
                 )
@@ -164,10 +164,3 @@ async def file_response(
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _if_none_match(request: web.Request) -> set[str]:
-    header = request.headers.get("If-None-Match")
-    if not header:
-        return set()
-    return {part.strip() for part in header.split(",")}
