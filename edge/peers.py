@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from collections.abc import Callable
 
 import aiohttp
@@ -34,13 +33,13 @@ from edge.fill import FillFailed, FillManager
 from edge.sources import BlobSource, HttpSource, PeerMiss
 from regcore import errors, zerocopy
 from regcore.digest import Digest
+from regcore.http import parse_range
 
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_quayside/peer/blobs/"
 FILL_HEADER = "X-Quayside-Fill"
 TOKEN_HEADER = "X-Quayside-Peer-Token"
-_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
 def peer_blob_url(owner_url: str, digest: Digest) -> str:
@@ -97,7 +96,8 @@ def _handler(
             return errors.error_response(errors.BlobUnknown(str(digest)))
         try:
             total = await fill.size()
-            start, end = _parse_range(request.headers.get("Range"), total)
+            span = parse_range(request.headers.get("Range"), total) if total else None
+            start, end = span or (0, total - 1)
         except errors.RegistryError as exc:
             return errors.error_response(exc)
         headers[FILL_HEADER] = "in-progress"
@@ -131,21 +131,6 @@ def abort(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-def _parse_range(value: str | None, total: int) -> tuple[int, int]:
-    """(start, end inclusive) for ``bytes=N-`` / ``bytes=N-M``; RangeInvalid when unsatisfiable."""
-    if not value:
-        return 0, total - 1
-    m = _RANGE.match(value.strip())
-    if m is None:
-        raise errors.RangeInvalid(value)
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else total - 1
-    end = min(end, total - 1)
-    if start > end:
-        raise errors.RangeInvalid(value, headers={"Content-Range": f"bytes */{total}"})
-    return start, end
 
 
 class PeerSource(HttpSource):
