@@ -19,6 +19,7 @@ import ssl
 import sys
 from typing import Any
 
+from origin.access import warn_if_open
 from origin.app import create_app
 from regcore import serving
 from regcore.config import ConfigError, load_origin_config
@@ -75,6 +76,7 @@ def _ssl_context(config: Any) -> ssl.SSLContext | None:
 async def serve(config: Any) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
     host, port = config.http.bind
+    warn_if_open(config.auth, host)
     try:
         ctx = _ssl_context(config)
         sock, url = serving.bind(host, port, tls=ctx is not None)

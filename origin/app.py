@@ -10,6 +10,9 @@ Behaviour owned here:
   storage root is not writable, unless read-only).
 - Read-only mode (``storage.maintenance.readonly.enabled``): every ``POST``/``PUT``/``PATCH``/
   ``DELETE`` under ``/v2/`` answers 405 ``UNSUPPORTED``; reads keep working.
+- Access control (:mod:`origin.authz`, one middleware for every route; parts built by
+  :func:`origin.access.build_access_control` from ``config.auth``) and, when enabled, the
+  token service (:mod:`origin.token`).
 - Start-up: temp files left by a crash are removed (``store.recover()`` in a thread) before the
   first request; stale upload sessions are purged by a background task (per
   ``storage.maintenance.uploadpurging``), cancelled and awaited at shutdown.
@@ -29,7 +32,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from origin import blobs, catalog, manifests, referrers, state, tags, uploads
+from origin import blobs, catalog, manifests, referrers, state, tags, token, uploads
+from origin.access import ACCESS, build_access_control
+from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
 from origin.repository import Repositories
 from regcore import errors
@@ -68,11 +73,13 @@ def create_app(
         middlewares=[
             metrics.http.middleware(),
             *standard_middlewares(),
+            access_middleware,
             _readonly_middleware,
         ],
         client_max_size=max(config.limits.max_manifest_bytes, 1 << 20) + 1,
     )
     app[state.CONFIG] = config
+    app[ACCESS] = build_access_control(config.auth)
     app[state.LAYOUT] = layout
     app[state.STORE] = store
     app[state.REPOS] = repos
@@ -103,6 +110,8 @@ def create_app(
 
     for module in ROUTE_MODULES:
         module.add_routes(app)
+    if config.auth.tokenservice.enabled:
+        token.add_routes(app)
     return app
 
 
@@ -173,6 +182,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        app[ACCESS].close()
         for t in tasks:
             t.cancel()
         for t in tasks:

@@ -40,6 +40,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from regcore.auth.config import (
+    AUDIT_SCHEMA,
+    AUTH_SCHEMA,
+    QUAYSIDE_AUTH_SCHEMA,
+    AuthConfig,
+    auth_config,
+    refuse,
+)
 from regcore.configschema import (
     ConfigError,
     EnvIndex,
@@ -126,7 +134,7 @@ class MaintenanceConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     rootdirectory: str = "./data/origin"
-    delete_enabled: bool = True
+    delete_enabled: bool = False
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     cache: Mapping[str, Any] = field(default_factory=empty_mapping)
     redirect_disable: bool = False
@@ -180,8 +188,7 @@ class OriginConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
-    auth: Mapping[str, Any] = field(default_factory=empty_mapping)
-    notifications: Mapping[str, Any] = field(default_factory=empty_mapping, repr=False)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics_enabled: bool = True
 
@@ -268,14 +275,18 @@ ORIGIN_SCHEMA: dict[str, Any] = {
         "http": ANY,
         "tcp": ANY,
     },
-    "auth": RAW,
-    "notifications": RAW,
+    "auth": AUTH_SCHEMA,
+    "notifications": refuse(
+        "not implemented by the origin yet (refused so that events are not silently dropped)"
+    ),
     "quayside": {
         "limits": {
             "max_manifest_bytes": Leaf(as_positive_size),
             "max_blob_bytes": Leaf(as_size),
         },
         "metrics": {"enabled": BOOL},
+        "auth": QUAYSIDE_AUTH_SCHEMA,
+        "audit": AUDIT_SCHEMA,
     },
 }
 
@@ -316,7 +327,7 @@ def load_origin_config(
         log=log_config(g),
         storage=StorageConfig(
             rootdirectory=g("storage.filesystem.rootdirectory", "./data/origin"),
-            delete_enabled=g("storage.delete.enabled", True),
+            delete_enabled=g("storage.delete.enabled", False),
             maintenance=MaintenanceConfig(
                 readonly=g("storage.maintenance.readonly.enabled", False),
                 uploadpurging=UploadPurgingConfig(
@@ -346,8 +357,7 @@ def load_origin_config(
             storagedriver_threshold=g("health.storagedriver.threshold", 1),
             extra=frozen(health_extra),
         ),
-        auth=frozen(g("auth", {})),
-        notifications=frozen(g("notifications", {})),
+        auth=auth_config(g, g("storage.filesystem.rootdirectory", "./data/origin")),
         limits=LimitsConfig(
             max_manifest_bytes=g("quayside.limits.max_manifest_bytes", 4 * MiB),
             max_blob_bytes=g("quayside.limits.max_blob_bytes", 0),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -53,13 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _start(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a server child; return it and its URL once it prints the listening line."""
+def _start(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server child (``env`` added to ours); return it and its URL once it prints the
+    listening line."""
     log_file = log_path.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "regcore.cli", *args],
         stdout=subprocess.PIPE,
         stderr=log_file,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -101,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
                 args.log_level,
             ],
             data / "origin.log",
+            # Deletes are off by default (as in registry:2); the local sandbox turns them on.
+            {"REGISTRY_STORAGE_DELETE_ENABLED": "true"},
         )
         procs.append(origin)
         edge, edge_url = _start(

@@ -70,7 +70,7 @@ __all__ = [
     "pem_bundle",
 ]
 
-KeyHeader = Literal["x5c", "kid"]
+KeyHeader = Literal["x5c", "kid", "both"]
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
 LEEWAY = 60
 
@@ -206,9 +206,14 @@ class TokenIssuer:
         cert = make_certificate(key, f"{issuer} signing", issuer_key=ca_key, issuer_cert=ca_cert)
         return cls(key, cert, issuer, service, chain=(ca_cert,), header=header, clock=clock)
 
+    @property
+    def key_id(self) -> str:
+        """The ``kid`` of the signing key (libtrust form, what docker-registry 2.8 matches)."""
+        return libtrust_key_id(self.cert.public_key())  # type: ignore[arg-type]
+
     def bundle(self) -> list[x509.Certificate]:
         certs = list(self.roots)
-        if self.header == "kid" and self.cert not in certs:
+        if self.header != "x5c" and self.cert not in certs:
             certs.append(self.cert)
         return certs
 
@@ -230,10 +235,10 @@ class TokenIssuer:
             "access": [a.to_claim() for a in access],
         }
         headers: dict[str, Any] = {"typ": "JWT"}
-        if self.header == "x5c":
+        if self.header in ("x5c", "both"):
             headers["x5c"] = [_der_b64(c) for c in (self.cert, *self.chain)]
-        else:
-            headers["kid"] = libtrust_key_id(self.cert.public_key())  # type: ignore[arg-type]
+        if self.header in ("kid", "both"):
+            headers["kid"] = self.key_id
         token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers)
         return IssuedToken(token, ttl, dt.datetime.fromtimestamp(now, dt.UTC))
 
@@ -256,6 +261,7 @@ class TokenVerifier:
         *,
         leeway: int = LEEWAY,
         clock: Callable[[], float] = time.time,
+        algorithms: Sequence[str] = ALGORITHMS,
     ) -> None:
         if not roots:
             raise ValueError("a token verifier needs at least one trusted certificate")
@@ -263,6 +269,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.service = service
         self.leeway = leeway
+        self.algorithms = tuple(algorithms) or ALGORITHMS
         self._clock = clock
         self._kids = {libtrust_key_id(c.public_key()): c for c in self.roots}  # type: ignore[arg-type]
 
@@ -278,7 +285,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise errors.Unauthorized("malformed token") from exc
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
+        if alg not in self.algorithms:
             raise errors.Unauthorized("unsupported token algorithm")
         key = self._signing_key(header)
         try:

@@ -81,7 +81,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def origin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = OriginProcess(workdir=tmp_path_factory.mktemp("conformance-origin"))
+    server = OriginProcess(
+        workdir=tmp_path_factory.mktemp("conformance-origin"),
+        env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"},  # management workflow deletes
+    )
     try:
         yield server.start().url
     finally:

@@ -33,7 +33,11 @@ if shutil.which("skopeo") is None:  # pragma: no cover - installed by `make inst
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[OriginProcess]:
     """A started origin on ``tmp_path/root``; at teardown it must have answered no 5xx."""
-    proc = OriginProcess(root=tmp_path / "root", workdir=tmp_path / "origin")
+    proc = OriginProcess(
+        root=tmp_path / "root",
+        workdir=tmp_path / "origin",
+        env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"},
+    )
     try:
         proc.start()
         yield proc

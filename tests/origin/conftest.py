@@ -116,7 +116,11 @@ def origin_factory(aiohttp_client: Any, tmp_path: Path) -> OriginFactory:
         *, root: Path | None = None, overrides: dict[str, Any] | None = None, **create: Any
     ) -> OriginUnderTest:
         r = root or tmp_path / "root"
-        settings = {"storage.filesystem.rootdirectory": str(r), **(overrides or {})}
+        settings = {
+            "storage.filesystem.rootdirectory": str(r),
+            "storage.delete.enabled": True,  # the API tests exercise deletes (default: off)
+            **(overrides or {}),
+        }
         config = load_origin_config(None, {}, settings)
         client = await aiohttp_client(create_app(config, **create))
         return OriginUnderTest(client, r)

@@ -26,7 +26,7 @@ NOTE = "org.example.note"
 
 @pytest.fixture
 async def origin(aiohttp_client, tmp_path: Path):
-    config = OriginConfig(storage=StorageConfig(rootdirectory=str(tmp_path)))
+    config = OriginConfig(storage=StorageConfig(rootdirectory=str(tmp_path), delete_enabled=True))
     client = await aiohttp_client(create_app(config))
     client.root = tmp_path
     return client

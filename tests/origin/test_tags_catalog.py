@@ -20,7 +20,7 @@ REPO = "team/app"
 
 @pytest.fixture
 async def origin(aiohttp_client, tmp_path: Path):
-    config = OriginConfig(storage=StorageConfig(rootdirectory=str(tmp_path)))
+    config = OriginConfig(storage=StorageConfig(rootdirectory=str(tmp_path), delete_enabled=True))
     return await aiohttp_client(create_app(config))
 
 
