@@ -48,14 +48,16 @@ def skopeo_login(
     authfile: str | Path,
     *,
     timeout: float = 60.0,
-    tls: bool = False,
+    cert_dir: str | Path | None = None,
 ) -> None:
-    """``skopeo login HOST`` with the password on stdin. Raises SkopeoError."""
+    """``skopeo login HOST`` with the password on stdin (over TLS verified against the CA in
+    ``cert_dir`` when given, else plain HTTP). Raises SkopeoError."""
+    tls = ["--cert-dir", str(cert_dir)] if cert_dir else ["--tls-verify=false"]
     _run(
         [
             SKOPEO_BIN,
             "login",
-            f"--tls-verify={'true' if tls else 'false'}",
+            *tls,
             "--authfile",
             str(authfile),
             "--username",
@@ -69,12 +71,22 @@ def skopeo_login(
     )
 
 
-def skopeo(args: Sequence[str], authfile: str | Path, *, timeout: float = 120.0) -> bytes:
-    """``skopeo --insecure-policy ARGS --authfile FILE`` over plain HTTP (both directions).
-    ``args`` start with the subcommand (``copy``, ``inspect``). Raises SkopeoError."""
+def skopeo(
+    args: Sequence[str],
+    authfile: str | Path,
+    *,
+    timeout: float = 120.0,
+    cert_dir: str | Path | None = None,
+) -> bytes:
+    """``skopeo --insecure-policy ARGS --authfile FILE`` over plain HTTP (both directions), or
+    TLS verified against the CA in ``cert_dir``. ``args`` start with the subcommand (``copy``,
+    ``inspect``). Raises SkopeoError."""
     sub, *rest = args
     flags = ["--authfile", str(authfile)]
-    if sub == "copy":
+    if cert_dir is not None:
+        d = str(cert_dir)
+        flags += ["--src-cert-dir", d, "--dest-cert-dir", d] if sub == "copy" else ["--cert-dir", d]
+    elif sub == "copy":
         flags += ["--src-tls-verify=false", "--dest-tls-verify=false"]
     else:
         flags += ["--tls-verify=false"]
