@@ -9,7 +9,9 @@ Sources, lowest to highest precedence: built-in defaults < YAML file < environme
 
 Origin files use distribution's ``config.yml`` schema where it overlaps (``version``, ``log``,
 ``storage.filesystem``, ``storage.delete``, ``storage.maintenance``, ``storage.cache``, ``http``,
-``health``, ``auth``, ``notifications``) plus our own ``quayside:`` section. Environment:
+``health``, ``auth``) plus our own ``quayside:`` section. ``auth`` and ``quayside.auth``/``audit``
+are parsed by :mod:`regcore.auth.config`; ``notifications`` is refused (not implemented yet)
+and deletes are off unless ``storage.delete.enabled``, as in registry:2. Environment:
 ``REGISTRY_`` + the path upper-cased and joined by ``_`` (``REGISTRY_HTTP_ADDR``,
 ``REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED``); a name that is a section takes a YAML value
 (``REGISTRY_STORAGE_MAINTENANCE_READONLY='{enabled: true}'``); ``quayside.*`` keys also as
