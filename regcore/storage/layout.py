@@ -12,7 +12,12 @@ the other::
     │   ├── _manifests/tags/<tag>/index/<alg>/<hex>/link        every digest the tag has had
     │   └── _uploads/<uuid>/{data,startedat,hashstates/…}       upload sessions in progress
     └── _incomplete/<random>                                   Quayside-only: temp files of
-                                                                fills and commits (not served)
+                                                                fills and commits, evicted
+                                                                files awaiting unlink
+                                                                (not served)
+
+The edge's cache uses the same tree without the ``docker/registry/v2`` prefix
+(``Layout(directory, v2_prefix=False)``): ``blobs/`` and ``_incomplete/`` only.
 
 Callers pass validated names, tags and :class:`Digest` values; every path is still checked
 to stay under the root (defence in depth against traversal).
@@ -21,6 +26,8 @@ to stay under the root (defence in depth against traversal).
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from regcore import errors
@@ -30,7 +37,8 @@ V2 = Path("docker") / "registry" / "v2"
 
 
 class Layout:
-    """Path arithmetic for one storage root. Pure: touches no disk except :meth:`ensure`."""
+    """Path arithmetic for one storage root. Pure: touches no disk except :meth:`ensure` and
+    the two walks (:meth:`blob_files`, :meth:`temp_files`), which read directories."""
 
     def __init__(self, root: str | os.PathLike[str], *, v2_prefix: bool = True) -> None:
         self.root = Path(root).resolve()
@@ -47,9 +55,30 @@ class Layout:
     def blob_data(self, digest: Digest) -> Path:
         return self.blob_dir(digest) / "data"
 
+    def blob_files(self) -> Iterator[tuple[Digest, Path]]:
+        """Every blob data file in the tree with its digest (whether or not the file is still
+        there when the caller looks). Entries whose names are no digest are skipped; a
+        missing tree yields nothing. Blocking: iterate in a worker thread."""
+        for alg_dir in _listdir(self.blobs):
+            for prefix in _listdir(alg_dir):
+                for blob_dir in _listdir(prefix):
+                    try:
+                        digest = Digest.parse(f"{alg_dir.name}:{blob_dir.name}")
+                    except errors.RegistryError:
+                        continue
+                    yield digest, blob_dir / "data"
+
     @property
     def incomplete(self) -> Path:
         return self.base / "_incomplete"
+
+    def temp_file(self, prefix: str = "") -> Path:
+        """A fresh, unique file name under ``_incomplete/`` (not created)."""
+        return self.incomplete / f"{prefix}{uuid.uuid4().hex}"
+
+    def temp_files(self) -> list[Path]:
+        """The files under ``_incomplete/`` (dot files, such as probes, excluded). Blocking."""
+        return _listdir(self.incomplete)
 
     # -- repositories --------------------------------------------------------------------
     @property
@@ -107,3 +136,10 @@ class Layout:
     def ensure(self) -> None:
         for d in (self.blobs, self.repositories, self.incomplete):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def _listdir(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if not p.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -1,4 +1,4 @@
-"""The queue behind a pipelined :class:`regcore.storage.blobstore.BlobWriter`.
+"""The queue behind a pipelined :class:`regcore.storage.blobwriter.BlobWriter`.
 
 :class:`WritePipeline` takes chunks on the event loop and hands them, in order, to one
 dedicated thread that writes and hashes them (``os.write`` and hashlib release the GIL for
