@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ from regcore import errors
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, metrics_handler
 from regcore.storage.blobstore import FilesystemBlobStore
+from regcore.storage.interfaces import BlobStore
 from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin")
@@ -53,17 +53,19 @@ _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def create_app(
     config: Any,
     *,
-    store: FilesystemBlobStore | None = None,
+    store: BlobStore | None = None,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """Build the origin application for ``config`` (a :class:`regcore.config.OriginConfig`).
 
-    ``store`` defaults to a filesystem store on ``config.storage.rootdirectory``; ``clock``
-    drives upload ``startedat`` and purging; ``registry`` receives the metrics (a fresh one by
-    default). Nothing touches the network; the storage directories are created.
+    ``store`` (any :class:`~regcore.storage.interfaces.BlobStore`) defaults to a filesystem
+    store on ``config.storage.rootdirectory``; repository links, tags and upload sessions stay
+    under that root whatever the store. ``clock`` drives upload ``startedat`` and purging;
+    ``registry`` receives the metrics (a fresh one by default). Nothing touches the network;
+    the storage directories are created.
     """
-    layout = store.layout if store is not None else Layout(config.storage.rootdirectory)
+    layout = Layout(config.storage.rootdirectory)
     store = store if store is not None else FilesystemBlobStore(layout)
     repos = Repositories(layout, store)
     metrics = OriginMetrics(registry)
@@ -138,7 +140,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def _probe_writable(layout: Layout) -> None:
     layout.incomplete.mkdir(parents=True, exist_ok=True)
-    probe = layout.incomplete / f".health-{uuid.uuid4().hex}"
+    probe = layout.temp_file(".health-")
     probe.write_bytes(b"ok")
     probe.unlink()
 

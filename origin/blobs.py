@@ -25,6 +25,7 @@ from regcore import errors, zerocopy
 from regcore.digest import Digest
 from regcore.http import DIGEST, NAME, etag_matches, parse_range
 from regcore.reference import validate_name
+from regcore.storage.interfaces import BlobFile
 
 IMMUTABLE = "max-age=31536000, immutable"
 
@@ -52,22 +53,23 @@ def blob_path(name: str, digest: Digest) -> str:
     return f"/v2/{name}/blobs/{digest}"
 
 
-async def _linked_size(request: web.Request, name: str, digest: Digest) -> int:
-    """Size of a blob linked into ``name``. Raises BlobUnknown."""
+async def _linked_blob(request: web.Request, name: str, digest: Digest) -> BlobFile:
+    """The blob linked into ``name``, as the store's file to send. Raises BlobUnknown."""
     repos = request.app[state.REPOS]
     if not await repos.blob_linked(name, digest):
         raise errors.BlobUnknown(str(digest))
-    size = await request.app[state.STORE].stat(digest)
-    if size is None:
+    blob = await request.app[state.STORE].locate(digest)
+    if blob is None:
         raise errors.BlobUnknown(str(digest))
-    return size
+    return blob
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     """GET/HEAD: the blob's bytes (or headers only), Range aware."""
     name = request_name(request)
     digest = request_digest(request)
-    size = await _linked_size(request, name, digest)
+    blob = await _linked_blob(request, name, digest)
+    size = blob.size
     common = {
         "Docker-Content-Digest": str(digest),
         hdrs.ETAG: f'"{digest}"',
@@ -82,9 +84,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         parse_range(request.headers.get(hdrs.RANGE), size)
     headers = {**common, hdrs.CONTENT_TYPE: "application/octet-stream"}
     try:
-        response = await zerocopy.file_response(
-            request, request.app[state.STORE].path(digest), headers=headers
-        )
+        response = await zerocopy.file_response(request, blob.path, headers=headers)
     except FileNotFoundError:
         raise errors.BlobUnknown(str(digest)) from None
     metrics = request.app.get(state.METRICS)

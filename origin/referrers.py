@@ -27,6 +27,7 @@ from regcore import mediatypes as mt
 from regcore.digest import Digest
 from regcore.http import DIGEST, NAME
 from regcore.reference import validate_name
+from regcore.storage.interfaces import BlobReader
 
 
 async def list_referrers(request: web.Request) -> web.Response:
@@ -52,7 +53,7 @@ async def list_referrers(request: web.Request) -> web.Response:
     return web.Response(status=200, body=json.dumps(body).encode(), headers=headers)
 
 
-async def _descriptor(store: Any, digest: Digest) -> dict[str, Any] | None:
+async def _descriptor(store: BlobReader, digest: Digest) -> dict[str, Any] | None:
     try:
         raw = await store.read_bytes(digest)
         parsed = mf.parse_manifest(

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from regcore import errors
 from regcore.digest import Digest
-from regcore.storage.blobstore import FilesystemBlobStore
+from regcore.storage.interfaces import BlobReader
 from regcore.storage.layout import Layout
 
 
 class Repositories:
-    def __init__(self, layout: Layout, store: FilesystemBlobStore) -> None:
+    def __init__(self, layout: Layout, store: BlobReader) -> None:
         self.layout = layout
         self.store = store
 

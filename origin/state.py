@@ -7,12 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from origin.repository import Repositories
-from regcore.storage.blobstore import FilesystemBlobStore
+from regcore.storage.interfaces import BlobStore
 from regcore.storage.layout import Layout
 
 CONFIG: web.AppKey[Any] = web.AppKey("origin_config", object)  # regcore.config.OriginConfig
 LAYOUT: web.AppKey[Layout] = web.AppKey("origin_layout", Layout)
-STORE: web.AppKey[FilesystemBlobStore] = web.AppKey("origin_store", FilesystemBlobStore)
+STORE: web.AppKey[BlobStore] = web.AppKey("origin_store", BlobStore)
 REPOS: web.AppKey[Repositories] = web.AppKey("origin_repos", Repositories)
 # Set by origin.app: an OriginMetrics instance (counters the handlers bump), the uploads
 # manager (origin.uploads.Uploads), and the read-only flag.

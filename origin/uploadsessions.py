@@ -6,12 +6,12 @@ is still there, its offset is the size of ``data``, and the running hash, kept i
 session, is rebuilt from disk (in a worker thread) on the next PATCH or PUT.
 
 Guarantees:
-- Bodies stream to disk through :class:`~regcore.storage.blobstore.BlobWriter`, hashed as they
+- Bodies stream to disk through :class:`~regcore.storage.blobwriter.BlobWriter`, hashed as they
   arrive; a request never holds more than about one flush buffer (1 MiB) in memory.
 - One :class:`asyncio.Lock` per session: concurrent PATCHes on one session run one after the
   other, and the second sees the moved offset (416 when its ``Content-Range`` no longer fits).
 - :meth:`Uploads.finish` verifies the digest of everything received, fsyncs, and moves ``data``
-  into the blob tree atomically (:meth:`FilesystemBlobStore.install`; a blob that already exists
+  into the store atomically (:meth:`~regcore.storage.interfaces.BlobInstaller.install`; a blob that already exists
   is success), then links it into the repository. A wrong digest raises ``DIGEST_INVALID`` and
   cancels the session, as distribution does; the blob tree is untouched.
 - A chunk that is refused (size limit, length mismatch) leaves the session at its previous
@@ -46,7 +46,8 @@ from origin.metrics import OriginMetrics
 from origin.repository import Repositories
 from regcore import errors
 from regcore.digest import Digest, Hasher
-from regcore.storage.blobstore import BlobWriter, FilesystemBlobStore, fsync_path
+from regcore.storage.blobstore import BlobWriter, fsync_path
+from regcore.storage.interfaces import BlobWriteStore
 from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin.uploads")
@@ -79,7 +80,7 @@ class Uploads:
     def __init__(
         self,
         layout: Layout,
-        store: FilesystemBlobStore,
+        store: BlobWriteStore,
         repos: Repositories,
         *,
         metrics: OriginMetrics | None = None,

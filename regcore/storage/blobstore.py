@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 
@@ -88,7 +90,8 @@ class FilesystemBlobStore:
         return BlobWriter(self, self.temp_path(), algorithm=algorithm, flush_bytes=flush_bytes)
 
     async def install(self, temp: Path, digest: Digest) -> bool:
-        """Move a verified, fsynced file into place. Returns False if the blob already existed."""
+        """Move a verified, fsynced file into place (from another filesystem: copy, fsync,
+        move); ``temp`` is consumed. Returns False if the blob already existed."""
         return await asyncio.to_thread(self._install, temp, digest)
 
     def _install(self, temp: Path, digest: Digest) -> bool:
@@ -98,9 +101,27 @@ class FilesystemBlobStore:
                 temp.unlink()
             return False
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
+        try:
+            os.replace(temp, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            self._copy_in(temp, final)  # an upload staged on another filesystem
         fsync_path(final.parent)
         return True
+
+    def _copy_in(self, source: Path, final: Path) -> None:
+        """Copy ``source`` to a temp file of ours, fsync, move into place, drop ``source``."""
+        temp = self.temp_path()
+        try:
+            shutil.copyfile(source, temp)
+            fsync_path(temp)
+            os.replace(temp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        source.unlink()
 
     async def put_bytes(self, data: bytes, expected: Digest | None = None) -> Digest:
         w = self.writer(expected.algorithm if expected else "sha256")

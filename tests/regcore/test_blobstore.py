@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +107,38 @@ async def test_delete(store):
     assert await store.delete(dg) is True
     assert await store.stat(dg) is None
     assert await store.delete(dg) is False
+
+
+def _stage_on_another_filesystem(data: bytes, here: Path) -> Path | None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(here).st_dev:
+        return None
+    with tempfile.NamedTemporaryFile(dir=shm, delete=False) as f:
+        f.write(data)
+    return Path(f.name)
+
+
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+async def test_install_from_another_filesystem_copies_then_consumes_the_file(tmp_path):
+    data = os.urandom(100_000)
+    staged = _stage_on_another_filesystem(data, tmp_path)
+    if staged is None:
+        pytest.skip("needs /dev/shm on another filesystem than the test's tmp_path")
+    store = FilesystemBlobStore(Layout(tmp_path))
+    try:
+        installed = await store.install(staged, Digest.of(data))
+    finally:
+        left_behind = _remove(staged)
+    assert installed is True and not left_behind
+    assert await store.read_bytes(Digest.of(data)) == data
+    assert list(store.layout.incomplete.iterdir()) == []
 
 
 def test_layout_refuses_paths_outside_root(tmp_path):
