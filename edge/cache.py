@@ -14,12 +14,18 @@ Interface (used by edge/fill.py, edge/peers.py, edge/blobs.py, edge/manifests.py
     cache.lookup(digest) -> CachedBlob | None    # refreshes recency
     cache.peek(digest)   -> CachedBlob | None    # no recency refresh
     res = await cache.reserve(size)       # room for a fill; res.release() when abandoned
-    w = cache.new_writer()                # BlobWriter on a temp file under _incomplete/
+    w = cache.new_writer()                # StagedBlob on a temp file under _incomplete/
     await cache.commit(w, digest, size, res) -> CachedBlob
     await cache.put_bytes(data, digest) -> CachedBlob
     cache.bytes_used, cache.entries, cache.bytes_reserved
     cache.add_evict_listener(fn)          # fn(digest, size) after each eviction
     await cache.close()
+
+:class:`BlobCache` composes small parts, one concern each: the store
+(:class:`~regcore.storage.interfaces.LocalBlobStore`: files, verified commit, detach), the
+recency order and eviction (:mod:`edge.cachelru`), space reservations
+(:mod:`edge.cachespace`), the diskcache index on its thread (:mod:`edge.cacheindex`) and
+crash recovery (:mod:`edge.cacherecovery`).
 
 Guarantees:
 - Bound: ``bytes_used + bytes_reserved <= max_bytes`` at all times. :meth:`reserve` evicts
@@ -50,61 +56,25 @@ Not thread-safe: use from one event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import diskcache
-
+from edge.cacheindex import CacheIndex
+from edge.cachelru import CacheLru, EvictListener
+from edge.cacherecovery import recover
+from edge.cachespace import CacheSpace, Reservation
 from regcore import errors
 from regcore.digest import Digest
-from regcore.storage.blobstore import BlobWriter, FilesystemBlobStore
+from regcore.storage.blobstore import FilesystemBlobStore
+from regcore.storage.interfaces import BlobFile, LocalBlobStore, StagedBlob
 from regcore.storage.layout import Layout
 
-log = logging.getLogger(__name__)
+__all__ = ["BlobCache", "CachedBlob", "EvictListener", "Reservation"]
 
-_T = TypeVar("_T")
-EvictListener = Callable[[Digest, int], None]
+log = logging.getLogger("edge.cache")
 
-
-@dataclass(frozen=True, slots=True)
-class CachedBlob:
-    """A complete, verified blob: serve ``path`` (sendfile) with ``size`` as Content-Length."""
-
-    digest: Digest
-    path: Path
-    size: int
-
-
-class Reservation:
-    """Room held in the cache for a blob being written. :meth:`release` is idempotent."""
-
-    __slots__ = ("_cache", "released", "size")
-
-    def __init__(self, cache: BlobCache, size: int) -> None:
-        self._cache = cache
-        self.size = size
-        self.released = False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self._cache._unreserve(self.size)
-
-
-@dataclass(slots=True)
-class _Entry:
-    size: int
-    atime: float
+# A complete, verified blob: serve ``path`` (sendfile) with ``size`` as Content-Length.
+CachedBlob = BlobFile
 
 
 class BlobCache:
@@ -125,93 +95,64 @@ class BlobCache:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.layout = Layout(self.directory, v2_prefix=False)
-        self.store = FilesystemBlobStore(self.layout)
-        self.flush_interval = flush_interval
+        self.store: LocalBlobStore = FilesystemBlobStore(self.layout)
         self.reserve_timeout = reserve_timeout
         self.writer_flush_bytes = writer_flush_bytes
-        self._listeners: list[EvictListener] = [on_evict] if on_evict else []
-        self._lru: OrderedDict[Digest, _Entry] = OrderedDict()  # oldest first
-        self._used = 0
-        self._reserved = 0
-        self._dirty: dict[Digest, _Entry | None] = {}  # None: delete from the index
-        self._space = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
-        self._index: diskcache.Cache | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._unlinks: set[asyncio.Task[None]] = set()
+        self._space = CacheSpace(max_bytes)
+        self._index = CacheIndex(
+            self.directory / "index", touch=self.store.touch, flush_interval=flush_interval
+        )
+        self._lru = CacheLru(self.store, record=self._index.record, on_freed=self._space.freed)
+        if on_evict is not None:
+            self._lru.add_listener(on_evict)
 
     # -- accounting ---------------------------------------------------------------------
     @property
     def bytes_used(self) -> int:
         """Bytes of committed blobs."""
-        return self._used
+        return self._lru.bytes_used
 
     @property
     def bytes_reserved(self) -> int:
         """Bytes held for fills in progress."""
-        return self._reserved
+        return self._space.reserved
 
     @property
     def entries(self) -> int:
         return len(self._lru)
 
     def add_evict_listener(self, listener: EvictListener) -> None:
-        self._listeners.append(listener)
+        self._lru.add_listener(listener)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
         """Remove incomplete files, rebuild the index from disk, evict down to the bound."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobcache-index")
-        await asyncio.to_thread(self.store.recover)
-        files = await asyncio.to_thread(lambda: list(self.store.iter_digests()))
-        persisted = await self._in_index_thread(self._load_index)
-        entries: list[tuple[Digest, _Entry]] = []
-        for digest, size, file_time in files:
-            rec = persisted.pop(str(digest), None)
-            atime = rec[1] if rec is not None else file_time
-            entries.append((digest, _Entry(size, atime)))
-            if rec is None or rec[0] != size:
-                self._dirty[digest] = entries[-1][1]
-        for key in persisted:  # index entries without a file
-            with contextlib.suppress(errors.RegistryError):
-                self._dirty[Digest.parse(key)] = None
-        entries.sort(key=lambda item: item[1].atime)
-        self._lru = OrderedDict(entries)
-        self._used = sum(e.size for e in self._lru.values())
-        self._evict_until(0)
-        await self._flush_dirty()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="blobcache-flush")
+        persisted = await self._index.open()
+        recovery = await recover(self.store, persisted)
+        self._lru.load(recovery.entries)
+        for digest, entry in recovery.changes.items():
+            self._index.record(digest, entry)
+        self._make_room(0)
+        await self._index.flush()
+        self._index.start()
         log.info(
             "blob cache opened: %d blobs, %d bytes (max %d)",
             self.entries,
-            self._used,
+            self.bytes_used,
             self.max_bytes,
         )
 
     async def close(self) -> None:
-        """Persist pending index updates, finish unlinks, close the index. Idempotent."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        if self._unlinks:
-            await asyncio.gather(*self._unlinks, return_exceptions=True)
-        if self._executor is not None:
-            await self._flush_dirty()
-            await self._in_index_thread(self._close_index)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Finish unlinks, persist pending index updates, close the index. Idempotent."""
+        await self._lru.settle()
+        await self._index.close()
 
     # -- lookups ----------------------------------------------------------------------------
     def lookup(self, digest: Digest) -> CachedBlob | None:
         """The blob if cached (and its file still there); refreshes its recency."""
         blob = self.peek(digest)
         if blob is not None:
-            entry = self._lru[digest]
-            entry.atime = time.time()
-            self._lru.move_to_end(digest)
-            self._dirty[digest] = entry
+            self._lru.touch(digest)
         return blob
 
     def peek(self, digest: Digest) -> CachedBlob | None:
@@ -219,16 +160,12 @@ class BlobCache:
         entry = self._lru.get(digest)
         if entry is None:
             return None
-        path = self.store.path(digest)
-        try:
-            size = os.stat(path).st_size
-        except (FileNotFoundError, NotADirectoryError):
-            size = -1
-        if size != entry.size:
+        blob = self.store.file(digest)
+        if blob is None or blob.size != entry.size:
             log.warning("cache entry %s lost its file; dropped", digest)
-            self._drop(digest)
+            self._lru.drop(digest)
             return None
-        return CachedBlob(digest, path, entry.size)
+        return blob
 
     def path_for(self, digest: Digest) -> Path:
         """Where a committed blob lives (whether or not it is there now)."""
@@ -237,43 +174,27 @@ class BlobCache:
     # -- writing ------------------------------------------------------------------------------
     async def reserve(self, size: int) -> Reservation:
         """Hold ``size`` bytes, evicting LRU blobs as needed. Raises SizeTooLarge / Unavailable."""
-        if size < 0:
-            raise errors.SizeInvalid(f"negative size {size}")
-        if size > self.max_bytes:
-            raise errors.SizeTooLarge(
-                f"blob of {size} bytes exceeds the cache size {self.max_bytes}"
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.reserve_timeout
+        self._space.check(size)
+        deadline = asyncio.get_running_loop().time() + self.reserve_timeout
         while True:
-            if self._reserved + size <= self.max_bytes:  # eviction alone can make room
-                self._evict_until(size)
-            if self._used + self._reserved + size <= self.max_bytes:
-                self._reserved += size
-                reservation = Reservation(self, size)
-                if self._unlinks:  # evicted files leave the disk before new bytes land on it
-                    try:
-                        await asyncio.gather(*list(self._unlinks), return_exceptions=True)
-                    except BaseException:
-                        reservation.release()
-                        raise
+            if self._space.reserved + size <= self.max_bytes:  # eviction alone can make room
+                self._make_room(size)
+            if self.bytes_used + self._space.reserved + size <= self.max_bytes:
+                reservation = self._space.hold(size)
+                try:  # evicted files leave the disk before new bytes land on it
+                    await self._lru.settle()
+                except BaseException:
+                    reservation.release()
+                    raise
                 return reservation
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise errors.Unavailable(
-                    f"cache full: {self._reserved} bytes held by fills in progress",
-                    message="cache full, try again later",
-                )
-            self._space.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._space.wait(), remaining)
+            await self._space.wait(deadline)
 
-    def new_writer(self, *, flush_bytes: int | None = None) -> BlobWriter:
-        """A BlobWriter on a fresh temp file under ``_incomplete/``."""
+    def new_writer(self, *, flush_bytes: int | None = None) -> StagedBlob:
+        """A staged writer on a fresh temp file under ``_incomplete/``."""
         return self.store.writer(flush_bytes=flush_bytes or self.writer_flush_bytes)
 
     async def commit(
-        self, writer: BlobWriter, digest: Digest, size: int, reservation: Reservation
+        self, writer: StagedBlob, digest: Digest, size: int, reservation: Reservation
     ) -> CachedBlob:
         """Verify, install and index. The reservation is released (converted) in every case.
 
@@ -289,7 +210,10 @@ class BlobCache:
             reservation.release()
             raise
         reservation.release()
-        return self._index_new(digest, size)
+        self._lru.add(digest, size)
+        # A concurrent commit may have pushed us over while reservations were converted.
+        self._make_room(0, keep=digest)
+        return CachedBlob(digest, self.store.path(digest), size)
 
     async def put_bytes(self, data: bytes, digest: Digest) -> CachedBlob:
         """Store a small object (a manifest) verified against ``digest``; idempotent."""
@@ -306,124 +230,6 @@ class BlobCache:
             raise
         return await self.commit(writer, digest, len(data), reservation)
 
-    # -- internals ------------------------------------------------------------------------------
-    def _index_new(self, digest: Digest, size: int) -> CachedBlob:
-        entry = self._lru.get(digest)
-        if entry is None:
-            entry = _Entry(size, time.time())
-            self._lru[digest] = entry
-            self._used += size
-        else:
-            entry.atime = time.time()
-            self._lru.move_to_end(digest)
-        self._dirty[digest] = entry
-        # A concurrent commit may have pushed us over while reservations were converted.
-        self._evict_until(0, keep=digest)
-        return CachedBlob(digest, self.store.path(digest), size)
-
-    def _unreserve(self, size: int) -> None:
-        self._reserved -= size
-        self._space.set()
-
-    def _drop(self, digest: Digest) -> _Entry | None:
-        entry = self._lru.pop(digest, None)
-        if entry is not None:
-            self._used -= entry.size
-            self._dirty[digest] = None
-            self._space.set()
-        return entry
-
-    def _evict_until(self, incoming: int, *, keep: Digest | None = None) -> None:
-        """Evict least recently used blobs until ``incoming`` more bytes fit (or none are left)."""
-        while self._lru and self._used + self._reserved + incoming > self.max_bytes:
-            digest = next(iter(self._lru))
-            if digest == keep:
-                if len(self._lru) == 1:
-                    return
-                self._lru.move_to_end(digest)
-                continue
-            self._evict(digest)
-
-    def _evict(self, digest: Digest) -> None:
-        entry = self._drop(digest)
-        if entry is None:
-            return
-        src = self.store.path(digest)
-        doomed = self.layout.incomplete / f"evicted-{uuid.uuid4().hex}"
-        try:
-            os.rename(src, doomed)
-        except FileNotFoundError:
-            doomed = None  # already gone
-        if doomed is not None:
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(_unlink_and_prune, doomed, src.parent)
-            )
-            self._unlinks.add(task)
-            task.add_done_callback(self._unlinks.discard)
-        for listener in self._listeners:
-            try:
-                listener(digest, entry.size)
-            except Exception:  # a metrics callback must not break eviction
-                log.exception("evict listener failed")
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            try:
-                await self._flush_dirty()
-            except Exception:
-                log.exception("blob cache index flush failed")
-
-    async def _flush_dirty(self) -> None:
-        if not self._dirty or self._executor is None:
-            return
-        batch = {d: (None if e is None else (e.size, e.atime)) for d, e in self._dirty.items()}
-        self._dirty.clear()
-        await self._in_index_thread(self._write_index, batch)
-
-    async def _in_index_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
-        assert self._executor is not None, "BlobCache.open() was not called"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    # -- index thread ---------------------------------------------------------------------------
-    def _load_index(self) -> dict[str, tuple[int, float]]:
-        try:
-            self._index = diskcache.Cache(str(self.directory / "index"))
-            out: dict[str, tuple[int, float]] = {}
-            for key in self._index.iterkeys():
-                value = self._index.get(key)
-                if isinstance(value, tuple) and len(value) == 2:
-                    out[str(key)] = (int(value[0]), float(value[1]))
-            return out
-        except Exception:  # corrupt index: rebuild from the files
-            log.exception("blob cache index unreadable; rebuilding from disk")
-            self._close_index()
-            shutil.rmtree(self.directory / "index", ignore_errors=True)
-            self._index = diskcache.Cache(str(self.directory / "index"))
-            return {}
-
-    def _write_index(self, batch: dict[Digest, tuple[int, float] | None]) -> None:
-        assert self._index is not None
-        with self._index.transact():
-            for digest, value in batch.items():
-                if value is None:
-                    self._index.delete(str(digest))
-                else:
-                    self._index.set(str(digest), value)
-        for digest, value in batch.items():  # atime carries recency if the index is lost
-            if value is not None:
-                with contextlib.suppress(OSError):
-                    path = self.store.path(digest)
-                    os.utime(path, (value[1], os.stat(path).st_mtime))
-
-    def _close_index(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-
-def _unlink_and_prune(path: Path, blob_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    with contextlib.suppress(OSError):
-        blob_dir.rmdir()
+    def _make_room(self, incoming: int, *, keep: Digest | None = None) -> None:
+        """Evict LRU blobs until ``incoming`` more bytes fit beside the reservations."""
+        self._lru.shrink_to(self.max_bytes - self._space.reserved - incoming, keep=keep)
