@@ -33,10 +33,17 @@ from pathlib import Path
 from regcore import errors
 from regcore.digest import Digest
 from regcore.storage.blobwriter import DEFAULT_FLUSH_BYTES, BlobWriter
-from regcore.storage.interfaces import BlobFile
+from regcore.storage.interfaces import BlobFile, BlobStore
 from regcore.storage.layout import Layout
 
-__all__ = ["DEFAULT_FLUSH_BYTES", "BlobWriter", "FilesystemBlobStore", "fsync_path"]
+# BlobWriter and BlobStore are re-exported for the callers that import them from here.
+__all__ = [
+    "DEFAULT_FLUSH_BYTES",
+    "BlobStore",
+    "BlobWriter",
+    "FilesystemBlobStore",
+    "fsync_path",
+]
 
 
 class FilesystemBlobStore:
