@@ -226,7 +226,7 @@ async def _upstream_errors(request: web.Request, handler: Any) -> web.StreamResp
     try:
         return await handler(request)
     except errors.RegistryError as err:
-        if getattr(err, "from_upstream", False):
+        if err.from_upstream:
             err.detail = "upstream answered " + str(err.status)
         if err.status == 401:
             err.headers.setdefault("WWW-Authenticate", 'Basic realm="quayside-edge"')

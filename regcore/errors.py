@@ -22,7 +22,12 @@ from aiohttp import web
 
 
 class RegistryError(Exception):
-    """Base class. ``code``/``status``/``message`` are the spec's; ``detail`` is free-form JSON."""
+    """Base class. ``code``/``status``/``message`` are the spec's; ``detail`` is free-form JSON.
+
+    ``from_upstream`` is true for an error mapped from another registry's answer (set by
+    :func:`regcore.client.status.error_for`): a server relaying it (the edge) replaces the
+    detail, which names upstream URLs, before it reaches its own clients.
+    """
 
     code: ClassVar[str] = "UNKNOWN"
     status: ClassVar[int] = 500
@@ -34,10 +39,12 @@ class RegistryError(Exception):
         *,
         message: str | None = None,
         headers: dict[str, str] | None = None,
+        from_upstream: bool = False,
     ) -> None:
         self.detail = detail
         self.msg = message or self.message
         self.headers = dict(headers or {})
+        self.from_upstream = from_upstream
         super().__init__(f"{self.code}: {self.msg}" + (f" ({detail})" if detail else ""))
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +80,12 @@ class RegistryErrors(RegistryError):
         self.code = first.code  # type: ignore[misc]
         self.status = first.status  # type: ignore[misc]
         self.message = first.message  # type: ignore[misc]
-        super().__init__(first.detail, message=first.msg, headers=first.headers)
+        super().__init__(
+            first.detail,
+            message=first.msg,
+            headers=first.headers,
+            from_upstream=first.from_upstream,
+        )
         self.args = ("; ".join(str(e) for e in flat),)
 
     @staticmethod

@@ -113,11 +113,12 @@ def error_for(
 ) -> errors.RegistryError:
     """The exception for an unexpected upstream ``status`` (see the module docstring).
 
-    The error is marked ``from_upstream = True`` so a server relaying it (the edge) can replace
-    the detail, which names upstream URLs, before it reaches its own clients.
+    The error's :attr:`~regcore.errors.RegistryError.from_upstream` is set, so a server relaying
+    it (the edge) can replace the detail, which names upstream URLs, before it reaches its own
+    clients.
     """
     err = _error_for(status, kind, method=method, url=url, headers=headers, body=body)
-    err.from_upstream = True  # type: ignore[attr-defined]
+    err.from_upstream = True
     return err
 
 
