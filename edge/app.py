@@ -53,7 +53,7 @@ from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler
 
 if TYPE_CHECKING:
     from edge.manifests import ManifestService
-    from regcore.client import RegistryClient
+    from edge.upstreamclient import UpstreamClient
 
 log = logging.getLogger("quayside.edge")
 Clock = Callable[[], float]
@@ -88,7 +88,9 @@ class Edge:
             raise errors.Unavailable(message="edge is starting or stopping")
         return component
 
-    async def client_for(self, request: web.Request, route: Route, kind: str, ref: str) -> Any:
+    async def client_for(
+        self, request: web.Request, route: Route, kind: str, ref: str
+    ) -> UpstreamClient:
         """The registry client to fetch ``route``'s content with. For a private upstream the
         caller's credentials are checked against the upstream first (see
         :class:`edge.upstreams.AccessChecker`); raises what that check raises."""
@@ -109,7 +111,7 @@ def create_app(
     *,
     cache: BlobCache | None = None,
     fills: FillManager | None = None,
-    clients: Mapping[str, RegistryClient] | None = None,
+    clients: Mapping[str, UpstreamClient] | None = None,
     clock: Clock = time.monotonic,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
@@ -165,7 +167,7 @@ def create_app(
 Ctx = Callable[[web.Application], AsyncIterator[None]]
 
 
-def _upstreams_ctx(edge: Edge, clients: Mapping[str, RegistryClient] | None) -> Ctx:
+def _upstreams_ctx(edge: Edge, clients: Mapping[str, UpstreamClient] | None) -> Ctx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         session = open_session([edge.metrics.trace_config(edge.config.upstreams)])
         try:

@@ -50,6 +50,7 @@ from regcore.http import parse_range
 
 if TYPE_CHECKING:
     from edge.app import Edge
+    from edge.upstreamclient import UpstreamClient
 
 log = logging.getLogger("quayside.edge.blobs")
 SPACE_WAIT_GRACE = 1.0
@@ -129,7 +130,9 @@ def _head(headers: dict[str, str], size: int) -> web.Response:
     return web.Response(status=200, headers={**headers, "Content-Length": str(size)})
 
 
-async def _size_without_download(edge: Edge, route: Route, client: Any, digest: Digest) -> int:
+async def _size_without_download(
+    edge: Edge, route: Route, client: UpstreamClient, digest: Digest
+) -> int:
     """A fill in progress knows the size; else the upstream's HEAD. Raises BlobUnknown etc."""
     fills = edge.require(edge.fills)
     active = fills.active(digest)

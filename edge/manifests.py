@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from edge.app import Edge
     from edge.cache import BlobCache
     from edge.metrics import EdgeMetrics
+    from edge.upstreamclient import UpstreamClient
+    from regcore.config import UpstreamConfig
 
 log = logging.getLogger("quayside.edge.manifests")
 _T = TypeVar("_T")
@@ -193,7 +195,13 @@ class ManifestService:
         return Served(digest, media_type, blob.size, body)
 
     async def by_digest(
-        self, route: Route, digest: Digest, accepted: Sequence[str], *, need_body: bool, client: Any
+        self,
+        route: Route,
+        digest: Digest,
+        accepted: Sequence[str],
+        *,
+        need_body: bool,
+        client: UpstreamClient,
     ) -> Served:
         served = await self.local(str(digest), need_body=need_body)
         if served is not None:
@@ -214,7 +222,13 @@ class ManifestService:
 
     # -- by tag ---------------------------------------------------------------------------
     async def by_tag(
-        self, route: Route, tag: str, accepted: Sequence[str], *, need_body: bool, client: Any
+        self,
+        route: Route,
+        tag: str,
+        accepted: Sequence[str],
+        *,
+        need_body: bool,
+        client: UpstreamClient,
     ) -> Served:
         u = route.upstream
         forwarded, recordable = self._forward(accepted)
@@ -257,7 +271,7 @@ class ManifestService:
         entry: TagEntry,
         accepted: Sequence[str],
         need_body: bool,
-        client: Any,
+        client: UpstreamClient,
     ) -> Served:
         u = route.upstream
         key = ("head", u.name, route.name, tag)
@@ -292,7 +306,12 @@ class ManifestService:
         return await self._serve_entry(route, fresh, accepted, need_body, client)
 
     async def _serve_entry(
-        self, route: Route, entry: TagEntry, accepted: Sequence[str], need_body: bool, client: Any
+        self,
+        route: Route,
+        entry: TagEntry,
+        accepted: Sequence[str],
+        need_body: bool,
+        client: UpstreamClient | None,
     ) -> Served:
         """The manifest an entry names: local bytes, else (with a client) fetched by digest.
         A HEAD is answered from the entry alone. Raises ManifestUnknown when neither works."""
@@ -310,7 +329,13 @@ class ManifestService:
 
     # -- upstream ---------------------------------------------------------------------------
     async def _fetch(
-        self, route: Route, ref: str, accept: tuple[str, ...], client: Any, *, expect: Digest | None
+        self,
+        route: Route,
+        ref: str,
+        accept: tuple[str, ...],
+        client: UpstreamClient,
+        *,
+        expect: Digest | None,
     ) -> Served:
         """GET upstream, verify, store verbatim. Raises DigestInvalid-like 502 on mismatch."""
         fetched = await self._bounded(
@@ -374,7 +399,7 @@ def forward_accept(accepted: list[str]) -> tuple[str, ...]:
     return tuple(t.strip() for t in mt.upstream_accept(accepted).split(",") if t.strip())
 
 
-def _deadline(upstream: Any) -> float:
+def _deadline(upstream: UpstreamConfig) -> float:
     return float(upstream.connect_timeout) + float(upstream.read_timeout)
 
 
@@ -444,7 +469,12 @@ async def referrers(request: web.Request) -> web.StreamResponse:
 
 
 async def _passthrough(
-    request: web.Request, route: Route, client: Any, path: str, query: dict[str, str], kind: Kind
+    request: web.Request,
+    route: Route,
+    client: UpstreamClient,
+    path: str,
+    query: dict[str, str],
+    kind: Kind,
 ) -> web.Response:
     """GET ``path`` upstream and relay status 200 answers (body, Content-Type, a ``Link``
     rewritten to this edge's path); other answers become the mapped OCI error."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -45,6 +45,10 @@ from edge.metrics import EdgeMetrics
 from regcore import errors
 from regcore.digest import Digest
 from regcore.http import parse_range
+
+if TYPE_CHECKING:
+    from edge.upstreamclient import UpstreamClient
+    from regcore.client import BlobStream
 
 log = logging.getLogger("quayside.edge.passthrough")
 
@@ -99,7 +103,7 @@ class _Relay:
 
 async def serve(
     request: web.Request,
-    client: Any,
+    client: UpstreamClient,
     repo: str,
     digest: Digest,
     *,
@@ -156,7 +160,7 @@ async def serve(
         metrics.bytes_served.labels("passthrough").inc(relay.sent)
 
 
-async def _open(stream: Any, total: int, timeout: float) -> None:
+async def _open(stream: BlobStream, total: int, timeout: float) -> None:
     """Send the upstream request; its size must still be ``total``. Raises OCI errors."""
     try:
         async with asyncio.timeout(timeout):
@@ -170,7 +174,7 @@ async def _open(stream: Any, total: int, timeout: float) -> None:
         )
 
 
-async def _pump(stream: Any, relay: _Relay, digest: Digest | None) -> None:
+async def _pump(stream: BlobStream, relay: _Relay, digest: Digest | None) -> None:
     """Relay every chunk but the last; that one only once length (and digest) are right.
 
     Raises UpstreamUnavailable on a wrong length or digest, the stream's errors as they come.

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 
 from regcore import errors
 from regcore.digest import Digest
+
+if TYPE_CHECKING:
+    from edge.upstreamclient import UpstreamClient
+    from regcore.client import BlobStream
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -81,7 +85,7 @@ class FuncSource:
 
 
 class UpstreamSource:
-    """A blob from an upstream registry through :class:`regcore.client.RegistryClient`.
+    """A blob from an upstream registry through an :class:`~edge.upstreamclient.UpstreamClient`.
 
     ``open(offset)`` enters ``client.blob_stream(repo, digest, offset=offset)`` (a
     :class:`regcore.client.BlobStream`: it resumes broken connections with Range itself, up to
@@ -93,7 +97,7 @@ class UpstreamSource:
 
     description = "upstream"
 
-    def __init__(self, client: Any, repo: str, digest: Digest) -> None:
+    def __init__(self, client: UpstreamClient, repo: str, digest: Digest) -> None:
         self.client = client
         self.repo = repo
         self.digest = digest
@@ -108,7 +112,7 @@ class UpstreamSource:
         return int(total), _iterate(stream)
 
 
-async def _iterate(stream: Any) -> AsyncIterator[bytes]:
+async def _iterate(stream: BlobStream) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             yield chunk

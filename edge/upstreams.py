@@ -21,7 +21,7 @@ import binascii
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -29,7 +29,7 @@ from regcore import USER_AGENT, errors
 from regcore.config import UpstreamConfig
 
 if TYPE_CHECKING:
-    from regcore.client import RegistryClient
+    from edge.upstreamclient import UpstreamClient
 
 POOL_LIMIT = 256
 POOL_LIMIT_PER_HOST = 64
@@ -37,7 +37,7 @@ BACKOFF = 0.2
 AUTH_CHECK_RETRIES = 0
 CREDENTIAL_CLIENTS = 256
 
-ClientFactory = Callable[..., Any]
+ClientFactory = Callable[..., "UpstreamClient"]
 
 
 def is_private(upstream: UpstreamConfig) -> bool:
@@ -72,7 +72,7 @@ class Upstreams:
         configs: tuple[UpstreamConfig, ...],
         session: aiohttp.ClientSession,
         *,
-        clients: Mapping[str, RegistryClient] | None = None,
+        clients: Mapping[str, UpstreamClient] | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
         if client_factory is None:
@@ -82,9 +82,9 @@ class Upstreams:
         self.session = session
         self.configs = {u.name: u for u in configs}
         self._factory = client_factory
-        self._clients: dict[str, RegistryClient] = dict(clients or {})
+        self._clients: dict[str, UpstreamClient] = dict(clients or {})
         self._given = frozenset(self._clients)
-        self._by_credentials: OrderedDict[tuple[str, str], RegistryClient] = OrderedDict()
+        self._by_credentials: OrderedDict[tuple[str, str], UpstreamClient] = OrderedDict()
         for u in configs:
             if u.name not in self._clients:
                 self._clients[u.name] = self._make(u, u.username, u.read_password(), u.read_token())
@@ -97,7 +97,7 @@ class Upstreams:
         token: str | None,
         *,
         retries: int | None = None,
-    ) -> RegistryClient:
+    ) -> UpstreamClient:
         return self._factory(
             upstream.url,
             session=self.session,
@@ -110,7 +110,7 @@ class Upstreams:
             backoff=BACKOFF,
         )
 
-    def client(self, name: str) -> RegistryClient:
+    def client(self, name: str) -> UpstreamClient:
         """The client of upstream ``name``. Raises KeyError."""
         return self._clients[name]
 
@@ -118,7 +118,7 @@ class Upstreams:
         u = self.configs[name]
         return bool(u.username or u.password or u.password_file or u.token_file)
 
-    def for_credentials(self, upstream: UpstreamConfig, authorization: str) -> RegistryClient:
+    def for_credentials(self, upstream: UpstreamConfig, authorization: str) -> UpstreamClient:
         """A client acting with a client's ``Authorization`` header value (Basic or Bearer).
 
         Raises:
@@ -135,7 +135,7 @@ class Upstreams:
             self._by_credentials.popitem(last=False)
         return client
 
-    def _credentials_client(self, upstream: UpstreamConfig, authorization: str) -> RegistryClient:
+    def _credentials_client(self, upstream: UpstreamConfig, authorization: str) -> UpstreamClient:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "basic" and value:
@@ -191,7 +191,7 @@ class AccessChecker:
 
     async def check(
         self, upstream: UpstreamConfig, authorization: str | None, repo: str, kind: str, ref: str
-    ) -> Any:
+    ) -> UpstreamClient:
         """The client to fetch with after a passed check (configured credentials if any,
         else the caller's). Raises Unauthorized, Denied, BlobUnknown, ManifestUnknown,
         UpstreamUnavailable, UpstreamTimeout."""
@@ -235,11 +235,11 @@ class AccessChecker:
         self._allowed[key] = now + self.ttl
         return fetch_client
 
-    def for_credentials(self, upstream: UpstreamConfig, authorization: str) -> Any:
+    def for_credentials(self, upstream: UpstreamConfig, authorization: str) -> UpstreamClient:
         return self.upstreams.for_credentials(upstream, authorization)
 
     @staticmethod
-    async def _ask(client: Any, repo: str, kind: str, ref: str) -> None:
+    async def _ask(client: UpstreamClient, repo: str, kind: str, ref: str) -> None:
         if kind == "blob":
             await client.head_blob(repo, ref)
         elif kind == "manifest":
