@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -44,6 +44,7 @@ from edge.app import EDGE
 from edge.fill import Fill, TooLargeToCache
 from edge.routing import Route, ns_of
 from edge.sources import UpstreamSource
+from edge.timeouts import bounded, deadline
 from regcore import errors, zerocopy
 from regcore.digest import Digest
 from regcore.http import parse_range
@@ -99,7 +100,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return _head(headers, await _size_without_download(edge, route, client, digest))
     try:
         fill = await fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
-        await _bounded(fill.announced(), _deadline(route))
+        await bounded(fill.announced(), deadline(route.upstream))
         size = await _reserved_size(fill, fills.space_wait)
     except TooLargeToCache as exc:
         return await passthrough.serve(
@@ -111,7 +112,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             reason=exc.reason,
             headers=headers,
             metrics=edge.metrics,
-            open_timeout=_deadline(route),
+            open_timeout=deadline(route.upstream),
         )
     return await _stream(request, edge, fill, size, headers)
 
@@ -138,7 +139,7 @@ async def _size_without_download(
     active = fills.active(digest)
     if active is not None and active.total is not None:
         return active.total
-    return await _bounded(client.head_blob(route.name, str(digest)), _deadline(route))
+    return await bounded(client.head_blob(route.name, str(digest)), deadline(route.upstream))
 
 
 async def _stream(
@@ -182,15 +183,3 @@ async def _stream(
         edge.metrics.bytes_served.labels("fill" if fill.source != "cache" else "cache").inc(sent)
     await resp.write_eof()
     return resp
-
-
-async def _bounded(awaitable: Any, timeout: float) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            return await awaitable
-    except TimeoutError:
-        raise errors.UpstreamTimeout({"timeout_s": timeout}) from None
-
-
-def _deadline(route: Route) -> float:
-    return route.upstream.connect_timeout + route.upstream.read_timeout

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -44,7 +44,9 @@ from edge.app import EDGE
 from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestMemory, ManifestTypes
 from edge.metrics import NAMESPACE
 from edge.routing import Route, Router, ns_of
+from edge.singleflight import SingleFlight
 from edge.tagcache import TagCache, TagEntry
+from edge.timeouts import bounded, deadline
 from regcore import errors
 from regcore import mediatypes as mt
 from regcore.client.status import Kind, error_for
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from edge.cache import BlobCache
     from edge.metrics import EdgeMetrics
     from edge.upstreamclient import UpstreamClient
-    from regcore.config import UpstreamConfig
+    from regcore.client import ManifestHead
 
 log = logging.getLogger("quayside.edge.manifests")
 _T = TypeVar("_T")
@@ -102,7 +104,8 @@ class ManifestService:
         self.revalidate_timeout = revalidate_timeout
         self.max_bytes = max_bytes
         self.memory = ManifestMemory(memory_bytes)
-        self._flights: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
+        self._gets: SingleFlight[tuple[str, ...], Served] = SingleFlight()
+        self._heads: SingleFlight[tuple[str, ...], ManifestHead] = SingleFlight()
         self.reads = Counter(
             "manifest_reads",
             "Manifest bodies served from the cache, by where they were read (memory or disk)",
@@ -167,9 +170,9 @@ class ManifestService:
         return item
 
     async def close(self) -> None:
-        for task in list(self._flights.values()):
-            task.cancel()
-        await asyncio.gather(*self._flights.values(), return_exceptions=True)
+        """Cancel the upstream operations still running (their callers get the cancellation)."""
+        await self._gets.drain(0)
+        await self._heads.drain(0)
 
     # -- by digest ------------------------------------------------------------------------
     async def local(self, digest: str, *, need_body: bool) -> Served | None:
@@ -211,12 +214,12 @@ class ManifestService:
         upstream = route.upstream
         forwarded, _ = self._forward(accepted)
         if not need_body:
-            head = await self._bounded(
-                _deadline(upstream), client.head_manifest(route.name, str(digest), forwarded)
+            head = await bounded(
+                client.head_manifest(route.name, str(digest), forwarded), deadline(upstream)
             )
             return Served(str(digest), head.media_type, head.size)
-        key = ("get", upstream.name, route.name, str(digest), forwarded)
-        return await self._single(
+        key = (upstream.name, route.name, str(digest), *forwarded)
+        return await self._gets.run(
             key, lambda: self._fetch(route, str(digest), forwarded, client, expect=digest)
         )
 
@@ -240,9 +243,7 @@ class ManifestService:
             return await self._revalidate(route, tag, entry, accepted, need_body, client)
         self.metrics.tag_cache.labels("miss").inc()
         if not need_body:
-            head = await self._bounded(
-                _deadline(u), client.head_manifest(route.name, tag, forwarded)
-            )
+            head = await bounded(client.head_manifest(route.name, tag, forwarded), deadline(u))
             if recordable:
                 await self.tags.put(
                     u.name,
@@ -251,8 +252,8 @@ class ManifestService:
                     self.tags.entry(head.digest, head.media_type, head.size),
                 )
             return Served(head.digest, head.media_type, head.size)
-        key = ("get", u.name, route.name, tag, forwarded)
-        served = await self._single(
+        key = (u.name, route.name, tag, *forwarded)
+        served = await self._gets.run(
             key, lambda: self._fetch(route, tag, forwarded, client, expect=None)
         )
         if recordable:
@@ -274,12 +275,12 @@ class ManifestService:
         client: UpstreamClient,
     ) -> Served:
         u = route.upstream
-        key = ("head", u.name, route.name, tag)
+        key = (u.name, route.name, tag)
         try:
-            head = await self._single(
+            head = await self._heads.run(
                 key,
-                lambda: self._bounded(
-                    self.revalidate_timeout, client.head_manifest(route.name, tag, FULL_ACCEPT)
+                lambda: bounded(
+                    client.head_manifest(route.name, tag, FULL_ACCEPT), self.revalidate_timeout
                 ),
             )
         except errors.ManifestUnknown:
@@ -338,8 +339,8 @@ class ManifestService:
         expect: Digest | None,
     ) -> Served:
         """GET upstream, verify, store verbatim. Raises DigestInvalid-like 502 on mismatch."""
-        fetched = await self._bounded(
-            _deadline(route.upstream), client.get_manifest(route.name, ref, accept)
+        fetched = await bounded(
+            client.get_manifest(route.name, ref, accept), deadline(route.upstream)
         )
         body: bytes = fetched.body
         if len(body) > self.max_bytes:
@@ -362,28 +363,6 @@ class ManifestService:
         self.memory.put(str(actual), body, media_type)
         return Served(str(actual), media_type, len(body), body)
 
-    async def _bounded(self, timeout: float, coro: Awaitable[_T]) -> _T:
-        try:
-            async with asyncio.timeout(timeout):
-                return await coro
-        except TimeoutError:
-            raise errors.UpstreamTimeout({"timeout_s": timeout}) from None
-
-    async def _single(self, key: tuple[Any, ...], factory: Callable[[], Awaitable[_T]]) -> _T:
-        """One upstream operation per key at a time; every caller gets its result."""
-        task = self._flights.get(key)
-        if task is None:
-            task = asyncio.ensure_future(factory())
-            self._flights[key] = task
-            task.add_done_callback(lambda t: self._forget(key, t))
-        return await asyncio.shield(task)
-
-    def _forget(self, key: tuple[Any, ...], task: asyncio.Task[Any]) -> None:
-        if self._flights.get(key) is task:
-            del self._flights[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: waiters that left must not leave it unobserved
-
 
 def _memo(memo: dict[Any, _T], key: Any, value: _T) -> _T:
     """Store ``value`` under ``key`` (emptying the memo first when it is full); returns it."""
@@ -397,10 +376,6 @@ def forward_accept(accepted: list[str]) -> tuple[str, ...]:
     """The manifest types to ask upstream for on behalf of a client (see
     :func:`regcore.mediatypes.upstream_accept`)."""
     return tuple(t.strip() for t in mt.upstream_accept(accepted).split(",") if t.strip())
-
-
-def _deadline(upstream: UpstreamConfig) -> float:
-    return float(upstream.connect_timeout) + float(upstream.read_timeout)
 
 
 def _media_type(content_type: str | None, body: bytes) -> str:
@@ -479,7 +454,7 @@ async def _passthrough(
     """GET ``path`` upstream and relay status 200 answers (body, Content-Type, a ``Link``
     rewritten to this edge's path); other answers become the mapped OCI error."""
     try:
-        async with asyncio.timeout(_deadline(route.upstream)):
+        async with asyncio.timeout(deadline(route.upstream)):
             resp = await client.request("GET", path, params=query or None)
             async with resp:
                 body = await resp.read() if resp.status == 200 else b""

@@ -121,6 +121,43 @@ async def test_tag_ttl_no_upstream_within_ttl_then_head_only_then_get_on_change(
     assert e.metric("tag_cache", result="changed") == 1
 
 
+async def test_concurrent_misses_and_revalidations_of_a_tag_share_one_upstream_request(
+    docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
+) -> None:
+    img = image_factory.image()
+    await push(docker_registry.url, "team/app", "herd", img)
+    docker_registry.mark_log()
+    e = await make_edge({"local": docker_registry.url}, tag_ttl=30)
+
+    async def herd() -> None:
+        docker_registry.pause()  # every request reaches the edge before upstream answers one
+        try:
+            gets = [
+                asyncio.ensure_future(
+                    e.client.get("/v2/team/app/manifests/herd", headers={"Accept": OCI_ACCEPT})
+                )
+                for _ in range(8)
+            ]
+            await asyncio.sleep(0.3)
+        finally:
+            docker_registry.resume()
+        for resp in await asyncio.gather(*gets):
+            assert resp.status == 200
+            assert await resp.read() == img.manifest
+
+    await herd()  # cold: one upstream GET for all eight
+    await _quiet(docker_registry)
+    assert docker_registry.count("GET", "/manifests/herd") == 1
+    assert docker_registry.count(None, "/manifests/") == 1
+    docker_registry.mark_log()
+    e.clock.advance(31)
+    await herd()  # stale: one upstream HEAD for all eight
+    await _quiet(docker_registry)
+    assert docker_registry.count("HEAD", "/manifests/herd") == 1
+    assert docker_registry.count(None, "/manifests/") == 1
+    assert e.metric("tag_cache", result="revalidated") == 8
+
+
 async def test_oci_manifest_not_served_to_client_that_did_not_accept_it(
     docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
 ) -> None:
