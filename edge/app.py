@@ -176,7 +176,7 @@ def _upstreams_ctx(edge: Edge, clients: Mapping[str, UpstreamClient] | None) -> 
                 edge.upstreams,
                 clock=edge.clock,
                 ttl=PRIVATE_CHECK_TTL,
-                on_result=lambda r: edge.metrics.auth_checks.labels(r).inc(),
+                on_result=edge.metrics.auth_checked,
             )
             yield
         finally:
@@ -257,9 +257,10 @@ async def _region_peer_token(edge: Edge) -> str | None:
 def _manifests_ctx(edge: Edge) -> Ctx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         from edge.manifests import ManifestService, ManifestTypes
+        from edge.negotiation import Negotiation
 
         cfg = edge.config
-        on_error = lambda op: edge.metrics.tag_cache.labels("shared_error").inc()  # noqa: E731
+        on_error = edge.metrics.shared_tag_cache_failed
         if cfg.redis.url is not None:
             tags = TagCache.redis(
                 cfg.redis.url, ttl=cfg.tags.ttl, clock=edge.clock, on_error=on_error
@@ -275,6 +276,7 @@ def _manifests_ctx(edge: Edge) -> Ctx:
             types=types,
             tags=tags,
             metrics=edge.metrics,
+            negotiation=Negotiation(),
             revalidate_timeout=cfg.tags.revalidate_timeout,
             max_bytes=cfg.limits.max_manifest_bytes,
         )

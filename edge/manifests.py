@@ -34,16 +34,15 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from aiohttp import web
-from prometheus_client import Counter, Gauge
 
 from edge.app import EDGE
 from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestMemory, ManifestTypes
-from edge.metrics import NAMESPACE
-from edge.routing import Route, Router, ns_of
+from edge.negotiation import FULL_ACCEPT, Negotiation
+from edge.routing import Route, ns_of
 from edge.singleflight import SingleFlight
 from edge.tagcache import TagCache, TagEntry
 from edge.timeouts import bounded, deadline
@@ -62,9 +61,6 @@ if TYPE_CHECKING:
     from regcore.client import ManifestHead
 
 log = logging.getLogger("quayside.edge.manifests")
-_T = TypeVar("_T")
-MEMO_ENTRIES = 256  # per memo of pure per-request computations (Accept, route); cleared when full
-FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
 _STALE_ERRORS = (
     errors.UpstreamUnavailable,
     errors.UpstreamTimeout,
@@ -93,6 +89,7 @@ class ManifestService:
         types: ManifestTypes,
         tags: TagCache,
         metrics: EdgeMetrics,
+        negotiation: Negotiation,
         revalidate_timeout: float,
         max_bytes: int,
         memory_bytes: int = DEFAULT_MEMORY_BYTES,
@@ -104,70 +101,18 @@ class ManifestService:
         self.revalidate_timeout = revalidate_timeout
         self.max_bytes = max_bytes
         self.memory = ManifestMemory(memory_bytes)
+        self.negotiation = negotiation
         self._gets: SingleFlight[tuple[str, ...], Served] = SingleFlight()
         self._heads: SingleFlight[tuple[str, ...], ManifestHead] = SingleFlight()
-        self.reads = Counter(
-            "manifest_reads",
-            "Manifest bodies served from the cache, by where they were read (memory or disk)",
-            ["source"],
-            namespace=NAMESPACE,
-            registry=metrics.registry,
-        )
-        self._memory_reads = self.reads.labels("memory")
-        self._disk_reads = self.reads.labels("disk")
-        gauge = Gauge(
-            "manifest_memory_bytes",
-            "Bytes of manifests held in memory",
-            namespace=NAMESPACE,
-            registry=metrics.registry,
-        )
-        gauge.set_function(lambda: self.memory.bytes_used)
+        self._memory_reads = metrics.manifest_reads.labels("memory")
+        self._disk_reads = metrics.manifest_reads.labels("disk")
+        metrics.watch_manifest_memory(self._memory_bytes)
         self._manifest_hits = metrics.cache_hits.labels("manifest")
         self._tag_hits = metrics.tag_cache.labels("hit")
         self.bytes_from_cache = metrics.bytes_served.labels("cache")
-        # Memos of pure functions of request headers/paths (bounded; see _memo).
-        self._accept_memo: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._forward_memo: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
-        self._acceptable_memo: dict[tuple[str, tuple[str, ...]], bool] = {}
-        self._route_memo: dict[tuple[str, str | None], Route] = {}
 
-    # -- per-request computations, memoised ------------------------------------------------
-    def parse_accept(self, values: list[str]) -> tuple[str, ...]:
-        """:func:`regcore.mediatypes.parse_accept` of the raw ``Accept`` values, as a tuple."""
-        key = tuple(values)
-        parsed = self._accept_memo.get(key)
-        if parsed is None:
-            parsed = _memo(self._accept_memo, key, tuple(mt.parse_accept(key)))
-        return parsed
-
-    def route(self, router: Router, name: str, ns: str | None) -> Route:
-        """``router.route(name, ns)`` (the router is immutable); raises what it raises."""
-        route = self._route_memo.get((name, ns))
-        if route is None:
-            route = _memo(self._route_memo, (name, ns), router.route(name, ns))
-        return route
-
-    def acceptable(self, media_type: str, accepted: Sequence[str]) -> bool:
-        """:func:`regcore.mediatypes.acceptable`."""
-        key = (media_type, tuple(accepted))
-        ok = self._acceptable_memo.get(key)
-        if ok is None:
-            ok = _memo(self._acceptable_memo, key, mt.acceptable(media_type, key[1]))
-        return ok
-
-    def require_acceptable(self, media_type: str, accepted: Sequence[str]) -> None:
-        """:func:`regcore.mediatypes.require_acceptable`: raises ManifestUnknown when not."""
-        if not self.acceptable(media_type, accepted):
-            mt.require_acceptable(media_type, accepted)
-
-    def _forward(self, accepted: Sequence[str]) -> tuple[tuple[str, ...], bool]:
-        """(types to ask upstream for, whether the answer may be recorded for the tag)."""
-        key = tuple(accepted)
-        item = self._forward_memo.get(key)
-        if item is None:
-            forwarded = forward_accept(list(key))
-            item = _memo(self._forward_memo, key, (forwarded, set(forwarded) >= set(FULL_ACCEPT)))
-        return item
+    def _memory_bytes(self) -> int:
+        return self.memory.bytes_used
 
     async def close(self) -> None:
         """Cancel the upstream operations still running (their callers get the cancellation)."""
@@ -212,7 +157,7 @@ class ManifestService:
             return served
         self.metrics.cache_misses.labels("manifest").inc()
         upstream = route.upstream
-        forwarded, _ = self._forward(accepted)
+        forwarded, _ = self.negotiation.forward(accepted)
         if not need_body:
             head = await bounded(
                 client.head_manifest(route.name, str(digest), forwarded), deadline(upstream)
@@ -234,9 +179,9 @@ class ManifestService:
         client: UpstreamClient,
     ) -> Served:
         u = route.upstream
-        forwarded, recordable = self._forward(accepted)
+        forwarded, recordable = self.negotiation.forward(accepted)
         entry = await self.tags.get(u.name, route.name, tag)
-        if entry is not None and self.acceptable(entry.media_type, accepted):
+        if entry is not None and self.negotiation.acceptable(entry.media_type, accepted):
             if self.tags.fresh(entry):
                 self._tag_hits.inc()
                 return await self._serve_entry(route, entry, accepted, need_body, client)
@@ -364,20 +309,6 @@ class ManifestService:
         return Served(str(actual), media_type, len(body), body)
 
 
-def _memo(memo: dict[Any, _T], key: Any, value: _T) -> _T:
-    """Store ``value`` under ``key`` (emptying the memo first when it is full); returns it."""
-    if len(memo) >= MEMO_ENTRIES:
-        memo.clear()
-    memo[key] = value
-    return value
-
-
-def forward_accept(accepted: list[str]) -> tuple[str, ...]:
-    """The manifest types to ask upstream for on behalf of a client (see
-    :func:`regcore.mediatypes.upstream_accept`)."""
-    return tuple(t.strip() for t in mt.upstream_accept(accepted).split(",") if t.strip())
-
-
 def _media_type(content_type: str | None, body: bytes) -> str:
     declared = mt.normalize(content_type)
     if declared and declared not in mt.UNSPECIFIED_TYPES:
@@ -393,21 +324,21 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
     edge: Edge = request.app[EDGE]
     manifests = edge.manifests
     name, ns = request.match_info["name"], ns_of(request.query)
-    route = manifests.route(edge.router, name, ns) if manifests else edge.router.route(name, ns)
+    route = edge.router.route(name, ns)
     try:
         ref = parse_reference(request.match_info["reference"])
     except errors.TagInvalid as exc:
         raise errors.ManifestUnknown(exc.detail, message="invalid tag") from None
     need_body = request.method != "HEAD"
     service = edge.require(manifests)
-    accepted = service.parse_accept(request.headers.getall("Accept", []))
+    accepted = service.negotiation.parse_accept(request.headers.getall("Accept", []))
     # The caller's access (private upstreams) is checked here, before anything is served.
     client = await edge.client_for(request, route, "manifest", str(ref))
     if isinstance(ref, Tag):
         served = await service.by_tag(route, ref.name, accepted, need_body=need_body, client=client)
     else:
         served = await service.by_digest(route, ref, accepted, need_body=need_body, client=client)
-    service.require_acceptable(served.media_type, accepted)
+    service.negotiation.require_acceptable(served.media_type, accepted)
     headers = {
         "Docker-Content-Digest": served.digest,
         "ETag": f'"{served.digest}"',

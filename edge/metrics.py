@@ -19,7 +19,10 @@ Every cache decision and upstream call is counted (STYLE rule 10). Names (namesp
   (same digest), ``changed`` (new digest), ``failed`` (revalidation failed);
 - ``auth_checks{result}``: upstream authorization checks for private upstreams
   (``allowed``, ``denied``, ``cached``);
-- ``upstream_latency_seconds{upstream}``: time to response headers.
+- ``upstream_latency_seconds{upstream}``: time to response headers;
+- ``manifest_reads{source}``: manifest bodies served from the edge's own store, ``source``
+  ``memory`` (the in-memory LRU) or ``disk``; ``manifest_memory_bytes``: bytes of manifests
+  held in memory (a gauge, read from the store bound with :meth:`EdgeMetrics.watch_manifest_memory`).
 
 The fill machinery (edge/fill.py, edge/cache.py) registers its own collectors on the same
 registry.
@@ -28,11 +31,12 @@ registry.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from regcore.config import UpstreamConfig
 
@@ -83,6 +87,29 @@ class EdgeMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.manifest_reads = counter(
+            "manifest_reads",
+            "Manifest bodies served from the cache, by where they were read (memory or disk)",
+            ["source"],
+        )
+        self.manifest_memory_bytes = Gauge(
+            "manifest_memory_bytes",
+            "Bytes of manifests held in memory",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+
+    def watch_manifest_memory(self, bytes_used: Callable[[], float]) -> None:
+        """Report ``bytes_used()`` as ``manifest_memory_bytes`` at every scrape."""
+        self.manifest_memory_bytes.set_function(bytes_used)
+
+    def auth_checked(self, result: str) -> None:
+        """Count one private-upstream access check (``allowed``, ``denied``, ``cached``...)."""
+        self.auth_checks.labels(result).inc()
+
+    def shared_tag_cache_failed(self, op: str) -> None:
+        """Count one failed call to the region's shared tag cache (``tag_cache{shared_error}``)."""
+        self.tag_cache.labels("shared_error").inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a counter sample (0.0 when never incremented); for tests and health."""

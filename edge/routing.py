@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edge.memo import Memo
 from regcore import errors
 from regcore.config import DOCKER_HUB_HOSTS, EdgeConfig, UpstreamConfig
 from regcore.reference import normalize_docker_hub, validate_name
@@ -48,7 +49,8 @@ class Route:
 
 
 class Router:
-    """Maps (client-side name, ``ns``) to a :class:`Route`. Immutable after construction."""
+    """Maps (client-side name, ``ns``) to a :class:`Route`. Its answers never change after
+    construction, so routes are memoised (bounded, :class:`edge.memo.Memo`); refusals are not."""
 
     def __init__(self, upstreams: Sequence[UpstreamConfig], default: UpstreamConfig) -> None:
         if not upstreams:
@@ -63,6 +65,7 @@ class Router:
                 names.extend(DOCKER_HUB_HOSTS)
             for n in names:
                 self._by_ns.setdefault(n.lower(), u)
+        self._routes: Memo[tuple[str, str | None], Route] = Memo()
 
     @classmethod
     def from_config(cls, config: EdgeConfig) -> Router:
@@ -82,6 +85,12 @@ class Router:
             NameUnknown: ``ns`` is given but names no configured upstream.
             NameInvalid: the resulting upstream-side name is not a valid repository name.
         """
+        route = self._routes.get((name, ns))
+        if route is None:
+            route = self._routes.put((name, ns), self._route(name, ns))
+        return route
+
+    def _route(self, name: str, ns: str | None) -> Route:
         if ns is not None:
             upstream = self.for_ns(ns)
             if upstream is None:
