@@ -12,7 +12,7 @@ opened in ``cleanup_ctx`` in this order and closed in reverse:
 2. the blob cache (open: crash recovery, index rebuild) and the fill manager; at shutdown
    running fills are drained (finish and commit, up to the manager's drain timeout), then
    the region lock and the cache are closed;
-3. the tag cache (memory, or Redis shared by the region), the manifest type index and the
+3. the tag cache (memory, or Redis shared by the region), the manifest store and the
    manifest service.
 
 Routes: ``/v2/`` (200, no upstream ping), manifests and blobs GET/HEAD, tags list and
@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from edge import peers
 from edge.cache import BlobCache
 from edge.fill import EdgeFillMetrics, FillManager
+from edge.manifeststore import disk_share
 from edge.metrics import EdgeMetrics
 from edge.peers import PeerSource
 from edge.regionlock import RegionLock
@@ -126,7 +127,8 @@ def create_app(
     )
     own_cache = cache is None
     if cache is None:
-        cache = BlobCache(Path(config.cache.dir), config.cache.size)
+        # manifests are kept beside the blobs, within the same configured bound
+        cache = BlobCache(Path(config.cache.dir), config.cache.size - disk_share(config.cache.size))
     region = None
     if config.redis.url is not None and fills is None:
         region = RegionLock(config.redis.url, ttl=config.redis.lock_ttl)
@@ -256,7 +258,8 @@ async def _region_peer_token(edge: Edge) -> str | None:
 
 def _manifests_ctx(edge: Edge) -> Ctx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from edge.manifests import ManifestService, ManifestTypes
+        from edge.manifests import ManifestService
+        from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestStore
         from edge.negotiation import Negotiation
 
         cfg = edge.config
@@ -268,12 +271,16 @@ def _manifests_ctx(edge: Edge) -> Ctx:
         else:
             tags = TagCache(ttl=cfg.tags.ttl, clock=edge.clock)
         cache = edge.require(edge.cache)
-        types = ManifestTypes(Path(cache.directory) / "manifest-types")
-        await types.open()
+        store = ManifestStore(
+            Path(cache.directory) / "manifests",
+            disk_bytes=disk_share(cfg.cache.size),
+            memory_bytes=DEFAULT_MEMORY_BYTES,
+        )
+        await store.open()
+        edge.metrics.watch_manifest_memory(store.memory_bytes_used)
         edge.tags = tags
         edge.manifests = ManifestService(
-            cache=cache,
-            types=types,
+            store=store,
             tags=tags,
             metrics=edge.metrics,
             negotiation=Negotiation(),
@@ -285,7 +292,7 @@ def _manifests_ctx(edge: Edge) -> Ctx:
         finally:
             service, edge.manifests, edge.tags = edge.manifests, None, None
             await service.close()
-            await types.close()
+            await store.close()
             await tags.close()
 
     return ctx

@@ -1,13 +1,12 @@
 """Manifests through the edge: GET/HEAD ``/v2/<name>/manifests/<ref>``, tags list, referrers.
 
-By digest: served from memory (:class:`ManifestMemory`, an LRU of bytes + media type bounded
-by bytes, 32 MiB by default), else from the local cache (bytes stored verbatim in the
-:class:`BlobCache` by digest, media type in :class:`ManifestTypes`; a disk hit is remembered in
-memory), else fetched from upstream with the client's ``Accept`` forwarded, verified against
-the digest, stored, served. Immutable: a cached manifest is served whatever the upstream says
-(PROTOCOL.md 12), so memory entries need no invalidation, only eviction. A memory hit does
-not touch disk, threads or sqlite (nor the blob cache's recency of that file). Access checks
-for private upstreams happen in the handler before any of this, for every request.
+By digest: served from the edge's manifest store (:class:`edge.manifeststore.ManifestStore`:
+one record per digest holding the bytes verbatim with their media type, the hottest in
+memory, all on disk; a disk hit is remembered in memory), else fetched from upstream with
+the client's ``Accept`` forwarded, verified against the digest, stored, served. Immutable: a
+stored manifest is served whatever the upstream says (PROTOCOL.md 12), so records need no
+invalidation, only eviction. A memory hit does not touch disk, threads or sqlite. Access
+checks for private upstreams happen in the handler before any of this, for every request.
 
 By tag (PROTOCOL.md 4, 7, 12), with the :class:`~edge.tagcache.TagCache`:
 
@@ -40,7 +39,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from edge.app import EDGE
-from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestMemory, ManifestTypes
+from edge.manifeststore import ManifestRecord, ManifestStore
 from edge.negotiation import FULL_ACCEPT, Negotiation
 from edge.routing import Route, ns_of
 from edge.singleflight import SingleFlight
@@ -55,7 +54,6 @@ from regcore.reference import Tag, parse_reference
 
 if TYPE_CHECKING:
     from edge.app import Edge
-    from edge.cache import BlobCache
     from edge.metrics import EdgeMetrics
     from edge.upstreamclient import UpstreamClient
     from regcore.client import ManifestHead
@@ -85,34 +83,26 @@ class ManifestService:
     def __init__(
         self,
         *,
-        cache: BlobCache,
-        types: ManifestTypes,
+        store: ManifestStore,
         tags: TagCache,
         metrics: EdgeMetrics,
         negotiation: Negotiation,
         revalidate_timeout: float,
         max_bytes: int,
-        memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
-        self.cache = cache
-        self.types = types
+        self.store = store
         self.tags = tags
         self.metrics = metrics
         self.revalidate_timeout = revalidate_timeout
         self.max_bytes = max_bytes
-        self.memory = ManifestMemory(memory_bytes)
         self.negotiation = negotiation
         self._gets: SingleFlight[tuple[str, ...], Served] = SingleFlight()
         self._heads: SingleFlight[tuple[str, ...], ManifestHead] = SingleFlight()
         self._memory_reads = metrics.manifest_reads.labels("memory")
         self._disk_reads = metrics.manifest_reads.labels("disk")
-        metrics.watch_manifest_memory(self._memory_bytes)
         self._manifest_hits = metrics.cache_hits.labels("manifest")
         self._tag_hits = metrics.tag_cache.labels("hit")
         self.bytes_from_cache = metrics.bytes_served.labels("cache")
-
-    def _memory_bytes(self) -> int:
-        return self.memory.bytes_used
 
     async def close(self) -> None:
         """Cancel the upstream operations still running (their callers get the cancellation)."""
@@ -121,26 +111,16 @@ class ManifestService:
 
     # -- by digest ------------------------------------------------------------------------
     async def local(self, digest: str, *, need_body: bool) -> Served | None:
-        """The cached manifest (memory first, then disk), or ``None``. Refreshes its recency."""
-        item = self.memory.get(digest)
-        if item is not None:
-            body, media_type = item
-            if need_body:
-                self._memory_reads.inc()
-            return Served(digest, media_type, len(body), body if need_body else None)
-        media_type = await self.types.get(digest)
-        blob = self.cache.lookup(Digest.parse(digest)) if media_type is not None else None
-        if blob is None or media_type is None:
+        """The stored manifest (memory first, then disk), or ``None``. Refreshes its recency;
+        a body read from disk for a GET is kept in memory too."""
+        found = await self.store.get(digest, remember=need_body)
+        if found is None:
             return None
+        record, source = found
         if not need_body:
-            return Served(digest, media_type, blob.size)
-        try:
-            body = await asyncio.to_thread(blob.path.read_bytes)
-        except FileNotFoundError:  # evicted between lookup and read
-            return None
-        self._disk_reads.inc()
-        self.memory.put(digest, body, media_type)
-        return Served(digest, media_type, blob.size, body)
+            return Served(digest, record.media_type, len(record.body))
+        (self._memory_reads if source == "memory" else self._disk_reads).inc()
+        return Served(digest, record.media_type, len(record.body), record.body)
 
     async def by_digest(
         self,
@@ -303,9 +283,7 @@ class ManifestService:
                 message="upstream manifest does not match its digest",
             )
         media_type = _media_type(fetched.media_type, body)
-        await self.cache.put_bytes(body, actual)
-        await self.types.put(str(actual), media_type)
-        self.memory.put(str(actual), body, media_type)
+        await self.store.put(ManifestRecord(str(actual), media_type, body))
         return Served(str(actual), media_type, len(body), body)
 
 

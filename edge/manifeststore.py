@@ -1,64 +1,62 @@
-"""Where the edge keeps manifests besides the blob cache: their media types (persistent) and
-a bounded in-memory LRU of the hottest manifests (bytes + media type by digest).
+"""Where the edge keeps manifests: one record per digest, its media type stored with its bytes.
 
-Both are content-addressed: an entry never changes, it is only evicted.
+A :class:`ManifestRecord` is ``(digest, media_type, body)``: the bytes exactly as the upstream
+sent them (verified against the digest before they are stored) and the media type the
+upstream declared for them. The two are written and read together, so they cannot disagree.
+
+:class:`ManifestStore` keeps records in two tiers:
+
+- :class:`ManifestMemory`: the hottest records in memory, least recently used out first,
+  bounded by bytes (32 MiB by default). A hit costs no thread, no disk, no sqlite.
+- :class:`ManifestDisk`: every record on disk (``<cache.dir>/manifests/``, a diskcache: one
+  entry per digest holding ``media type + "\\n" + body``, written in one transaction),
+  least recently used out first beyond ``max_bytes``. Records survive restarts; a record whose
+  body no longer hashes to its digest (disk corruption) is dropped and reads as a miss.
+
+Records are content-addressed: a record never changes, it is only evicted. Not thread-safe:
+use from one event loop (disk calls run in worker threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import diskcache
 
+from regcore import errors
+from regcore.digest import Digest
+
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
+MAX_DISK_BYTES = 256 * 1024 * 1024
+DISK_SHARE = 16  # the manifest store's part of the edge's cache bound: 1/16, at most 256 MiB
+Source = Literal["memory", "disk"]
 
-__all__ = ["DEFAULT_MEMORY_BYTES", "ManifestMemory", "ManifestTypes"]
+__all__ = [
+    "DEFAULT_MEMORY_BYTES",
+    "ManifestDisk",
+    "ManifestMemory",
+    "ManifestRecord",
+    "ManifestStore",
+    "disk_share",
+]
 
 
-class ManifestTypes:
-    """digest -> media type of the manifests stored in the blob cache (diskcache, persistent).
+def disk_share(cache_bytes: int) -> int:
+    """The bytes of an edge's cache bound ``cache_bytes`` that go to manifests on disk."""
+    return min(MAX_DISK_BYTES, cache_bytes // DISK_SHARE)
 
-    Calls run in a worker thread; a bounded in-memory memo keeps hot entries.
-    """
 
-    def __init__(self, directory: Path, memo_size: int = 4096) -> None:
-        self._dir = directory
-        self._db: diskcache.Cache | None = None
-        self._memo: OrderedDict[str, str] = OrderedDict()
-        self._memo_size = memo_size
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """A verified manifest: ``body`` hashes to ``digest``; ``media_type`` has no line break."""
 
-    async def open(self) -> None:
-        self._db = await asyncio.to_thread(diskcache.Cache, str(self._dir))
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await asyncio.to_thread(self._db.close)
-            self._db = None
-
-    async def get(self, digest: str) -> str | None:
-        if digest in self._memo:
-            self._memo.move_to_end(digest)
-            return self._memo[digest]
-        if self._db is None:
-            return None
-        value = await asyncio.to_thread(self._db.get, digest)
-        if isinstance(value, str):
-            self._remember(digest, value)
-            return value
-        return None
-
-    async def put(self, digest: str, media_type: str) -> None:
-        self._remember(digest, media_type)
-        if self._db is not None:
-            await asyncio.to_thread(self._db.set, digest, media_type)
-
-    def _remember(self, digest: str, media_type: str) -> None:
-        self._memo[digest] = media_type
-        self._memo.move_to_end(digest)
-        while len(self._memo) > self._memo_size:
-            self._memo.popitem(last=False)
+    digest: str
+    media_type: str
+    body: bytes
 
 
 class ManifestMemory:
@@ -105,3 +103,114 @@ class ManifestMemory:
             self._used -= len(evicted)
         self._lru[digest] = (body, media_type)
         self._used += size
+
+
+class ManifestDisk:
+    """Records on disk (diskcache), least recently used out beyond ``max_bytes``.
+
+    The bound is diskcache's ``size_limit`` (its database pages included), enforced as each
+    record is written. Every call runs in a worker thread. :meth:`get` before :meth:`open` or
+    after :meth:`close` is a miss and :meth:`put` does nothing.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._db: diskcache.Cache | None = None
+
+    async def open(self) -> None:
+        self._db = await asyncio.to_thread(
+            diskcache.Cache,
+            str(self.directory),
+            size_limit=self.max_bytes,
+            eviction_policy="least-recently-used",
+        )
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.to_thread(db.close)
+
+    async def get(self, digest: str) -> ManifestRecord | None:
+        """The record of ``digest`` (refreshing its recency), or ``None``; a record that is
+        malformed or does not hash to ``digest`` is deleted and reads as ``None``."""
+        db = self._db
+        if db is None:
+            return None
+        value = await asyncio.to_thread(db.get, digest)
+        if value is None:
+            return None
+        record = _decode(digest, value)
+        if record is None:
+            await asyncio.to_thread(db.delete, digest)
+        return record
+
+    async def put(self, record: ManifestRecord) -> None:
+        """Store ``record`` (media type and bytes in one write); idempotent."""
+        if "\n" in record.media_type:
+            raise ValueError("a media type has no line break")
+        db = self._db
+        if db is not None:
+            value = record.media_type.encode() + b"\n" + record.body
+            await asyncio.to_thread(db.set, record.digest, value)
+
+    async def delete(self, digest: str) -> None:
+        """Forget ``digest``'s record (no error when there is none)."""
+        db = self._db
+        if db is not None:
+            await asyncio.to_thread(db.delete, digest)
+
+
+def _decode(digest: str, value: object) -> ManifestRecord | None:
+    if not isinstance(value, bytes):
+        return None
+    head, sep, body = value.partition(b"\n")
+    if not sep:
+        return None
+    try:
+        expected = Digest.parse(digest)
+    except errors.RegistryError:
+        return None
+    if Digest.of(body, expected.algorithm) != expected:
+        return None
+    return ManifestRecord(digest, head.decode(errors="replace"), body)
+
+
+class ManifestStore:
+    """Memory in front of disk (see the module docstring). One per application."""
+
+    def __init__(self, directory: Path, *, disk_bytes: int, memory_bytes: int) -> None:
+        self.memory = ManifestMemory(memory_bytes)
+        self.disk = ManifestDisk(directory, disk_bytes)
+
+    async def open(self) -> None:
+        await self.disk.open()
+
+    async def close(self) -> None:
+        await self.disk.close()
+
+    def memory_bytes_used(self) -> int:
+        """Bytes of manifests held in memory now."""
+        return self.memory.bytes_used
+
+    async def get(
+        self, digest: str, *, remember: bool = True
+    ) -> tuple[ManifestRecord, Source] | None:
+        """The record of ``digest`` and where it was found (memory first), or ``None``.
+
+        A record read from disk is kept in memory too when ``remember`` is true.
+        """
+        item = self.memory.get(digest)
+        if item is not None:
+            return ManifestRecord(digest, item[1], item[0]), "memory"
+        record = await self.disk.get(digest)
+        if record is None:
+            return None
+        if remember:
+            self.memory.put(digest, record.body, record.media_type)
+        return record, "disk"
+
+    async def put(self, record: ManifestRecord) -> None:
+        """Store a verified record on disk and in memory."""
+        await self.disk.put(record)
+        self.memory.put(record.digest, record.body, record.media_type)

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import aiohttp
 
-from edge.manifests import ManifestMemory
+from edge.manifeststore import ManifestMemory
 from harness import oci_http
 from harness.fixtures import ImageFactory
 from harness.images import Image
 from harness.registry import DockerRegistry
 from regcore.config import UpstreamConfig
-from regcore.digest import Digest
 from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -382,8 +381,7 @@ async def test_second_get_by_tag_within_ttl_is_served_from_memory_not_disk(
     await _quiet(docker_registry)
     docker_registry.mark_log()
     # The on-disk copy goes away: only memory can answer without asking upstream.
-    path = e.edge.require(e.edge.cache).path_for(Digest.parse(img.digest))
-    path.unlink()
+    await e.edge.require(e.edge.manifests).store.disk.delete(img.digest)
     e.clock.advance(10)
     for _ in range(3):
         resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
@@ -409,10 +407,10 @@ async def test_manifest_memory_bound_evicts_lru_and_disk_still_answers(
     for i, img in enumerate(images):
         await push(docker_registry.url, "team/app", f"v{i}", img)
     e = await make_edge({"local": docker_registry.url})
-    service = e.edge.require(e.edge.manifests)
+    store = e.edge.require(e.edge.manifests).store
     sizes = [len(img.manifest) for img in images]
     bound = sizes[1] + sizes[2]  # room for the last two only
-    service.memory = ManifestMemory(bound)
+    store.memory = ManifestMemory(bound)
 
     async def get(img: Image) -> None:
         resp = await e.client.get(
@@ -424,9 +422,9 @@ async def test_manifest_memory_bound_evicts_lru_and_disk_still_answers(
 
     for img in images:
         await get(img)
-        assert service.memory.bytes_used <= bound
-    assert images[0].digest not in service.memory  # least recently used: evicted
-    assert images[1].digest in service.memory and images[2].digest in service.memory
+        assert store.memory.bytes_used <= bound
+    assert images[0].digest not in store.memory  # least recently used: evicted
+    assert images[1].digest in store.memory and images[2].digest in store.memory
     await _quiet(docker_registry)
     docker_registry.mark_log()
     await get(images[0])  # from disk (once), then remembered again
@@ -435,8 +433,8 @@ async def test_manifest_memory_bound_evicts_lru_and_disk_still_answers(
     assert docker_registry.count(None, "") == 0
     assert e.metric("manifest_reads", source="disk") == 1
     assert e.metric("manifest_reads", source="memory") == 1
-    assert service.memory.bytes_used <= bound
-    assert images[1].digest not in service.memory  # now the least recently used
+    assert store.memory.bytes_used <= bound
+    assert images[1].digest not in store.memory  # now the least recently used
 
 
 def test_manifest_memory_is_an_lru_bounded_by_bytes() -> None:
@@ -522,7 +520,7 @@ async def test_private_manifest_in_memory_still_needs_the_upstream_access_check(
             headers={"Authorization": alice, "Accept": OCI_ACCEPT},
         )
         assert resp.status == 200 and await resp.read() == img.manifest
-    assert img.digest in e.edge.require(e.edge.manifests).memory
+    assert img.digest in e.edge.require(e.edge.manifests).store.memory
     for ref in refs:
         for headers in ({"Authorization": mallory}, {}):
             resp = await e.client.get(f"/v2/team/secret/manifests/{ref}", headers=headers)
