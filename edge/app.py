@@ -53,7 +53,7 @@ from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standar
 from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler
 
 if TYPE_CHECKING:
-    from edge.manifests import ManifestService
+    from edge.manifestservice import ManifestService
     from edge.upstreamclient import UpstreamClient
 
 log = logging.getLogger("quayside.edge")
@@ -258,7 +258,8 @@ async def _region_peer_token(edge: Edge) -> str | None:
 
 def _manifests_ctx(edge: Edge) -> Ctx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from edge.manifests import ManifestService
+        from edge.manifestfetch import ManifestFetcher
+        from edge.manifestservice import ManifestService
         from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestStore
         from edge.negotiation import Negotiation
 
@@ -281,11 +282,11 @@ def _manifests_ctx(edge: Edge) -> Ctx:
         edge.tags = tags
         edge.manifests = ManifestService(
             store=store,
+            fetcher=ManifestFetcher(store, max_bytes=cfg.limits.max_manifest_bytes),
             tags=tags,
             metrics=edge.metrics,
             negotiation=Negotiation(),
             revalidate_timeout=cfg.tags.revalidate_timeout,
-            max_bytes=cfg.limits.max_manifest_bytes,
         )
         try:
             yield
