@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge import passthrough
-from edge.app import EDGE
 from edge.fill import Fill, TooLargeToCache
-from edge.routing import Route, ns_of
+from edge.routing import Route, Router, ns_of
 from edge.sources import UpstreamSource
 from edge.timeouts import bounded, deadline
 from regcore import errors, zerocopy
@@ -50,8 +49,11 @@ from regcore.digest import Digest
 from regcore.http import parse_range
 
 if TYPE_CHECKING:
-    from edge.app import Edge
+    from edge.cache import BlobCache
+    from edge.fill import FillManager
+    from edge.metrics import EdgeMetrics
     from edge.upstreamclient import UpstreamClient
+    from edge.upstreams import AccessChecker
 
 log = logging.getLogger("quayside.edge.blobs")
 SPACE_WAIT_GRACE = 1.0
@@ -68,53 +70,128 @@ def blob_headers(digest: Digest, route: Route) -> dict[str, str]:
     }
 
 
-async def get_blob(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD ``/v2/<name>/blobs/<digest>`` (see the module docstring)."""
-    edge: Edge = request.app[EDGE]
-    route = edge.router.route(request.match_info["name"], ns_of(request.query))
-    digest = Digest.parse(request.match_info["digest"])
-    client = await edge.client_for(request, route, "blob", str(digest))
-    cache = edge.require(edge.cache)
-    headers = blob_headers(digest, route)
-    head = request.method == "HEAD"
-    cached = cache.lookup(digest)
-    if cached is not None:
-        if head:
-            edge.metrics.cache_hits.labels("blob").inc()
-            return _head(headers, cached.size)
-        span = parse_range(request.headers.get("Range"), cached.size)
-        try:
-            response = await zerocopy.file_response(
-                request, cached.path, headers=headers, etag=headers["ETag"]
-            )
-        except FileNotFoundError:
-            pass  # evicted since the lookup: a miss after all
-        else:
-            edge.metrics.cache_hits.labels("blob").inc()
-            length = cached.size if span is None else span[1] - span[0] + 1
-            edge.metrics.bytes_served.labels("cache").inc(length)
-            return response
-    edge.metrics.cache_misses.labels("blob").inc()
-    fills = edge.require(edge.fills)
-    if head:
-        return _head(headers, await _size_without_download(edge, route, client, digest))
-    try:
-        fill = await fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
-        await bounded(fill.announced(), deadline(route.upstream))
-        size = await _reserved_size(fill, fills.space_wait)
-    except TooLargeToCache as exc:
-        return await passthrough.serve(
-            request,
-            client,
-            route.name,
-            digest,
-            total=exc.total,
-            reason=exc.reason,
-            headers=headers,
-            metrics=edge.metrics,
-            open_timeout=deadline(route.upstream),
+class BlobHandler:
+    """GET/HEAD ``/v2/<name>/blobs/<digest>`` (see the module docstring). One per application."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        access: AccessChecker,
+        cache: BlobCache,
+        fills: FillManager,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.router = router
+        self.access = access
+        self.cache = cache
+        self.fills = fills
+        self.metrics = metrics
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        """GET/HEAD ``/v2/<name>/blobs/<digest>`` (see the module docstring)."""
+        route = self.router.route(request.match_info["name"], ns_of(request.query))
+        digest = Digest.parse(request.match_info["digest"])
+        client = await self.access.client_for(
+            route.upstream, request.headers.get("Authorization"), route.name, "blob", str(digest)
         )
-    return await _stream(request, edge, fill, size, headers)
+        metrics = self.metrics
+        headers = blob_headers(digest, route)
+        head = request.method == "HEAD"
+        cached = self.cache.lookup(digest)
+        if cached is not None:
+            if head:
+                metrics.cache_hits.labels("blob").inc()
+                return _head(headers, cached.size)
+            span = parse_range(request.headers.get("Range"), cached.size)
+            try:
+                response = await zerocopy.file_response(
+                    request, cached.path, headers=headers, etag=headers["ETag"]
+                )
+            except FileNotFoundError:
+                pass  # evicted since the lookup: a miss after all
+            else:
+                metrics.cache_hits.labels("blob").inc()
+                length = cached.size if span is None else span[1] - span[0] + 1
+                metrics.bytes_served.labels("cache").inc(length)
+                return response
+        metrics.cache_misses.labels("blob").inc()
+        if head:
+            return _head(headers, await self._size_without_download(route, client, digest))
+        try:
+            fill = await self.fills.get(digest, lambda: UpstreamSource(client, route.name, digest))
+            await bounded(fill.announced(), deadline(route.upstream))
+            size = await _reserved_size(fill, self.fills.space_wait)
+        except TooLargeToCache as exc:
+            return await passthrough.serve(
+                request,
+                client,
+                route.name,
+                digest,
+                total=exc.total,
+                reason=exc.reason,
+                headers=headers,
+                metrics=metrics,
+                open_timeout=deadline(route.upstream),
+            )
+        return await self._stream(request, fill, size, headers)
+
+    async def _size_without_download(
+        self, route: Route, client: UpstreamClient, digest: Digest
+    ) -> int:
+        """A fill in progress knows the size; else the upstream's HEAD. Raises BlobUnknown etc."""
+        active = self.fills.active(digest)
+        if active is not None and active.total is not None:
+            return active.total
+        return await bounded(client.head_blob(route.name, str(digest)), deadline(route.upstream))
+
+    async def _stream(
+        self, request: web.Request, fill: Fill, size: int, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        span = parse_range(request.headers.get("Range"), size)
+        if span is None:
+            start, end, status = 0, size - 1, 200
+        else:
+            (start, end), status = span, 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        length = end - start + 1 if size else 0
+        spans = fill.spans(start, end)
+        try:  # headers go out with the first byte: a fill failing before that is a clean error
+            if not length or (end == size - 1 and length <= VERIFY_BEFORE_HEADERS):
+                await fill.result()  # a small answer ending at the blob's end: digest check first
+            span = await anext(spans) if length else None
+        except BaseException:
+            await spans.aclose()
+            raise
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        sent = 0
+        try:
+            await zerocopy.prepare_unbuffered(request, resp)
+            while span is not None:  # each span zero-copy from the growing file, as it lands
+                fd, offset, count = span
+                await zerocopy.send_file_body(request, resp, fd, offset, count)
+                sent += count
+                span = await anext(spans, None)
+        except (errors.RegistryError, EOFError) as exc:  # the fill broke after headers went out
+            log.warning(
+                "fill failed mid-response; cutting the connection",
+                extra={
+                    "digest": str(fill.digest),
+                    "sent": sent,
+                    "length": length,
+                    "error": str(exc),
+                },
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        finally:
+            await spans.aclose()
+            source = "fill" if fill.source != "cache" else "cache"
+            self.metrics.bytes_served.labels(source).inc(sent)
+        await resp.write_eof()
+        return resp
 
 
 async def _reserved_size(fill: Fill, space_wait: float) -> int:
@@ -129,57 +206,3 @@ async def _reserved_size(fill: Fill, space_wait: float) -> int:
 
 def _head(headers: dict[str, str], size: int) -> web.Response:
     return web.Response(status=200, headers={**headers, "Content-Length": str(size)})
-
-
-async def _size_without_download(
-    edge: Edge, route: Route, client: UpstreamClient, digest: Digest
-) -> int:
-    """A fill in progress knows the size; else the upstream's HEAD. Raises BlobUnknown etc."""
-    fills = edge.require(edge.fills)
-    active = fills.active(digest)
-    if active is not None and active.total is not None:
-        return active.total
-    return await bounded(client.head_blob(route.name, str(digest)), deadline(route.upstream))
-
-
-async def _stream(
-    request: web.Request, edge: Edge, fill: Fill, size: int, headers: dict[str, str]
-) -> web.StreamResponse:
-    span = parse_range(request.headers.get("Range"), size)
-    if span is None:
-        start, end, status = 0, size - 1, 200
-    else:
-        (start, end), status = span, 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    length = end - start + 1 if size else 0
-    spans = fill.spans(start, end)
-    try:  # headers go out with the first byte: a fill failing before that is a clean error
-        if not length or (end == size - 1 and length <= VERIFY_BEFORE_HEADERS):
-            await fill.result()  # a small answer ending at the blob's end: digest check first
-        span = await anext(spans) if length else None
-    except BaseException:
-        await spans.aclose()
-        raise
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = length
-    sent = 0
-    try:
-        await zerocopy.prepare_unbuffered(request, resp)
-        while span is not None:  # each span zero-copy from the growing file, as it lands
-            fd, offset, count = span
-            await zerocopy.send_file_body(request, resp, fd, offset, count)
-            sent += count
-            span = await anext(spans, None)
-    except (errors.RegistryError, EOFError) as exc:  # the fill broke after the headers went out
-        log.warning(
-            "fill failed mid-response; cutting the connection",
-            extra={"digest": str(fill.digest), "sent": sent, "length": length, "error": str(exc)},
-        )
-        if request.transport is not None:
-            request.transport.abort()
-        return resp
-    finally:
-        await spans.aclose()
-        edge.metrics.bytes_served.labels("fill" if fill.source != "cache" else "cache").inc(sent)
-    await resp.write_eof()
-    return resp

@@ -19,8 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from edge.app import EDGE
-from edge.routing import Route, ns_of
+from edge.routing import Route, Router, ns_of
 from edge.timeouts import deadline
 from regcore import errors
 from regcore.client.status import Kind, error_for
@@ -28,64 +27,89 @@ from regcore.digest import Digest
 from regcore.reference import Tag, parse_reference
 
 if TYPE_CHECKING:
-    from edge.app import Edge
+    from edge.manifestservice import ManifestService
+    from edge.metrics import EdgeMetrics
+    from edge.negotiation import Negotiation
     from edge.upstreamclient import UpstreamClient
+    from edge.upstreams import AccessChecker
 
 
 # -- handlers --------------------------------------------------------------------------------
-async def get_manifest(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD ``/v2/<name>/manifests/<reference>``."""
-    edge: Edge = request.app[EDGE]
-    manifests = edge.manifests
-    name, ns = request.match_info["name"], ns_of(request.query)
-    route = edge.router.route(name, ns)
-    try:
-        ref = parse_reference(request.match_info["reference"])
-    except errors.TagInvalid as exc:
-        raise errors.ManifestUnknown(exc.detail, message="invalid tag") from None
-    need_body = request.method != "HEAD"
-    service = edge.require(manifests)
-    accepted = service.negotiation.parse_accept(request.headers.getall("Accept", []))
-    # The caller's access (private upstreams) is checked here, before anything is served.
-    client = await edge.client_for(request, route, "manifest", str(ref))
-    if isinstance(ref, Tag):
-        served = await service.by_tag(route, ref.name, accepted, need_body=need_body, client=client)
-    else:
-        served = await service.by_digest(route, ref, accepted, need_body=need_body, client=client)
-    service.negotiation.require_acceptable(served.media_type, accepted)
-    headers = {
-        "Docker-Content-Digest": served.digest,
-        "ETag": f'"{served.digest}"',
-        "Content-Type": served.media_type,
-        **route.headers,
-    }
-    if not need_body:
-        headers["Content-Length"] = str(served.size)
-        return web.Response(status=200, headers=headers)
-    assert served.body is not None
-    service.bytes_from_cache.inc(len(served.body))
-    return web.Response(status=200, body=served.body, headers=headers)
+class ManifestHandlers:
+    """GET/HEAD manifests, GET tags list and referrers (see the module docstring)."""
 
+    def __init__(
+        self,
+        *,
+        router: Router,
+        access: AccessChecker,
+        manifests: ManifestService,
+        negotiation: Negotiation,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.router = router
+        self.access = access
+        self.manifests = manifests
+        self.negotiation = negotiation
+        self._bytes_from_cache = metrics.bytes_served.labels("cache")
 
-async def tags_list(request: web.Request) -> web.StreamResponse:
-    """GET ``/v2/<name>/tags/list`` passed through to the upstream (``n``/``last`` kept)."""
-    edge: Edge = request.app[EDGE]
-    route = edge.router.route(request.match_info["name"], ns_of(request.query))
-    client = await edge.client_for(request, route, "tags", "list")
-    query = {k: v for k, v in request.query.items() if k in ("n", "last")}
-    return await _passthrough(request, route, client, f"/v2/{route.name}/tags/list", query, "tags")
+    async def _client(
+        self, request: web.Request, route: Route, kind: str, ref: str
+    ) -> UpstreamClient:
+        return await self.access.client_for(
+            route.upstream, request.headers.get("Authorization"), route.name, kind, ref
+        )
 
+    async def get_manifest(self, request: web.Request) -> web.StreamResponse:
+        """GET/HEAD ``/v2/<name>/manifests/<reference>``."""
+        route = self.router.route(request.match_info["name"], ns_of(request.query))
+        try:
+            ref = parse_reference(request.match_info["reference"])
+        except errors.TagInvalid as exc:
+            raise errors.ManifestUnknown(exc.detail, message="invalid tag") from None
+        need_body = request.method != "HEAD"
+        accepted = self.negotiation.parse_accept(request.headers.getall("Accept", []))
+        # The caller's access (private upstreams) is checked here, before anything is served.
+        client = await self._client(request, route, "manifest", str(ref))
+        service = self.manifests
+        if isinstance(ref, Tag):
+            served = await service.by_tag(
+                route, ref.name, accepted, need_body=need_body, client=client
+            )
+        else:
+            served = await service.by_digest(
+                route, ref, accepted, need_body=need_body, client=client
+            )
+        self.negotiation.require_acceptable(served.media_type, accepted)
+        headers = {
+            "Docker-Content-Digest": served.digest,
+            "ETag": f'"{served.digest}"',
+            "Content-Type": served.media_type,
+            **route.headers,
+        }
+        if not need_body:
+            headers["Content-Length"] = str(served.size)
+            return web.Response(status=200, headers=headers)
+        assert served.body is not None
+        self._bytes_from_cache.inc(len(served.body))
+        return web.Response(status=200, body=served.body, headers=headers)
 
-async def referrers(request: web.Request) -> web.StreamResponse:
-    """GET ``/v2/<name>/referrers/<digest>`` passed through (``artifactType`` kept)."""
-    edge: Edge = request.app[EDGE]
-    route = edge.router.route(request.match_info["name"], ns_of(request.query))
-    digest = Digest.parse(request.match_info["digest"])
-    client = await edge.client_for(request, route, "manifest", str(digest))
-    query = {k: v for k, v in request.query.items() if k == "artifactType"}
-    return await _passthrough(
-        request, route, client, f"/v2/{route.name}/referrers/{digest}", query, "referrers"
-    )
+    async def tags_list(self, request: web.Request) -> web.StreamResponse:
+        """GET ``/v2/<name>/tags/list`` passed through to the upstream (``n``/``last`` kept)."""
+        route = self.router.route(request.match_info["name"], ns_of(request.query))
+        client = await self._client(request, route, "tags", "list")
+        query = {k: v for k, v in request.query.items() if k in ("n", "last")}
+        path = f"/v2/{route.name}/tags/list"
+        return await _passthrough(request, route, client, path, query, "tags")
+
+    async def referrers(self, request: web.Request) -> web.StreamResponse:
+        """GET ``/v2/<name>/referrers/<digest>`` passed through (``artifactType`` kept)."""
+        route = self.router.route(request.match_info["name"], ns_of(request.query))
+        digest = Digest.parse(request.match_info["digest"])
+        client = await self._client(request, route, "manifest", str(digest))
+        query = {k: v for k, v in request.query.items() if k == "artifactType"}
+        path = f"/v2/{route.name}/referrers/{digest}"
+        return await _passthrough(request, route, client, path, query, "referrers")
 
 
 async def _passthrough(

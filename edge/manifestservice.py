@@ -94,7 +94,6 @@ class ManifestService:
         self._disk_reads = metrics.manifest_reads.labels("disk")
         self._manifest_hits = metrics.cache_hits.labels("manifest")
         self._tag_hits = metrics.tag_cache.labels("hit")
-        self.bytes_from_cache = metrics.bytes_served.labels("cache")
 
     async def close(self) -> None:
         """Cancel the upstream operations still running (their callers get the cancellation)."""

@@ -4,8 +4,8 @@
 :class:`edge.fill.TooLargeToCache`: the blob is larger than the whole cache (``too_large``),
 or running fills held the room longer than the fill manager's ``space_wait`` (``no_space``).
 The upstream request goes through the very client a normal miss uses (for a private
-upstream: the one :meth:`edge.app.Edge.client_for` handed out after the caller's access
-check), so credentials, token flow, redirects without credentials and Range resume
+upstream: the one :meth:`edge.upstreams.AccessChecker.client_for` handed out after the
+caller's access check), so credentials, token flow, redirects without credentials and Range resume
 (:class:`regcore.client.BlobStream`, up to the client's ``max_resumes``) are the same.
 
 Guarantees:
@@ -34,7 +34,6 @@ that). Counted in ``passthrough{reason}``, ``passthrough_bytes``, ``passthrough_
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ import aiohttp
 from aiohttp import web
 
 from edge.metrics import EdgeMetrics
+from edge.timeouts import bounded
 from regcore import errors
 from regcore.digest import Digest
 from regcore.http import parse_range
@@ -162,11 +162,7 @@ async def serve(
 
 async def _open(stream: BlobStream, total: int, timeout: float) -> None:
     """Send the upstream request; its size must still be ``total``. Raises OCI errors."""
-    try:
-        async with asyncio.timeout(timeout):
-            await stream.open()
-    except TimeoutError:
-        raise errors.UpstreamTimeout({"timeout_s": timeout}) from None
+    await bounded(stream.open(), timeout)
     if stream.total_size != total:
         raise errors.UpstreamUnavailable(
             {"announced": total, "now": stream.total_size},

@@ -15,15 +15,21 @@ With ``token`` set, requests must carry ``X-Quayside-Peer-Token: <token>`` (403 
 The endpoint is meant for the region's private network; it bypasses upstream authorization.
 
 Client side: :class:`PeerSource` (a :class:`~edge.sources.BlobSource` reading that endpoint,
-``Range`` on reopen, :class:`~edge.sources.PeerMiss` on 404) and :func:`peer_source_factory`
-(the ``peer_source`` callable :class:`~edge.fill.FillManager` wants).
+``Range`` on reopen, :class:`~edge.sources.PeerMiss` on 404), :class:`PeerSources` (the
+``peer_source`` callable :class:`~edge.fill.FillManager` wants, on the upstream session with
+the region's token) and :func:`peer_source_factory` (the same on a given session).
+
+The region's token: :class:`PeerToken` -- configured (``redis.peer_token``), else agreed
+through Redis when the node starts (the first node's random token wins).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -35,11 +41,16 @@ from regcore import errors, zerocopy
 from regcore.digest import Digest
 from regcore.http import parse_range
 
+if TYPE_CHECKING:
+    from edge.regionlock import RegionLock
+    from edge.upstreams import Upstreams
+
 log = logging.getLogger(__name__)
 
 PEER_PREFIX = "/_quayside/peer/blobs/"
 FILL_HEADER = "X-Quayside-Fill"
 TOKEN_HEADER = "X-Quayside-Peer-Token"
+PEER_TOKEN_KEY = "quayside:peer-token"
 
 
 def peer_blob_url(owner_url: str, digest: Digest) -> str:
@@ -175,3 +186,66 @@ def peer_source_factory(
         return PeerSource(owner_url, digest, session, token=token, timeout=timeout)
 
     return make
+
+
+class PeerToken:
+    """The token the nodes of a region present to each other's peer endpoint.
+
+    Without a region (``region`` is ``None``) there is none: :meth:`current` stays ``None``
+    and the peer endpoint refuses everyone. With one, :meth:`agree` (at start-up) takes the
+    configured token, else the one stored in Redis under :data:`PEER_TOKEN_KEY` (the first
+    node's random token wins: ``SET NX``). Redis unreachable then: no token (peer streaming
+    off; fills stay node-local) and a warning; never raises.
+    """
+
+    def __init__(self, region: RegionLock | None, configured: str | None = None) -> None:
+        self.region = region
+        self.configured = configured
+        self._value: str | None = None
+
+    def current(self) -> str | None:
+        """The token agreed at start-up, or ``None``."""
+        return self._value
+
+    async def agree(self) -> None:
+        if self.region is None:
+            return
+        if self.configured:
+            self._value = self.configured
+            return
+        try:
+            await self.region.redis.set(PEER_TOKEN_KEY, secrets.token_hex(32), nx=True)
+            value = await self.region.redis.get(PEER_TOKEN_KEY)
+        except Exception as exc:
+            log.warning(
+                "region peer token unavailable; peer streaming disabled",
+                extra={"error": type(exc).__name__},
+            )
+            return
+        self._value = value.decode() if isinstance(value, bytes) else value
+
+
+class PeerSources:
+    """FillManager's ``peer_source``: ``(owner_url, digest) -> PeerSource`` on the upstream
+    session of ``upstreams`` with the region's current token. Raises Unavailable while the
+    edge is not serving (no session)."""
+
+    def __init__(
+        self,
+        upstreams: Upstreams,
+        token: PeerToken,
+        *,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> None:
+        self.upstreams = upstreams
+        self.token = token
+        self.timeout = timeout
+
+    def __call__(self, owner_url: str, digest: Digest) -> BlobSource:
+        return PeerSource(
+            owner_url,
+            digest,
+            self.upstreams.session,
+            token=self.token.current(),
+            timeout=self.timeout,
+        )

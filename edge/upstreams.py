@@ -3,12 +3,17 @@
 - :func:`open_session` makes the shared aiohttp session: a pooled connector (keep-alive,
   DNS cache), no session-wide timeout (each client applies its upstream's connect/read
   timeouts), and the metrics trace that counts every upstream exchange.
-- :class:`Upstreams` owns the clients: configured credentials (``username`` with ``password``
-  or ``password_file``, or a ready Bearer token from ``token_file``) are read once at start.
+- :class:`Upstreams` owns that session and the clients: :meth:`Upstreams.open` opens the
+  session and makes one client per upstream (configured credentials -- ``username`` with
+  ``password`` or ``password_file``, or a ready Bearer token from ``token_file`` -- are read
+  then, once); :meth:`Upstreams.close` closes them. Between the two ``client()`` answers, before
+  and after it raises 503 UNAVAILABLE (the edge is starting or stopping).
   :meth:`Upstreams.for_credentials` builds a short-lived client that acts with a *client's*
   own ``Authorization`` (private upstreams, PROTOCOL.md 13); it shares the pool.
+- :class:`AccessChecker` decides which client a request may use: the upstream's own for a
+  public upstream, after an access check with the caller's credentials for a private one.
 - The fill source for an upstream blob is :class:`edge.sources.UpstreamSource` over one of
-  these clients.
+  these clients; peer sources (:class:`edge.peers.PeerSources`) use the same session.
 
 Nothing here caches content; errors are regcore.errors subclasses raised by the client.
 """
@@ -20,7 +25,7 @@ import base64
 import binascii
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -45,7 +50,9 @@ def is_private(upstream: UpstreamConfig) -> bool:
     return bool(getattr(upstream, "private", False))
 
 
-def open_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
+def open_session(
+    trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
     """The shared upstream session. Caller closes it. Redirects are the client's business."""
     connector = aiohttp.TCPConnector(
         limit=POOL_LIMIT,
@@ -56,7 +63,7 @@ def open_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aioh
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None),
-        trace_configs=trace_configs or [],
+        trace_configs=list(trace_configs or ()),
         auto_decompress=False,
         raise_for_status=False,
         headers={"User-Agent": USER_AGENT},
@@ -65,13 +72,17 @@ def open_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aioh
 
 
 class Upstreams:
-    """The configured upstreams' clients by upstream name. Not thread-safe; one event loop."""
+    """The upstream session and the configured upstreams' clients by upstream name.
+
+    ``clients`` (upstream name -> client) replace configured ones and are left open at
+    :meth:`close` (their owner closes them). Not thread-safe; one event loop.
+    """
 
     def __init__(
         self,
         configs: tuple[UpstreamConfig, ...],
-        session: aiohttp.ClientSession,
         *,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         clients: Mapping[str, UpstreamClient] | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
@@ -79,15 +90,36 @@ class Upstreams:
             from regcore.client import RegistryClient
 
             client_factory = RegistryClient
-        self.session = session
         self.configs = {u.name: u for u in configs}
+        self._trace_configs = list(trace_configs)
         self._factory = client_factory
-        self._clients: dict[str, UpstreamClient] = dict(clients or {})
-        self._given = frozenset(self._clients)
+        self._session: aiohttp.ClientSession | None = None
+        self._given: dict[str, UpstreamClient] = dict(clients or {})
+        self._clients: dict[str, UpstreamClient] = {}
         self._by_credentials: OrderedDict[tuple[str, str], UpstreamClient] = OrderedDict()
-        for u in configs:
-            if u.name not in self._clients:
-                self._clients[u.name] = self._make(u, u.username, u.read_password(), u.read_token())
+
+    async def open(self) -> None:
+        """Open the session and make the clients. Raises OSError (a credentials file cannot
+        be read) and ValueError; nothing stays open then."""
+        session = open_session(self._trace_configs)
+        self._session = session
+        try:
+            for u in self.configs.values():
+                if u.name not in self._given:
+                    self._clients[u.name] = self._make(
+                        u, u.username, u.read_password(), u.read_token()
+                    )
+        except BaseException:
+            await self.close()
+            raise
+        self._clients.update(self._given)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared upstream session. Raises Unavailable unless open."""
+        if self._session is None:
+            raise errors.Unavailable(message="edge is starting or stopping")
+        return self._session
 
     def _make(
         self,
@@ -111,7 +143,10 @@ class Upstreams:
         )
 
     def client(self, name: str) -> UpstreamClient:
-        """The client of upstream ``name``. Raises KeyError."""
+        """The client of upstream ``name``. Raises Unavailable unless open, KeyError for an
+        upstream that is not configured."""
+        if self._session is None:
+            raise errors.Unavailable(message="edge is starting or stopping")
         return self._clients[name]
 
     def has_credentials(self, name: str) -> bool:
@@ -151,12 +186,18 @@ class Upstreams:
         raise errors.Unauthorized(message="unsupported authorization scheme")
 
     async def close(self) -> None:
-        """Close every client this object made (token fetches in flight are cancelled; the
-        shared session is closed by its owner). Clients passed in are left to the caller."""
+        """Close every client this object made (token fetches in flight are cancelled), then
+        the session. Clients passed in are left to their owner. Idempotent."""
         made = [c for n, c in self._clients.items() if n not in self._given]
-        for client in [*made, *self._by_credentials.values()]:
-            await client.close()
-        self._by_credentials.clear()
+        self._clients.clear()
+        session, self._session = self._session, None
+        try:
+            for client in [*made, *self._by_credentials.values()]:
+                await client.close()
+        finally:
+            self._by_credentials.clear()
+            if session is not None:
+                await session.close()
 
 
 class AccessChecker:
@@ -188,6 +229,16 @@ class AccessChecker:
         self.on_result = on_result
         self.max_entries = max_entries
         self._allowed: dict[tuple[str, ...], float] = {}
+
+    async def client_for(
+        self, upstream: UpstreamConfig, authorization: str | None, repo: str, kind: str, ref: str
+    ) -> UpstreamClient:
+        """The client to fetch ``repo``'s ``kind`` ``ref`` from ``upstream`` with: the
+        upstream's own for a public one; for a private one after :meth:`check` passed.
+        Raises what :meth:`check` raises, and Unavailable while the edge starts or stops."""
+        if is_private(upstream):
+            return await self.check(upstream, authorization, repo, kind, ref)
+        return self.upstreams.client(upstream.name)
 
     async def check(
         self, upstream: UpstreamConfig, authorization: str | None, repo: str, kind: str, ref: str

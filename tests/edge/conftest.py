@@ -21,7 +21,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from edge.app import EDGE, Edge, create_app
+from edge.app import EDGE_NODE, create_app
+from edge.node import EdgeNode
 from harness import oci_http
 from harness.images import Image, ImageIndex
 from regcore.config import EdgeConfig, UpstreamConfig, load_edge_config
@@ -57,8 +58,8 @@ class RunningEdge:
     clock: FakeClock
 
     @property
-    def edge(self) -> Edge:
-        return self.client.server.app[EDGE]
+    def edge(self) -> EdgeNode:
+        return self.client.server.app[EDGE_NODE]
 
     def metric(self, name: str, **labels: str) -> float:
         """A counter's value (name without ``quayside_edge_`` and ``_total``)."""

@@ -381,7 +381,7 @@ async def test_second_get_by_tag_within_ttl_is_served_from_memory_not_disk(
     await _quiet(docker_registry)
     docker_registry.mark_log()
     # The on-disk copy goes away: only memory can answer without asking upstream.
-    await e.edge.require(e.edge.manifests).store.disk.delete(img.digest)
+    await e.edge.manifests.store.disk.delete(img.digest)
     e.clock.advance(10)
     for _ in range(3):
         resp = await e.client.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_ACCEPT})
@@ -407,7 +407,7 @@ async def test_manifest_memory_bound_evicts_lru_and_disk_still_answers(
     for i, img in enumerate(images):
         await push(docker_registry.url, "team/app", f"v{i}", img)
     e = await make_edge({"local": docker_registry.url})
-    store = e.edge.require(e.edge.manifests).store
+    store = e.edge.manifests.store
     sizes = [len(img.manifest) for img in images]
     bound = sizes[1] + sizes[2]  # room for the last two only
     store.memory = ManifestMemory(bound)
@@ -520,7 +520,7 @@ async def test_private_manifest_in_memory_still_needs_the_upstream_access_check(
             headers={"Authorization": alice, "Accept": OCI_ACCEPT},
         )
         assert resp.status == 200 and await resp.read() == img.manifest
-    assert img.digest in e.edge.require(e.edge.manifests).store.memory
+    assert img.digest in e.edge.manifests.store.memory
     for ref in refs:
         for headers in ({"Authorization": mallory}, {}):
             resp = await e.client.get(f"/v2/team/secret/manifests/{ref}", headers=headers)
