@@ -1,14 +1,15 @@
 """Blobs through the edge: GET/HEAD ``/v2/<name>/blobs/<digest>``.
 
-- **Hit**: zero-copy sendfile from the cache (:mod:`regcore.zerocopy`, uvloop included), ``Range`` -> 206 with
-  ``Content-Range``, unsatisfiable -> 416 with ``Content-Range: bytes */size``. Served
+- **Hit**: zero-copy sendfile from the cache (:mod:`regcore.zerocopy`, uvloop included),
+  ``Range`` -> 206 with ``Content-Range``, unsatisfiable -> 416 with
+  ``Content-Range: bytes */size``. Served
   whatever the upstream's state (a blob by digest is immutable), except that a private
   upstream's access check (:class:`edge.upstreams.AccessChecker`) comes first.
 - **Miss, GET**: join or start the fill of the digest (:class:`edge.fill.FillManager`: one
   upstream fetch per digest per node and per region) and stream its bytes as they land,
   ``Range`` included, zero-copy too: each span the fill has written goes out with
-  ``os.sendfile`` from the growing temp file (:meth:`edge.fill.Fill.spans`). The upstream must have announced the size within its connect + read
-  timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
+  ``os.sendfile`` from the growing temp file (:meth:`edge.fill.Fill.spans`). The upstream
+  must have announced the size within its connect + read timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
   (404 BLOB_UNKNOWN, 401 UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
   Headers go out with the first byte, so a fill failing before that is a proper OCI error;
   if the fill fails after the headers went out the connection is cut, so the client sees a
@@ -29,6 +30,9 @@
 
 Every 200/206 carries ``Content-Type: application/octet-stream``, ``Docker-Content-Digest``,
 ``ETag`` (the digest), ``Content-Length`` and ``Accept-Ranges: bytes``.
+
+Handler: :class:`BlobHandler`, built by :class:`edge.node.EdgeNode` with the router, the
+access checker, the cache, the fill manager and the metrics.
 """
 
 from __future__ import annotations

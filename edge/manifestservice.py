@@ -1,4 +1,4 @@
-"""Manifest resolution at the edge: the tag policy, by digest and by tag (:class:`ManifestService`).
+"""Manifest resolution at the edge (:class:`ManifestService`): the tag policy, by tag, by digest.
 
 By digest: served from the edge's manifest store (:class:`edge.manifeststore.ManifestStore`:
 one record per digest holding the bytes verbatim with their media type, the hottest in
@@ -23,9 +23,10 @@ serve, so an entry is what the tag *is*; a client is never served a type it did 
 (404 MANIFEST_UNKNOWN, as registry:2). A client naming only some types is forwarded as is
 and its answer is not recorded for the tag (registry:2 may have converted it for that client).
 
-Upstream fetches are checked and stored by :class:`edge.manifestfetch.ManifestFetcher`; one
+Upstream fetches are checked and stored by :class:`edge.manifestfetch.ManifestFetcher`. One
 upstream GET per (upstream, repository, reference, forwarded types) and one revalidating HEAD
-per tag run at a time, shared by every request that needs them (:class:`edge.singleflight.SingleFlight`).
+per tag run at a time, shared by every request that needs them
+(:class:`edge.singleflight.SingleFlight`); :meth:`ManifestService.close` cancels those left.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ Every cache decision and upstream call is counted (STYLE rule 10). Names (namesp
 - ``upstream_latency_seconds{upstream}``: time to response headers;
 - ``manifest_reads{source}``: manifest bodies served from the edge's own store, ``source``
   ``memory`` (the in-memory LRU) or ``disk``; ``manifest_memory_bytes``: bytes of manifests
-  held in memory (a gauge, read from the store bound with :meth:`EdgeMetrics.watch_manifest_memory`).
+  held in memory (a gauge, read from the store passed to
+  :meth:`EdgeMetrics.watch_manifest_memory`).
 
 The fill machinery (edge/fill.py, edge/cache.py) registers its own collectors on the same
 registry.

@@ -1,4 +1,4 @@
-"""ManifestStore: one record (media type + bytes) per digest, memory in front of a real diskcache."""
+"""ManifestStore: one record (media type + bytes) per digest; memory before a real diskcache."""
 
 from __future__ import annotations
 
