@@ -9,8 +9,9 @@
   upstream fetch per digest per node and per region) and stream its bytes as they land,
   ``Range`` included, zero-copy too: each span the fill has written goes out with
   ``os.sendfile`` from the growing temp file (:meth:`edge.fill.Fill.spans`). The upstream
-  must have announced the size within its connect + read timeout (else 504); upstream refusals before the first byte pass on as the spec's errors
-  (404 BLOB_UNKNOWN, 401 UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
+  must have announced the size within its connect + read timeout (else 504); upstream
+  refusals before the first byte pass on as the spec's errors (404 BLOB_UNKNOWN, 401
+  UNAUTHORIZED, 403 DENIED, 429 TOOMANYREQUESTS, 502/504 UNAVAILABLE).
   Headers go out with the first byte, so a fill failing before that is a proper OCI error;
   if the fill fails after the headers went out the connection is cut, so the client sees a
   short body -- never a clean 200 of bad bytes (the fill withholds a full blob's last chunk
