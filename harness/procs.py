@@ -178,10 +178,22 @@ class Process:
             self._popen.send_signal(sig)
 
     def _signal_group(self, sig: int) -> None:
+        """Signal the child's process group, never someone else's.
+
+        Once the leader has been reaped its pid is free: the kernel may give it to an unrelated
+        new process, which (started in a new session, as ours are) leads a group with that very
+        id. Leftover members of our group keep the id reserved, and while they live no new
+        process can get it; so after the leader is reaped a live process *with that pid* means
+        the id was reused, and the group is left alone. (Signalling it anyway stopped and
+        killed other tests' servers under parallel runs.)
+        """
         if self._popen is None:
             return
+        pgid = self._popen.pid
+        if self._popen.poll() is not None and os.path.exists(f"/proc/{pgid}"):
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._popen.pid, sig)
+            os.killpg(pgid, sig)
 
     # -- observation -----------------------------------------------------------------------
 

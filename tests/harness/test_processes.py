@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,3 +48,23 @@ def test_stop_escalates_to_sigkill_and_is_idempotent(tmp_path: Path) -> None:
 def test_wait_for_port_times_out() -> None:
     with pytest.raises(TimeoutError):
         wait_for_port("127.0.0.1", free_port(), timeout=0.2)
+
+
+def test_signals_after_exit_never_reach_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    """After the leader is reaped, its pid may be reused; kill/stop must not hit the new owner."""
+    proc = Process(["true"], cwd=tmp_path, name="short").start()
+    proc.wait(10)
+    # Stand in for the kernel reusing the pid: a live process now holds it. We cannot force the
+    # kernel's choice, so point the finished Process at a live bystander in its own session.
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        proc._popen.pid = bystander.pid  # type: ignore[union-attr]
+        proc.kill()
+        proc.stop()
+        proc.pause()
+        assert bystander.poll() is None
+        with open(f"/proc/{bystander.pid}/stat") as f:
+            assert f.read().split(") ")[1].split()[0] != "T"  # not stopped
+    finally:
+        os.killpg(bystander.pid, signal.SIGKILL)
+        bystander.wait()
