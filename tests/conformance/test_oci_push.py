@@ -270,6 +270,48 @@ async def test_extra_chunked_blob_bytes(
     assert resp.status == 200 and resp.body == chunked.blob.content, resp.describe()
 
 
+@pytest.mark.reference_lacks(
+    "distribution 2.8 ignores Content-Range on the closing PUT: appended -> 400 DIGEST_INVALID"
+)
+async def test_extra_out_of_order_final_chunk_on_put_416(oci: OciHttp, data: SuiteData) -> None:
+    """Beyond this port (the suite's newer ``OutOfOrderChunks`` + ``PutLastChunk`` run): "If
+    the final chunk is uploaded out of order, the registry MUST respond with a 416". Chunk 1
+    by PATCH -> 202; a closing ``PUT ?digest=`` carrying chunk 1 again (``0-…``) -> 416 with
+    a ``Location``; GET -> 204 with the unchanged ``Range``; the closing PUT with chunk 2 at
+    the right offset -> 201, and the blob is served byte for byte."""
+    chunked = data.chunked_of(60)  # a blob of its own: not pushed by any other step
+    start = await oci.request("POST", "/v2/<name>/blobs/uploads/", headers={"Content-Length": "0"})
+    assert start.header("Location"), start.describe()
+    first = await oci.request(
+        "PATCH",
+        start.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range1},
+        body=chunked.chunk1,
+    )
+    assert first.status == 202, first.describe()
+    bad = await oci.request(
+        "PUT",
+        first.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range1},
+        body=chunked.chunk1,
+        digest=chunked.blob.digest,
+    )
+    assert bad.status == 416, bad.describe()
+    assert bad.header("Location"), bad.describe()
+    status = await oci.request("GET", bad.relative_location())
+    assert status.status == 204 and status.header("Range") == chunked.range1, status.describe()
+    done = await oci.request(
+        "PUT",
+        status.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range2},
+        body=chunked.chunk2,
+        digest=chunked.blob.digest,
+    )
+    assert done.status == 201, done.describe()
+    got = await oci.request("GET", f"/v2/<name>/blobs/{chunked.blob.digest}")
+    assert got.status == 200 and got.body == chunked.blob.content, got.describe()
+
+
 # -- Cross-Repository Blob Mount -------------------------------------------------------------
 
 
