@@ -7,7 +7,8 @@ per-request cost is one coroutine frame):
   spec's JSON envelope (every entry of a :class:`~regcore.errors.RegistryErrors`); an
   unexpected exception becomes a 500 with no internals in the body (it is logged with its
   traceback instead);
-- headers: ``Docker-Distribution-API-Version`` on every answer;
+- headers: ``Docker-Distribution-API-Version`` on every answer; with
+  :func:`on_prepare_api_header` installed, ``Server: quayside`` (no versions) on every answer;
 - path guard: encoded slashes, ``..`` and NUL in ``/v2/`` paths are refused before the
   handler runs, so a name can never address anything outside its repository.
 """
@@ -26,6 +27,7 @@ from regcore.reference import check_raw_path
 log = logging.getLogger("quayside.http")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+SERVER_HEADER = ("Server", "quayside")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Route pieces: names may contain slashes; validation (NAME_INVALID) happens in handlers.
@@ -90,8 +92,12 @@ def standard_middlewares() -> list:
 
 
 async def on_prepare_api_header(request: web.Request, response: web.StreamResponse) -> None:
-    """Signal handler: make sure streamed answers carry the API version header too."""
+    """``on_response_prepare`` handler both servers install: streamed answers carry the API
+    version header too, and every answer of the application (plain, streamed, file, error,
+    aiohttp's own 404/405) names the server as ``Server: quayside`` -- never the Python and
+    aiohttp versions aiohttp would put there, which scanners match against advisories."""
     response.headers.setdefault(*API_VERSION_HEADER)
+    response.headers[SERVER_HEADER[0]] = SERVER_HEADER[1]
 
 
 def etag_matches(header: str | None, digest: object) -> bool:

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from regcore import errors
-from regcore.http import NAME, parse_range, standard_middlewares
+from regcore.http import NAME, on_prepare_api_header, parse_range, standard_middlewares
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -362,3 +362,43 @@ async def test_range_error_reaches_the_client_as_416_with_content_range(
     assert resp.status == 416
     assert resp.headers["Content-Range"] == "bytes */10"
     assert [e["code"] for e in await _envelope(resp)] == ["RANGE_INVALID"]
+
+
+# -- Server header -----------------------------------------------------------------------------
+
+
+async def test_every_answer_names_the_server_without_versions(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """``Server: quayside`` on plain, streamed, error, HEAD and aiohttp's own answers: never
+    the Python and aiohttp versions a scanner would match against advisories."""
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        await resp.write(b"chunk")
+        return resp
+
+    app = web.Application(middlewares=standard_middlewares())
+    app.on_response_prepare.append(on_prepare_api_header)
+    app.router.add_get("/v2/", _ok)
+    app.router.add_get("/v2/stream", streamed)
+    app.router.add_get("/v2/team/app/tags/list", _raiser(errors.Denied()))
+    client = await aiohttp_client(app)
+    answers = [
+        await client.get("/v2/"),
+        await client.head("/v2/"),
+        await client.get("/v2/stream"),
+        await client.get("/v2/team/app/tags/list"),
+        await client.head("/v2/team/app/tags/list"),
+        await client.get("/v2/no/such/route"),
+        await client.post("/v2/"),
+        await client.get("/elsewhere"),
+    ]
+    assert [r.headers.getall("Server") for r in answers] == [["quayside"]] * len(answers)
+    status, headers, _ = await _raw(client, "GET", "/v2/%2e%2e/x/tags/list")
+    assert status == 400 and headers["server"] == "quayside"
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.json_response({})
