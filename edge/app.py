@@ -43,7 +43,7 @@ from edge.fill import EdgeFillMetrics, FillManager
 from edge.metrics import EdgeMetrics
 from edge.peers import PeerSource
 from edge.regionlock import RegionLock
-from edge.routing import NS_HEADER, Route, Router
+from edge.routing import NS_HEADER, Route, Router, valid_ns
 from edge.tagcache import TagCache
 from edge.upstreams import AccessChecker, Upstreams, is_private, open_session
 from regcore import errors
@@ -297,7 +297,7 @@ async def _digest_etag(request: web.Request, response: web.StreamResponse) -> No
 
 async def _echo_namespace(request: web.Request, response: web.StreamResponse) -> None:
     ns = request.query.get("ns")
-    if ns and request.path.startswith("/v2/"):
+    if ns and valid_ns(ns) and request.path.startswith("/v2/"):  # never a control character
         response.headers.setdefault(NS_HEADER, ns)
 
 

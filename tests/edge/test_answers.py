@@ -8,6 +8,7 @@ port; an in-test server only where a fault must be injected (a hung upstream).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,3 +45,45 @@ async def test_every_edge_answer_says_server_quayside_without_versions(
     for resp in answers:
         await resp.read()
         assert resp.headers.getall("Server") == ["quayside"], resp
+
+
+# -- a malformed ?ns= is the client's mistake: 400 NAME_INVALID, never a dropped connection ------
+
+
+async def _raw(client: Any, target: str) -> tuple[int, dict[str, str], bytes]:
+    """``GET target`` sent byte for byte (the query exactly as written); read to EOF."""
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head, f"{target}: the connection was dropped without an answer"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "ns", ["%00", "local%00", "local%0a", "%0d%0aX-Evil:%201", "%7f", "%20local", "l%C3%B6cal"]
+)
+async def test_malformed_ns_is_400_name_invalid_json_without_a_traceback(
+    make_edge: MakeEdge, caplog: pytest.LogCaptureFixture, ns: str
+) -> None:
+    e = await make_edge({"local": f"http://127.0.0.1:{free_port()}"})
+    digest = "sha256:" + "a" * 64
+    caplog.set_level("WARNING")
+    for path in ("manifests/v1", f"blobs/{digest}", "tags/list", f"referrers/{digest}"):
+        status, headers, body = await _raw(e.client, f"/v2/team/app/{path}?ns={ns}")
+        assert status == 400, (path, body)
+        assert headers["content-type"].startswith("application/json")
+        assert [err["code"] for err in json.loads(body)["errors"]] == ["NAME_INVALID"]
+        assert "oci-namespace" not in headers and "x-evil" not in headers
+    assert [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info] == []
+    # a well-formed ns still selects its upstream and is echoed
+    status, headers, _ = await _raw(e.client, "/v2/team/app/tags/list?ns=nowhere.example")
+    assert status == 404 and headers["oci-namespace"] == "nowhere.example"
