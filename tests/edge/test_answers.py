@@ -12,9 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from harness.fixtures import ImageFactory
 from harness.ports import free_port
@@ -87,3 +85,64 @@ async def test_malformed_ns_is_400_name_invalid_json_without_a_traceback(
     # a well-formed ns still selects its upstream and is echoed
     status, headers, _ = await _raw(e.client, "/v2/team/app/tags/list?ns=nowhere.example")
     assert status == 404 and headers["oci-namespace"] == "nowhere.example"
+
+
+# -- an upstream down or hung: 502/504 whose body names no internal URL ----------------------------
+
+DIGEST = "sha256:" + "b" * 64
+PATHS = (
+    "manifests/v1",
+    f"manifests/{DIGEST}",
+    f"blobs/{DIGEST}",
+    "tags/list",
+    f"referrers/{DIGEST}",
+)
+
+
+def _assert_names_no_upstream(body: bytes, port: int) -> None:
+    text = body.decode()
+    for leak in ("http://", "https://", "127.0.0.1", f":{port}"):
+        assert leak not in text, text
+
+
+async def test_upstream_down_is_502_unavailable_without_its_url(make_edge: MakeEdge) -> None:
+    port = free_port()  # nothing listens there: connection refused
+    e = await make_edge({"local": f"http://127.0.0.1:{port}"})
+    for path in PATHS:
+        resp = await e.client.get(f"/v2/team/app/{path}", headers={"Accept": OCI_ACCEPT})
+        body = await resp.read()
+        assert resp.status == 502, (path, body)
+        assert [err["code"] for err in json.loads(body)["errors"]] == ["UNAVAILABLE"]
+        _assert_names_no_upstream(body, port)
+
+
+@pytest.fixture
+async def hung_upstream() -> AsyncIterator[tuple[str, int]]:
+    """A port that accepts connections and never answers (a hung upstream); closed after."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_upstream_hung_is_504_unavailable_without_its_url(
+    make_edge: MakeEdge, hung_upstream: tuple[str, int]
+) -> None:
+    url, port = hung_upstream
+    e = await make_edge({"local": url}, connect_timeout=0.3, read_timeout=0.3)
+    for path in PATHS:
+        resp = await e.client.get(f"/v2/team/app/{path}", headers={"Accept": OCI_ACCEPT})
+        body = await resp.read()
+        assert resp.status == 504, (path, body)
+        assert [err["code"] for err in json.loads(body)["errors"]] == ["UNAVAILABLE"]
+        _assert_names_no_upstream(body, port)

@@ -198,6 +198,68 @@ async def test_unexpected_exception_is_500_unknown_without_internals(
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
 
 
+async def test_no_error_body_names_an_internal_url(aiohttp_client: ClientFactory) -> None:
+    """URLs in messages and details (nested too) become ``<url>``; a 5xx's free-text detail
+    (an upstream failure told from its exception, hosts and ports included) is not sent;
+    a 5xx's structured detail is kept."""
+    up = "http://10.0.0.7:5000/v2/team/app/manifests/v1"
+    routes: dict[str, BaseException] = {
+        "/v2/a/tags/list": errors.UpstreamUnavailable(f"GET {up} failed: ClientConnectorError"),
+        "/v2/b/tags/list": errors.UpstreamTimeout(
+            {"timeout_s": 3, "tried": [up]}, message=f"{up} timed out"
+        ),
+        "/v2/c/tags/list": errors.Denied({"realm": "https://auth.internal:8443/token?x=1"}),
+        "/v2/d/tags/list": errors.RegistryErrors(
+            [errors.NameUnknown(f"see {up}"), errors.Unavailable("Cannot connect to 10.0.0.7:5000")]
+        ),
+    }
+    client = await _client(aiohttp_client, routes)
+    got = {}
+    for path in routes:
+        resp = await client.get(path)
+        raw = await resp.read()
+        for leak in (b"10.0.0.7", b"auth.internal", b"://"):
+            assert leak not in raw, raw
+        got[path] = (resp.status, json.loads(raw)["errors"])
+    assert got == {
+        "/v2/a/tags/list": (
+            502,
+            [{"code": "UNAVAILABLE", "message": "upstream registry unavailable"}],
+        ),
+        "/v2/b/tags/list": (
+            504,
+            [
+                {
+                    "code": "UNAVAILABLE",
+                    "message": "<url> timed out",
+                    "detail": {"timeout_s": 3, "tried": ["<url>"]},
+                }
+            ],
+        ),
+        "/v2/c/tags/list": (
+            403,
+            [
+                {
+                    "code": "DENIED",
+                    "message": "requested access to the resource is denied",
+                    "detail": {"realm": "<url>"},
+                }
+            ],
+        ),
+        "/v2/d/tags/list": (
+            404,
+            [
+                {
+                    "code": "NAME_UNKNOWN",
+                    "message": "repository name not known to registry",
+                    "detail": "see <url>",
+                },
+                {"code": "UNAVAILABLE", "message": "service unavailable"},
+            ],
+        ),
+    }
+
+
 async def test_aiohttp_404_on_v2_paths_is_oci_json(aiohttp_client: ClientFactory) -> None:
     client = await _client(aiohttp_client, {"/v2/team/app/tags/list": errors.Denied()})
     resp = await client.get("/v2/no/such/route")
