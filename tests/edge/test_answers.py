@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from harness.fixtures import ImageFactory
 from harness.ports import free_port
 from harness.registry import DockerRegistry
+from origin.app import create_app as create_origin
+from regcore.config import load_origin_config
 from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
 
 
@@ -146,3 +151,64 @@ async def test_upstream_hung_is_504_unavailable_without_its_url(
         assert resp.status == 504, (path, body)
         assert [err["code"] for err in json.loads(body)["errors"]] == ["UNAVAILABLE"]
         _assert_names_no_upstream(body, port)
+
+
+# -- an upstream's 4xx is the client's mistake passed on: 4xx with the upstream's code ------------
+
+
+@pytest.fixture
+async def origin_upstream(aiohttp_server: Any, tmp_path: Path) -> str:
+    """The real origin application on a loopback port (an upstream that checks ``n``)."""
+    config = load_origin_config(None, {}, {"storage.filesystem.rootdirectory": str(tmp_path)})
+    server = await aiohttp_server(create_origin(config))
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("query", ["n=-1", "n=abc", "n=-1&last=v1"])
+async def test_upstream_400_for_a_bad_page_size_reaches_the_client_as_400(
+    origin_upstream: str, image_factory: ImageFactory, make_edge: MakeEdge, query: str
+) -> None:
+    await push(origin_upstream, "team/app", "v1", image_factory.image())
+    e = await make_edge({"origin": origin_upstream})
+    direct = await _get(f"{origin_upstream}/v2/team/app/tags/list?{query}")
+    assert direct[0] == 400 and _codes(direct[1]) == ["PAGINATION_NUMBER_INVALID"]
+    resp = await e.client.get(f"/v2/team/app/tags/list?{query}")
+    body = await resp.read()
+    assert resp.status == 400, body
+    assert _codes(body) == ["PAGINATION_NUMBER_INVALID"]
+    port = int(origin_upstream.rsplit(":", 1)[1])
+    _assert_names_no_upstream(body, port)
+    ok = await e.client.get("/v2/team/app/tags/list?n=1")
+    assert ok.status == 200 and (await ok.json())["tags"] == ["v1"]
+
+
+async def test_upstream_4xx_without_a_known_code_stays_a_4xx(
+    make_edge: MakeEdge, aiohttp_server: Any
+) -> None:
+    """An upstream (or a proxy in front of it) refusing with a plain-text 400, or with an
+    error code the edge does not know: the client gets that 4xx status, never a 502."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        if request.query.get("n") == "7":
+            return web.json_response(
+                {"errors": [{"code": "FOO_TOO_MANY", "message": "x"}]}, status=422
+            )
+        return web.Response(status=400, text="400 Bad Request (from a proxy)")
+
+    app = web.Application()
+    app.router.add_get("/v2/{name:.+}/tags/list", refuse)
+    server = await aiohttp_server(app)
+    e = await make_edge({"up": f"http://127.0.0.1:{server.port}"})
+    plain = await e.client.get("/v2/team/app/tags/list?n=-5")
+    assert plain.status == 400 and _codes(await plain.read()) == ["UNKNOWN"]
+    coded = await e.client.get("/v2/team/app/tags/list?n=7")
+    assert coded.status == 422 and _codes(await coded.read()) == ["FOO_TOO_MANY"]
+
+
+def _codes(body: bytes) -> list[str]:
+    return [err["code"] for err in json.loads(body)["errors"]]
+
+
+async def _get(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.read()
