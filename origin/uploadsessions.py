@@ -9,8 +9,7 @@ Guarantees:
 - Bodies stream to disk through :class:`~regcore.storage.blobwriter.BlobWriter`, hashed as they
   arrive; a request never holds more than about one flush buffer (1 MiB) in memory.
 - One :class:`asyncio.Lock` per session: concurrent PATCHes on one session run one after the
-  other, and the second sees the moved offset (416 when its ``Content-Range`` no longer fits,
-  on a PATCH or on the closing PUT).
+  other, and the second sees the moved offset (416 when its ``Content-Range`` no longer fits).
 - :meth:`Uploads.finish` verifies the digest of everything received, fsyncs, and moves ``data``
   into the store atomically (:meth:`~regcore.storage.interfaces.BlobInstaller.install`; a blob that already exists
   is success), then links it into the repository. A wrong digest raises ``DIGEST_INVALID`` and
@@ -240,8 +239,8 @@ class Uploads:
         start: int | None = None,
         end: int | None = None,
     ) -> Digest:
-        """Append the final chunk (if any; ``start``/``end`` as in :meth:`append`), verify, commit,
-        link. Raises DigestInvalid BlobUploadUnknown, SizeTooLarge, RangeInvalid."""
+        """Append the final chunk (if any; ``start``/``end`` as in :meth:`append`), verify,
+        commit, link. Raises DigestInvalid, BlobUploadUnknown, SizeTooLarge, RangeInvalid."""
         valid_upload_id(upload_id)
         sess = self._session(name, upload_id)
         async with sess.lock:
