@@ -28,7 +28,7 @@ from edge import peers
 from edge.cache import BlobCache
 from edge.fill import FillManager
 from edge.node import Clock, EdgeNode
-from edge.routing import NS_HEADER, Router
+from edge.routing import NS_HEADER, Router, valid_ns
 from edge.upstreams import is_private
 from regcore import errors
 from regcore.config import EdgeConfig
@@ -117,7 +117,7 @@ async def _digest_etag(request: web.Request, response: web.StreamResponse) -> No
 
 async def _echo_namespace(request: web.Request, response: web.StreamResponse) -> None:
     ns = request.query.get("ns")
-    if ns and request.path.startswith("/v2/"):
+    if ns and valid_ns(ns) and request.path.startswith("/v2/"):  # never a control character
         response.headers.setdefault(NS_HEADER, ns)
 
 

@@ -126,12 +126,15 @@ async def _passthrough(
         async with asyncio.timeout(deadline(route.upstream)):
             resp = await client.request("GET", path, params=query or None)
             async with resp:
-                body = await resp.read() if resp.status == 200 else b""
+                if resp.status == 200:
+                    body = await resp.read()
+                else:  # a refusal's envelope names its OCI code, relayed (bounded read)
+                    body = await resp.content.read(64 * 1024)
                 status, headers, url = resp.status, resp.headers.copy(), resp.url
     except TimeoutError:
         raise errors.UpstreamTimeout({"path": path}) from None
     if status != 200:
-        raise error_for(status, kind, method="GET", url=url, headers=headers)
+        raise error_for(status, kind, method="GET", url=url, headers=headers, body=body)
     out = {"Content-Type": headers.get("Content-Type", "application/json"), **route.headers}
     link = headers.get("Link")
     if link and "?" in link:

@@ -7,7 +7,8 @@ Three ways to choose, in this order (PROTOCOL.md 1):
    their ``hosts`` aliases; ``docker.io``, ``index.docker.io`` and ``registry-1.docker.io`` all
    select a Docker Hub upstream. An ``ns`` that selects nothing is refused with 404
    NAME_UNKNOWN naming the namespace: the edge never dials a host a client named.
-   The answer echoes ``OCI-Namespace: <ns>``.
+   The answer echoes ``OCI-Namespace: <ns>``. An ``ns`` that is not visible ASCII (a control
+   character, a space, non-ASCII; :func:`valid_ns`) is 400 NAME_INVALID and is not echoed.
 2. Path prefix: ``/v2/<upstream-name>/<repo>/...`` when the first component of the name is the
    ``name`` of a configured upstream (podman mirror locations with a path). The prefix wins
    over a repository of the default upstream whose first component happens to be equal.
@@ -113,7 +114,20 @@ class Router:
         return validate_name(name)
 
 
+def valid_ns(value: str) -> bool:
+    """Whether ``value`` can be an ``ns``: a registry host (``[::1]:5000`` included) or an
+    upstream name, so visible ASCII only, 1-255 characters -- and safe to echo in a header."""
+    return 0 < len(value) <= 255 and all("!" <= c <= "~" for c in value)
+
+
 def ns_of(query: Mapping[str, str]) -> str | None:
-    """The ``ns`` value of a request's query (``request.query``); ``None`` when absent or empty."""
+    """The ``ns`` value of a request's query (``request.query``); ``None`` when absent or empty.
+
+    Raises NameInvalid (400) for a value that is not :func:`valid_ns` (a control character, a
+    space, non-ASCII): the client's mistake, refused before it can reach ``OCI-Namespace``."""
     value = query.get("ns")
+    if value and not valid_ns(value):
+        raise errors.NameInvalid(
+            {"ns": value[:100]}, message="invalid ns parameter: expected a registry host"
+        )
     return value or None

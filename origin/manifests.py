@@ -14,7 +14,13 @@ PUT guarantees:
   Writes go blob -> revision link -> referrers index -> tag, each atomic, so a crash leaves
   at most an unreferenced blob or an untagged revision;
 * ``201 Created`` with ``Location: /v2/<name>/manifests/<digest>``, ``Docker-Content-Digest``
-  and, when the manifest has a ``subject``, ``OCI-Subject: <subject digest>``.
+  and, when the manifest has a ``subject``, ``OCI-Subject: <subject digest>``;
+* a PUT by digest may set tags in the same request (the spec's draft ``?tag=`` parameter,
+  repeated): each is validated before anything is stored (400 TAG_INVALID; more than
+  :data:`MAX_TAG_PARAMS` is 414 TAG_INVALID), each points at the digest of the reference
+  (a sha512 reference stays sha512 in every answer, by digest or by tag), and the tags set
+  are echoed in one ``OCI-Tag`` header (comma-separated). On a PUT by tag ``?tag=`` is
+  ignored (and not echoed).
 
 GET/HEAD serve the stored bytes with their exact media type, ``Content-Length``,
 ``Docker-Content-Digest`` and ``ETag: "<digest>"``; a client whose ``Accept`` lists manifest
@@ -45,6 +51,8 @@ from regcore.http import NAME, REFERENCE, etag_matches
 from regcore.reference import Tag, is_valid_tag, parse_reference, validate_name
 
 _READ_CHUNK = 64 * 1024
+#: Most ``?tag=`` parameters one manifest PUT may set (the spec asks for at least 10).
+MAX_TAG_PARAMS = 100
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -151,6 +159,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     _check_writable(app)
     name = validate_name(request.match_info["name"])
     ref = parse_reference(request.match_info["reference"])
+    extra_tags = _tag_params(request) if isinstance(ref, Digest) else []
     body = await _read_body(request, _max_bytes(app))
     algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
     parsed = mf.parse_manifest(
@@ -182,8 +191,30 @@ async def put_manifest(request: web.Request) -> web.Response:
         headers["OCI-Subject"] = str(parsed.subject.digest)
     if isinstance(ref, Tag):
         await repos.tag(name, ref.name, digest)
+    for tag in extra_tags:
+        await repos.tag(name, tag, digest)
+    if extra_tags:
+        headers["OCI-Tag"] = ", ".join(extra_tags)
     _count(app, "manifests_pushed", "Manifests stored by PUT")
     return web.Response(status=201, headers=headers)
+
+
+class _TooManyTags(errors.TagInvalid):  # type: ignore[misc,valid-type]
+    status = 414
+    message = "too many tag parameters"
+
+
+def _tag_params(request: web.Request) -> list[str]:
+    """The ``?tag=`` values of a PUT by digest, in order, each once (the spec's draft: tags
+    set in the same request). Raises TagInvalid (400) for a malformed one, 414 TAG_INVALID
+    for more than :data:`MAX_TAG_PARAMS`; both before anything is read or stored."""
+    tags = list(dict.fromkeys(request.query.getall("tag", [])))
+    if len(tags) > MAX_TAG_PARAMS:
+        raise _TooManyTags({"tags": len(tags), "limit": MAX_TAG_PARAMS})
+    for tag in tags:
+        if not is_valid_tag(tag):
+            raise errors.TagInvalid({"tag": tag[:140]}, message="invalid tag parameter")
+    return tags
 
 
 async def _verify_references(

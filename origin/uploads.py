@@ -8,8 +8,9 @@ body to the :class:`~origin.uploadsessions.Uploads` manager of the app and answe
 are re-exported here.
 
 Guarantees (beyond the manager's):
-- A ``Content-Range`` that does not parse answers 416 ``RANGE_INVALID`` with the session's
-  current ``Range`` and ``Location``, before any byte is read.
+- A ``Content-Range`` (on a PATCH or on the closing PUT) that does not parse, does not
+  continue the upload or disagrees with ``Content-Length`` answers 416 ``RANGE_INVALID`` with
+  the session's current ``Range`` and ``Location``, before any byte is read.
 - ``POST ?mount=&from=`` that cannot be honoured (bad digest or name, blob not in ``from``)
   falls back to a new session (202), as distribution does.
 
@@ -127,37 +128,58 @@ async def patch_upload(request: web.Request) -> web.Response:
     name = request_name(request)
     upload_id = valid_upload_id(request.match_info["upload_id"])
     uploads = _uploads(request)
-    start = end = None
-    header = request.headers.get(hdrs.CONTENT_RANGE)
-    if header is not None:
-        try:
-            start, end = parse_content_range(header)
-        except errors.RangeInvalid as err:
-            offset = await uploads.offset(name, upload_id)
-            bad = uploads.range_error(name, upload_id, offset, str(err.detail))
-            bad.headers[hdrs.LOCATION] = location(request, bad.headers[hdrs.LOCATION])
-            raise bad from None
+    start, end = await _chunk_range(request, uploads, name, upload_id)
     try:
         offset = await uploads.append(
             name, upload_id, _body(request), start=start, end=end, length=request.content_length
         )
     except errors.RangeInvalid as err:
-        if hdrs.LOCATION in err.headers:
-            err.headers[hdrs.LOCATION] = location(request, err.headers[hdrs.LOCATION])
+        _absolute_location(request, err)
         raise
     return _upload_response(request, 202, name, upload_id, offset)
 
 
+async def _chunk_range(
+    request: web.Request, uploads: Uploads, name: str, upload_id: str
+) -> tuple[int | None, int | None]:
+    """The chunk's ``Content-Range`` (``(None, None)`` without one); a malformed one raises
+    RangeInvalid with the session's current ``Range`` and ``Location``."""
+    header = request.headers.get(hdrs.CONTENT_RANGE)
+    if header is None:
+        return None, None
+    try:
+        return parse_content_range(header)
+    except errors.RangeInvalid as err:
+        offset = await uploads.offset(name, upload_id)
+        bad = uploads.range_error(name, upload_id, offset, str(err.detail))
+        _absolute_location(request, bad)
+        raise bad from None
+
+
+def _absolute_location(request: web.Request, err: errors.RegistryError) -> None:
+    if hdrs.LOCATION in err.headers:
+        err.headers[hdrs.LOCATION] = location(request, err.headers[hdrs.LOCATION])
+
+
 async def put_upload(request: web.Request) -> web.Response:
-    """PUT ``?digest=``: final chunk (optional), verify, commit, link; 201."""
+    """PUT ``?digest=``: final chunk (optional; its ``Content-Range`` must continue the
+    upload, else 416 with the session unchanged), verify, commit, link; 201."""
     name = request_name(request)
     upload_id = valid_upload_id(request.match_info["upload_id"])
     raw = request.query.get("digest")
     if raw is None:
         raise errors.DigestInvalid("digest query parameter missing", message="digest missing")
     dg = Digest.parse(raw)
+    uploads = _uploads(request)
+    start, end = await _chunk_range(request, uploads, name, upload_id)
     body = _body(request) if request.body_exists else None
-    await _uploads(request).finish(name, upload_id, dg, body, request.content_length)
+    try:
+        await uploads.finish(
+            name, upload_id, dg, body, request.content_length, start=start, end=end
+        )
+    except errors.RangeInvalid as err:
+        _absolute_location(request, err)
+        raise
     return _blob_created(request, name, dg)
 
 

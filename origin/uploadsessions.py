@@ -164,18 +164,8 @@ class Uploads:
         sess = self._session(name, upload_id)
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
-            if start is not None:
-                if start != offset:
-                    raise self.range_error(
-                        name, upload_id, offset, f"chunk starts at {start}, upload is at {offset}"
-                    )
-                if end is not None and length is not None and length != end - start + 1:
-                    raise self.range_error(
-                        name,
-                        upload_id,
-                        offset,
-                        f"Content-Length {length} does not match Content-Range",
-                    )
+            if (mismatch := _range_misfit(offset, start, end, length)) is not None:
+                raise self.range_error(name, upload_id, offset, mismatch)
             return await self._append_locked(sess, name, upload_id, offset, body, length)
 
     async def _append_locked(
@@ -245,13 +235,18 @@ class Uploads:
         digest: Digest,
         body: AsyncIterable[bytes] | None,
         length: int | None = None,
+        *,
+        start: int | None = None,
+        end: int | None = None,
     ) -> Digest:
-        """Append the final chunk (if any), verify, commit and link. Raises DigestInvalid
-        (the session is cancelled), BlobUploadUnknown, SizeTooLarge."""
+        """Append the final chunk (if any; ``start``/``end`` as in :meth:`append`), verify,
+        commit, link. Raises DigestInvalid, BlobUploadUnknown, SizeTooLarge, RangeInvalid."""
         valid_upload_id(upload_id)
         sess = self._session(name, upload_id)
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
+            if (mismatch := _range_misfit(offset, start, end, length)) is not None:
+                raise self.range_error(name, upload_id, offset, mismatch)
             if body is not None:
                 offset = await self._append_locked(sess, name, upload_id, offset, body, length)
             path = self.layout.upload_data(name, upload_id)
@@ -352,6 +347,16 @@ class Uploads:
             except Exception:
                 log.exception("upload purge failed")
             await asyncio.sleep(max(interval, 1.0))
+
+
+def _range_misfit(at: int, start: int | None, end: int | None, size: int | None) -> str | None:
+    """Why a chunk's ``Content-Range`` (``start``-``end``) does not continue an upload at
+    offset ``at`` or disagrees with its ``Content-Length`` ``size``; ``None`` when it fits."""
+    if start is None or start != at:
+        return None if start is None else f"chunk starts at {start}, upload is at {at}"
+    if end is not None and size is not None and size != end - start + 1:
+        return f"Content-Length {size} does not match Content-Range"
+    return None
 
 
 # -- disk helpers (blocking) --------------------------------------------------------------------

@@ -6,8 +6,11 @@ per-request cost is one coroutine frame):
 - errors: :class:`~regcore.errors.RegistryError` (and aiohttp's own 404/405/413) become the
   spec's JSON envelope (every entry of a :class:`~regcore.errors.RegistryErrors`); an
   unexpected exception becomes a 500 with no internals in the body (it is logged with its
-  traceback instead);
-- headers: ``Docker-Distribution-API-Version`` on every answer;
+  traceback instead). No error body names an internal URL: URLs in messages and details
+  become ``<url>``, and a 5xx's free-text detail (an upstream failure described from its
+  exception, with hosts and ports) is logged at info instead of sent;
+- headers: ``Docker-Distribution-API-Version`` on every answer; with
+  :func:`on_prepare_api_header` installed, ``Server: quayside`` (no versions) on every answer;
 - path guard: encoded slashes, ``..`` and NUL in ``/v2/`` paths are refused before the
   handler runs, so a name can never address anything outside its repository.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +30,7 @@ from regcore.reference import check_raw_path
 log = logging.getLogger("quayside.http")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+SERVER_HEADER = ("Server", "quayside")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Route pieces: names may contain slashes; validation (NAME_INVALID) happens in handlers.
@@ -33,6 +38,7 @@ NAME = r"{name:[^?#]+?}"
 DIGEST = r"{digest:[^/]+}"
 REFERENCE = r"{reference:[^/]+}"
 UPLOAD_ID = r"{upload_id:[^/]+}"
+_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
 @web.middleware
@@ -60,6 +66,7 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
             resp.headers.setdefault(*API_VERSION_HEADER)
         return resp
     except errors.RegistryError as err:
+        _keep_internals_out(err)
         if request.method == "HEAD":
             # HEAD answers carry no body, but keep status and headers.
             return web.Response(
@@ -83,6 +90,35 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
         return errors.error_response(errors.Internal())
 
 
+def _keep_internals_out(err: errors.RegistryError) -> None:
+    """Make ``err`` (every error of a :class:`~regcore.errors.RegistryErrors`) fit for a
+    client: a URL in its message or detail becomes ``<url>``; a 5xx's free-text detail (an
+    upstream failure described from the exception: URLs, hosts, ports) is logged, not sent."""
+    for one in err.errors if isinstance(err, errors.RegistryErrors) else (err,):
+        if one.status >= 500 and isinstance(one.detail, str):
+            log.info(
+                "%s answered without its detail",
+                one.code,
+                extra={"status": one.status, "detail": one.detail},
+            )
+            one.detail = None
+        one.detail = _scrub(one.detail)
+        one.msg = _scrub(one.msg)
+    if isinstance(err, errors.RegistryErrors):
+        err.detail, err.msg = err.errors[0].detail, err.errors[0].msg
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every URL in its strings (nested in lists and dicts too) replaced."""
+    if isinstance(value, str):
+        return _URL_RE.sub("<url>", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def standard_middlewares() -> list:
     """The shared middlewares, to put first (outermost) so every other failure is rendered as
     OCI JSON: one layer, see :func:`standard_middleware`."""
@@ -90,8 +126,12 @@ def standard_middlewares() -> list:
 
 
 async def on_prepare_api_header(request: web.Request, response: web.StreamResponse) -> None:
-    """Signal handler: make sure streamed answers carry the API version header too."""
+    """``on_response_prepare`` handler both servers install: streamed answers carry the API
+    version header too, and every answer of the application (plain, streamed, file, error,
+    aiohttp's own 404/405) names the server as ``Server: quayside`` -- never the Python and
+    aiohttp versions aiohttp would put there, which scanners match against advisories."""
     response.headers.setdefault(*API_VERSION_HEADER)
+    response.headers[SERVER_HEADER[0]] = SERVER_HEADER[1]
 
 
 def etag_matches(header: str | None, digest: object) -> bool:

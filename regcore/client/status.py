@@ -13,7 +13,8 @@ The mapping, for a response that is not what the operation expected:
                       ``err.headers``
 5xx                   :class:`errors.UpstreamUnavailable`
 other 4xx             the upstream's envelope code when we know it (DIGEST_INVALID,
-                      MANIFEST_INVALID, ...), else UpstreamUnavailable
+                      MANIFEST_INVALID, ...), else the same 4xx status with the upstream's
+                      code (or UNKNOWN): a refusal stays a refusal, never a 502
 ====================  ==========================================================
 
 Details name the method, the upstream origin and path and the status; never credentials,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Literal
@@ -62,6 +64,9 @@ _ENVELOPE_CODES: dict[str, type[errors.RegistryError]] = {
     "PAGINATION_NUMBER_INVALID": errors.PaginationNumberInvalid,
     "UNSUPPORTED": errors.Unsupported,
 }
+
+
+_CODE_RE = re.compile(r"[A-Z][A-Z_]{0,63}")
 
 
 def redact(url: URL) -> str:
@@ -164,4 +169,15 @@ def _error_for(
     cls = _ENVELOPE_CODES.get(code or "")
     if cls is not None and 400 <= status < 500:
         return cls(detail)
+    if 400 <= status < 500:  # refused, e.g. the client's own bad input passed on: stays 4xx
+        return _refused(status, code, detail)
     return errors.UpstreamUnavailable(f"{detail} (unexpected)")
+
+
+def _refused(status: int, code: str | None, detail: str) -> errors.RegistryError:
+    """A 4xx whose code has no class here: the upstream's status, and its code when it has
+    the spec's form (uppercase letters and underscores), else ``UNKNOWN``."""
+    err = errors.RegistryError(detail, message="the upstream registry refused the request")
+    err.status = status  # type: ignore[misc]
+    err.code = code if code and _CODE_RE.fullmatch(code) else "UNKNOWN"  # type: ignore[misc]
+    return err

@@ -9,6 +9,8 @@ the suite's order. ``state["last"]``/``state["prev"]`` are the suite's ``lastRes
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -270,6 +272,48 @@ async def test_extra_chunked_blob_bytes(
     assert resp.status == 200 and resp.body == chunked.blob.content, resp.describe()
 
 
+@pytest.mark.reference_lacks(
+    "distribution 2.8 ignores Content-Range on the closing PUT: appended -> 400 DIGEST_INVALID"
+)
+async def test_extra_out_of_order_final_chunk_on_put_416(oci: OciHttp, data: SuiteData) -> None:
+    """Beyond this port (the suite's newer ``OutOfOrderChunks`` + ``PutLastChunk`` run): "If
+    the final chunk is uploaded out of order, the registry MUST respond with a 416". Chunk 1
+    by PATCH -> 202; a closing ``PUT ?digest=`` carrying chunk 1 again (``0-…``) -> 416 with
+    a ``Location``; GET -> 204 with the unchanged ``Range``; the closing PUT with chunk 2 at
+    the right offset -> 201, and the blob is served byte for byte."""
+    chunked = data.chunked_of(60)  # a blob of its own: not pushed by any other step
+    start = await oci.request("POST", "/v2/<name>/blobs/uploads/", headers={"Content-Length": "0"})
+    assert start.header("Location"), start.describe()
+    first = await oci.request(
+        "PATCH",
+        start.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range1},
+        body=chunked.chunk1,
+    )
+    assert first.status == 202, first.describe()
+    bad = await oci.request(
+        "PUT",
+        first.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range1},
+        body=chunked.chunk1,
+        digest=chunked.blob.digest,
+    )
+    assert bad.status == 416, bad.describe()
+    assert bad.header("Location"), bad.describe()
+    status = await oci.request("GET", bad.relative_location())
+    assert status.status == 204 and status.header("Range") == chunked.range1, status.describe()
+    done = await oci.request(
+        "PUT",
+        status.relative_location(),
+        headers={"Content-Type": OCTET, "Content-Range": chunked.range2},
+        body=chunked.chunk2,
+        digest=chunked.blob.digest,
+    )
+    assert done.status == 201, done.describe()
+    got = await oci.request("GET", f"/v2/<name>/blobs/{chunked.blob.digest}")
+    assert got.status == 200 and got.body == chunked.blob.content, got.describe()
+
+
 # -- Cross-Repository Blob Mount -------------------------------------------------------------
 
 
@@ -390,6 +434,125 @@ async def test_manifest_get_by_digest_200(oci: OciHttp, data: SuiteData) -> None
         "GET", f"/v2/<name>/manifests/{data.manifests[1].digest}", headers={"Accept": OCI_MANIFEST}
     )
     assert resp.status == 200, resp.describe()
+
+
+# -- Tags set in the manifest PUT (the spec's draft ``?tag=``, the newer suite's TagParam) -----
+
+TAG_PARAM_NAME = "conformance/tagparam"  # its own repository: the shared one's tags stay as is
+
+
+def _tag_values(resp: Reply) -> list[str]:
+    """The tags an ``OCI-Tag`` answer names (several headers and/or comma lists, RFC 9110)."""
+    return [t.strip() for v in resp.headers.getall("OCI-Tag", []) for t in v.split(",")]
+
+
+async def _push_blob_to(oci: OciHttp, name: str, content: bytes, digest: str) -> None:
+    start = await oci.request("POST", "/v2/<name>/blobs/uploads/", name=name)
+    assert start.header("Location"), start.describe()
+    done = await oci.request(
+        "PUT",
+        start.relative_location(),
+        headers={"Content-Type": OCTET},
+        body=content,
+        digest=digest,
+    )
+    assert done.status == 201, done.describe()
+
+
+async def _put_with_tags(
+    oci: OciHttp, digest: str, body: bytes, tags: list[str]
+) -> tuple[Reply, dict[str, Reply]]:
+    """PUT ``body`` by ``digest`` with ``?tag=`` each of ``tags``; then GET every tag."""
+    query = "&".join(f"tag={t}" for t in tags)
+    put = await oci.request(
+        "PUT",
+        f"/v2/<name>/manifests/{digest}?{query}",
+        name=TAG_PARAM_NAME,
+        headers={"Content-Type": OCI_MANIFEST},
+        body=body,
+    )
+    got = {
+        t: await oci.request(
+            "GET",
+            f"/v2/<name>/manifests/{t}",
+            name=TAG_PARAM_NAME,
+            headers={"Accept": OCI_MANIFEST},
+        )
+        for t in tags
+    }
+    return put, got
+
+
+@pytest.mark.reference_lacks("distribution 2.8 ignores ?tag= on a manifest PUT (no OCI-Tag)")
+async def test_extra_manifest_put_by_digest_with_tag_params(oci: OciHttp, data: SuiteData) -> None:
+    """The newer suite's "tag-param-sha256" data: "When pushing a manifest by digest, the
+    registry MAY support the pushing of tags specified by addition of tag query parameters
+    ... MUST include an OCI-Tag response header ... for each accepted tag": PUT by digest
+    with three ``?tag=`` -> 201, each tag in ``OCI-Tag``, each tag pulls the manifest with
+    its ``Docker-Content-Digest``."""
+    await _push_blob_to(oci, TAG_PARAM_NAME, data.configs[1].content, data.configs[1].digest)
+    await _push_blob_to(oci, TAG_PARAM_NAME, data.layer.content, data.layer.digest)
+    manifest = data.manifests[1]
+    tags = ["tag-param-0", "tag-param-1", "latest"]
+    put, got = await _put_with_tags(oci, manifest.digest, manifest.content, tags)
+    assert put.status == 201, put.describe()
+    assert put.header("Docker-Content-Digest") == manifest.digest, put.describe()
+    assert _tag_values(put) == tags, put.describe()
+    for reply in got.values():
+        assert reply.status == 200 and reply.body == manifest.content, reply.describe()
+        assert reply.header("Docker-Content-Digest") == manifest.digest, reply.describe()
+
+
+@pytest.mark.reference_lacks("distribution 2.8 ignores ?tag= on a manifest PUT (no OCI-Tag)")
+async def test_extra_sha512_manifest_with_tag_params(oci: OciHttp, data: SuiteData) -> None:
+    """The newer suite's "tag-param-sha512" data ("non-canonical digests require tag
+    parameters to push tags"): config and layer pushed under sha512 digests, a manifest naming
+    them PUT by its sha512 digest with ``?tag=`` -> 201 with that sha512 in
+    ``Docker-Content-Digest``; GET and HEAD by tag answer the same sha512 digest."""
+    config, layer = data.configs[2].content, data.layer.content
+    config_digest, layer_digest = _sha512(config), _sha512(layer)
+    await _push_blob_to(oci, TAG_PARAM_NAME, config, config_digest)
+    await _push_blob_to(oci, TAG_PARAM_NAME, layer, layer_digest)
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        },
+        indent="\t",
+    ).encode()
+    digest = _sha512(body)
+    tags = ["tag-param-sha512-0", "tag-param-sha512-1"]
+    put, got = await _put_with_tags(oci, digest, body, tags)
+    assert put.status == 201, put.describe()
+    assert put.header("Docker-Content-Digest") == digest, put.describe()
+    assert _tag_values(put) == tags, put.describe()
+    for tag, reply in got.items():
+        assert reply.status == 200 and reply.body == body, reply.describe()
+        assert reply.header("Docker-Content-Digest") == digest, reply.describe()
+        head = await oci.request(
+            "HEAD",
+            f"/v2/<name>/manifests/{tag}",
+            name=TAG_PARAM_NAME,
+            headers={"Accept": OCI_MANIFEST},
+        )
+        assert head.status == 200, head.describe()
+        assert head.header("Docker-Content-Digest") == digest, head.describe()
+
+
+def _sha512(content: bytes) -> str:
+    return "sha512:" + hashlib.sha512(content).hexdigest()
 
 
 # -- Teardown --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.routing import Router, ns_of
+from edge.routing import Router, ns_of, valid_ns
 from regcore import errors
 from regcore.config import load_edge_config
 
@@ -114,3 +114,22 @@ def test_ns_of_ignores_empty_values() -> None:
     assert ns_of({"ns": ""}) is None
     assert ns_of({}) is None
     assert ns_of({"ns": "docker.io"}) == "docker.io"
+
+
+@pytest.mark.parametrize(
+    "ns",
+    ["\x00", "local\x00", "local\n", "\r\nX-Evil: 1", "\x7f", " local", "l\u00f6cal", "a" * 256],
+)
+def test_ns_that_could_not_be_echoed_is_name_invalid(ns: str) -> None:
+    """An ``ns`` must be a registry host or upstream name: visible ASCII, at most 255
+    characters. Anything else (control characters, spaces, non-ASCII) is the client's
+    mistake, refused before it can reach a header."""
+    with pytest.raises(errors.NameInvalid) as exc:
+        ns_of({"ns": ns})
+    assert exc.value.status == 400
+    assert not valid_ns(ns)
+
+
+@pytest.mark.parametrize("ns", ["docker.io", "127.0.0.1:5000", "[::1]:5000", "my_mirror-1"])
+def test_ns_of_keeps_hosts_and_names(ns: str) -> None:
+    assert ns_of({"ns": ns}) == ns and valid_ns(ns)

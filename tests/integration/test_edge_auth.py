@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness import skopeo
 from harness.authstack import TokenProtectedRegistry, http, start_configured_edge
 from harness.fixtures import ImageFactory
 from harness.images import Image, KiB
+from harness.registry import DockerRegistry
 from harness.servers import EdgeProcess
 from regcore.auth.tokens import Access
 
@@ -98,6 +100,15 @@ def _error_codes(body: bytes) -> list[str]:
     return [e["code"] for e in json.loads(body)["errors"]]
 
 
+def _wait_logged(registry: DockerRegistry, repo: str, blob_gets: int) -> None:
+    """Block (bounded) until the registry's access log holds ``blob_gets`` answered blob GETs
+    of ``repo``: a line is written after its response was sent, so it can trail the client."""
+    deadline = time.monotonic() + 10.0
+    while (logged := registry.count("GET", f"/v2/{repo}/blobs/", status=200)) < blob_gets:
+        assert time.monotonic() < deadline, f"{repo}: {logged} of {blob_gets} blob GETs logged"
+        time.sleep(0.02)
+
+
 def test_token_protected_upstream_pulled_through_edge_with_password_file(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -118,8 +129,9 @@ def test_token_protected_upstream_pulled_through_edge_with_password_file(
         assert req.granted == (f"repository:{REPO}:pull",), req
     # tokens are cached per scope: every blob and manifest of the image went upstream with
     # Bearer auth, but the realm was asked at most twice (concurrent first requests)
-    registry.wait_quiet()
     blobs = stack.image.blobs()
+    _wait_logged(registry, REPO, len(blobs))
+    registry.wait_quiet()
     for digest in blobs:
         assert registry.count("GET", f"/blobs/{digest}", status=200) == 1
     assert len(tokens.requests) <= 2 < len(blobs)
@@ -133,7 +145,12 @@ def test_token_protected_upstream_pulled_through_edge_with_password_file(
     new = tokens.requests[before:]
     assert [r.scopes for r in new] == [(f"repository:{OTHER_REPO}:pull",)]
 
-    # a second pull is served by the edge's cache: no token and no blob request upstream
+    # a second pull is served by the edge's cache: no token and no blob request upstream.
+    # The registry writes its access-log line after the response bytes went out, so the
+    # lines of the blob GETs just above may land a few ms after the client got its bytes:
+    # wait for them before marking, or one of them is counted as the second pull's.
+    _wait_logged(registry, OTHER_REPO, len(stack.other.blobs()))
+    registry.wait_quiet()
     registry.mark_log()
     before = len(tokens.requests)
     _assert_pulled(skopeo.pull_to_dir(edge.host, REPO, "v1", tmp_path / "again"), stack.image)

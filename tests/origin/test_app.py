@@ -29,6 +29,28 @@ async def test_unknown_v2_path_is_json_404_with_api_version(origin):
     assert (await resp.json())["errors"][0]["code"]
 
 
+async def test_every_answer_says_server_quayside_without_versions(origin):
+    """Plain, file (zero-copy blob), HEAD, upload, range-error and 404 answers, metrics and
+    health: ``Server: quayside``, never the Python and aiohttp versions."""
+    data = os.urandom(4096)
+    dg = await origin.push(NAME, data)
+    loc = await origin.start(NAME)
+    answers = [
+        await origin.client.get("/v2/"),
+        await origin.client.get(f"/v2/{NAME}/blobs/{dg}"),
+        await origin.client.head(f"/v2/{NAME}/blobs/{dg}"),
+        await origin.client.get(f"/v2/{NAME}/blobs/{dg}", headers={"Range": "bytes=9999-"}),
+        await origin.client.post(f"/v2/{NAME}/blobs/uploads/"),
+        await origin.patch(loc, b"x", start=5),
+        await origin.client.get(f"/v2/{NAME}/nothing/here"),
+        await origin.client.get("/metrics"),
+        await origin.client.get("/healthz"),
+    ]
+    assert [r.status for r in answers] == [200, 200, 200, 416, 202, 416, 404, 200, 200]
+    for resp in answers:
+        assert resp.headers.getall("Server") == ["quayside"], resp
+
+
 async def test_healthz_ok_and_unhealthy_when_root_unwritable(origin):
     resp = await origin.client.get("/healthz")
     assert resp.status == 200

@@ -177,6 +177,83 @@ async def test_sha512_reference_is_honoured(origin):
     assert await got.read() == image.manifest
 
 
+# -- tags set in the same request (?tag=, the spec's draft) ----------------------------------
+def oci_tags(resp: Any) -> list[str]:
+    """Every tag named by the ``OCI-Tag`` header(s), in order (RFC 9110 list semantics)."""
+    return [t.strip() for value in resp.headers.getall("OCI-Tag", []) for t in value.split(",")]
+
+
+async def test_put_by_digest_with_tag_params_sets_each_tag_and_echoes_oci_tag(origin):
+    image = make_image(seed=65)
+    await seed_blobs(origin, REPO, image.blobs())
+    tags = ["1.2.3", "1.2", "1", "latest"]
+    resp = await origin.put(
+        f"/v2/{REPO}/manifests/{image.digest}",
+        params=[("tag", t) for t in tags],
+        data=image.manifest,
+        headers={"Content-Type": image.media_type},
+    )
+    assert resp.status == 201, await resp.text()
+    assert oci_tags(resp) == tags
+    assert resp.headers["Docker-Content-Digest"] == image.digest
+    for tag in tags:
+        got = await origin.get(f"/v2/{REPO}/manifests/{tag}")
+        assert got.status == 200 and await got.read() == image.manifest
+        assert got.headers["Docker-Content-Digest"] == image.digest
+    listed = await (await origin.get(f"/v2/{REPO}/tags/list")).json()
+    assert sorted(listed["tags"]) == sorted(tags)
+
+
+async def test_tag_params_are_checked_before_anything_is_stored(origin):
+    image = make_image(seed=66)
+    await seed_blobs(origin, REPO, image.blobs())
+    before = snapshot(origin.root)
+    url = f"/v2/{REPO}/manifests/{image.digest}"
+    headers = {"Content-Type": image.media_type}
+    for bad in (["ok", "-bad"], ["ok", ""], ["x" * 129]):
+        resp = await origin.put(
+            url, params=[("tag", t) for t in bad], data=image.manifest, headers=headers
+        )
+        assert resp.status == 400, bad
+        assert await error_code(resp) == "TAG_INVALID"
+        assert "OCI-Tag" not in resp.headers
+    too_many = [("tag", f"t{i}") for i in range(101)]
+    resp = await origin.put(url, params=too_many, data=image.manifest, headers=headers)
+    assert resp.status == 414 and await error_code(resp) == "TAG_INVALID"
+    assert snapshot(origin.root) == before
+    # a hundred is fine, and a repeated tag is set (and echoed) once
+    params = [("tag", f"t{i}") for i in range(100)] + [("tag", "t0")]
+    resp = await origin.put(url, params=params, data=image.manifest, headers=headers)
+    assert resp.status == 201 and oci_tags(resp) == [f"t{i}" for i in range(100)]
+
+
+async def test_sha512_manifest_with_tag_params_keeps_its_sha512_digest(origin):
+    """A manifest PUT by a sha512 reference is stored and answered under that digest: by
+    digest, and through the tags set with ``?tag=`` (GET and HEAD), never as sha256."""
+    image = make_image(seed=67)
+    await seed_blobs(origin, REPO, image.blobs())
+    digest = "sha512:" + hashlib.sha512(image.manifest).hexdigest()
+    resp = await origin.put(
+        f"/v2/{REPO}/manifests/{digest}",
+        params=[("tag", "v1"), ("tag", "stable")],
+        data=image.manifest,
+        headers={"Content-Type": image.media_type},
+    )
+    assert resp.status == 201, await resp.text()
+    assert resp.headers["Docker-Content-Digest"] == digest
+    assert resp.headers["Location"] == f"/v2/{REPO}/manifests/{digest}"
+    assert oci_tags(resp) == ["v1", "stable"]
+    for ref in ("v1", "stable", digest):
+        for method in ("GET", "HEAD"):
+            got = await origin.request(method, f"/v2/{REPO}/manifests/{ref}")
+            assert got.status == 200, (method, ref)
+            assert got.headers["Docker-Content-Digest"] == digest, (method, ref)
+            assert got.headers["ETag"] == f'"{digest}"'
+        assert await (await origin.get(f"/v2/{REPO}/manifests/{ref}")).read() == image.manifest
+    # the same bytes were never stored under their sha256 digest
+    assert (await origin.get(f"/v2/{REPO}/manifests/{image.digest}")).status == 404
+
+
 # -- Accept negotiation ---------------------------------------------------------------------
 async def test_oci_manifest_not_served_to_client_that_only_accepts_docker(origin):
     image = make_image(seed=71)

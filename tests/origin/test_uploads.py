@@ -129,6 +129,42 @@ async def test_out_of_order_chunk_is_416_and_upload_resumes_after_status(origin)
     assert await (await origin.client.get(resp.headers["Location"])).read() == data
 
 
+async def test_closing_put_whose_content_range_does_not_continue_is_416_and_changes_nothing(
+    origin,
+):
+    """The spec: "If the final chunk is uploaded out of order, the registry MUST respond with
+    a 416". A gap, an overlap, a restart at 0, a range the body does not fill and a malformed
+    range are refused before any byte is read; the session keeps its offset and its bytes,
+    nothing is committed, and the right closing PUT then completes the upload."""
+    data = os.urandom(30_000)
+    loc = await origin.start(NAME)
+    assert (await origin.patch(loc, data[:10_000], start=0)).status == 202
+    dg = origin.sha256(data)
+    attempts = [
+        (data[20_000:], "20000-29999"),  # a gap
+        (data[5_000:], "5000-29999"),  # an overlap
+        (data, "0-29999"),  # the whole blob again
+        (data[10_000:], "10000-30999"),  # Content-Length disagrees with the range
+        (data[10_000:], "10000-"),  # malformed
+    ]
+    for body, content_range in attempts:
+        bad = await origin.client.put(
+            loc, params={"digest": dg}, data=body, headers={"Content-Range": content_range}
+        )
+        assert bad.status == 416, (content_range, await bad.text())
+        assert await origin.error_code(bad) == "RANGE_INVALID"
+        assert bad.headers["Range"] == "0-9999" and bad.headers["Location"] == loc
+        assert origin.blob_files() == []
+        status = await origin.client.get(loc)
+        assert status.status == 204 and status.headers["Range"] == "0-9999", content_range
+    resp = await origin.client.put(
+        loc, params={"digest": dg}, data=data[10_000:], headers={"Content-Range": "10000-29999"}
+    )
+    assert resp.status == 201, await resp.text()
+    assert await (await origin.client.get(resp.headers["Location"])).read() == data
+    assert origin.upload_dirs() == []
+
+
 async def test_bogus_content_range_is_416(origin):
     loc = await origin.start(NAME)
     assert (await origin.patch(loc, b"12345", start=0)).status == 202

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from regcore import errors
-from regcore.http import NAME, parse_range, standard_middlewares
+from regcore.http import NAME, on_prepare_api_header, parse_range, standard_middlewares
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -198,6 +198,68 @@ async def test_unexpected_exception_is_500_unknown_without_internals(
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
 
 
+async def test_no_error_body_names_an_internal_url(aiohttp_client: ClientFactory) -> None:
+    """URLs in messages and details (nested too) become ``<url>``; a 5xx's free-text detail
+    (an upstream failure told from its exception, hosts and ports included) is not sent;
+    a 5xx's structured detail is kept."""
+    up = "http://10.0.0.7:5000/v2/team/app/manifests/v1"
+    routes: dict[str, BaseException] = {
+        "/v2/a/tags/list": errors.UpstreamUnavailable(f"GET {up} failed: ClientConnectorError"),
+        "/v2/b/tags/list": errors.UpstreamTimeout(
+            {"timeout_s": 3, "tried": [up]}, message=f"{up} timed out"
+        ),
+        "/v2/c/tags/list": errors.Denied({"realm": "https://auth.internal:8443/token?x=1"}),
+        "/v2/d/tags/list": errors.RegistryErrors(
+            [errors.NameUnknown(f"see {up}"), errors.Unavailable("Cannot connect to 10.0.0.7:5000")]
+        ),
+    }
+    client = await _client(aiohttp_client, routes)
+    got = {}
+    for path in routes:
+        resp = await client.get(path)
+        raw = await resp.read()
+        for leak in (b"10.0.0.7", b"auth.internal", b"://"):
+            assert leak not in raw, raw
+        got[path] = (resp.status, json.loads(raw)["errors"])
+    assert got == {
+        "/v2/a/tags/list": (
+            502,
+            [{"code": "UNAVAILABLE", "message": "upstream registry unavailable"}],
+        ),
+        "/v2/b/tags/list": (
+            504,
+            [
+                {
+                    "code": "UNAVAILABLE",
+                    "message": "<url> timed out",
+                    "detail": {"timeout_s": 3, "tried": ["<url>"]},
+                }
+            ],
+        ),
+        "/v2/c/tags/list": (
+            403,
+            [
+                {
+                    "code": "DENIED",
+                    "message": "requested access to the resource is denied",
+                    "detail": {"realm": "<url>"},
+                }
+            ],
+        ),
+        "/v2/d/tags/list": (
+            404,
+            [
+                {
+                    "code": "NAME_UNKNOWN",
+                    "message": "repository name not known to registry",
+                    "detail": "see <url>",
+                },
+                {"code": "UNAVAILABLE", "message": "service unavailable"},
+            ],
+        ),
+    }
+
+
 async def test_aiohttp_404_on_v2_paths_is_oci_json(aiohttp_client: ClientFactory) -> None:
     client = await _client(aiohttp_client, {"/v2/team/app/tags/list": errors.Denied()})
     resp = await client.get("/v2/no/such/route")
@@ -362,3 +424,43 @@ async def test_range_error_reaches_the_client_as_416_with_content_range(
     assert resp.status == 416
     assert resp.headers["Content-Range"] == "bytes */10"
     assert [e["code"] for e in await _envelope(resp)] == ["RANGE_INVALID"]
+
+
+# -- Server header -----------------------------------------------------------------------------
+
+
+async def test_every_answer_names_the_server_without_versions(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """``Server: quayside`` on plain, streamed, error, HEAD and aiohttp's own answers: never
+    the Python and aiohttp versions a scanner would match against advisories."""
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200)
+        await resp.prepare(request)
+        await resp.write(b"chunk")
+        return resp
+
+    app = web.Application(middlewares=standard_middlewares())
+    app.on_response_prepare.append(on_prepare_api_header)
+    app.router.add_get("/v2/", _ok)
+    app.router.add_get("/v2/stream", streamed)
+    app.router.add_get("/v2/team/app/tags/list", _raiser(errors.Denied()))
+    client = await aiohttp_client(app)
+    answers = [
+        await client.get("/v2/"),
+        await client.head("/v2/"),
+        await client.get("/v2/stream"),
+        await client.get("/v2/team/app/tags/list"),
+        await client.head("/v2/team/app/tags/list"),
+        await client.get("/v2/no/such/route"),
+        await client.post("/v2/"),
+        await client.get("/elsewhere"),
+    ]
+    assert [r.headers.getall("Server") for r in answers] == [["quayside"]] * len(answers)
+    status, headers, _ = await _raw(client, "GET", "/v2/%2e%2e/x/tags/list")
+    assert status == 400 and headers["server"] == "quayside"
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.json_response({})
