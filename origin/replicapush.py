@@ -31,7 +31,14 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from origin.manifests import detect_media_type
-from origin.snapshot import list_repositories, manifest_refs, read_link, read_repository
+from origin.snapshot import (
+    NoProgress,
+    Progress,
+    list_repositories,
+    manifest_refs,
+    read_link,
+    read_repository,
+)
 from regcore import errors
 from regcore.client import RegistryClient
 from regcore.digest import Digest
@@ -205,8 +212,13 @@ class TargetPusher:
                 try:
                     await self.client.delete_manifest(repo, tag)
                 except (errors.Unsupported, errors.DigestInvalid, errors.ManifestInvalid):
-                    # registry:2 deletes by digest only (which drops every tag on it)
+                    # registry:2 deletes by digest only, which drops every tag on it: put
+                    # back the tags the local repository still has on that digest.
                     await self.client.delete_manifest(repo, current)
+                    state = await asyncio.to_thread(read_repository, self.layout, repo)
+                    for other, digest in sorted(state.tags.items()):
+                        if str(digest) == current and other != tag:
+                            await self.push_manifest(repo, digest, other)
                 return True
             await self.client.delete_manifest(repo, ref)
             return True
@@ -227,14 +239,24 @@ class TargetPusher:
         return out
 
     async def reconcile(
-        self, *, repo_glob: str | None = None, dry_run: bool = False
+        self,
+        *,
+        repo_glob: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> ReconcileReport:
-        """Find and repair drift for every local repository the target takes."""
+        """Find and repair drift for every local repository the target takes (``dry_run``:
+        find only)."""
         report = ReconcileReport(self.target.name, dry_run=dry_run)
-        names = await asyncio.to_thread(list_repositories, self.layout)
+        names = [
+            r
+            for r in await asyncio.to_thread(list_repositories, self.layout)
+            if matches(self.target, r) and (not repo_glob or fnmatchcase(r, repo_glob))
+        ]
+        progress = progress or NoProgress()
+        progress.phase(f"reconciling {self.target.name}", len(names), unit="repositories")
         for repo in names:
-            if not matches(self.target, repo) or (repo_glob and not fnmatchcase(repo, repo_glob)):
-                continue
+            progress.advance(1)
             report.repositories += 1
             state = await asyncio.to_thread(read_repository, self.layout, repo)
             for tag, digest in sorted(state.tags.items()):

@@ -39,6 +39,7 @@ from origin.metrics import OriginMetrics
 from origin.notifications.queue import DiskQueue
 from origin.notifications.worker import QueueWorker
 from origin.replicapush import ReconcileReport, TargetPusher, matches
+from origin.snapshot import Progress
 from regcore import errors
 from regcore.client import RegistryClient
 from regcore.digest import Digest
@@ -261,7 +262,12 @@ class Replicator:
                 log.exception("replication reconcile failed")
 
     async def reconcile(
-        self, *, target: str | None = None, repo_glob: str | None = None, dry_run: bool = False
+        self,
+        *,
+        target: str | None = None,
+        repo_glob: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> list[ReconcileReport]:
         """Compare and repair every target (or one); one run at a time."""
         reports = []
@@ -270,7 +276,9 @@ class Replicator:
                 if target is not None and t.config.name != target:
                     continue
                 assert t.pusher is not None, "open() first"
-                report = await t.pusher.reconcile(repo_glob=repo_glob, dry_run=dry_run)
+                report = await t.pusher.reconcile(
+                    repo_glob=repo_glob, dry_run=dry_run, progress=progress
+                )
                 reports.append(report)
                 name = t.config.name
                 self._count(
