@@ -254,3 +254,58 @@ def test_periodic_reconcile_repairs_drift_on_its_own(
         assert origin.metric("quayside_origin_replication_drift_repaired", target="dr") >= 1
     finally:
         origin.close()
+
+
+def test_replication_to_a_second_quayside_origin(
+    tmp_path: Path, image_factory: ImageFactory
+) -> None:
+    second = OriginProcess(
+        root=tmp_path / "second-root",
+        workdir=tmp_path / "second",
+        env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"},
+    ).start()
+    config = {
+        "storage": {"delete": {"enabled": True}},
+        "quayside": {
+            "replication": {
+                "targets": [
+                    {
+                        "name": "dr",
+                        "url": second.url,
+                        "repositories": ["*"],
+                        "replicate_deletes": True,
+                    }
+                ]
+            }
+        },
+    }
+    origin = OriginProcess(root=tmp_path / "root", workdir=tmp_path / "origin", config=config)
+    origin.start()
+    try:
+        image = image_factory.image(layer_sizes=(128 * KiB,))
+        index = image_factory.index(layer_sizes=(32 * KiB,))
+        skopeo.push(image, origin.host, "a/img", "1", workdir=tmp_path)
+        skopeo.push(image, origin.host, "a/img", "2", workdir=tmp_path)
+        skopeo.push(index, origin.host, "b/idx", "all", workdir=tmp_path)
+
+        def on_second(ref: str) -> bytes | None:
+            try:
+                return skopeo.inspect_raw(f"{second.host}/{ref}")
+            except skopeo.SkopeoError:
+                return None
+
+        assert wait_until(
+            lambda: (
+                on_second("a/img:1") == image.manifest
+                and on_second("a/img:2") == image.manifest
+                and on_second("b/idx:all") == index.manifest
+            ),
+            timeout=60,
+        )
+        origin_delete(origin, "a/img", "1")  # a tag delete the second origin does natively
+        assert wait_until(lambda: on_second("a/img:1") is None, timeout=30)
+        assert on_second("a/img:2") == image.manifest
+    finally:
+        origin.close()
+        second.close()
+    assert origin.server_errors() == [] and second.server_errors() == []
