@@ -187,10 +187,13 @@ def run_backup(
     """Back ``root`` up into ``dest`` (see the module docstring); blocking.
 
     Returns the report (``ok`` False when a manifest or blob had to be left out). Raises
-    OSError when DEST cannot be written.
+    FileNotFoundError when ``root`` is not a storage root, OSError when DEST cannot be
+    written.
     """
     progress = progress or NoProgress()
     layout = Layout(root)
+    if not layout.base.is_dir():
+        raise FileNotFoundError(f"{layout.root}: not a storage root (no docker/registry/v2 in it)")
     backup = BackupStore(dest)
     report = BackupReport(dest=str(backup.dest), dry_run=dry_run)
     run = _Run(layout, backup, report, progress)

@@ -68,10 +68,12 @@ def run_scrub(
     progress: Progress | None = None,
     now: dt.datetime | None = None,
 ) -> ScrubReport:
-    """Scrub ``root`` (see the module docstring); blocking. Raises OSError only when the
-    quarantine directory cannot be created."""
+    """Scrub ``root`` (see the module docstring); blocking. Raises FileNotFoundError when ``root``
+    is not a storage root, OSError when the quarantine directory cannot be written."""
     progress = progress or NoProgress()
     layout = Layout(root)
+    if not layout.base.is_dir():
+        raise FileNotFoundError(f"{layout.root}: not a storage root (no docker/registry/v2 in it)")
     report = ScrubReport(str(layout.root), dry_run=dry_run)
     blobs = list(iter_blobs(layout))
     progress.phase("hashing blobs", sum(size for _, size in blobs))

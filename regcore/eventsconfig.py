@@ -19,7 +19,7 @@ Distribution's section, as registry:2 reads it::
 Our own sections (paths default under ``<root>/quayside/``)::
 
     quayside:
-      notifications: {directory: DIR/quayside/notifications, maxpending: 10000}
+      notifications: {directory: DIR/quayside/notifications, maxpending: 10000}  # envelopes
       replication:
         directory: DIR/quayside/replication      # the on-disk job queues
         maxpending: 10000

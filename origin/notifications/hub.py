@@ -1,32 +1,41 @@
 """The origin's event hub: every event goes to each endpoint's on-disk queue and to listeners.
 
-One :class:`EventHub` per application (built by :func:`build_hub` from
+One :class:`EventHub` per application (built by :func:`origin.notifications.install` from
 :class:`~regcore.eventsconfig.NotificationsConfig`). :meth:`EventHub.emit` is the only way in
-(the events middleware calls it; offline tools use :func:`enqueue_offline`):
+(the events middleware calls it; offline tools use :func:`enqueue_offline`). Per enabled
+endpoint, events it does not ignore (``ignore.actions``, ``ignore.mediatypes`` /
+``ignoredmediatypes`` on the target's media type) are queued in ``<directory>/<endpoint>/``
+(:class:`~origin.notifications.queue.DiskQueue`, one envelope per file):
 
-- per enabled endpoint, events it does not ignore (``ignore.actions``, ``ignore.mediatypes`` /
-  ``ignoredmediatypes`` on the target's media type) are written to
-  ``<directory>/<endpoint>/`` (:class:`~origin.notifications.queue.DiskQueue`; push, mount and
-  delete events fsynced, pulls not) before the request's answer is sent, so an answered
-  request's event survives a restart;
-- listeners (replication) get every event, in the same thread;
-- each endpoint's :class:`~origin.notifications.worker.QueueWorker` POSTs one event per
-  envelope (as registry:2 does) with the endpoint's headers and ``timeout``; a 2xx answer
-  removes it from the queue, anything else (other status, refused connection, timeout) keeps
-  it for a retry with the endpoint's ``threshold``/``backoff``.
+- push, mount and delete events: each in its own envelope (as registry:2 sends them), written
+  and fsynced *before the request is answered*, so an answered change's event survives a
+  crash, a SIGKILL or a power cut;
+- pull events (the bulk of the traffic) are collected in memory and written every
+  ``FLUSH_INTERVAL`` (50 ms), up to ``PULL_BATCH`` events per envelope (the envelope format
+  allows several), without fsync: a pull costs no disk write of its own. A graceful stop
+  writes them; a crash of the process loses at most the last 50 ms of pull events.
+  Buffered pulls are always written before a following change event.
+
+Listeners (replication) get every push, mount and delete event, in the same thread. Each
+endpoint's :class:`~origin.notifications.worker.QueueWorker` POSTs the envelopes in order with
+the endpoint's headers and ``timeout``; a 2xx answer removes the envelope from the queue,
+anything else (other status, refused connection, timeout) keeps it for a retry with the
+endpoint's ``threshold``/``backoff``.
 
 Metrics (``quayside_origin_`` prefix): ``notification_events_total{endpoint,result}``
-(queued, ignored, dropped: queue full or not writable), ``notification_deliveries_total
-{endpoint,result}`` (ok, failed), ``notification_pending{endpoint}``.
-A failure to queue never fails the request: it is logged and counted as dropped.
+(queued, ignored, dropped: queue or buffer full, or disk not writable),
+``notification_deliveries_total{endpoint,result}`` (ok, failed: one per envelope POST),
+``notification_pending{endpoint}`` (envelopes on disk). A failure to queue never fails the
+request: it is logged and counted as dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,9 +54,14 @@ __all__ = ["DeliveryFailed", "EventHub", "Listener", "enqueue_offline"]
 log = logging.getLogger("quayside.origin.events")
 
 Listener = Callable[[Sequence[dict[str, Any]]], None]
-"""Called (blocking, in a worker thread) with every batch of events the hub emits."""
+"""Called (blocking, in a worker thread) with every batch of push, mount and delete events."""
 
-_SYNCED_ACTIONS = frozenset({"push", "mount", "delete"})
+PULL_BATCH = 100
+"""Pull events per envelope at most."""
+MAX_BUFFERED = 10 * PULL_BATCH
+"""Pull events held in memory per endpoint at most (more are dropped and counted)."""
+FLUSH_INTERVAL = 0.05
+"""Seconds between writes of buffered pull events."""
 
 
 class DeliveryFailed(Exception):
@@ -62,6 +76,7 @@ class _Endpoint:
     def __init__(self, config: EndpointConfig, queue: DiskQueue, hub: EventHub) -> None:
         self.config = config
         self.queue = queue
+        self.buffer: list[dict[str, Any]] = []  # pull events not yet written (hub's lock)
         self.session: aiohttp.ClientSession | None = None
         self.worker = QueueWorker(
             config.name,
@@ -73,7 +88,7 @@ class _Endpoint:
         )
 
     async def send(self, item: bytes) -> None:
-        """POST one event; raises DeliveryFailed / aiohttp errors / TimeoutError."""
+        """POST one queued envelope; raises DeliveryFailed / aiohttp errors / TimeoutError."""
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
@@ -82,8 +97,7 @@ class _Endpoint:
         headers: list[tuple[str, str]] = [("Content-Type", EVENTS_MEDIA_TYPE)]
         for name, values in self.config.headers.items():
             headers.extend((name, v) for v in values)
-        body = envelope([json.loads(item)])
-        async with self.session.post(self.config.url, data=body, headers=headers) as resp:
+        async with self.session.post(self.config.url, data=item, headers=headers) as resp:
             await resp.read()
             if not 200 <= resp.status < 300:
                 raise DeliveryFailed(f"endpoint answered {resp.status}")
@@ -103,17 +117,22 @@ class EventHub:
         *,
         metrics: OriginMetrics | None = None,
         listeners: Sequence[Listener] = (),
+        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.listeners: list[Listener] = list(listeners)
+        self.flush_interval = flush_interval
         self.endpoints = [
             _Endpoint(ep, DiskQueue(Path(config.directory) / ep.name, config.maxpending), self)
             for ep in config.active
         ]
+        self._lock = threading.Lock()
+        self._flush_now = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         if metrics is not None:
             pending = metrics.gauge(
-                "notification_pending", "Events queued on disk per endpoint", ["endpoint"]
+                "notification_pending", "Envelopes queued on disk per endpoint", ["endpoint"]
             )
             for ep in self.endpoints:
                 pending.labels(ep.config.name).set_function(ep.queue.__len__)
@@ -137,31 +156,58 @@ class EventHub:
 
         return outcome
 
+    def _put(self, ep: _Endpoint, envelopes: list[bytes], events: int, *, sync: bool) -> None:
+        """Write envelopes holding ``events`` events to the endpoint's queue; count them."""
+        try:
+            dropped = ep.queue.put(envelopes, sync=sync)
+        except OSError as exc:
+            dropped = len(envelopes)
+            log.error(
+                "cannot queue notification events",
+                extra={"endpoint": ep.config.name, "error": str(exc)},
+            )
+        if dropped:
+            log.warning(
+                "notification queue full: events dropped",
+                extra={"endpoint": ep.config.name, "envelopes": dropped},
+            )
+        lost = events if dropped == len(envelopes) else dropped
+        self._count("notification_events", ep.config.name, "queued", events - lost)
+        self._count("notification_events", ep.config.name, "dropped", lost)
+
+    def _buffer(self, events: Sequence[dict[str, Any]]) -> bool:
+        """Add pull events to the endpoints' buffers; True when a buffer should be flushed."""
+        full = False
+        with self._lock:
+            for ep in self.endpoints:
+                wanted = _wanted(ep.config, events)
+                ignored = len(events) - len(wanted)
+                self._count("notification_events", ep.config.name, "ignored", ignored)
+                room = MAX_BUFFERED - len(ep.buffer)
+                ep.buffer.extend(wanted[:room])
+                self._count("notification_events", ep.config.name, "dropped", len(wanted[room:]))
+                full = full or len(ep.buffer) >= PULL_BATCH
+        return full
+
+    def flush_blocking(self) -> None:
+        """Write the buffered pull events, one envelope per ``PULL_BATCH``. Blocking."""
+        with self._lock:
+            taken = [(ep, ep.buffer) for ep in self.endpoints if ep.buffer]
+            for ep, _ in taken:
+                ep.buffer = []
+        for ep, events in taken:
+            batches = [events[i : i + PULL_BATCH] for i in range(0, len(events), PULL_BATCH)]
+            self._put(ep, [envelope(b) for b in batches], len(events), sync=False)
+
     def emit_blocking(self, events: Sequence[dict[str, Any]]) -> None:
-        """Queue ``events`` for every endpoint and hand them to the listeners (blocking)."""
-        sync = any(e["action"] in _SYNCED_ACTIONS for e in events)
+        """Queue ``events`` (each in its own envelope, fsynced) after the buffered pulls, and
+        hand them to the listeners. Blocking."""
+        self.flush_blocking()
         for ep in self.endpoints:
             wanted = _wanted(ep.config, events)
             self._count("notification_events", ep.config.name, "ignored", len(events) - len(wanted))
-            if not wanted:
-                continue
-            try:
-                items = [json.dumps(e, separators=(",", ":")).encode() for e in wanted]
-                dropped = ep.queue.put(items, sync=sync)
-            except OSError as exc:
-                dropped = len(wanted)
-                log.error(
-                    "cannot queue notification events",
-                    extra={"endpoint": ep.config.name, "error": str(exc), "events": dropped},
-                )
-            else:
-                if dropped:
-                    log.warning(
-                        "notification queue full: events dropped",
-                        extra={"endpoint": ep.config.name, "events": dropped},
-                    )
-            self._count("notification_events", ep.config.name, "queued", len(wanted) - dropped)
-            self._count("notification_events", ep.config.name, "dropped", dropped)
+            if wanted:
+                self._put(ep, [envelope([e]) for e in wanted], len(wanted), sync=True)
         for listener in self.listeners:
             try:
                 listener(events)
@@ -169,20 +215,48 @@ class EventHub:
                 log.exception("event listener failed")
 
     async def emit(self, events: Sequence[dict[str, Any]]) -> None:
-        """:meth:`emit_blocking` in a thread, then wake the endpoint workers."""
+        """Queue ``events`` (see the module docstring for pulls), then wake the workers."""
         if not events or not self.active:
+            return
+        if all(e["action"] == "pull" for e in events):
+            if self._buffer(events) or self._flusher is None:
+                self._flush_now.set()
             return
         await asyncio.to_thread(self.emit_blocking, events)
         for ep in self.endpoints:
             ep.worker.wake()
 
+    async def _flush_loop(self) -> None:
+        while True:
+            # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the event is set, and close() would then wait a whole interval.
+            waiter = asyncio.ensure_future(self._flush_now.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self.flush_interval)
+            finally:
+                waiter.cancel()
+            self._flush_now.clear()
+            if any(ep.buffer for ep in self.endpoints):
+                await asyncio.to_thread(self.flush_blocking)
+                for ep in self.endpoints:
+                    ep.worker.wake()
+
     def start(self) -> None:
-        """Start the delivery workers (call from the application's loop)."""
+        """Start the delivery workers and the pull flusher (call from the application's loop)."""
         for ep in self.endpoints:
             ep.worker.start()
+        if self.endpoints and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name="notification-flush")
 
     async def close(self) -> None:
-        """Stop the workers (each lets its attempt in flight finish)."""
+        """Write the buffered pulls, then stop the workers (each lets its attempt in flight
+        finish)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await asyncio.to_thread(self.flush_blocking)
         await asyncio.gather(*(ep.close() for ep in self.endpoints))
 
 

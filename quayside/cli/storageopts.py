@@ -49,7 +49,7 @@ class RichProgress:
         if self._task is not None:
             self._progress.update(self._task, completed=self._total)
         self._total = max(total, 0)
-        self._task = self._progress.add_task(name, total=self._total or None, unit=unit)
+        self._task = self._progress.add_task(name, total=self._total, unit=unit)
 
     def advance(self, amount: int) -> None:
         if self._task is not None:

@@ -57,3 +57,34 @@ async def test_worker_retries_the_head_item_then_goes_on_in_order(tmp_path: Path
     assert seen == [b"a", b"b", b"b", b"b", b"b", b"c"]
     assert outcomes.count("failed") == 3 and outcomes.count("ok") == 3
     assert q.pending() == []
+
+
+async def test_pulls_are_batched_in_memory_and_written_by_a_graceful_close(tmp_path: Path) -> None:
+    import json
+
+    from origin.notifications.events import SourceRecord, Target, make_event
+    from origin.notifications.hub import EventHub
+    from regcore.eventsconfig import EndpointConfig, NotificationsConfig
+
+    directory = tmp_path / "n"
+    config = NotificationsConfig(
+        endpoints=(EndpointConfig("x", "http://127.0.0.1:9/", backoff=60.0, threshold=1),),
+        directory=str(directory),
+    )
+    hub = EventHub(config, flush_interval=30.0)  # only size and close trigger a write here
+    hub.start()
+    source = SourceRecord("h:1", "i")
+
+    def event(action: str) -> dict[str, object]:
+        return make_event(
+            action, Target("r", digest="sha256:" + "0" * 64), request=None, actor="", source=source
+        )
+
+    await hub.emit([event("pull") for _ in range(50)])
+    assert not list((directory / "x").glob("*.json"))  # no disk write per pull
+    await hub.emit([event("push")])  # a change writes the buffered pulls first, then itself
+    await hub.emit([event("pull") for _ in range(250)])
+    await hub.close()
+    files = sorted((directory / "x").glob("*.json"))
+    batches = [[e["action"] for e in json.loads(f.read_bytes())["events"]] for f in files]
+    assert batches == [["pull"] * 50, ["push"], ["pull"] * 100, ["pull"] * 100, ["pull"] * 50]
