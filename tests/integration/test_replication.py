@@ -251,7 +251,10 @@ def test_periodic_reconcile_repairs_drift_on_its_own(
         target_delete(target, "team/drift", image.digest)
         assert target_manifest(target, "team/drift", "v1") is None
         assert wait_until(lambda: replicated(target, {"team/drift:v1": image}), timeout=30)
-        assert origin.metric("quayside_origin_replication_drift_repaired", target="dr") >= 1
+        assert wait_until(
+            lambda: origin.metric("quayside_origin_replication_drift_repaired", target="dr") >= 1,
+            timeout=10,
+        )  # counted when the reconcile run ends, just after the push
     finally:
         origin.close()
 
