@@ -200,18 +200,15 @@ def _digests(texts: list[str]) -> list[Digest]:
 
 
 def iter_blobs(layout: Layout) -> Iterator[tuple[Digest, int]]:
-    """Committed blobs of a root: (digest, size). Only ``blobs/<alg>/<xx>/<hex>/data`` files
-    whose directory names a valid digest; nothing is created."""
-    for alg in _names(layout.blobs):
-        for prefix in _names(layout.blobs / alg):
-            for hexdir in _names(layout.blobs / alg / prefix):
-                try:
-                    digest = Digest.parse(f"{alg}:{hexdir}")
-                    size = (layout.blobs / alg / prefix / hexdir / "data").stat().st_size
-                except (OSError, errors.RegistryError):
-                    continue
-                if digest.hex[:2] == prefix:
-                    yield digest, size
+    """Committed blobs of a root: (digest, size), from :meth:`Layout.blob_files` (files gone
+    by the time they are looked at are skipped). Blocking."""
+    for digest, path in layout.blob_files():
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if path.parent.parent.name == digest.hex[:2]:
+            yield digest, size
 
 
 # -- bytes ------------------------------------------------------------------------------------
