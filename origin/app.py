@@ -102,11 +102,12 @@ def create_app(
         max_blob_bytes=int(config.limits.max_blob_bytes),
     )
 
-    notifications.install(app, config, metrics)  # events, webhooks, replication (if configured)
-
     app.on_response_prepare.append(on_prepare_api_header)
     app.on_response_prepare.append(_count_bytes_out)
     app.cleanup_ctx.append(_lifecycle)
+    # Events, webhooks, replication (if configured); after _lifecycle, so they stop before the
+    # audit log closes.
+    notifications.install(app, config, metrics)
 
     base = app.router.add_resource("/v2/", name="base")
     base.add_route("GET", _base)
