@@ -13,6 +13,8 @@ Behaviour owned here:
 - Access control (:mod:`origin.authz`, one middleware for every route; parts built by
   :func:`origin.access.build_access_control` from ``config.auth``) and, when enabled, the
   token service (:mod:`origin.token`).
+- Registry events (:mod:`origin.notifications`: webhooks and replication), inside access
+  control, only when configured.
 - Start-up: temp files left by a crash are removed (``store.recover()`` in a thread) before the
   first request; stale upload sessions are purged by a background task (per
   ``storage.maintenance.uploadpurging``), cancelled and awaited at shutdown.
@@ -31,7 +33,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from origin import blobs, catalog, manifests, referrers, state, tags, token, uploads
+from origin import blobs, catalog, manifests, notifications, referrers, state, tags, token, uploads
 from origin.access import ACCESS, build_access_control
 from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
@@ -76,6 +78,7 @@ def create_app(
             metrics.http.middleware(),
             *standard_middlewares(),
             access_middleware,
+            *notifications.middlewares(config),
             _readonly_middleware,
         ],
         client_max_size=max(config.limits.max_manifest_bytes, 1 << 20) + 1,
@@ -102,6 +105,9 @@ def create_app(
     app.on_response_prepare.append(on_prepare_api_header)
     app.on_response_prepare.append(_count_bytes_out)
     app.cleanup_ctx.append(_lifecycle)
+    # Events, webhooks, replication (if configured); after _lifecycle, so they stop before the
+    # audit log closes.
+    notifications.install(app, config, metrics)
 
     base = app.router.add_resource("/v2/", name="base")
     base.add_route("GET", _base)

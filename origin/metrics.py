@@ -18,15 +18,15 @@ Names (namespace ``quayside_origin``)::
     quayside_origin_blobs_mounted_total
     quayside_origin_blobs_deleted_total                  repository links removed
 
-Other modules register further metrics with :meth:`OriginMetrics.counter` (get-or-create,
-safe to call on every request).
+Other modules register further metrics with :meth:`OriginMetrics.counter` and
+:meth:`OriginMetrics.gauge` (get-or-create, safe to call on every request).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from regcore.metrics import HttpMetrics
 
@@ -43,6 +43,7 @@ class OriginMetrics:
         self.namespace = namespace
         self.http = HttpMetrics(self.registry, namespace)
         self._extra: dict[str, Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
         c = self._counter
         self.uploads_started = c("upload_sessions_started", "Upload sessions opened (POST)")
         self.uploads_completed = c("upload_sessions_completed", "Upload sessions committed (PUT)")
@@ -68,6 +69,16 @@ class OriginMetrics:
         if existing is not None:
             return existing
         return self._counter(name, doc, labels)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        """Get or create a gauge ``<namespace>_<name>`` on this app's registry."""
+        existing = self._gauges.get(name)
+        if existing is None:
+            existing = Gauge(
+                name, doc, list(labels), namespace=self.namespace, registry=self.registry
+            )
+            self._gauges[name] = existing
+        return existing
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Current value of ``<namespace>_<name>_total`` (0.0 if never set); for tests."""

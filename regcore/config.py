@@ -10,8 +10,9 @@ Sources, lowest to highest precedence: built-in defaults < YAML file < environme
 Origin files use distribution's ``config.yml`` schema where it overlaps (``version``, ``log``,
 ``storage.filesystem``, ``storage.delete``, ``storage.maintenance``, ``storage.cache``, ``http``,
 ``health``, ``auth``) plus our own ``quayside:`` section. ``auth`` and ``quayside.auth``/``audit``
-are parsed by :mod:`regcore.auth.config`; ``notifications`` is refused (not implemented yet)
-and deletes are off unless ``storage.delete.enabled``, as in registry:2. Environment:
+are parsed by :mod:`regcore.auth.config`; ``notifications`` and ``quayside.notifications``/
+``replication`` by :mod:`regcore.eventsconfig`; deletes are off unless
+``storage.delete.enabled``, as in registry:2. Environment:
 ``REGISTRY_`` + the path upper-cased and joined by ``_`` (``REGISTRY_HTTP_ADDR``,
 ``REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED``); a name that is a section takes a YAML value
 (``REGISTRY_STORAGE_MAINTENANCE_READONLY='{enabled: true}'``); ``quayside.*`` keys also as
@@ -48,7 +49,6 @@ from regcore.auth.config import (
     QUAYSIDE_AUTH_SCHEMA,
     AuthConfig,
     auth_config,
-    refuse,
 )
 from regcore.configschema import (
     ConfigError,
@@ -91,6 +91,15 @@ from regcore.edgeconfig import (
     RedisConfig,
     TagsConfig,
     load_edge_config,
+)
+from regcore.eventsconfig import (
+    NOTIFICATIONS_SCHEMA,
+    QUAYSIDE_NOTIFICATIONS_SCHEMA,
+    REPLICATION_SCHEMA,
+    NotificationsConfig,
+    ReplicationConfig,
+    notifications_config,
+    replication_config,
 )
 from regcore.upstreamconfig import DOCKER_HUB_HOSTS as DOCKER_HUB_HOSTS
 from regcore.upstreamconfig import UPSTREAM_SCHEMA as UPSTREAM_SCHEMA
@@ -193,6 +202,8 @@ class OriginConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics_enabled: bool = True
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
 
     @property
     def readonly(self) -> bool:
@@ -278,9 +289,7 @@ ORIGIN_SCHEMA: dict[str, Any] = {
         "tcp": ANY,
     },
     "auth": AUTH_SCHEMA,
-    "notifications": refuse(
-        "not implemented by the origin yet (refused so that events are not silently dropped)"
-    ),
+    "notifications": NOTIFICATIONS_SCHEMA,
     "quayside": {
         "limits": {
             "max_manifest_bytes": Leaf(as_positive_size),
@@ -289,6 +298,8 @@ ORIGIN_SCHEMA: dict[str, Any] = {
         "metrics": {"enabled": BOOL},
         "auth": QUAYSIDE_AUTH_SCHEMA,
         "audit": AUDIT_SCHEMA,
+        "notifications": QUAYSIDE_NOTIFICATIONS_SCHEMA,
+        "replication": REPLICATION_SCHEMA,
     },
 }
 
@@ -324,6 +335,7 @@ def load_origin_config(
             "http.tls: 'certificate' and 'key' must be given together", key="http.tls.key"
         )
     health_extra = {k: v for k, v in g("health", {}).items() if k != "storagedriver"}
+    root = g("storage.filesystem.rootdirectory", "./data/origin")
     return OriginConfig(
         version=g("version", "0.1"),
         log=log_config(g),
@@ -365,4 +377,6 @@ def load_origin_config(
             max_blob_bytes=g("quayside.limits.max_blob_bytes", 0),
         ),
         metrics_enabled=g("quayside.metrics.enabled", True),
+        notifications=notifications_config(g, root),
+        replication=replication_config(g, root),
     )

@@ -22,11 +22,14 @@ def htpasswd(tmp: Path, text: str) -> Path:
     return path
 
 
-def test_notifications_refused_with_key_named(tmp_path: Path) -> None:
+def test_notifications_accepted_and_unknown_endpoint_keys_refused(tmp_path: Path) -> None:
     text = "notifications:\n  endpoints:\n    - name: hook\n      url: https://x\n"
-    with pytest.raises(ConfigError, match=r"notifications: not implemented") as exc:
+    cfg = load_origin_config(write(tmp_path, text), {}, {})
+    assert [e.name for e in cfg.notifications.endpoints] == ["hook"]
+    text += "      queue: 5\n"
+    with pytest.raises(ConfigError, match=r"unknown key") as exc:
         load_origin_config(write(tmp_path, text), {}, {})
-    assert exc.value.key == "notifications"
+    assert exc.value.key == "notifications.endpoints[0].queue"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,286 @@
+"""Copy manifests (and everything they need) from a local storage root to one target registry.
+
+:class:`TargetPusher` speaks to the target through :class:`regcore.client.RegistryClient`
+(token or basic auth, uploads, mounts) and reads the local root from disk. Guarantees:
+
+- :meth:`TargetPusher.push_manifest` sends children of an index first, then every blob the
+  manifest needs, then the manifest (under its tag, or by digest), byte for byte: the target
+  ends with the same digest. Anything the target already has is skipped (``HEAD`` first), so
+  replicating an unchanged image costs one ``HEAD`` per manifest.
+- A missing blob is mounted from another repository of the target when one is known to hold it
+  (learned from earlier pushes and ``HEAD`` answers, or another local repository matching the
+  target's globs), else uploaded, streamed from the local file (one ``PATCH``).
+- A manifest that is no longer in the local repository is skipped (``"gone"``): a later
+  delete event or reconcile settles it.
+- :meth:`TargetPusher.reconcile` compares every tag of the local repositories matching the
+  target's globs with the target (``HEAD``) and pushes what differs; with ``replicate_deletes``
+  it also removes tags the target has and the local repository does not.
+
+Errors from the target raise :mod:`regcore.errors` exceptions (the caller retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from origin.manifests import detect_media_type
+from origin.snapshot import (
+    NoProgress,
+    Progress,
+    list_repositories,
+    manifest_refs,
+    read_link,
+    read_repository,
+)
+from regcore import errors
+from regcore.client import RegistryClient
+from regcore.digest import Digest
+from regcore.eventsconfig import ReplicationTarget
+from regcore.storage.layout import Layout
+
+__all__ = ["PushResult", "ReconcileReport", "TargetPusher", "matches"]
+
+_CHUNK = 1 << 20
+_KNOWN_LOCATIONS = 50_000
+
+
+def matches(target: ReplicationTarget, repository: str) -> bool:
+    """Whether ``repository`` is replicated to ``target`` (any of its globs)."""
+    return any(fnmatchcase(repository, g) for g in target.repositories)
+
+
+@dataclass
+class PushResult:
+    manifests: int = 0
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    bytes: int = 0
+    gone: bool = False
+
+
+@dataclass
+class ReconcileReport:
+    target: str
+    repositories: int = 0
+    tags_checked: int = 0
+    pushed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__) | {"ok": self.ok}
+
+
+class TargetPusher:
+    """One target; ``on_blob(how, nbytes)`` is told about each blob (uploaded/mounted/present)."""
+
+    def __init__(
+        self,
+        target: ReplicationTarget,
+        layout: Layout,
+        client: RegistryClient,
+        *,
+        on_blob: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.layout = layout
+        self.client = client
+        self.on_blob = on_blob
+        self._locations: OrderedDict[Digest, str] = OrderedDict()
+        self._repos: list[str] = []
+        self._repos_at = -1e9
+
+    # -- local side -------------------------------------------------------------------------
+    def _local_manifest(self, repo: str, digest: Digest) -> bytes | None:
+        if read_link(self.layout.revision_link(repo, digest)) != digest:
+            return None
+        try:
+            return self.layout.blob_data(digest).read_bytes()
+        except OSError:
+            return None
+
+    async def _chunks(self, digest: Digest) -> AsyncIterator[bytes]:
+        fh = await asyncio.to_thread(open, self.layout.blob_data(digest), "rb")
+        try:
+            while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+                yield chunk
+        finally:
+            fh.close()
+
+    def _remember(self, digest: Digest, repo: str) -> None:
+        self._locations[digest] = repo
+        self._locations.move_to_end(digest)
+        while len(self._locations) > _KNOWN_LOCATIONS:
+            self._locations.popitem(last=False)
+
+    def _mount_sources(self, repo: str, digest: Digest) -> list[str]:
+        """Where the target may hold the blob: the last place we saw it there, else up to two
+        other local repositories this target takes that link it (blocking)."""
+        known = self._locations.get(digest)
+        if known and known != repo:
+            return [known]
+        now = time.monotonic()
+        if now - self._repos_at > 60.0:
+            self._repos = [r for r in list_repositories(self.layout) if matches(self.target, r)]
+            self._repos_at = now
+        out = []
+        for other in self._repos:
+            if other != repo and read_link(self.layout.layer_link(other, digest)) == digest:
+                out.append(other)
+                if len(out) == 2:
+                    break
+        return out
+
+    # -- pushing ----------------------------------------------------------------------------
+    async def _remote_digest(self, repo: str, ref: str) -> str | None:
+        try:
+            return (await self.client.head_manifest(repo, ref)).digest
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return None
+
+    async def ensure_blob(self, repo: str, digest: Digest, result: PushResult) -> None:
+        """The target's ``repo`` has the blob (HEAD, else mount, else streamed upload)."""
+        try:
+            await self.client.head_blob(repo, str(digest))
+            result.blobs_present += 1
+            self._remember(digest, repo)
+            if self.on_blob:
+                self.on_blob("present", 0)
+            return
+        except (errors.BlobUnknown, errors.NameUnknown):
+            pass
+        for source in await asyncio.to_thread(self._mount_sources, repo, digest):
+            if await self.client.mount_blob(repo, str(digest), source):
+                result.blobs_mounted += 1
+                self._remember(digest, repo)
+                if self.on_blob:
+                    self.on_blob("mounted", 0)
+                return
+        size = (await asyncio.to_thread(self.layout.blob_data(digest).stat)).st_size
+        await self.client.push_blob(repo, self._chunks(digest), str(digest))
+        result.blobs_uploaded += 1
+        result.bytes += size
+        self._remember(digest, repo)
+        if self.on_blob:
+            self.on_blob("uploaded", size)
+
+    async def push_manifest(
+        self, repo: str, digest: Digest, tag: str | None = None, result: PushResult | None = None
+    ) -> PushResult:
+        """Replicate manifest ``digest`` of local ``repo`` (see the module docstring)."""
+        result = result or PushResult()
+        raw = await asyncio.to_thread(self._local_manifest, repo, digest)
+        if raw is None:
+            result.gone = True
+            return result
+        ref = tag or str(digest)
+        if await self._remote_digest(repo, ref) == str(digest):
+            return result
+        blobs, children = manifest_refs(raw)
+        for child in children:
+            if await self._remote_digest(repo, str(child)) != str(child):
+                await self.push_manifest(repo, child, None, result)
+        for blob in blobs:
+            await self.ensure_blob(repo, blob, result)
+        await self.client.push_manifest(repo, ref, raw, detect_media_type(raw))
+        result.manifests += 1
+        return result
+
+    async def delete(self, repo: str, digest: str | None, tag: str | None) -> bool:
+        """Delete a tag or a manifest on the target; False when it was not there."""
+        ref = tag or digest
+        if not ref:
+            return False
+        try:
+            if tag is not None:
+                current = await self._remote_digest(repo, tag)
+                if current is None:
+                    return False
+                try:
+                    await self.client.delete_manifest(repo, tag)
+                except (errors.Unsupported, errors.DigestInvalid, errors.ManifestInvalid):
+                    # registry:2 deletes by digest only, which drops every tag on it: put
+                    # back the tags the local repository still has on that digest.
+                    await self.client.delete_manifest(repo, current)
+                    state = await asyncio.to_thread(read_repository, self.layout, repo)
+                    for other, digest in sorted(state.tags.items()):
+                        if str(digest) == current and other != tag:
+                            await self.push_manifest(repo, digest, other)
+                return True
+            await self.client.delete_manifest(repo, ref)
+            return True
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return False
+
+    # -- reconcile --------------------------------------------------------------------------
+    async def _remote_tags(self, repo: str) -> list[str]:
+        out: list[str] = []
+        last: str | None = None
+        with contextlib.suppress(errors.NameUnknown):
+            while True:
+                page, link = await self.client.list_tags(repo, n=1000, last=last)
+                out.extend(page)
+                if not link or not page:
+                    break
+                last = page[-1]
+        return out
+
+    async def reconcile(
+        self,
+        *,
+        repo_glob: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> ReconcileReport:
+        """Find and repair drift for every local repository the target takes (``dry_run``:
+        find only)."""
+        report = ReconcileReport(self.target.name, dry_run=dry_run)
+        names = [
+            r
+            for r in await asyncio.to_thread(list_repositories, self.layout)
+            if matches(self.target, r) and (not repo_glob or fnmatchcase(r, repo_glob))
+        ]
+        progress = progress or NoProgress()
+        progress.phase(f"reconciling {self.target.name}", len(names), unit="repositories")
+        for repo in names:
+            progress.advance(1)
+            report.repositories += 1
+            state = await asyncio.to_thread(read_repository, self.layout, repo)
+            for tag, digest in sorted(state.tags.items()):
+                report.tags_checked += 1
+                try:
+                    if await self._remote_digest(repo, tag) == str(digest):
+                        continue
+                    if not dry_run:
+                        await self.push_manifest(repo, digest, tag)
+                    report.pushed.append(f"{repo}:{tag}")
+                except errors.RegistryError as exc:
+                    report.failed.append({"ref": f"{repo}:{tag}", "error": _brief(exc)})
+            if not self.target.replicate_deletes:
+                continue
+            try:
+                extra = [t for t in await self._remote_tags(repo) if t not in state.tags]
+                for tag in extra:
+                    if not dry_run:
+                        await self.delete(repo, None, tag)
+                    report.deleted.append(f"{repo}:{tag}")
+            except errors.RegistryError as exc:
+                report.failed.append({"ref": repo, "error": _brief(exc)})
+        return report
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

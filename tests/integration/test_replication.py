@@ -1,0 +1,314 @@
+"""Replication from a real origin process to a real docker-registry (registry:2, htpasswd auth,
+credentials from the origin's config): identical digests after pushes, cross-repository mounts,
+deletes replicated, and a target that was down catches up (queued jobs, then reconcile)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from harness import skopeo
+from harness.fixtures import ImageFactory
+from harness.images import Image, ImageIndex, KiB, make_image
+from harness.procs import wait_until
+from harness.registry import DockerRegistry
+from harness.servers import OriginProcess
+from quayside.cli import replicate as replicate_cli
+from regcore.auth.htpasswd import hash_password, write_entries
+
+pytestmark = pytest.mark.slow
+
+if shutil.which("skopeo") is None:  # pragma: no cover - installed by `make install`
+    pytest.skip("skopeo is not installed", allow_module_level=True)
+
+TARGET_CREDS = ("replicator", "rep-s3cret")
+
+
+@pytest.fixture
+def target(registry_factory: Any, tmp_path: Path) -> DockerRegistry:
+    users = tmp_path / "target-htpasswd"
+    write_entries(users, {TARGET_CREDS[0]: hash_password(TARGET_CREDS[1], cost=4)})
+    return registry_factory(htpasswd=users)
+
+
+def start_origin(tmp: Path, target: DockerRegistry, **extra: Any) -> OriginProcess:
+    pw = tmp / "target.pw"
+    pw.write_text(TARGET_CREDS[1] + "\n")
+    config = {
+        "storage": {"delete": {"enabled": True}},
+        "quayside": {
+            "replication": {
+                "reconcile": {"interval": extra.pop("interval", 0)},
+                "targets": [
+                    {
+                        "name": "dr",
+                        "url": target.url,
+                        "username": TARGET_CREDS[0],
+                        "password_file": str(pw),
+                        "repositories": ["team/*"],
+                        "replicate_deletes": True,
+                        "backoff": "300ms",
+                        "timeout": "10s",
+                    }
+                ],
+            }
+        },
+    }
+    return OriginProcess(root=tmp / "root", workdir=tmp / "origin", config=config).start()
+
+
+def target_manifest(target: DockerRegistry, repo: str, ref: str) -> bytes | None:
+    user, pw = TARGET_CREDS
+    try:
+        return skopeo.inspect_raw(
+            f"{target.host}/{repo}{'@' if ':' in ref else ':'}{ref}", creds=f"{user}:{pw}"
+        )
+    except skopeo.SkopeoError as exc:
+        if "manifest unknown" in exc.stderr.lower() or "not found" in exc.stderr.lower():
+            return None
+        raise
+
+
+def target_delete(target: DockerRegistry, repo: str, digest: str) -> None:
+    auth = base64.b64encode(":".join(TARGET_CREDS).encode()).decode()
+    req = urllib.request.Request(
+        f"{target.url}/v2/{repo}/manifests/{digest}",
+        method="DELETE",
+        headers={"Authorization": f"Basic {auth}"},
+    )
+    assert urllib.request.urlopen(req, timeout=10).status == 202
+
+
+def origin_delete(origin: OriginProcess, repo: str, ref: str) -> None:
+    req = urllib.request.Request(f"{origin.url}/v2/{repo}/manifests/{ref}", method="DELETE")
+    assert urllib.request.urlopen(req, timeout=10).status == 202
+
+
+def pending(tmp: Path) -> list[Path]:
+    return list((tmp / "root" / "quayside" / "replication" / "dr").glob("*.json"))
+
+
+def jobs(origin: OriginProcess, result: str) -> float:
+    return origin.metric("quayside_origin_replication_jobs", target="dr", result=result)
+
+
+def replicated(target: DockerRegistry, items: dict[str, Image | ImageIndex]) -> bool:
+    return all(
+        target_manifest(target, *ref.rsplit(":", 1)) == item.manifest for ref, item in items.items()
+    )
+
+
+def test_pushes_replicate_to_docker_registry_with_identical_digests(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    origin = start_origin(tmp_path, target)
+    try:
+        shared = image_factory.layer(300 * KiB)
+        items: dict[str, Image | ImageIndex] = {
+            "team/app:1.0": make_image([shared, image_factory.layer(100 * KiB)], seed=31),
+            "team/multi:all": image_factory.index(layer_sizes=(50 * KiB,)),
+            "team/lists:v2": image_factory.index(flavour="docker", layer_sizes=(40 * KiB,)),
+        }
+        for ref, item in items.items():
+            skopeo.push(item, origin.host, *ref.rsplit(":", 1), workdir=tmp_path)
+        skopeo.push(image_factory.image(), origin.host, "private/x", "1", workdir=tmp_path)
+        assert wait_until(lambda: replicated(target, items), timeout=60)
+        for ref, item in items.items():
+            if isinstance(item, ImageIndex):
+                repo = ref.split(":")[0]
+                for child in item.images:
+                    assert target_manifest(target, repo, child.digest) == child.manifest
+        assert target_manifest(target, "private/x", "1") is None  # not in the globs
+
+        # A second repository sharing a layer: mounted on the target, not uploaded again.
+        mounted_before = origin.metric("quayside_origin_replication_blobs", how="mounted")
+        second = make_image([shared], seed=32)
+        skopeo.push(second, origin.host, "team/second", "1", workdir=tmp_path)
+        assert wait_until(lambda: replicated(target, {"team/second:1": second}), timeout=30)
+        assert origin.metric("quayside_origin_replication_blobs", how="mounted") > mounted_before
+        pulled = skopeo.pull_to_dir(
+            target.host,
+            "team/second",
+            "1",
+            tmp_path / "second",
+            extra=["--src-creds=" + ":".join(TARGET_CREDS)],
+        )
+        assert (pulled / shared.digest.split(":")[1]).read_bytes() == shared.data
+
+        # Deletes are replicated (this target has replicate_deletes).
+        origin_delete(origin, "team/app", items["team/app:1.0"].digest)
+        assert wait_until(lambda: target_manifest(target, "team/app", "1.0") is None, timeout=30)
+        # By tag: registry:2 deletes by digest only; the tag still on that digest comes back.
+        lists = items["team/lists:v2"]
+        skopeo.push(lists, origin.host, "team/lists", "keep", workdir=tmp_path / "keep")
+        assert wait_until(lambda: replicated(target, {"team/lists:keep": lists}), timeout=30)
+        origin_delete(origin, "team/lists", "v2")
+        assert wait_until(lambda: target_manifest(target, "team/lists", "v2") is None, timeout=30)
+        assert wait_until(lambda: replicated(target, {"team/lists:keep": lists}), timeout=30)
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+        assert jobs(origin, "failed") == 0 and jobs(origin, "ok") >= 5
+        assert origin.metric("quayside_origin_replication_bytes") > 0
+
+        audit = [
+            json.loads(line)
+            for line in (tmp_path / "root" / "quayside" / "audit.log").read_text().splitlines()
+        ]
+        replicate_lines = [e for e in audit if e["action"] == "replicate"]
+        assert {(e["repository"], e["result"]) for e in replicate_lines} >= {
+            ("team/app", "ok"),
+            ("team/second", "ok"),
+        }
+        assert all(e["actor"] == "system:replication" for e in replicate_lines)
+        assert TARGET_CREDS[1] not in origin.log_text()
+    finally:
+        origin.close()
+    assert origin.server_errors() == []
+
+
+def test_target_down_for_a_while_then_queue_and_reconcile_repair(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    origin = start_origin(tmp_path, target)
+    try:
+        target.stop()
+        items = {f"team/down{i}:v1": image_factory.image(layer_sizes=(64 * KiB,)) for i in range(3)}
+        for ref, item in items.items():
+            skopeo.push(item, origin.host, *ref.rsplit(":", 1), workdir=tmp_path)
+        assert wait_until(
+            lambda: (
+                origin.metric("quayside_origin_replication_attempts", target="dr", result="failed")
+                >= 3
+            ),
+            timeout=30,
+        )
+        assert len(pending(tmp_path)) == 3  # the jobs wait on disk
+
+        target.start()
+        assert wait_until(lambda: replicated(target, items), timeout=60)
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+
+        # Drift the queue cannot see: a manifest deleted on the target, and pushes made while
+        # the origin ran without replication. `quayside replicate --reconcile` repairs both.
+        target_delete(target, "team/down0", items["team/down0:v1"].digest)
+        origin.stop()
+        quiet = OriginProcess(root=tmp_path / "root", workdir=tmp_path / "quiet").start()
+        late = image_factory.image(layer_sizes=(32 * KiB,))
+        skopeo.push(late, quiet.host, "team/late", "v1", workdir=tmp_path)
+        quiet.close()
+        items["team/late:v1"] = late
+
+        config = str(origin._written_config)
+        runner = CliRunner()
+        dry = runner.invoke(
+            replicate_cli.command,
+            [
+                "--reconcile",
+                "--dry-run",
+                "--json",
+                "--config",
+                config,
+                "--root",
+                str(tmp_path / "root"),
+            ],
+        )
+        assert dry.exit_code == 0, dry.output
+        [report] = json.loads(dry.stdout)
+        assert sorted(report["pushed"]) == ["team/down0:v1", "team/late:v1"]
+        assert target_manifest(target, "team/late", "v1") is None  # dry run: nothing pushed
+
+        done = runner.invoke(
+            replicate_cli.command,
+            ["--reconcile", "--json", "--config", config, "--root", str(tmp_path / "root")],
+        )
+        assert done.exit_code == 0, done.output
+        assert sorted(json.loads(done.stdout)[0]["pushed"]) == ["team/down0:v1", "team/late:v1"]
+        assert replicated(target, items)
+        again = runner.invoke(
+            replicate_cli.command,
+            ["--reconcile", "--json", "--config", config, "--root", str(tmp_path / "root")],
+        )
+        assert json.loads(again.stdout)[0]["pushed"] == []
+    finally:
+        origin.close()
+
+
+def test_periodic_reconcile_repairs_drift_on_its_own(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    origin = start_origin(tmp_path, target, interval="1s")
+    try:
+        image = image_factory.image(layer_sizes=(32 * KiB,))
+        skopeo.push(image, origin.host, "team/drift", "v1", workdir=tmp_path)
+        assert wait_until(lambda: replicated(target, {"team/drift:v1": image}), timeout=30)
+        target_delete(target, "team/drift", image.digest)
+        assert target_manifest(target, "team/drift", "v1") is None
+        assert wait_until(lambda: replicated(target, {"team/drift:v1": image}), timeout=30)
+        assert wait_until(
+            lambda: origin.metric("quayside_origin_replication_drift_repaired", target="dr") >= 1,
+            timeout=10,
+        )  # counted when the reconcile run ends, just after the push
+    finally:
+        origin.close()
+
+
+def test_replication_to_a_second_quayside_origin(
+    tmp_path: Path, image_factory: ImageFactory
+) -> None:
+    second = OriginProcess(
+        root=tmp_path / "second-root",
+        workdir=tmp_path / "second",
+        env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"},
+    ).start()
+    config = {
+        "storage": {"delete": {"enabled": True}},
+        "quayside": {
+            "replication": {
+                "targets": [
+                    {
+                        "name": "dr",
+                        "url": second.url,
+                        "repositories": ["*"],
+                        "replicate_deletes": True,
+                    }
+                ]
+            }
+        },
+    }
+    origin = OriginProcess(root=tmp_path / "root", workdir=tmp_path / "origin", config=config)
+    origin.start()
+    try:
+        image = image_factory.image(layer_sizes=(128 * KiB,))
+        index = image_factory.index(layer_sizes=(32 * KiB,))
+        skopeo.push(image, origin.host, "a/img", "1", workdir=tmp_path)
+        skopeo.push(image, origin.host, "a/img", "2", workdir=tmp_path)
+        skopeo.push(index, origin.host, "b/idx", "all", workdir=tmp_path)
+
+        def on_second(ref: str) -> bytes | None:
+            try:
+                return skopeo.inspect_raw(f"{second.host}/{ref}")
+            except skopeo.SkopeoError:
+                return None
+
+        assert wait_until(
+            lambda: (
+                on_second("a/img:1") == image.manifest
+                and on_second("a/img:2") == image.manifest
+                and on_second("b/idx:all") == index.manifest
+            ),
+            timeout=60,
+        )
+        origin_delete(origin, "a/img", "1")  # a tag delete the second origin does natively
+        assert wait_until(lambda: on_second("a/img:1") is None, timeout=30)
+        assert on_second("a/img:2") == image.manifest
+    finally:
+        origin.close()
+        second.close()
+    assert origin.server_errors() == [] and second.server_errors() == []
