@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 _READ_CHUNK = 1 << 20  # bytes asked of the socket buffer per read
 _START_SLACK = 0.15  # seconds between dispatch and the synchronized start
+_READY_TIMEOUT = 60.0  # seconds a new worker may take to import and report ready
 
 
 class LoadTimeout(TimeoutError):
@@ -278,6 +279,7 @@ def _worker_main(conn: Connection) -> None:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
+    conn.send("ready")  # imports done: a job's synchronized start no longer waits on them
     while True:
         try:
             job = conn.recv()
@@ -304,12 +306,27 @@ class LoadGenerator:
         self._workers: list[tuple[Any, Connection]] = []
 
     def start(self) -> LoadGenerator:
+        """Start the missing workers and wait until each is ready (at most 60 s).
+
+        Raises:
+            LoadTimeout: a worker did not report ready in time (it is stopped).
+        """
+        new = []
         while len(self._workers) < self.processes:
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True)
             proc.start()
             child.close()
             self._workers.append((proc, parent))
+            new.append(parent)
+        for conn in new:
+            try:
+                ready = conn.poll(_READY_TIMEOUT) and conn.recv() == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                self.close()
+                raise LoadTimeout("a load-generator worker did not start")
         return self
 
     def run(self, job: FetchJob, *, processes: int | None = None) -> JobResult:

@@ -129,14 +129,15 @@ class Topology:
         workdir: Path,
         *,
         edge_cache_size: str = "16GiB",
-        wan_upstream: str | None = None,
+        wan_upstreams: dict[str, str] | None = None,
         wan_scenarios: frozenset[str] = frozenset(),
     ) -> None:
         self.workdir = workdir
         self.edge_cache_size = edge_cache_size
-        # WAN mode (bench.wan): every contender talks to the upstream across the link
-        self.wan_upstream = wan_upstream
-        self.registry_scenarios = wan_scenarios if wan_upstream else _REGISTRY_SCENARIOS
+        # WAN mode (bench.wan): each contender talks to the upstream across the link, through
+        # its own relay (so the link counts its bytes apart)
+        self.wan_upstreams = wan_upstreams or {}
+        self.registry_scenarios = wan_scenarios if wan_upstreams else _REGISTRY_SCENARIOS
         self.registry: DockerRegistry | None = None
         self.origin: OriginProcess | None = None
         self.contenders: dict[str, Contender] = {}
@@ -201,8 +202,8 @@ class Topology:
         """URL and access log of what ``name`` talks to: over loopback, another
         docker-registry on ``registry``'s storage with its own port and log; in WAN mode,
         the far end of the link (one shared log: WAN contenders run one at a time)."""
-        if self.wan_upstream:
-            return self.wan_upstream, registry.log_path
+        if self.wan_upstreams:
+            return self.wan_upstreams[name], registry.log_path
         view = DockerRegistry(registry.root, workdir=self.workdir / f"upstream-{name}")
         self._closers.append(view.close)
         view.start()
@@ -231,8 +232,8 @@ class Topology:
                 name,
                 KIND_BASELINE,
                 "docker-registry (upstream) served directly"
-                + (" across the WAN" if self.wan_upstream else ""),
-                [self.wan_upstream or registry.url],
+                + (" across the WAN" if self.wan_upstreams else ""),
+                [self._upstream(name, registry)[0] if self.wan_upstreams else registry.url],
                 "registry",
                 scenarios,
                 lambda: [registry.process] if registry.process else [],

@@ -4,9 +4,10 @@
 
     region namespace                               upstream namespace
     loadgen, skopeo, probes (this thread)          docker-registry on its loopback (seeded here)
-    direct ─────────────────┐                      wanrelay: +delay each way, slow start
-    reference-proxy, nginx-cache,  ── veth, tbf ── (listens on the link address)
-    quayside-1, quayside-3 + redis ┘               wanrelay without delay (capacity check)
+    direct ─────────────────┐                      one wanrelay per contender (+ probes):
+    reference-proxy, nginx-cache,  ── veth, tbf ── +delay each way, slow start, on the link
+    quayside-1, quayside-3 + redis ┘               address; its port's bytes counted apart
+                                                   wanrelay without delay (capacity check)
 
 :func:`run_phase` builds all of it (:class:`harness.wanlink.WanLink`, ``tbf`` at
 ``Params.wan_rate_mbit`` each way, :class:`harness.wanrelay.WanRelay` with
@@ -84,15 +85,17 @@ def run_phase(
             upstream = DockerRegistry(workdir=workdir / "upstream")
             closers.append(upstream.close)
             upstream.start()
-            relay = WanRelay(
-                f"{link.up_addr}:0",
-                upstream.host,
-                delay_ms=params.wan_delay_ms,
-                netns=link.up,
-                workdir=workdir / "relay",
-            )
-            closers.append(relay.close)
-            relay.start()
+            relays = {
+                name: WanRelay(
+                    f"{link.up_addr}:0",
+                    upstream.host,
+                    delay_ms=params.wan_delay_ms,
+                    netns=link.up,
+                    workdir=workdir / f"relay-{name}",
+                    name=f"wanrelay-{name}",
+                )
+                for name in ("probe", *_contenders(params))
+            }
             fast = WanRelay(
                 "127.0.0.1:0",
                 upstream.host,
@@ -102,18 +105,25 @@ def run_phase(
                 workdir=workdir / "relay-nodelay",
                 name="wanrelay-nodelay",
             )
-            closers.append(fast.close)
-            fast.start()
+            for relay in (*relays.values(), fast):
+                closers.append(relay.close)
+                relay.launch()
+            for name, relay in relays.items():
+                relay.wait_ready()
+                link.track(name, relay.port)
+            fast.wait_ready()
             reporter.step("WAN: seeding the upstream (inside its namespace)")
             dataset = seed_wan(upstream.url, params, frozenset(names))
-        info["relay"] = {"url": relay.url, "delay_ms_each_way": params.wan_delay_ms}
+        info["relays"] = {n: r.url for n, r in relays.items()}
+        info["delay_ms_each_way"] = params.wan_delay_ms
+        info["link"] = link.describe()
         info["dataset"] = dataset.to_dict()
         with link.region.entered():
             reporter.step("WAN: starting the contenders in the region")
             topology = Topology(
                 workdir / "region",
                 edge_cache_size=params.edge_cache_size,
-                wan_upstream=relay.url,
+                wan_upstreams={n: r.url for n, r in relays.items()},
                 wan_scenarios=frozenset(names),
             )
             closers.append(topology.close)
@@ -134,7 +144,7 @@ def run_phase(
                 workdir,
                 reporter,
                 link=link,
-                relay=relay,
+                relays=relays,
                 fast_relay=fast,
                 upstream=upstream,
                 wan=dataset,

@@ -11,8 +11,10 @@ here have no ``netem``, so the link itself adds no delay: :mod:`harness.wanrelay
 upstream namespace.
 
 Bytes that crossed the link are read from the link itself: the region-side veth's own counters
-(``ip -s link``: what arrived from upstream, what left for it) and the ``tbf`` statistics
-(sent, dropped, overlimits). :meth:`LinkCounters.payload_down` subtracts one Ethernet + IPv4 +
+(``ip -s link``: what arrived from upstream, what left for it), the ``tbf`` statistics (sent,
+dropped, overlimits), and per tracked source port (:meth:`WanLink.track`: one relay per
+contender) the statistics of an ``htb`` class inside the ``tbf`` (it counts, it does not
+shape), so bytes a contender pulls late are never counted against another. :meth:`LinkCounters.payload_down` subtracts one Ethernet + IPv4 +
 TCP header per packet (each counted packet, GSO or not, carries exactly one), which leaves the
 TCP payload: HTTP bytes, which is what "one copy of the image" compares with.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -97,13 +100,16 @@ class WanLink:
         self,
         *,
         rate_mbit: float = 200.0,
-        burst: str = "256kb",
-        queue_latency: str = "100ms",
+        burst_bytes: int = 256 * 1024,
+        queue_ms: float = 100.0,
         prefix: str = "qsb",
     ) -> None:
         self.rate_mbit = rate_mbit
-        self.burst = burst
-        self.queue_latency = queue_latency
+        self.burst_bytes = burst_bytes
+        self.queue_ms = queue_ms
+        # what the tbf queue may hold: queue_ms of the rate, plus a burst
+        self.queue_bytes = int(rate_mbit * 1e6 / 8 * queue_ms / 1000) + burst_bytes
+        self._classes: dict[str, str] = {}
         self.up = Netns("up", prefix=prefix)
         self.region = Netns("rg", prefix=prefix)
         suffix = self.up.name.split("-")[1][-6:] + self.up.name.split("-")[2][-2:]
@@ -130,17 +136,54 @@ class WanLink:
             ):
                 ip("-n", ns.name, "addr", "add", f"{addr}/{_PREFIX_LEN}", "dev", dev)
                 ip("-n", ns.name, "link", "set", dev, "up")
-                ip("tc", "-n", ns.name, "qdisc", "add", "dev", dev, "root", "tbf",
-                   "rate", f"{self.rate_mbit:g}mbit", "burst", self.burst,
-                   "latency", self.queue_latency)  # fmt: skip
+                ip("tc", "-n", ns.name, "qdisc", "add", "dev", dev, "root", "handle", "1:",
+                   "tbf", "rate", f"{self.rate_mbit:g}mbit", "burst", str(self.burst_bytes),
+                   "limit", str(self.queue_bytes))  # fmt: skip
+            # downstream: an htb inside the tbf, only to count bytes per tracked port
+            self._tc("qdisc", "add", "dev", self.up_dev, "parent", "1:1", "handle", "10:",
+                     "htb", "default", "1")  # fmt: skip
+            self._add_class("10:1")
             self.header_bytes = _ETH_IP + _tcp_header(self.region)
         except BaseException:
             self.close()
             raise
         return self
 
-    def counters(self) -> LinkCounters:
-        """The link's counters now (region veth + upstream tbf). Raises NetnsError."""
+    def _tc(self, *args: str) -> str:
+        return ip("tc", "-n", self.up.name, *args)
+
+    def _add_class(self, classid: str) -> None:
+        self._tc("class", "add", "dev", self.up_dev, "parent", "10:", "classid", classid,
+                 "htb", "rate", "10gbit", "quantum", "65536")  # fmt: skip
+        self._tc("qdisc", "add", "dev", self.up_dev, "parent", classid, "bfifo",
+                 "limit", str(self.queue_bytes))  # fmt: skip
+
+    def track(self, name: str, port: int) -> None:
+        """Count what the upstream side sends from TCP source ``port`` (a relay's listening
+        port) under ``name``: its own htb class, read by ``counters(name)``."""
+        classid = f"10:{0x100 + len(self._classes):x}"
+        self._add_class(classid)
+        self._tc("filter", "add", "dev", self.up_dev, "parent", "10:", "protocol", "ip",
+                 "prio", "1", "u32", "match", "ip", "sport", str(port), "0xffff",
+                 "flowid", classid)  # fmt: skip
+        self._classes[name] = classid
+
+    def _class_sent(self, classid: str) -> tuple[int, int]:
+        text = self._tc("-s", "class", "show", "dev", self.up_dev, "classid", classid)
+        m = re.search(r"Sent (\d+) bytes (\d+) pkt", text)
+        return (int(m[1]), int(m[2])) if m else (0, 0)
+
+    def counters(self, name: str | None = None) -> LinkCounters:
+        """The link's counters now: all traffic (region veth + upstream tbf), or with
+        ``name`` what went downstream from the port tracked under that name (as rx).
+
+        Raises:
+            harness.netns.NetnsError: reading failed.
+            KeyError: ``name`` is not tracked.
+        """
+        if name is not None:
+            sent, packets = self._class_sent(self._classes[name])
+            return LinkCounters(rx_bytes=sent, rx_packets=packets, header_bytes=self.header_bytes)
         dev = json.loads(ip("-n", self.region.name, "-s", "-j", "link", "show", "dev",
                             self.region_dev))[0]["stats64"]  # fmt: skip
         tbf: dict[str, Any] = {}
@@ -162,8 +205,9 @@ class WanLink:
     def describe(self) -> dict[str, object]:
         return {
             "rate_mbit": self.rate_mbit,
-            "tbf_burst": self.burst,
-            "tbf_latency": self.queue_latency,
+            "tbf_burst_bytes": self.burst_bytes,
+            "tbf_limit_bytes": self.queue_bytes,
+            "tracked_ports": dict(self._classes),
             "namespaces": [self.region.name, self.up.name],
             "addresses": {"region": self.region_addr, "upstream": self.up_addr},
             "header_bytes_per_packet": self.header_bytes,

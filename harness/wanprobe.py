@@ -89,7 +89,7 @@ def download(url: str, *, timeout: float = 60.0) -> tuple[int, float]:
     """GET ``url`` (``Connection: close``), count the body; return (body bytes, seconds).
 
     Raises:
-        ProbeError: not a 2xx answer.
+        ProbeError: not a 2xx answer, or the body ended (or was reset) before its length.
     """
     parts = urlsplit(url)
     request = (
@@ -110,13 +110,24 @@ def download(url: str, *, timeout: float = 60.0) -> tuple[int, float]:
         status_line, _, _ = bytes(head).partition(b"\r\n")
         if not status_line.split(b" ")[1].startswith(b"2"):
             raise ProbeError(f"{url}: {status_line.decode('latin-1')}")
-        total = len(head) - head.index(b"\r\n\r\n") - 4
+        end = head.index(b"\r\n\r\n")
+        length = None
+        for line in bytes(head[:end]).decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        total = len(head) - end - 4
         buf = bytearray(1 << 20)
         while True:
             if time.monotonic() > deadline:
                 raise ProbeError(f"{url}: not done after {timeout:g}s")
-            n = sock.recv_into(buf)
+            try:
+                n = sock.recv_into(buf)
+            except OSError as exc:
+                raise ProbeError(f"{url}: {exc} after {total} body bytes") from exc
             if not n:
                 break
             total += n
+    if length is not None and total < length:
+        raise ProbeError(f"{url}: body ended after {total} of {length} bytes")
     return total, time.monotonic() - start

@@ -141,10 +141,16 @@ class WanContext(RunContext):
     namespace, behind ``link``."""
 
     link: WanLink
-    relay: WanRelay  # the WAN's delay, in front of the upstream registry
+    relays: dict[str, WanRelay]  # the WAN's delay, per contender (and "probe")
     fast_relay: WanRelay  # the same relay without delay, on the upstream's loopback
     upstream: DockerRegistry
     wan: WanDataset
+
+    def counters(self, name: str, budget: Budget, timeout: float = 20.0) -> LinkCounters:
+        """Once the link is quiet (:meth:`settle_link`): what crossed it downstream so far
+        for contender ``name`` (from its relay's port; ``"probe"`` for the probes)."""
+        self.settle_link(budget, timeout=timeout)
+        return self.link.counters(name)
 
     def settle_link(
         self, budget: Budget, quiet: float = 0.3, timeout: float = 20.0

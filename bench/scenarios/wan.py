@@ -56,11 +56,11 @@ def _link_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     for rep in range(ctx.params.wan_repeats):
         budget.check()
         ctx.reporter.step(f"wan_link · probes · run {rep + 1}/{ctx.params.wan_repeats}")
-        trips = wanprobe.round_trips(w.relay.url + "/v2/", 10, timeout=budget.cap(10))
-        w.settle_link(budget)
-        before = w.link.counters()
-        size, secs = wanprobe.download(w.relay.url + path, timeout=budget.cap(120))
-        after = w.settle_link(budget)
+        relay = w.relays["probe"]
+        trips = wanprobe.round_trips(relay.url + "/v2/", 10, timeout=budget.cap(10))
+        before = w.counters("probe", budget)
+        size, secs = wanprobe.download(relay.url + path, timeout=budget.cap(120))
+        after = w.counters("probe", budget)
         with w.link.up.entered():
             fast_size, fast_secs = wanprobe.download(w.fast_relay.url + path, timeout=30)
             up_size, up_secs = wanprobe.download(w.upstream.url + path, timeout=30)
@@ -150,7 +150,6 @@ def _pull_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     w = wan(ctx)
     p = ctx.params
     contenders = ctx.contenders_for("wan_pull")
-    mark = w.settle_link(budget)  # each step ends with the link quiet: its counters start the next
     for rep, image in enumerate(w.wan.pulls[: p.wan_repeats]):
         direct_s: float | None = None
         for contender in contenders:
@@ -161,28 +160,26 @@ def _pull_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
             ctx.reporter.step(f"wan_pull · {contender.name} · run {rep + 1}/{reps}")
             run: dict[str, object] = {"rep": rep, "image": image.digest, "size": image.total_size}
             try:
+                mark = w.counters(contender.name, budget)
                 cold = _pull(w, contender.host(0), image.tag, f"{contender.name}-{rep}-c", budget)
-                after = w.settle_link(budget)
+                after = w.counters(contender.name, budget)
                 run.update(
                     cold_s=cold,
                     link_ratio=(after - mark).payload_down() / image.total_size,
                     link=(after - mark).to_dict(),
                 )
-                mark = after
                 if contender.name == "direct":
                     direct_s = cold  # no cache: every pull crosses the WAN
                 else:
                     warm = _pull(
                         w, contender.host(0), image.tag, f"{contender.name}-{rep}-w", budget
                     )
-                    after = w.settle_link(budget)
-                    run.update(warm_s=warm, warm_link_kb=(after - mark).payload_down() / 1000)
-                    mark = after
+                    end = w.counters(contender.name, budget)
+                    run.update(warm_s=warm, warm_link_kb=(end - after).payload_down() / 1000)
                     if direct_s:
                         run["speedup"] = direct_s / warm
             except skopeo.SkopeoError as exc:
                 record.add_error(contender.name, str(exc))
-                mark = w.settle_link(budget)
             record.add_run(contender.name, run)
             ctx.reporter.advance()
 

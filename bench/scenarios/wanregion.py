@@ -27,7 +27,6 @@ from bench.scenarios.context import Budget, RunContext, Scenario, WanContext
 from bench.scenarios.wan import wan
 from bench.topologies import KIND_QUAYSIDE, Contender
 from bench.upstreamlog import UpstreamLog
-from harness.wanlink import LinkCounters
 
 REGION_CONTENDERS = ("reference-proxy", "nginx-cache", "quayside-3")
 CUT_CONTENDERS = ("direct", "reference-proxy", "nginx-cache", "quayside-1", "quayside-3")
@@ -65,10 +64,9 @@ def _region_rep(
     image: ImageRef,
     cap: float | None,
     budget: Budget,
-    before: LinkCounters,
-) -> tuple[dict[str, object], LinkCounters]:
-    """One repetition from a quiet link (``before``); returns the run and the quiet link after."""
+) -> dict[str, object]:
     p = w.params
+    before = w.counters(contender.name, budget)
     n = p.wan_region_edges * p.wan_region_clients_per_edge
     verified = len(contender.nodes) * p.wan_region_verify_clients
     start = time.monotonic()
@@ -87,7 +85,7 @@ def _region_rep(
             digests.append(digest if i < verified else "")
     left = max(1.0, limit - (time.monotonic() - start))
     blobs = w.loadgen.run(FetchJob(urls=tuple(urls), timeout=left, digests=tuple(digests)))
-    after = w.settle_link(budget, timeout=60.0)  # a capped peer's copies must end here
+    after = w.counters(contender.name, budget, timeout=60.0)  # a capped peer's copies end here
     per = len(image.blob_digests)
     times, done, errors = [], 0, []
     for i in range(n):
@@ -122,19 +120,18 @@ def _region_rep(
         )
     if done == n:
         run["wall_s"] = manifests.wall + blobs.wall
-    return run, after
+    return run
 
 
 def _region_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     w = wan(ctx)
-    mark = w.settle_link(budget)
     for contender, reps in _plan(ctx, "wan_region", REGION_CONTENDERS):
         cap = ctx.params.wan_peer_cap if contender.kind != KIND_QUAYSIDE else None
         for rep in range(reps):
             budget.check()
             ctx.reporter.step(f"wan_region · {contender.name} · run {rep + 1}/{reps}")
             image = w.wan.region[rep]
-            run, mark = _region_rep(w, contender, image, cap, budget, mark)
+            run = _region_rep(w, contender, image, cap, budget)
             run.update(rep=rep, image=image.digest)
             if run["clients_done"] != run["clients"] and not run["capped"]:
                 record.add_error(contender.name, f"{run['first_error']}")
@@ -186,16 +183,17 @@ def _cut_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     w = wan(ctx)
     n = ctx.params.wan_cut_clients
     log = UpstreamLog(w.upstream.log_path)
-    mark = w.settle_link(budget)
     for contender, reps in _plan(ctx, "wan_cut", CUT_CONTENDERS):
         for rep in range(reps):
             budget.check()
             ctx.reporter.step(f"wan_cut · {contender.name} · run {rep + 1}/{reps}")
             blob = w.wan.cut[rep]
+            relay = w.relays[contender.name]
+            mark = w.counters(contender.name, budget)
             log.settle(0.2, timeout=5.0)
             log.mark()
-            cuts = len(w.relay.events("cut"))
-            w.relay.arm_cut(int(blob.size * ctx.params.wan_cut_fraction))
+            cuts = len(relay.events("cut"))
+            relay.arm_cut(int(blob.size * ctx.params.wan_cut_fraction))
             res: JobResult = w.loadgen.run(
                 FetchJob(
                     urls=tuple(ctx.spread(contender, blob, n)),
@@ -203,8 +201,8 @@ def _cut_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
                     digests=(blob.digest,) * n,
                 )
             )
-            w.relay.arm_cut(-1)
-            after = w.settle_link(budget, timeout=60.0)
+            relay.arm_cut(-1)
+            after = w.counters(contender.name, budget, timeout=60.0)
             log.settle(ctx.params.log_quiet, timeout=5.0)
             records = [r for r in log.records() if r.method == "GET" and blob.digest in r.path]
             good = [c for c in res.clients if c.ok and c.bytes == blob.size and c.digest_ok]
@@ -215,11 +213,10 @@ def _cut_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
                 "clients_ok": len(good),
                 "max_gap_s": max(c.max_gap for c in res.clients),
                 "link_ratio": (after - mark).payload_down() / blob.size,
-                "cuts": len(w.relay.events("cut")) - cuts,
+                "cuts": len(relay.events("cut")) - cuts,
                 "upstream_gets": len(records),
                 "range_gets": sum(1 for r in records if r.status == 206),
             }
-            mark = after
             if len(good) == n:
                 run["wall_s"] = res.wall
             bad = [c for c in res.clients if c not in good]
