@@ -144,6 +144,7 @@ class Params:
             wan_repeats=1,
             wan_layer_sizes=(2 * MiB, 2 * MiB, 1 * MiB, 1 * MiB, 512 * 1024),
             wan_region_clients_per_edge=4,
+            wan_peer_repeats=0,  # peers' WAN runs only in full runs: quick stays ~30 s
             wan_peer_cap=3.0,
             wan_cut_blob_size=8 * MiB,
             wan_cut_clients=4,

@@ -45,7 +45,9 @@ SkipScenarios = Callable[[Sequence[str], str], None]
 
 
 def _contenders(params: Params) -> list[str]:
-    return [c for c in params.contenders if c in WAN_CONTENDERS]
+    """The WAN contenders to start (peers only when they get repetitions)."""
+    peers = ("reference-proxy", "nginx-cache") if params.wan_peer_repeats < 1 else ()
+    return [c for c in params.contenders if c in WAN_CONTENDERS and c not in peers]
 
 
 def run_phase(

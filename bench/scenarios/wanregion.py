@@ -240,8 +240,8 @@ WAN_CUT = Scenario(
         "Clients GET one cold blob while the relay resets the upstream connection carrying it "
         "part-way through. Clients with every byte right (digest-checked), the longest pause "
         "any client saw in its body, link payload / blob size, and the upstream GETs (ranged: "
-        "status 206) from the upstream's access log. Peers are shown for what a client of "
-        "theirs gets; they run fewer repetitions."
+        "status 206) from the upstream's access log. direct and the peers are shown for what "
+        "a client of theirs gets; they run fewer repetitions."
     ),
     metrics=lambda p: list(_CUT_METRICS),
     steps=lambda ctx: sum(r for _c, r in _plan(ctx, "wan_cut", CUT_CONTENDERS)),
