@@ -147,9 +147,13 @@ def main(args: argparse.Namespace) -> int:
         md = suite.publish_latest(out_dir, results)
         console.print(f"latest: {md}")
     console.print(f"results: {out_dir / 'results.md'} ({results['duration_s']:.0f} s)")
-    failed = results.get("contender_failures") or any(
-        sc.get("error") or any(e["errors"] for e in sc["contenders"].values())
-        for sc in results["scenarios"].values()
+    failed = (
+        results.get("contender_failures")
+        or (results.get("wan") or {}).get("contender_failures")
+        or any(
+            sc.get("error") or any(e["errors"] for e in sc["contenders"].values())
+            for sc in results["scenarios"].values()
+        )
     )
     return 1 if failed else 0
 

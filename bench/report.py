@@ -184,12 +184,16 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
     lines = [
         f"# Quayside benchmark ({results['mode']} run, {results['started_at']})",
         "",
-        "All contenders ran side by side on this machine in one run, one at a time: the "
-        "loopback scenarios over 127.0.0.1, the `wan_*` scenarios across an emulated WAN link "
-        "(network namespaces, a rate-limited veth pair and a delaying relay; see "
-        "`bench/README.md` in the repository). Compare ratios within the run, not absolute figures: "
-        "they drift with whatever else runs on the machine (conditions are recorded per "
-        "scenario).",
+        "All contenders ran side by side on this machine in one run, one at a time, over "
+        "127.0.0.1"
+        + (
+            "; the `wan_*` scenarios across an emulated WAN link (network namespaces, a "
+            "rate-limited veth pair and a delaying relay)"
+            if any(n.startswith("wan_") for n in results["scenarios"])
+            else ""
+        )
+        + "; see `bench/README.md` in the repository. Compare ratios within the run, not "
+        "absolute figures: they drift with whatever else runs on the machine.",
         "",
         f"Code: {_commit(m)}. Machine: {m['cpu_count']} x {m['cpu_model']}, "
         f"{m['memory_gib']} GiB RAM, kernel {m['kernel']}, Python {m['python']}. "
