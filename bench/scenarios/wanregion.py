@@ -140,8 +140,9 @@ def _region_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None
     if any(r.get("capped") for runs in record.runs.values() for r in runs):
         record.notes.append(
             f"peers stopped after {ctx.params.wan_peer_cap:g} s (they fetch once per client "
-            "across the WAN; a whole repetition would take minutes): their link figures are "
-            "lower bounds and clients_done counts who had finished by then"
+            "across the WAN; a whole repetition would take minutes): their link figures (bytes "
+            "until the link went quiet after their clients were stopped) are lower bounds, "
+            "and clients_done counts who had finished by the stop"
         )
 
 
