@@ -115,6 +115,9 @@ class _Pipe:
             if at > now + 0.001:  # the loop's clock ticks in ms: as often early as late
                 break
             self.queue.popleft()
+            if self.dst.is_closing():  # the far side is gone: nothing more to deliver
+                self.stop()
+                return
             if not data:  # _EOF
                 if self.dst.can_write_eof():
                     self.dst.write_eof()
@@ -129,7 +132,8 @@ class _Pipe:
             self.released += len(data)
         if self.src_paused and self.queued <= self.conn.relay.queue_cap // 2 and not self.done:
             self.src_paused = False
-            self.src.resume_reading()
+            if self.src is not None:
+                self.src.resume_reading()
         self.schedule()
 
     def stop(self) -> None:
