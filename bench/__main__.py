@@ -74,6 +74,8 @@ def params_from_args(args: argparse.Namespace) -> Params:
         herd_repeats=repeats,
         manifest_repeats=repeats,
         image_repeats=repeats,
+        wan_repeats=repeats,
+        push_repeats=repeats,
         herd_clients=clients,
         scenarios=tuple(dict.fromkeys(scenarios)) if scenarios else None,
         contenders=tuple(dict.fromkeys(contenders)) if contenders else None,
@@ -95,8 +97,11 @@ def _summary_tables(results: dict[str, Any]) -> list[Any]:
         t.add_row(tg["description"], value, f"{tg['op']} {tg['threshold']:g}", result)
     tables.append(t)
     for sc in results.get("scenarios", {}).values():
-        metrics = [m for m in sc["metrics"] if m["better"] != "none"][:4]
-        st = Table(title=f"{sc['title']}" + (f" [red]({sc['error']})" if sc.get("error") else ""))
+        metrics = [m for m in sc["metrics"] if m["better"] != "none"][:4] or sc["metrics"][:4]
+        note = f" [red]({sc['error']})" if sc.get("error") else ""
+        if sc.get("skipped"):
+            note = f" [yellow](skipped: {sc['skipped']})"
+        st = Table(title=f"{sc['title']}{note}")
         st.add_column("contender")
         for m in metrics:
             st.add_column(
@@ -142,9 +147,13 @@ def main(args: argparse.Namespace) -> int:
         md = suite.publish_latest(out_dir, results)
         console.print(f"latest: {md}")
     console.print(f"results: {out_dir / 'results.md'} ({results['duration_s']:.0f} s)")
-    failed = results.get("contender_failures") or any(
-        sc.get("error") or any(e["errors"] for e in sc["contenders"].values())
-        for sc in results["scenarios"].values()
+    failed = (
+        results.get("contender_failures")
+        or (results.get("wan") or {}).get("contender_failures")
+        or any(
+            sc.get("error") or any(e["errors"] for e in sc["contenders"].values())
+            for sc in results["scenarios"].values()
+        )
     )
     return 1 if failed else 0
 

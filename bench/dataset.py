@@ -24,6 +24,7 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFE
 BLOB_REPO = "bench/blobs"
 MANIFEST_REPO = "bench/manifest"
 IMAGE_REPO = "bench/image"
+WAN_REPO = "bench/wan"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ImageRef:
     media_type: str
     total_size: int
     blob_digests: tuple[str, ...]
+    blob_sizes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -77,6 +79,7 @@ def _image_ref(repo: str, tag: str, image: Image) -> ImageRef:
         media_type=image.media_type,
         total_size=image.total_size,
         blob_digests=(image.config_digest, *image.layer_digests),
+        blob_sizes=(len(image.config), *(layer.size for layer in image.layers)),
     )
 
 
@@ -146,3 +149,60 @@ def seed(
     return asyncio.run(
         _seed([registry_url], [origin_url] if origin_url else [], params, small, pulls, scenarios)
     )
+
+
+@dataclass
+class WanDataset:
+    """What the upstream across the WAN holds; lists have one entry per repetition."""
+
+    probe: BlobRef | None = None
+    pulls: list[ImageRef] = field(default_factory=list)
+    region: list[ImageRef] = field(default_factory=list)
+    cut: list[BlobRef] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "probe": self.probe.__dict__ if self.probe else None,
+            "pulls": [i.__dict__ for i in self.pulls],
+            "region": [i.__dict__ for i in self.region],
+            "cut": [b.__dict__ for b in self.cut],
+        }
+
+
+async def _seed_wan(url: str, params: Params, scenarios: frozenset[str]) -> WanDataset:
+    ds = WanDataset()
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def blob(size: int, seed: int) -> BlobRef:
+            digest = await push_large_blob(session, url, WAN_REPO, random_blob(size, seed))
+            return BlobRef(WAN_REPO, digest, size)
+
+        async def image(tag: str, seed: int) -> ImageRef:
+            built = make_image(layer_sizes=params.wan_layer_sizes, seed=seed, label=tag)
+            await push_large_image(session, url, WAN_REPO, tag, built)
+            return _image_ref(WAN_REPO, tag, built)
+
+        if "wan_link" in scenarios:
+            ds.probe = await blob(params.wan_probe_size, 9_000_000)
+        if "wan_pull" in scenarios:
+            ds.pulls = [
+                await image(f"pull{i}", 9_100_000 + 100 * i) for i in range(params.wan_repeats)
+            ]
+        if "wan_region" in scenarios:
+            n = max(params.wan_repeats, params.wan_peer_repeats)
+            ds.region = [await image(f"region{i}", 9_200_000 + 100 * i) for i in range(n)]
+        if "wan_cut" in scenarios:
+            n = max(params.wan_repeats, params.wan_peer_repeats)
+            ds.cut = [await blob(params.wan_cut_blob_size, 9_300_000 + i) for i in range(n)]
+    return ds
+
+
+def seed_wan(registry_url: str, params: Params, scenarios: frozenset[str]) -> WanDataset:
+    """Push what the WAN ``scenarios`` need to the upstream (call from inside its namespace:
+    the bytes must not cross the link). Each image is built, pushed and dropped in turn.
+
+    Raises:
+        harness.oci_http.UnexpectedStatus: the upstream refused a push.
+    """
+    return asyncio.run(_seed_wan(registry_url, params, scenarios))

@@ -1,11 +1,11 @@
 """Streaming blob clients in separate worker processes, so they never share a GIL with a server.
 
 A :class:`FetchJob` is a list of URLs, one per client; every client GETs its URL once, counts
-the bytes (and discards them, or hashes them when ``verify_digest`` is set) and records its time
-to first byte and total time. The clients of a job run concurrently in one asyncio loop
-(uvloop when available) per worker process; a job can be split over several workers that all
-start at the same ``CLOCK_MONOTONIC`` instant (system-wide on Linux, so comparable across
-processes).
+the bytes (and discards them, or hashes them when ``verify_digest`` or ``digests`` ask) and
+records its time to first byte, total time and longest pause between body reads. The clients
+of a job run concurrently in one asyncio loop (uvloop when available) per worker process; a job
+can be split over several workers that all start at the same ``CLOCK_MONOTONIC`` instant
+(system-wide on Linux, so comparable across processes); results come back in URL order.
 
 Guarantees:
 - every request is bounded by ``FetchJob.timeout``; :meth:`LoadGenerator.run` is bounded by
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 _READ_CHUNK = 1 << 20  # bytes asked of the socket buffer per read
 _START_SLACK = 0.15  # seconds between dispatch and the synchronized start
+_READY_TIMEOUT = 60.0  # seconds a new worker may take to import and report ready
 
 
 class LoadTimeout(TimeoutError):
@@ -46,6 +47,13 @@ class FetchJob:
     timeout: float = 60.0
     verify_digest: str | None = None
     start_at: float = 0.0  # time.monotonic() instant; 0 means "as soon as received"
+    digests: tuple[str, ...] = ()  # per URL: the body's expected digest ("" = no check)
+
+    def digest_for(self, i: int) -> str | None:
+        """The digest client ``i``'s body is checked against (``None``: not checked)."""
+        if self.digests:
+            return self.digests[i] or None
+        return self.verify_digest
 
 
 @dataclass
@@ -60,6 +68,7 @@ class ClientResult:
     total: float = 0.0
     error: str = ""
     digest_ok: bool | None = None
+    max_gap: float = 0.0  # longest pause between two body reads (a stalled stream shows here)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +111,7 @@ class _Fetch(asyncio.BufferedProtocol):
         self._left = 0  # bytes left in the fixed-length body, chunk data or chunk CRLF
         self._line = bytearray()
         self._transport: Any = None
+        self._last = 0.0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,8 +164,12 @@ class _Fetch(asyncio.BufferedProtocol):
     def _count(self, data: memoryview) -> None:
         if not data:
             return
+        now = time.monotonic()
         if not self._res.ttfb:
-            self._res.ttfb = time.monotonic() - self._start
+            self._res.ttfb = now - self._start
+        elif now - self._last > self._res.max_gap:
+            self._res.max_gap = now - self._last
+        self._last = now
         self._res.bytes += len(data)
         if self._hasher is not None:
             self._hasher.update(data)
@@ -218,16 +232,18 @@ class _Fetch(asyncio.BufferedProtocol):
             self._finish(f"connection closed in state {self._state}" + (f": {exc}" if exc else ""))
 
 
-async def _fetch_one(url: str, job: FetchJob, start: float) -> ClientResult:
+async def _fetch_one(url: str, job: FetchJob, start: float, digest: str | None) -> ClientResult:
     res = ClientResult(url=url)
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     extra = "".join(f"{k}: {v}\r\n" for k, v in job.headers)
+    if not any(k.lower() == "accept" for k, _ in job.headers):
+        extra = "Accept: */*\r\n" + extra
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: quayside-bench\r\n"
-        f"Accept: */*\r\n{extra}Connection: close\r\n\r\n"
+        f"{extra}Connection: close\r\n\r\n"
     ).encode("latin-1")
-    hasher = hashlib.sha256() if job.verify_digest else None
+    hasher = hashlib.sha256() if digest else None
     loop = asyncio.get_running_loop()
     proto = _Fetch(request, res, start, hasher)
     try:
@@ -239,7 +255,7 @@ async def _fetch_one(url: str, job: FetchJob, start: float) -> ClientResult:
         proto._finish(res.error)
     res.total = time.monotonic() - start
     if hasher is not None:
-        res.digest_ok = "sha256:" + hasher.hexdigest() == job.verify_digest
+        res.digest_ok = "sha256:" + hasher.hexdigest() == digest
     return res
 
 
@@ -248,7 +264,9 @@ async def _run_job(job: FetchJob) -> JobResult:
     if delay > 0:
         await asyncio.sleep(delay)
     start = job.start_at if job.start_at > 0 else time.monotonic()
-    clients = await asyncio.gather(*(_fetch_one(u, job, start) for u in job.urls))
+    clients = await asyncio.gather(
+        *(_fetch_one(u, job, start, job.digest_for(i)) for i, u in enumerate(job.urls))
+    )
     return JobResult(clients=list(clients), wall=max((c.total for c in clients), default=0.0))
 
 
@@ -261,6 +279,7 @@ def _worker_main(conn: Connection) -> None:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
+    conn.send("ready")  # imports done: a job's synchronized start no longer waits on them
     while True:
         try:
             job = conn.recv()
@@ -287,12 +306,27 @@ class LoadGenerator:
         self._workers: list[tuple[Any, Connection]] = []
 
     def start(self) -> LoadGenerator:
+        """Start the missing workers and wait until each is ready (at most 60 s).
+
+        Raises:
+            LoadTimeout: a worker did not report ready in time (it is stopped).
+        """
+        new = []
         while len(self._workers) < self.processes:
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True)
             proc.start()
             child.close()
             self._workers.append((proc, parent))
+            new.append(parent)
+        for conn in new:
+            try:
+                ready = conn.poll(_READY_TIMEOUT) and conn.recv() == "ready"
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                self.close()
+                raise LoadTimeout("a load-generator worker did not start")
         return self
 
     def run(self, job: FetchJob, *, processes: int | None = None) -> JobResult:
@@ -307,7 +341,7 @@ class LoadGenerator:
         start_at = time.monotonic() + _START_SLACK if n > 1 else 0.0
         parts = [job.urls[i::n] for i in range(n)]
         used = self._workers[:n]
-        for (_, conn), urls in zip(used, parts, strict=True):
+        for i, ((_, conn), urls) in enumerate(zip(used, parts, strict=True)):
             conn.send(
                 FetchJob(
                     urls=urls,
@@ -315,19 +349,26 @@ class LoadGenerator:
                     timeout=job.timeout,
                     verify_digest=job.verify_digest,
                     start_at=start_at,
+                    digests=job.digests[i::n] if job.digests else (),
                 )
             )
         deadline = max(start_at, time.monotonic()) + job.timeout + 10.0
         merged = JobResult()
+        slots: list[ClientResult | None] = [None] * len(job.urls)
         try:
-            for _, conn in used:
+            for i, (_, conn) in enumerate(used):
                 if not conn.poll(max(0.0, deadline - time.monotonic())):
                     raise LoadTimeout(f"load job with {len(job.urls)} clients timed out")
                 part: JobResult = conn.recv()
-                merged.clients.extend(part.clients)
+                for j, client in enumerate(part.clients[: len(parts[i])]):
+                    slots[i + j * n] = client  # back in the order of job.urls
+                for j in range(len(part.clients), len(parts[i])):
+                    why = part.clients[0].error if part.clients else "no result"
+                    slots[i + j * n] = ClientResult(url=parts[i][j], error=why)
         except (LoadTimeout, EOFError, OSError):
             self._restart()
             raise
+        merged.clients = [c for c in slots if c is not None]
         merged.wall = max((c.total for c in merged.clients), default=0.0)
         return merged
 

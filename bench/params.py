@@ -20,6 +20,24 @@ SCENARIOS: tuple[str, ...] = (
     "manifest_tag",
     "manifest_digest",
     "image_pull",
+    # across the emulated WAN (bench.wan; root only, else reported as skipped)
+    "wan_link",
+    "wan_pull",
+    "wan_region",
+    "wan_cut",
+    # the origin's push path (loopback)
+    "origin_push",
+)
+WAN_SCENARIOS: tuple[str, ...] = ("wan_link", "wan_pull", "wan_region", "wan_cut")
+WAN_CONTENDERS: tuple[str, ...] = (
+    "direct",
+    "reference-proxy",
+    "nginx-cache",
+    "quayside-1",
+    "quayside-3",
+)
+LOOPBACK_SCENARIOS: tuple[str, ...] = tuple(
+    s for s in SCENARIOS if s not in WAN_SCENARIOS and s != "origin_push"
 )
 
 CONTENDERS: tuple[str, ...] = (
@@ -55,6 +73,25 @@ class Params:
     rss_clients: int
     rss_blob_size: int
     scenario_timeout: float
+    # the WAN link (bench.wan): tbf rate each way, one-way delay of the relay
+    wan_rate_mbit: float = 200.0
+    wan_delay_ms: float = 25.0
+    wan_probe_size: int = 32 * MiB
+    wan_repeats: int = 5
+    wan_layer_sizes: tuple[int, ...] = (80 * MiB, 64 * MiB, 48 * MiB, 40 * MiB, 18 * MiB)
+    wan_region_edges: int = 3
+    wan_region_clients_per_edge: int = 20
+    wan_region_verify_clients: int = 1  # per edge: clients whose bodies are digest-checked
+    wan_peer_repeats: int = 1  # peers' repetitions where one costs minutes (region, cut)
+    wan_peer_cap: float = 45.0  # s: a peer's region repetition is stopped there
+    wan_cut_blob_size: int = 64 * MiB
+    wan_cut_clients: int = 8
+    wan_cut_fraction: float = 0.4  # the upstream connection is cut after this much of the blob
+    # origin push (bench.scenarios.push)
+    push_layer_sizes: tuple[int, ...] = (
+        256 * MiB, 192 * MiB, 160 * MiB, 128 * MiB, 96 * MiB, 96 * MiB, 64 * MiB, 32 * MiB,
+    )  # fmt: skip
+    push_repeats: int = 5
     edge_cache_size: str = "16GiB"
     log_quiet: float = 0.25  # access log must be still this long before it is counted
     scenarios: tuple[str, ...] = SCENARIOS
@@ -65,19 +102,19 @@ class Params:
     def full(cls) -> Params:
         return cls(
             mode="full",
-            repeats=3,
+            repeats=5,
             warm_blob_size=200 * MiB,
             warm_clients=(1, 16),
             warm_repeats=5,
             cold_blob_size=200 * MiB,
             herd_blob_size=64 * MiB,
             herd_clients=50,
-            herd_repeats=3,
+            herd_repeats=5,
             manifest_duration=5.0,
             manifest_connections=16,
-            manifest_repeats=3,
+            manifest_repeats=5,
             image_layer_sizes=(40 * MiB, 30 * MiB, 20 * MiB, 10 * MiB),
-            image_repeats=3,
+            image_repeats=5,
             rss_clients=16,
             rss_blob_size=200 * MiB,
             scenario_timeout=900.0,
@@ -103,6 +140,16 @@ class Params:
             rss_clients=16,
             rss_blob_size=32 * MiB,
             scenario_timeout=60.0,
+            wan_probe_size=4 * MiB,
+            wan_repeats=1,
+            wan_layer_sizes=(2 * MiB, 2 * MiB, 1 * MiB, 1 * MiB, 512 * 1024),
+            wan_region_clients_per_edge=4,
+            wan_peer_repeats=0,  # peers' WAN runs only in full runs: quick stays ~30 s
+            wan_peer_cap=3.0,
+            wan_cut_blob_size=8 * MiB,
+            wan_cut_clients=4,
+            push_layer_sizes=(4 * MiB,) * 8,
+            push_repeats=1,
             edge_cache_size="4GiB",
         )
 
@@ -113,4 +160,6 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["image_total_size"] = sum(self.image_layer_sizes)
+        out["wan_image_size"] = sum(self.wan_layer_sizes)
+        out["push_image_size"] = sum(self.push_layer_sizes)
         return out

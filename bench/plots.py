@@ -112,7 +112,34 @@ _LAYOUTS: dict[str, list[tuple[str, list[tuple[str, str]], str, bool]]] = {
     "edge_rss": [("Peak RSS while serving concurrent large downloads",
                   [("peak_rss_mb", "VmHWM"), ("sampled_peak_mb", "sampled during rounds")],
                   "MB", False)],
+    "wan_link": [("WAN as seen from the region", [("rtt_ms", "request RTT"),
+                                                  ("connect_ms", "new connection")], "ms", False),
+                 ("Throughput", [("link_mb_s", "across the link"),
+                                 ("relay_mb_s", "relay, no delay")], "MB/s (log)", True)],
+    "wan_pull": [("Image pull across the WAN (lower is better)",
+                  [("cold_s", "cold"), ("warm_s", "warm")], "seconds", False),
+                 ("Link payload per cold pull (1.0 = one copy)",
+                  [("link_ratio", "link / image")], "x", False)],
+    "wan_region": [("Region on one cold image: link payload (1.0 = one copy)",
+                    [("link_copies", "link / image")], "x (log)", True),
+                   ("Pull time per client", [("p50_s", "p50"), ("p99_s", "p99")],
+                    "seconds", False)],
+    "wan_cut": [("Upstream cut mid-blob: longest pause in a client's body",
+                 [("max_gap_s", "max gap")], "seconds", False),
+                ("Clients with every byte right", [("clients_ok", "clients ok")], "clients",
+                 False)],
+    "origin_push": [("Push of a large image (lower is better)", [("push_s", "push")], "seconds",
+                     False),
+                    ("Target memory", [("peak_rss_mb", "VmHWM")], "MB", False)],
 }  # fmt: skip
+
+
+_LIMITS: dict[str, list[tuple[int, float, str]]] = {
+    "edge_rss": [(0, 64, " target 64 MB")],
+    "wan_region": [(0, 1.0, " one copy")],
+    "wan_cut": [(0, 1.0, " target 1 s")],
+    "origin_push": [(1, 100, " target 100 MB")],
+}
 
 
 def render_all(results: dict[str, Any], out_dir: Path) -> dict[str, list[str]]:
@@ -136,9 +163,10 @@ def render_all(results: dict[str, Any], out_dir: Path) -> dict[str, list[str]]:
         for ax, (title, keys, xlabel, log) in zip(axes[0], layout, strict=True):
             ax.set_title(title, fontsize=9)
             drew |= _bars(ax, scenario, contenders, keys, xlabel, log=log)
-        if name == "edge_rss" and drew:
-            axes[0][0].axvline(150, color="red", lw=1, ls="--")
-            axes[0][0].annotate(" target 150 MB", (150, rows - 0.6), fontsize=7, color="red")
+        for col, limit, text in _LIMITS.get(name, []):
+            if drew:
+                axes[0][col].axvline(limit, color="red", lw=1, ls="--")
+                axes[0][col].annotate(text, (limit, rows - 0.6), fontsize=7, color="red")
         if drew:
             fig.suptitle(f"{scenario['title']} — {results.get('mode')} run", fontsize=10)
             fig.tight_layout()

@@ -32,11 +32,39 @@ def _num(v: float | None) -> str:
     return f"{v:.3f}"
 
 
-def _busy(m: dict[str, Any]) -> bool:
-    """Whether the 1-minute load average exceeded half the CPUs at start or end."""
+def _busy(results: dict[str, Any]) -> bool:
+    """Whether other processes used a visible share of the CPUs during the run (older results
+    without that figure: the 1-minute load average above half the CPUs at start)."""
+    cond = results.get("conditions")
+    if cond:
+        return bool(cond.get("busy"))
+    m = results["machine"]
     cpus = m.get("cpu_count") or 1
-    loads = [lst[0] for lst in (m.get("load_average_start"), m.get("load_average_end")) if lst]
-    return any(x > cpus / 2 for x in loads)
+    start = m.get("load_average_start") or [0.0]
+    return start[0] > cpus / 2
+
+
+def _conditions(cond: dict[str, Any]) -> str:
+    if not cond:
+        return ""
+    share = cond.get("foreign_cpu_share")
+    text = (
+        f"load average {cond.get('load_before', ['?'])[0]} -> {cond.get('load_after', ['?'])[0]}"
+        + (f"; other processes used {share:.0%} of the CPUs" if share is not None else "")
+    )
+    return text + (" -- **busy machine: figures depressed**" if cond.get("busy") else "")
+
+
+def _commit(m: dict[str, Any]) -> str:
+    git = m.get("git") or {}
+    short = git.get("short") or m.get("git_commit") or "?"
+    text = f"commit {short}" + (f" ({git['date']})" if git.get("date") else "")
+    changed = git.get("changed_files") or []
+    if changed:
+        text += f" plus uncommitted changes to {', '.join(changed[:8])}" + (
+            " ..." if len(changed) > 8 else ""
+        )
+    return text
 
 
 def _cell(summary: dict[str, Any]) -> str:
@@ -75,6 +103,10 @@ def scenario_section(
     params = ", ".join(f"{k}={v}" for k, v in scenario.get("params", {}).items())
     if params:
         lines += [f"Parameters: {params}.", ""]
+    if scenario.get("skipped"):
+        return [*lines, f"**Skipped** (nothing measured): {scenario['skipped']}", ""]
+    if scenario.get("conditions"):
+        lines += [f"Conditions: {_conditions(scenario['conditions'])}.", ""]
     if scenario.get("error"):
         lines += [f"**Incomplete:** {scenario['error']}", ""]
     entries = scenario["contenders"]
@@ -99,6 +131,8 @@ def scenario_section(
                 ratio_rows.append([f"{q} / {p}", *cells])
     if len(ratio_rows) > 1:
         lines += [*_table(ratio_rows), ""]
+    for note in scenario.get("notes", []):
+        lines += [f"Note: {note}.", ""]
     errors = [(n, e) for n, entry in entries.items() for e in entry.get("errors", [])]
     if errors:
         lines += ["Errors:", ""]
@@ -116,6 +150,33 @@ def targets_section(targets: list[dict[str, Any]]) -> list[str]:
     return ["## Targets", "", *_table(rows), ""]
 
 
+def wan_section(wan: dict[str, Any] | None) -> list[str]:
+    """How the WAN was built in this run (or why it was not)."""
+    if not wan:
+        return []
+    if wan.get("skipped"):
+        return ["## WAN link", "", f"Not built: {wan['skipped']}; the wan_* scenarios were "
+                "skipped.", ""]  # fmt: skip
+    link = wan.get("link", {})
+    lines = [
+        "## WAN link",
+        "",
+        f"Region and upstream in their own network namespaces ({', '.join(link.get('namespaces', []))}), "
+        f"joined by a veth pair; `tbf` at {link.get('rate_mbit')} Mbit/s each way "
+        f"(burst {link.get('tbf_burst_bytes')} B, queue {link.get('tbf_limit_bytes')} B); "
+        f"{wan.get('delay_ms_each_way')} ms each way added by one delaying relay per contender "
+        "in the upstream namespace (connection set-up round trip and slow start emulated; "
+        "the kernel has no netem). Bytes over the link: the link's own counters (region veth, "
+        "tbf, and one counting htb class per relay port), TCP payload = bytes - "
+        f"{link.get('header_bytes_per_packet')} B per packet.",
+        "",
+    ]
+    if wan.get("contender_failures"):
+        lines += [f"- did not start: {n}: {e[:200]}" for n, e in wan["contender_failures"].items()]
+        lines.append("")
+    return lines
+
+
 def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
     """The whole ``results.md`` text for a results dict (as written to ``results.json``)."""
     m = results["machine"]
@@ -123,12 +184,19 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
     lines = [
         f"# Quayside benchmark ({results['mode']} run, {results['started_at']})",
         "",
-        "All contenders ran side by side on this machine over loopback, in one run; compare "
-        "ratios, not absolute figures (CLIENTS.md: absolute figures drift 20-40 % between runs "
-        "on shared machines).",
+        "All contenders ran side by side on this machine in one run, one at a time, over "
+        "127.0.0.1"
+        + (
+            "; the `wan_*` scenarios across an emulated WAN link (network namespaces, a "
+            "rate-limited veth pair and a delaying relay)"
+            if any(n.startswith("wan_") for n in results["scenarios"])
+            else ""
+        )
+        + "; see `bench/README.md` in the repository. Compare ratios within the run, not "
+        "absolute figures: they drift with whatever else runs on the machine.",
         "",
-        f"Machine: {m['cpu_count']} x {m['cpu_model']}, {m['memory_gib']} GiB RAM, "
-        f"kernel {m['kernel']}, Python {m['python']}; commit {m.get('git_commit') or '?'}. "
+        f"Code: {_commit(m)}. Machine: {m['cpu_count']} x {m['cpu_model']}, "
+        f"{m['memory_gib']} GiB RAM, kernel {m['kernel']}, Python {m['python']}. "
         f"Run took {results.get('duration_s', 0):.0f} s"
         + ("" if results.get("complete", True) else " (**incomplete**)")
         + ".",
@@ -138,8 +206,15 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
         f"Load average (1/5/15 min) at start {m.get('load_average_start')}, "
         f"at end {m.get('load_average_end')}"
         + (
-            " -- **other work was running on this machine; absolute figures are depressed.**"
-            if _busy(m)
+            f"; over the run, {_conditions(results['conditions'])}"
+            if results.get("conditions")
+            else ""
+        )
+        + (
+            ""
+            if results.get("conditions")
+            else " -- **other work was running on this machine; absolute figures are depressed.**"
+            if _busy(results)
             else "."
         ),
         "",
@@ -153,6 +228,7 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
         lines += [f"- {n}: {e[:300]}" for n, e in results["contender_failures"].items()]
         lines.append("")
     lines += targets_section(results.get("targets", []))
+    lines += wan_section(results.get("wan"))
     plots = results.get("plots", {})
     for name, scenario in results["scenarios"].items():
         lines += scenario_section(name, scenario, results["contenders"])

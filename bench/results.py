@@ -7,7 +7,10 @@ JSON the report and plots read::
     {"title", "description", "params", "metrics": [{key, label, unit, better}],
      "contenders": {name: {"summary": {key: {median, min, max, n, values}},
                            "runs": [...], "errors": [...]}},
-     "duration_s", "error"}
+     "duration_s", "error", "skipped", "conditions"}
+
+``skipped`` is the reason a scenario could not run here (no figures are made up for it);
+``conditions`` how busy the machine was meanwhile (:class:`bench.machine.CpuMeter`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class ScenarioRecord:
     errors: dict[str, list[str]] = field(default_factory=dict)
     duration_s: float = 0.0
     error: str | None = None
+    skipped: str | None = None
+    conditions: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # facts the report prints under the table
 
     def add_run(self, contender: str, run: dict[str, Any]) -> None:
         self.runs.setdefault(contender, []).append(run)
@@ -91,6 +97,9 @@ class ScenarioRecord:
             },
             "duration_s": round(self.duration_s, 3),
             "error": self.error,
+            "skipped": self.skipped,
+            "conditions": self.conditions,
+            "notes": self.notes,
         }
 
 

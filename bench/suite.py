@@ -1,8 +1,15 @@
 """One benchmark run: start the topology, seed the upstreams, run the scenarios, write results.
 
+Three phases, each with its own processes, stopped before the next begins: the loopback
+scenarios (one topology on 127.0.0.1), the WAN scenarios (:mod:`bench.wan`: namespaces, link,
+relay; skipped with the reason when namespaces cannot be made) and the origin push.
+
 Guarantees:
 - every process the run starts (upstreams, contenders, load-generator workers) is stopped in a
-  ``finally``, also on Ctrl-C or an unexpected error, and the run's temp dir is removed;
+  ``finally``, also on Ctrl-C or an unexpected error, and the run's temp dir is removed; the
+  WAN phase also removes its namespaces;
+- every scenario records how busy the machine was with other work meanwhile
+  (:class:`bench.machine.CpuMeter`: load averages and the CPU share of foreign processes);
 - each scenario is bounded by ``Params.scenario_timeout``; a scenario that times out or fails
   is recorded with its error and the run goes on with the next one;
 - ``results.json``, ``results.md`` and the plots are written even for an interrupted run
@@ -16,6 +23,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +37,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import machine, plots, report, targets
+from bench import machine, plots, report, targets, wan
 from bench.dataset import Dataset, seed
 from bench.loadgen import LoadGenerator
-from bench.params import Params
+from bench.params import LOOPBACK_SCENARIOS, WAN_SCENARIOS, Params
 from bench.results import ScenarioRecord
-from bench.scenarios import ALL, Budget, RunContext, ScenarioTimeout
+from bench.scenarios import ALL, Budget, RunContext, ScenarioTimeout, push
 from bench.topologies import Topology, scenarios_of
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -74,14 +82,70 @@ def _progress(console: Console) -> Progress:
     )
 
 
+class _Runner:
+    """Runs scenarios one by one into ``results["scenarios"]`` with one progress bar."""
+
+    def __init__(self, params: Params, progress: Progress, results: dict[str, Any]) -> None:
+        self.params = params
+        self.progress = progress
+        self.results = results
+        self.overall = progress.add_task("scenarios", total=0)
+        self.reporter = _ProgressReporter(progress, self.overall)
+        self.done = 0
+
+    def _add_total(self, steps: int) -> None:
+        total = self.progress.tasks[self.overall].total or 0
+        self.progress.update(self.overall, total=total + steps)
+
+    def skip(self, names: Sequence[str], reason: str) -> None:
+        """Record ``names`` as skipped (no figures) with ``reason``."""
+        for name in names:
+            scenario = ALL[name]
+            record = ScenarioRecord(
+                name=name,
+                title=scenario.title,
+                description=scenario.description,
+                metrics=scenario.metrics(self.params),
+                params=scenario.params(self.params),
+                skipped=reason,
+            )
+            self.results["scenarios"][name] = record.to_dict()
+
+    def run(self, ctx: RunContext, names: Sequence[str]) -> None:
+        """Run ``names`` in ``ctx``; each bounded by ``scenario_timeout``, failures recorded."""
+        steps = {name: ALL[name].steps(ctx) for name in names}
+        self._add_total(sum(steps.values()))
+        for name in names:
+            scenario = ALL[name]
+            record = ScenarioRecord(
+                name=name,
+                title=scenario.title,
+                description=scenario.description,
+                metrics=scenario.metrics(self.params),
+                params=scenario.params(self.params),
+            )
+            started = time.monotonic()
+            meter = machine.CpuMeter().start()
+            try:
+                scenario.run(ctx, record, Budget.of(self.params.scenario_timeout))
+            except ScenarioTimeout as exc:
+                record.error = f"timed out after {self.params.scenario_timeout:.0f}s: {exc}"
+            except Exception as exc:  # one broken scenario must not lose the others' figures
+                record.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                record.conditions = meter.stop()
+                record.duration_s = time.monotonic() - started
+                self.results["scenarios"][name] = record.to_dict()
+            self.done += steps[name]
+            self.progress.update(self.overall, completed=self.done)  # failed: skip its steps
+
+
 def run(params: Params, out_dir: Path, *, console: Console) -> dict[str, Any]:
     """Run the suite described by ``params``; write results under ``out_dir``; return them."""
     started = time.monotonic()
     selected = [s for s in ALL if s in params.scenarios]
-    wanted = frozenset(selected)
-    names = [c for c in params.contenders if scenarios_of(c) & wanted]
     results: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "mode": params.mode,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "complete": False,
@@ -92,78 +156,72 @@ def run(params: Params, out_dir: Path, *, console: Console) -> dict[str, Any]:
         "scenarios": {},
         "targets": [],
     }
+    meter = machine.CpuMeter().start()
     workdir = Path(tempfile.mkdtemp(prefix="qs-bench-"))
-    topology = Topology(workdir, edge_cache_size=params.edge_cache_size)
-    loadgen = LoadGenerator(processes=1)
     try:
         with _progress(console) as progress:
-            setup = progress.add_task("starting upstreams", total=3)
-            needs_origin = any(n in ("origin", "quayside-1-origin") for n in names)
-            topology.start_upstreams(with_origin=needs_origin)
-            progress.update(setup, advance=1, description="seeding upstreams")
-            assert topology.registry is not None
-            origin_url = topology.origin.url if topology.origin is not None else None
-            dataset = seed(topology.registry.url, params, wanted, origin_url)
-            results["dataset"] = dataset.to_dict()
-            progress.update(setup, advance=1, description="starting contenders")
-            topology.start_contenders(names)
-            loadgen.start()
-            results["contenders"] = {n: c.describe() for n, c in topology.contenders.items()}
-            results["contender_failures"] = dict(topology.failures)
-            progress.update(setup, advance=1, description="topology ready")
-            _run_scenarios(params, selected, topology, dataset, loadgen, workdir, progress, results)
+            runner = _Runner(params, progress, results)
+            loopback = [s for s in selected if s in LOOPBACK_SCENARIOS]
+            if loopback:
+                _loopback_phase(params, loopback, workdir / "loopback", progress, runner)
+            wan_names = [s for s in selected if s in WAN_SCENARIOS]
+            if wan_names:
+                wan.run_phase(
+                    params, wan_names, workdir / "wan", runner.reporter, results,
+                    runner.run, runner.skip,
+                )  # fmt: skip
+            if "origin_push" in selected:
+                for name, desc in push.CONTENDERS.items():
+                    results["contenders"].setdefault(name, desc)
+                ctx = RunContext(
+                    params, Topology(workdir / "push"), Dataset(), LoadGenerator(), workdir,
+                    runner.reporter,
+                )  # fmt: skip
+                runner.run(ctx, ["origin_push"])
+            progress.update(runner.overall, description="done")
         results["complete"] = True
     except KeyboardInterrupt:
         results["interrupted"] = True
         raise
     finally:
-        loadgen.close()
-        topology.close()
         shutil.rmtree(workdir, ignore_errors=True)
         results["duration_s"] = round(time.monotonic() - started, 1)
         results["machine"]["load_average_end"] = machine.load_average()
+        results["conditions"] = meter.stop()
         write(results, out_dir)
     return results
 
 
-def _run_scenarios(
-    params: Params,
-    selected: list[str],
-    topology: Topology,
-    dataset: Dataset,
-    loadgen: LoadGenerator,
-    workdir: Path,
-    progress: Progress,
-    results: dict[str, Any],
+def _loopback_phase(
+    params: Params, names: list[str], workdir: Path, progress: Progress, runner: _Runner
 ) -> None:
-    overall = progress.add_task("scenarios", total=None)
-    ctx = RunContext(
-        params, topology, dataset, loadgen, workdir, _ProgressReporter(progress, overall)
-    )
-    steps = {name: ALL[name].steps(ctx) for name in selected}
-    progress.update(overall, total=sum(steps.values()))
-    done = 0
-    for name in selected:
-        scenario = ALL[name]
-        record = ScenarioRecord(
-            name=name,
-            title=scenario.title,
-            description=scenario.description,
-            metrics=scenario.metrics(params),
-            params=scenario.params(params),
-        )
-        started = time.monotonic()
-        try:
-            scenario.run(ctx, record, Budget.of(params.scenario_timeout))
-        except ScenarioTimeout as exc:
-            record.error = f"timed out after {params.scenario_timeout:.0f}s: {exc}"
-        except Exception as exc:  # one broken scenario must not lose the others' figures
-            record.error = f"{type(exc).__name__}: {exc}"
-        record.duration_s = time.monotonic() - started
-        results["scenarios"][name] = record.to_dict()
-        done += steps[name]
-        progress.update(overall, completed=done)  # a failed scenario skips its remaining steps
-    progress.update(overall, description="done")
+    """The loopback scenarios: one topology on 127.0.0.1, stopped before the next phase."""
+    wanted = frozenset(names)
+    contenders = [c for c in params.contenders if scenarios_of(c) & wanted]
+    workdir.mkdir(parents=True)
+    topology = Topology(workdir, edge_cache_size=params.edge_cache_size)
+    loadgen = LoadGenerator(processes=1)
+    results = runner.results
+    try:
+        setup = progress.add_task("starting upstreams", total=3)
+        needs_origin = any(n in ("origin", "quayside-1-origin") for n in contenders)
+        topology.start_upstreams(with_origin=needs_origin)
+        progress.update(setup, advance=1, description="seeding upstreams")
+        assert topology.registry is not None
+        origin_url = topology.origin.url if topology.origin is not None else None
+        dataset = seed(topology.registry.url, params, wanted, origin_url)
+        results["dataset"] = dataset.to_dict()
+        progress.update(setup, advance=1, description="starting contenders")
+        topology.start_contenders(contenders)
+        loadgen.start()
+        results["contenders"].update({n: c.describe() for n, c in topology.contenders.items()})
+        results["contender_failures"].update(topology.failures)
+        progress.update(setup, advance=1, description="topology ready")
+        ctx = RunContext(params, topology, dataset, loadgen, workdir, runner.reporter)
+        runner.run(ctx, names)
+    finally:
+        loadgen.close()
+        topology.close()
 
 
 def write(results: dict[str, Any], out_dir: Path) -> None:

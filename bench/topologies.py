@@ -124,9 +124,20 @@ def scenarios_of(name: str) -> frozenset[str]:
 class Topology:
     """Upstreams plus contenders, all under ``workdir``; see the module docstring."""
 
-    def __init__(self, workdir: Path, *, edge_cache_size: str = "16GiB") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        edge_cache_size: str = "16GiB",
+        wan_upstreams: dict[str, str] | None = None,
+        wan_scenarios: frozenset[str] = frozenset(),
+    ) -> None:
         self.workdir = workdir
         self.edge_cache_size = edge_cache_size
+        # WAN mode (bench.wan): each contender talks to the upstream across the link, through
+        # its own relay (so the link counts its bytes apart)
+        self.wan_upstreams = wan_upstreams or {}
+        self.registry_scenarios = wan_scenarios if wan_upstreams else _REGISTRY_SCENARIOS
         self.registry: DockerRegistry | None = None
         self.origin: OriginProcess | None = None
         self.contenders: dict[str, Contender] = {}
@@ -187,12 +198,16 @@ class Topology:
             except Exception as exc:
                 self.failures[name] = f"{type(exc).__name__}: {exc}"
 
-    def _upstream_view(self, name: str, registry: DockerRegistry) -> DockerRegistry:
-        """Another docker-registry on ``registry``'s storage, with its own port and log."""
+    def _upstream(self, name: str, registry: DockerRegistry) -> tuple[str, Path]:
+        """URL and access log of what ``name`` talks to: over loopback, another
+        docker-registry on ``registry``'s storage with its own port and log; in WAN mode,
+        the far end of the link (one shared log: WAN contenders run one at a time)."""
+        if self.wan_upstreams:
+            return self.wan_upstreams[name], registry.log_path
         view = DockerRegistry(registry.root, workdir=self.workdir / f"upstream-{name}")
         self._closers.append(view.close)
         view.start()
-        return view
+        return view.url, view.log_path
 
     def _edge(self, name: str, upstream: str, redis_url: str | None = None) -> EdgeProcess:
         edge = EdgeProcess(
@@ -211,14 +226,16 @@ class Topology:
         self, name: str, registry: DockerRegistry
     ) -> tuple[list[QuaysideServer], Callable[[], Contender]] | None:
         """Launch ``name``; return the servers still to wait for and a finisher."""
+        scenarios = self.registry_scenarios
         if name == "direct":
             self.contenders[name] = Contender(
                 name,
                 KIND_BASELINE,
-                "docker-registry (upstream) served directly",
-                [registry.url],
+                "docker-registry (upstream) served directly"
+                + (" across the WAN" if self.wan_upstreams else ""),
+                [self._upstream(name, registry)[0] if self.wan_upstreams else registry.url],
                 "registry",
-                _REGISTRY_SCENARIOS,
+                scenarios,
                 lambda: [registry.process] if registry.process else [],
                 upstream_log=registry.log_path,
             )
@@ -240,8 +257,8 @@ class Topology:
             )
             return None
         if name == "reference-proxy":
-            view = self._upstream_view(name, registry)
-            proxy = DockerRegistry(workdir=self.workdir / name, proxy_remoteurl=view.url)
+            view_url, view_log = self._upstream(name, registry)
+            proxy = DockerRegistry(workdir=self.workdir / name, proxy_remoteurl=view_url)
             self._closers.append(proxy.close)
             proxy.start()
             self.contenders[name] = Contender(
@@ -250,14 +267,14 @@ class Topology:
                 "docker-registry 2.8 with proxy.remoteurl (reference pull-through)",
                 [proxy.url],
                 "registry",
-                _REGISTRY_SCENARIOS,
+                scenarios,
                 lambda: [proxy.process] if proxy.process else [],
-                upstream_log=view.log_path,
+                upstream_log=view_log,
             )
             return None
         if name == "nginx-cache":
-            view = self._upstream_view(name, registry)
-            nginx = Nginx.proxy(view.url, workdir=self.workdir / name)
+            view_url, view_log = self._upstream(name, registry)
+            nginx = Nginx.proxy(view_url, workdir=self.workdir / name)
             self._closers.append(nginx.close)
             nginx.start()
             self.contenders[name] = Contender(
@@ -266,36 +283,36 @@ class Topology:
                 "nginx proxy_cache + proxy_cache_lock, 1 worker",
                 [nginx.url],
                 "registry",
-                _REGISTRY_SCENARIOS,
+                scenarios,
                 lambda: [nginx.process] if nginx.process else [],
                 group_memory=True,
-                upstream_log=view.log_path,
+                upstream_log=view_log,
             )
             return None
         if name == "quayside-1":
-            view = self._upstream_view(name, registry)
-            edge = self._edge(name, view.url)
+            view_url, view_log = self._upstream(name, registry)
+            edge = self._edge(name, view_url)
             return [edge], lambda: _edge_contender(
                 name,
                 "Quayside edge, 1 node",
                 [edge],
                 "registry",
-                _REGISTRY_SCENARIOS,
-                upstream_log=view.log_path,
+                scenarios,
+                upstream_log=view_log,
             )
         if name == "quayside-3":
             redis = RedisServer(workdir=self.workdir / f"{name}-redis")
             self._closers.append(redis.close)
             redis.start()
-            view = self._upstream_view(name, registry)
-            edges = [self._edge(f"{name}-n{i}", view.url, redis.url) for i in range(3)]
+            view_url, view_log = self._upstream(name, registry)
+            edges = [self._edge(f"{name}-n{i}", view_url, redis.url) for i in range(3)]
             return edges, lambda: _edge_contender(
                 name,
                 "Quayside edge, 3 nodes + redis-server (clients round-robin)",
                 edges,
                 "registry",
-                _REGISTRY_SCENARIOS,
-                upstream_log=view.log_path,
+                scenarios,
+                upstream_log=view_log,
             )
         if name == "origin":
             origin = self.origin

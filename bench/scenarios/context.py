@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bench.dataset import BlobRef, Dataset
+from bench.dataset import BlobRef, Dataset, WanDataset
 from bench.loadgen import FetchJob, JobResult, LoadGenerator
 from bench.params import Params
 from bench.results import Metric, ScenarioRecord
 from bench.topologies import Contender, Topology
 from bench.upstreamlog import UpstreamLog
+from harness.registry import DockerRegistry
+from harness.wanlink import LinkCounters, WanLink, WanRelay
 
 
 class ScenarioTimeout(TimeoutError):
@@ -130,3 +132,40 @@ class Scenario:
     steps: Callable[[RunContext], int]
     run: Callable[[RunContext, ScenarioRecord, Budget], None]
     params: Callable[[Params], dict[str, object]]
+
+
+@dataclass
+class WanContext(RunContext):
+    """A run context across the emulated WAN (built by :mod:`bench.wan`): the calling thread
+    is inside the region namespace; the upstream registry and the relay are in the upstream
+    namespace, behind ``link``."""
+
+    link: WanLink
+    relays: dict[str, WanRelay]  # the WAN's delay, per contender (and "probe")
+    fast_relay: WanRelay  # the same relay without delay, on the upstream's loopback
+    upstream: DockerRegistry
+    wan: WanDataset
+
+    def counters(self, name: str, budget: Budget, timeout: float = 20.0) -> LinkCounters:
+        """Once the link is quiet (:meth:`settle_link`): what crossed it downstream so far
+        for contender ``name`` (from its relay's port; ``"probe"`` for the probes)."""
+        self.settle_link(budget, timeout=timeout)
+        return self.link.counters(name)
+
+    def settle_link(
+        self, budget: Budget, quiet: float = 0.3, timeout: float = 20.0
+    ) -> LinkCounters:
+        """Wait until the link carried less than 64 KiB for ``quiet`` s (late transfers of the
+        previous step done), at most ``timeout`` s; return the counters then."""
+        deadline = time.monotonic() + min(timeout, max(0.5, budget.remaining() - 1))
+        last = self.link.counters()
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.link.counters()
+            moved = (now.rx_bytes - last.rx_bytes) + (now.tx_bytes - last.tx_bytes)
+            if moved >= 64 * 1024:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+        return self.link.counters()

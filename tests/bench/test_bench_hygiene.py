@@ -1,0 +1,121 @@
+"""Bench hygiene: what a result says about itself (commit, machine load, skipped scenarios).
+
+No benchmark runs here: the report is rendered from small hand-made result dicts, and the
+busy-machine meter is checked against processes whose CPU use is known.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.results import LOWER, Metric, ScenarioRecord
+
+_BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def _results(**extra: Any) -> dict[str, Any]:
+    record = ScenarioRecord(
+        name="wan_pull",
+        title="Image pull across the WAN (skopeo)",
+        description="d",
+        metrics=[Metric("cold_s", "cold pull", "s", LOWER)],
+        skipped="not root: network namespaces need CAP_SYS_ADMIN",
+    )
+    base: dict[str, Any] = {
+        "mode": "quick",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "duration_s": 1.0,
+        "machine": {
+            "cpu_count": 2,
+            "cpu_model": "cpu",
+            "memory_gib": 1,
+            "kernel": "k",
+            "python": "3.11",
+            "tools": {},
+            "git_commit": "abc1234",
+            "git": {
+                "commit": "abc1234" + "0" * 33,
+                "short": "abc1234",
+                "date": "2026-01-01T00:00:00+00:00",
+                "changed_files": ["bench/report.py"],
+            },
+            "load_average_start": [0.1, 0.1, 0.1],
+            "load_average_end": [0.2, 0.1, 0.1],
+        },
+        "conditions": {
+            "load_before": [0.1],
+            "load_after": [0.2],
+            "foreign_cpu_share": 0.5,
+            "busy": True,
+        },
+        "contenders": {},
+        "scenarios": {"wan_pull": record.to_dict()},
+        "targets": [],
+        "wan": {"skipped": "not root: network namespaces need CAP_SYS_ADMIN"},
+    }
+    base.update(extra)
+    return base
+
+
+def test_report_names_its_commit_and_uncommitted_changes_and_cites_only_shipped_files() -> None:
+    text = report.render(_results())
+    assert "commit abc1234 (2026-01-01T00:00:00+00:00)" in text
+    assert "uncommitted changes to bench/report.py" in text
+    repo = Path(__file__).resolve().parents[2]
+    for cited in ("CLIENTS.md", "ARCHITECTURE.md"):
+        if cited in text:
+            assert (repo / cited).exists(), f"the report cites {cited}, which does not ship"
+    assert "bench/README.md" in text and (repo / "bench" / "README.md").exists()
+
+
+def test_report_marks_a_busy_run_and_shows_skipped_scenarios_with_the_reason() -> None:
+    text = report.render(_results())
+    assert "other processes used 50% of the CPUs" in text and "busy machine" in text
+    section = text.split("(`wan_pull`)", 1)[1]
+    assert "**Skipped** (nothing measured): not root" in section
+    assert "| contender" not in section.split("##", 1)[0]  # no figures table for it
+    quiet = _results(conditions={"load_before": [0.1], "load_after": [0.1],
+                                 "foreign_cpu_share": 0.01, "busy": False})  # fmt: skip
+    assert "busy machine" not in report.render(quiet)
+
+
+def test_git_state_is_the_checkout_this_code_runs_from() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    state = machine.git_state(repo)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert state["commit"] == head
+    assert isinstance(state["changed_files"], list)
+
+
+def test_cpu_meter_counts_this_runs_children_as_its_own_and_others_as_foreign() -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    own0 = machine._tree_jiffies(os.getpid())
+    subprocess.run([sys.executable, "-c", _BURN.format(s=0.5)], check=True, timeout=60)
+    own = (machine._tree_jiffies(os.getpid()) - own0) / tick
+    assert own >= 0.4, f"a reaped child's 0.5 s of CPU counted as {own:.2f} s"
+    # a process that is not ours (re-parented to init by a double fork) is foreign
+    own0 = machine._tree_jiffies(os.getpid())
+    busy0, _total0 = machine._cpu_jiffies()
+    subprocess.run(
+        [sys.executable, "-c",
+         "import os, subprocess, sys\n"
+         f"subprocess.Popen([sys.executable, '-c', {_BURN.format(s=0.5)!r}], "
+         "start_new_session=True)\n"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    time.sleep(1.5)
+    own = (machine._tree_jiffies(os.getpid()) - own0) / tick
+    busy = (machine._cpu_jiffies()[0] - busy0) / tick
+    assert own < 0.3, f"an orphan's CPU counted as ours ({own:.2f} s)"
+    assert busy >= 0.4  # the machine did see it
+    meter = machine.CpuMeter().start()
+    conditions = meter.stop()
+    assert set(conditions) == {"load_before", "load_after", "foreign_cpu_share", "busy"}
+    assert 0.0 <= float(conditions["foreign_cpu_share"]) <= 1.0
