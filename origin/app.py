@@ -33,10 +33,22 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from origin import blobs, catalog, manifests, notifications, referrers, state, tags, token, uploads
+from origin import (
+    blobs,
+    catalog,
+    manifests,
+    notifications,
+    ops,
+    referrers,
+    state,
+    tags,
+    token,
+    uploads,
+)
 from origin.access import ACCESS, build_access_control
 from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
+from origin.opsevents import AuditSink, log_sink
 from origin.repository import Repositories
 from regcore import errors
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
@@ -58,6 +70,8 @@ def create_app(
     store: BlobStore | None = None,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
+    audit: AuditSink = log_sink,
+    events: AuditSink = log_sink,
 ) -> web.Application:
     """Build the origin application for ``config`` (a :class:`regcore.config.OriginConfig`).
 
@@ -65,7 +79,8 @@ def create_app(
     store on ``config.storage.rootdirectory``; repository links, tags and upload sessions stay
     under that root whatever the store. ``clock`` drives upload ``startedat`` and purging;
     ``registry`` receives the metrics (a fresh one by default). Nothing touches the network;
-    the storage directories are created.
+    the storage directories are created; ``audit``/``events``
+    receive maintenance and policy events (:mod:`origin.ops`).
     """
     layout = Layout(config.storage.rootdirectory)
     store = store if store is not None else FilesystemBlobStore(layout)
@@ -93,6 +108,7 @@ def create_app(
     app[state.READONLY] = readonly
     app[state.DELETE_ENABLED] = bool(config.storage.delete_enabled)
     app[state.MAX_MANIFEST_BYTES] = int(config.limits.max_manifest_bytes)
+    hooks = ops.install(app, config.ops, clock=clock, audit=audit, events=events)
     app[state.UPLOADS] = uploads.Uploads(
         layout,
         store,
@@ -100,6 +116,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         max_blob_bytes=int(config.limits.max_blob_bytes),
+        commit_hook=hooks,
     )
 
     app.on_response_prepare.append(on_prepare_api_header)

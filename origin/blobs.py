@@ -56,9 +56,10 @@ def blob_path(name: str, digest: Digest) -> str:
 async def _linked_blob(request: web.Request, name: str, digest: Digest) -> BlobFile:
     """The blob linked into ``name``, as the store's file to send. Raises BlobUnknown."""
     repos = request.app[state.REPOS]
-    if not await repos.blob_linked(name, digest):
-        raise errors.BlobUnknown(str(digest))
-    blob = await request.app[state.STORE].locate(digest)
+    async with request.app[state.OPS].blob_check(digest):  # no gc sweep in between
+        if not await repos.blob_linked(name, digest):
+            raise errors.BlobUnknown(str(digest))
+        blob = await request.app[state.STORE].locate(digest)
     if blob is None:
         raise errors.BlobUnknown(str(digest))
     return blob
@@ -101,6 +102,7 @@ async def delete_blob(request: web.Request) -> web.Response:
         raise errors.Unsupported("blob deletion is disabled", message="deletion is disabled")
     if not await request.app[state.REPOS].unlink_blob(name, digest):
         raise errors.BlobUnknown(str(digest))
+    request.app[state.OPS].deleted(name)
     metrics = request.app.get(state.METRICS)
     if metrics is not None:
         metrics.blobs_deleted.inc()

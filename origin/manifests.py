@@ -127,7 +127,7 @@ def _descriptor_headers(digest: Digest, media_type: str, size: int) -> dict[str,
 async def get_manifest(request: web.Request) -> web.StreamResponse:
     name = validate_name(request.match_info["name"])
     repos = request.app[state.REPOS]
-    digest, _ = await _resolve(repos, name, request.match_info["reference"])
+    digest, tag = await _resolve(repos, name, request.match_info["reference"])
     try:
         raw = await request.app[state.STORE].read_bytes(digest)
     except errors.BlobUnknown:
@@ -140,6 +140,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
             message="manifest unknown: its media type is not accepted by the client",
         )
     headers = _descriptor_headers(digest, media_type, len(raw))
+    request.app[state.OPS].pulled(name, digest, tag.name if tag is not None else None)
     if etag_matches(request.headers.get("If-None-Match"), digest):
         headers.pop("Content-Length")
         return web.Response(status=304, headers=headers)
@@ -174,9 +175,29 @@ async def put_manifest(request: web.Request) -> web.Response:
             message="manifest digest did not match the reference",
         )
     repos: Repositories = app[state.REPOS]
-    await _verify_references(app, repos, name, parsed)
+    tags = [ref.name] if isinstance(ref, Tag) else extra_tags
+    used = [d.digest for d in (*parsed.required_blobs, *parsed.children)]
+    # Shared gc lock, immutability and quota checks, from the checks to the last tag write.
+    async with app[state.OPS].manifest_put(
+        name, tags, parsed.digest, parsed.size, used, lambda t: _tag_target(repos, name, t)
+    ):
+        headers = await _store_manifest(request, repos, name, parsed, tags)
+    if extra_tags:
+        headers["OCI-Tag"] = ", ".join(extra_tags)
+    _count(app, "manifests_pushed", "Manifests stored by PUT")
+    return web.Response(status=201, headers=headers)
 
-    store = app[state.STORE]
+
+async def _store_manifest(
+    request: web.Request,
+    repos: Repositories,
+    name: str,
+    parsed: mf.ParsedManifest,
+    tags: list[str],
+) -> dict[str, str]:
+    """Check references, then write blob -> revision -> referrers link -> tags."""
+    await _verify_references(request.app, repos, name, parsed)
+    store = request.app[state.STORE]
     digest = parsed.digest
     if await store.stat(digest) != parsed.size:  # equal digests mean equal bytes
         digest = await store.put_bytes(parsed.raw, parsed.digest)
@@ -189,14 +210,16 @@ async def put_manifest(request: web.Request) -> web.Response:
         await repos.ensure_referrers_index(name)  # a root registry:2 wrote has none yet
         await repos.link_referrer(name, parsed.subject.digest, digest)
         headers["OCI-Subject"] = str(parsed.subject.digest)
-    if isinstance(ref, Tag):
-        await repos.tag(name, ref.name, digest)
-    for tag in extra_tags:
+    for tag in tags:
         await repos.tag(name, tag, digest)
-    if extra_tags:
-        headers["OCI-Tag"] = ", ".join(extra_tags)
-    _count(app, "manifests_pushed", "Manifests stored by PUT")
-    return web.Response(status=201, headers=headers)
+    return headers
+
+
+async def _tag_target(repos: Repositories, name: str, tag: str) -> Digest | None:
+    try:
+        return await repos.resolve_tag(name, tag)
+    except errors.ManifestUnknown:
+        return None
 
 
 class _TooManyTags(errors.TagInvalid):  # type: ignore[misc,valid-type]
@@ -253,11 +276,14 @@ async def delete_manifest(request: web.Request) -> web.Response:
         if not is_valid_tag(reference):
             raise errors.ManifestUnknown({"reference": reference[:140]})
         await repos.resolve_tag(name, reference)
+        app[state.OPS].check_delete(name, [reference])  # 409 DENIED for an immutable tag
         await repos.untag(name, reference)
         _count(app, "tags_deleted", "Tags removed by manifest DELETE")
         return web.Response(status=202)
     digest, _ = await _resolve(repos, name, reference)
-    for t in await repos.tags_for(name, digest):
+    tags_of = await repos.tags_for(name, digest)
+    app[state.OPS].check_delete(name, tags_of)  # 409 DENIED when an immutable tag points here
+    for t in tags_of:
         await repos.untag(name, t)
     try:
         raw = await app[state.STORE].read_bytes(digest, limit=_max_bytes(app) * 4)
@@ -267,6 +293,7 @@ async def delete_manifest(request: web.Request) -> web.Response:
     if subject is not None:
         await repos.unlink_referrer(name, subject, digest)
     await repos.unlink_revision(name, digest)
+    app[state.OPS].deleted(name)
     _count(app, "manifests_deleted", "Manifest revisions removed by DELETE")
     return web.Response(status=202)
 

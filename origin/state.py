@@ -21,3 +21,5 @@ UPLOADS: web.AppKey[Any] = web.AppKey("origin_uploads", object)
 READONLY: web.AppKey[bool] = web.AppKey("origin_readonly", bool)
 DELETE_ENABLED: web.AppKey[bool] = web.AppKey("origin_delete_enabled", bool)
 MAX_MANIFEST_BYTES: web.AppKey[int] = web.AppKey("origin_max_manifest_bytes", int)
+# origin.ops.OriginOps: write guard, quotas, immutability, pull times, gc, retention.
+OPS: web.AppKey[Any] = web.AppKey("origin_ops", object)

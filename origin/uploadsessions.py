@@ -44,6 +44,7 @@ from aiohttp import hdrs
 
 from origin.metrics import OriginMetrics
 from origin.repository import Repositories
+from origin.writeguard import CommitHook, commit_scope
 from regcore import errors
 from regcore.digest import Digest, Hasher
 from regcore.storage.blobstore import BlobWriter, fsync_path
@@ -86,8 +87,10 @@ class Uploads:
         metrics: OriginMetrics | None = None,
         clock: Callable[[], float] = time.time,
         max_blob_bytes: int = 0,
+        commit_hook: CommitHook | None = None,
     ) -> None:
         self.layout = layout
+        self.commit_hook = commit_hook
         self.store = store
         self.repos = repos
         self.metrics = metrics if metrics is not None else OriginMetrics()
@@ -256,8 +259,9 @@ class Uploads:
                 self.metrics.uploads_cancelled.labels("digest_invalid").inc()
                 raise errors.DigestInvalid({"expected": str(digest), "size": offset})
             await asyncio.to_thread(fsync_path, path)
-            await self.store.install(path, digest)
-            await self.repos.link_blob(name, digest)
+            async with commit_scope(self.commit_hook, name, digest, offset):
+                await self.store.install(path, digest)
+                await self.repos.link_blob(name, digest)
             await self._remove(name, upload_id)
         self.metrics.uploads_completed.inc()
         self.metrics.blobs_committed.labels("upload").inc()
@@ -290,19 +294,21 @@ class Uploads:
                     raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
                 await w.write(chunk)
             self.metrics.upload_bytes.inc(w.size)
-            await w.commit(digest, length)
-        await self.repos.link_blob(name, digest)
+            async with commit_scope(self.commit_hook, name, digest, w.size):
+                await w.commit(digest, length)
+                await self.repos.link_blob(name, digest)
         self.metrics.blobs_committed.labels("monolithic").inc()
         return digest
 
     async def mount(self, name: str, source: str, digest: Digest) -> bool:
         """Link ``digest`` from ``source`` into ``name``; False when ``source`` lacks it."""
-        if (
-            not await self.repos.blob_linked(source, digest)
-            or await self.store.stat(digest) is None
-        ):
+        size = await self.store.stat(digest)
+        if size is None or not await self.repos.blob_linked(source, digest):
             return False
-        await self.repos.link_blob(name, digest)
+        async with commit_scope(self.commit_hook, name, digest, size):
+            if await self.store.stat(digest) is None:  # collected meanwhile
+                return False
+            await self.repos.link_blob(name, digest)
         self.metrics.blobs_mounted.inc()
         return True
 

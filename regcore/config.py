@@ -101,6 +101,7 @@ from regcore.eventsconfig import (
     notifications_config,
     replication_config,
 )
+from regcore.opsconfig import OPS_SCHEMA, OpsConfig, ops_config
 from regcore.upstreamconfig import DOCKER_HUB_HOSTS as DOCKER_HUB_HOSTS
 from regcore.upstreamconfig import UPSTREAM_SCHEMA as UPSTREAM_SCHEMA
 from regcore.upstreamconfig import UpstreamConfig, parse_upstream_arg
@@ -204,6 +205,7 @@ class OriginConfig:
     metrics_enabled: bool = True
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     @property
     def readonly(self) -> bool:
@@ -300,6 +302,7 @@ ORIGIN_SCHEMA: dict[str, Any] = {
         "audit": AUDIT_SCHEMA,
         "notifications": QUAYSIDE_NOTIFICATIONS_SCHEMA,
         "replication": REPLICATION_SCHEMA,
+        **OPS_SCHEMA,  # gc, retention, immutability, quotas, inventory (regcore.opsconfig)
     },
 }
 
@@ -379,4 +382,5 @@ def load_origin_config(
         metrics_enabled=g("quayside.metrics.enabled", True),
         notifications=notifications_config(g, root),
         replication=replication_config(g, root),
+        ops=ops_config(g),
     )
