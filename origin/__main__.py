@@ -19,6 +19,7 @@ import ssl
 import sys
 from typing import Any
 
+from origin import state
 from origin.access import warn_if_open
 from origin.app import create_app
 from regcore import serving
@@ -86,8 +87,10 @@ async def serve(config: Any) -> int:
             file=sys.stderr,
         )
         return 1
+    app = create_app(config)
+    app[state.OPS].announce(url)  # _quayside/origin.json: where `quayside gc` sends its runs
     return await serving.serve_app(
-        create_app(config),
+        app,
         sock,
         url,
         name="origin",

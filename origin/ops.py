@@ -43,7 +43,7 @@ from origin.opsevents import AuditSink, log_sink, safe
 from origin.pulls import PullRecorder, PullTimes, read_pulls
 from origin.quota import Quotas, namespace_of, scan_usage
 from origin.retention import Retention
-from origin.rootlock import RootLock, ensure_token
+from origin.rootlock import RootLock, ensure_token, publish, unpublish
 from origin.writeguard import WriteGuard
 from regcore.digest import Digest
 from regcore.opsconfig import OpsConfig
@@ -97,6 +97,11 @@ class OriginOps:
             metrics=self.metrics,
         )
         self.token: str | None = None
+        self.url: str | None = None
+
+    def announce(self, url: str) -> None:
+        """Publish ``url`` as this root's serving origin once it starts (``origin.json``)."""
+        self.url = url
 
     # -- hooks ----------------------------------------------------------------------------
     @asynccontextmanager
@@ -238,6 +243,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(lock.hold_shared)
     with contextlib.suppress(OSError):
         ops.token = await asyncio.to_thread(ensure_token, ops.layout)
+        if ops.url is not None:
+            await asyncio.to_thread(publish, ops.layout, ops.url)
     cfg = ops.config
     loops: list[Any] = [
         ops.pulls.loop(cfg.inventory.pulls_flush_interval),
@@ -262,6 +269,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 await t
         with contextlib.suppress(Exception):
             await ops.pulls.flush()
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(unpublish, ops.layout)
         lock.release()
 
 

@@ -141,16 +141,19 @@ class Retention:
                 report.kept.extend(plan.kept)
             progress.step()
         report.repositories = len(plans)
-        report.bytes_freed = self._freed(scans, plans, refs)
+        report.bytes_freed = self._freed(scans, plans, refs, report.started)
         return plans, scans, refs
 
-    def _freed(self, scans: dict[str, RepoScan], plans: list[RepoPlan], refs: RefReader) -> int:
+    def _freed(
+        self, scans: dict[str, RepoScan], plans: list[RepoPlan], refs: RefReader, now: float
+    ) -> int:
+        """Bytes live for a gc now (grace 0) that the plan makes unreachable."""
         if not any(p.tags or p.manifests for p in plans):
             return 0
         after = dict(scans)
         for plan in plans:
             after[plan.repository] = without(scans[plan.repository], plan)
-        opts: dict[str, Any] = {"now": 0.0, "grace": 0.0, "delete_untagged": False}
+        opts: dict[str, Any] = {"now": now, "grace": 0.0, "delete_untagged": False}
         live_before = mark_all(scans.values(), refs, **opts).live
         live_after = mark_all(after.values(), refs, **opts).live
         gone = live_before - live_after
