@@ -152,8 +152,7 @@ async def test_a_tag_re_pushed_after_the_plan_is_not_deleted(ops_origin):
 
     retention._plan = plan_then_wait
     runner = asyncio.ensure_future(origin.ops.run_retention())
-    while not planned.is_set():
-        await asyncio.sleep(0.005)
+    assert await asyncio.to_thread(planned.wait, 10)
     await origin.push("team/app", imgs[2], "a")  # "a" is the newest push now
     go.set()
     report = await runner
