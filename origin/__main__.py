@@ -88,7 +88,7 @@ async def serve(config: Any) -> int:
         )
         return 1
     app = create_app(config)
-    app[state.OPS].announce(url)  # _quayside/origin.json: where `quayside gc` sends its runs
+    app[state.OPS].announce(url)  # quayside/origin.json: where `quayside gc` sends its runs
     return await serving.serve_app(
         app,
         sock,

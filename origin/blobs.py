@@ -56,7 +56,8 @@ def blob_path(name: str, digest: Digest) -> str:
 async def _linked_blob(request: web.Request, name: str, digest: Digest) -> BlobFile:
     """The blob linked into ``name``, as the store's file to send. Raises BlobUnknown."""
     repos = request.app[state.REPOS]
-    async with request.app[state.OPS].blob_check(digest):  # no gc sweep in between
+    # A HEAD is how pushers check a blob before skipping its upload: no gc sweep in between.
+    async with request.app[state.OPS].blob_check(digest, request.method == "HEAD"):
         if not await repos.blob_linked(name, digest):
             raise errors.BlobUnknown(str(digest))
         blob = await request.app[state.STORE].locate(digest)

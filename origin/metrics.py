@@ -18,6 +18,17 @@ Names (namespace ``quayside_origin``)::
     quayside_origin_blobs_mounted_total
     quayside_origin_blobs_deleted_total                  repository links removed
 
+Operations (registered by origin.ops / origin.admin on the same registry)::
+
+    quayside_origin_gc_runs_total{mode}                  dry_run|delete
+    quayside_origin_gc_{blobs,bytes,manifests}_deleted_total, _gc_links_pruned_total,
+        _gc_spared_total
+    quayside_origin_retention_deletions_total{kind}      tag|manifest
+    quayside_origin_immutability_denials_total
+    quayside_origin_quota_denials_total
+    quayside_origin_namespace_bytes{namespace}           gauge: unique blob bytes stored
+    quayside_origin_namespace_quota_bytes{namespace}     gauge: configured quota
+
 Other modules register further metrics with :meth:`OriginMetrics.counter` and
 :meth:`OriginMetrics.gauge` (get-or-create, safe to call on every request).
 """

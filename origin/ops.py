@@ -18,7 +18,7 @@ Hooks (each cheap when the corresponding feature is not configured):
 * :meth:`OriginOps.manifest_put` around a manifest PUT from its reference checks to its tag
   write: shared guard, per-tag immutability lock and check, quota admission of the manifest
   bytes, touch of the manifest and everything it references;
-* :meth:`OriginOps.blob_check` around a blob GET/HEAD's existence check: shared guard, touch;
+* :meth:`OriginOps.blob_check` around a blob HEAD's existence check: shared guard, touch;
 * :meth:`OriginOps.check_delete` before a manifest/tag DELETE (immutability);
 * :meth:`OriginOps.pulled` on manifest GET/HEAD (in memory only).
 """
@@ -45,6 +45,7 @@ from origin.quota import Quotas, namespace_of, scan_usage
 from origin.retention import Retention
 from origin.rootlock import RootLock, ensure_token, publish, unpublish
 from origin.writeguard import WriteGuard
+from regcore import errors
 from regcore.digest import Digest
 from regcore.opsconfig import OpsConfig
 
@@ -69,7 +70,8 @@ class OriginOps:
         self.metrics = app.get(state.METRICS)
         self.audit = safe(audit)
         self.events = safe(events)
-        self.guard = WriteGuard(clock=clock)
+        # Touches matter for one grace period (an hour at least); 200k digests ~ 30 MB.
+        self.guard = WriteGuard(clock=clock, keep=max(config.gc.grace, 3600.0), max_entries=200_000)
         self.maintenance = asyncio.Lock()
         self.rules = TagRules(config.immutability)
         self.quotas = Quotas(config.quotas, layout, audit=self.audit)
@@ -108,7 +110,7 @@ class OriginOps:
     async def blob_commit(self, name: str, digest: Digest, size: int) -> AsyncIterator[None]:
         """Around installing/linking ``digest`` into ``name``. Raises DENIED (quota)."""
         async with self.guard.shared():
-            reservation = await self.quotas.admit(name, [(digest, size)])
+            reservation = await self._admit(name, digest, size)
             self.guard.touch([digest])
             try:
                 yield
@@ -140,7 +142,7 @@ class OriginOps:
                     except Exception as exc:
                         self._denied(name, tag, exc)
                         raise
-            reservation = await self.quotas.admit(name, [(digest, size)])
+            reservation = await self._admit(name, digest, size)
             self.guard.touch([digest, *references])
             try:
                 yield
@@ -148,9 +150,23 @@ class OriginOps:
                 reservation.cancel()
                 raise
 
+    async def _admit(self, name: str, digest: Digest, size: int) -> Any:
+        try:
+            return await self.quotas.admit(name, [(digest, size)])
+        except errors.Denied:
+            m = self.metrics
+            if m is not None and hasattr(m, "counter"):
+                m.counter("quota_denials", "Blob/manifest commits refused by a quota").inc()
+            raise
+
     @asynccontextmanager
-    async def blob_check(self, digest: Digest) -> AsyncIterator[None]:
-        """Around a blob GET/HEAD's existence check (so a sweep cannot interleave)."""
+    async def blob_check(self, digest: Digest, verify: bool) -> AsyncIterator[None]:
+        """Around a blob GET/HEAD's existence check. ``verify`` (a HEAD: a pusher deciding
+        to skip an upload) takes the shared guard and touches the digest; a GET needs
+        neither (a blob collected under it answers 404, never wrong bytes)."""
+        if not verify:
+            yield
+            return
         async with self.guard.shared():
             self.guard.touch((digest,))
             yield

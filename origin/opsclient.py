@@ -59,12 +59,12 @@ def _remote(layout: Layout, url: str | None) -> tuple[str, str]:
         if info is None:
             raise OpsClientError(
                 "an origin is serving this root but has not published its URL "
-                "(_quayside/origin.json); pass --url"
+                "(quayside/origin.json); pass --url"
             )
         url = str(info["url"])
     token = read_token(layout)
     if token is None:
-        raise OpsClientError("the root has no admin token (_quayside/admin.token)")
+        raise OpsClientError("the root has no admin token (quayside/admin.token)")
     return url.rstrip("/"), token
 
 

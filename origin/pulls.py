@@ -5,7 +5,7 @@
 in a worker thread, every ``quayside.inventory.pulls_flush_interval`` and at shutdown.
 Files live beside the registry:2 tree, which ignores them::
 
-    <root>/docker/registry/v2/_quayside/pulls/<repository>.json
+    <root>/quayside/pulls/<repository>.json
         {"manifests": {"sha256:…": 1718000000.5}, "tags": {"v1": 1718000000.5}}
 
 Guarantees: a flush writes each file atomically (temp file + ``os.replace``) and only moves
@@ -26,15 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from origin.rootlock import ops_dir
 from regcore.digest import Digest
 from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin.pulls")
-
-
-def ops_dir(layout: Layout) -> Path:
-    """``<root>/docker/registry/v2/_quayside``: Quayside's own files beside registry:2's."""
-    return layout.base / "_quayside"
 
 
 def pulls_file(layout: Layout, name: str) -> Path:

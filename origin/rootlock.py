@@ -2,9 +2,9 @@
 
 Files, beside registry:2's tree (which ignores them)::
 
-    <root>/docker/registry/v2/_quayside/origin.lock    flock: origins hold it shared while up
-    <root>/docker/registry/v2/_quayside/origin.json    {"url": ..., "pid": ...} of the origin
-    <root>/docker/registry/v2/_quayside/admin.token    random secret, mode 0600
+    <root>/quayside/origin.lock    flock: origins hold it shared while up
+    <root>/quayside/origin.json    {"url": ..., "pid": ...} of the serving origin
+    <root>/quayside/admin.token    random secret, mode 0600
 
 The protocol:
 
@@ -39,7 +39,7 @@ TOKEN_HEADER = "X-Quayside-Admin-Token"
 
 
 def ops_dir(layout: Layout) -> Path:
-    return layout.base / "_quayside"
+    return layout.root / "quayside"
 
 
 class RootLock:

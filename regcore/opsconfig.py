@@ -40,6 +40,7 @@ Every problem raises :class:`~regcore.configschema.ConfigError` naming the key, 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ def parse_age(v: Any) -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=1024)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """A repository glob as a compiled full-match regex: ``*`` any run of characters within
     one path component, ``**`` any run across components (``a/**`` matches ``a/b`` and

@@ -18,7 +18,7 @@ async def test_admin_endpoints_need_the_roots_token(ops_origin):
     assert resp.status == 403
     assert (await resp.json())["errors"][0]["code"] == "DENIED"
     token = read_token(origin.ops.layout)
-    assert token and (origin.v2 / "_quayside" / "admin.token").stat().st_mode & 0o077 == 0
+    assert token and (origin.root / "quayside" / "admin.token").stat().st_mode & 0o077 == 0
     resp = await origin.client.post("/_quayside/admin/pulls/flush", headers={TOKEN_HEADER: token})
     assert resp.status == 200
 

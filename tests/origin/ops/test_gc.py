@@ -62,6 +62,9 @@ async def test_deleted_image_is_collected_shared_and_tagged_blobs_stay(ops_origi
     assert resp.status == 404
     assert ("other/app", shared.digest) in {(r, d) for r, d in report.links_pruned}
     assert origin.audit[-1]["action"] == "gc"
+    metrics = origin.ops.metrics
+    assert metrics.value("gc_blobs_deleted") == 3
+    assert metrics.value("gc_runs", {"mode": "dry_run"}) == 1
 
 
 async def test_blob_uploaded_moments_before_its_manifest_survives_and_the_push_completes(

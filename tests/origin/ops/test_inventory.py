@@ -24,7 +24,7 @@ async def test_pull_times_are_batched_and_flushed_at_shutdown(ops_origin):
             "/v2/team/app/manifests/v1", headers={"Accept": image.media_type}
         )
         assert resp.status == 200
-    pulls = origin.v2 / "_quayside" / "pulls" / "team" / "app.json"
+    pulls = origin.root / "quayside" / "pulls" / "team" / "app.json"
     assert not pulls.exists()  # no disk write per request
     await origin.client.close()  # shutdown flushes
     times = read_pulls(origin.ops.layout, "team/app")
@@ -37,7 +37,7 @@ async def test_pull_times_are_flushed_periodically(ops_origin):
     await origin.push("team/app", image, "v1")
     resp = await origin.client.head(f"/v2/team/app/manifests/{image.digest}")
     assert resp.status == 200
-    pulls = origin.v2 / "_quayside" / "pulls" / "team" / "app.json"
+    pulls = origin.root / "quayside" / "pulls" / "team" / "app.json"
     for _ in range(50):
         if pulls.exists():
             break

@@ -40,6 +40,7 @@ async def test_push_over_the_quota_is_denied_with_the_figure(ops_origin):
     )
     assert resp.status == 403
     assert any(e["action"] == "quota.denied" for e in origin.audit)
+    assert origin.ops.metrics.value("quota_denials") == 2
 
 
 async def test_shared_layers_count_once_and_other_namespaces_are_free(ops_origin):

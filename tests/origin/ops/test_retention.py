@@ -71,7 +71,7 @@ async def test_keep_tags_regex_and_age_with_pull_window(ops_origin):
         "/v2/team/app/manifests/old-pulled", headers={"Accept": imgs[1].media_type}
     )
     assert resp.status == 200  # recorded in memory only; retention sees it
-    assert not (origin.v2 / "_quayside" / "pulls" / "team" / "app.json").exists()
+    assert not (origin.root / "quayside" / "pulls" / "team" / "app.json").exists()
     report = await origin.ops.run_retention()
     assert deleted_tags(report) == {"old"}
 
