@@ -48,7 +48,7 @@ from origin import (
 from origin.access import ACCESS, build_access_control
 from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
-from origin.opsevents import AuditSink, log_sink
+from origin.opsevents import AuditSink, audit_log_sink, log_sink
 from origin.repository import Repositories
 from regcore import errors
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
@@ -70,7 +70,7 @@ def create_app(
     store: BlobStore | None = None,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
-    audit: AuditSink = log_sink,
+    audit: AuditSink | None = None,
     events: AuditSink = log_sink,
 ) -> web.Application:
     """Build the origin application for ``config`` (a :class:`regcore.config.OriginConfig`).
@@ -78,9 +78,10 @@ def create_app(
     ``store`` (any :class:`~regcore.storage.interfaces.BlobStore`) defaults to a filesystem
     store on ``config.storage.rootdirectory``; repository links, tags and upload sessions stay
     under that root whatever the store. ``clock`` drives upload ``startedat`` and purging;
-    ``registry`` receives the metrics (a fresh one by default). Nothing touches the network;
-    the storage directories are created; ``audit``/``events``
-    receive maintenance and policy events (:mod:`origin.ops`).
+    ``registry`` receives the metrics (a fresh one by default); ``audit``/``events`` receive
+    maintenance and policy events (:mod:`origin.ops`; ``audit`` defaults to the audit trail
+    when ``quayside.audit`` is enabled, else the log). Nothing touches the network; the
+    storage directories are created.
     """
     layout = Layout(config.storage.rootdirectory)
     store = store if store is not None else FilesystemBlobStore(layout)
@@ -108,6 +109,9 @@ def create_app(
     app[state.READONLY] = readonly
     app[state.DELETE_ENABLED] = bool(config.storage.delete_enabled)
     app[state.MAX_MANIFEST_BYTES] = int(config.limits.max_manifest_bytes)
+    trail = app[ACCESS].audit
+    if audit is None:
+        audit = audit_log_sink(trail) if trail.config.enabled else log_sink
     hooks = ops.install(app, config.ops, clock=clock, audit=audit, events=events)
     app[state.UPLOADS] = uploads.Uploads(
         layout,

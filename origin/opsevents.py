@@ -40,3 +40,29 @@ def safe(sink: AuditSink) -> AuditSink:
             logging.getLogger("quayside.origin").exception("audit sink failed")
 
     return call
+
+
+def audit_log_sink(audit_log: Any) -> AuditSink:
+    """An :class:`AuditSink` writing to the origin's audit trail (:class:`origin.audit.
+    AuditLog`): ``action``, ``actor``, ``repository``, ``tag`` (as ``reference``) and
+    ``digest`` map to its fields; the policy, rule or figures become ``reason``."""
+
+    def record(event: Mapping[str, Any]) -> None:
+        extra = {
+            k: v
+            for k, v in event.items()
+            if k not in ("action", "actor", "repository", "tag", "digest", "target")
+            and v is not None
+        }
+        audit_log.record(
+            str(event.get("action", "event")),
+            actor=str(event.get("actor", "system")),
+            client=None,
+            result="denied" if str(event.get("action", "")).endswith(".denied") else "ok",
+            repository=event.get("repository"),
+            reference=event.get("tag"),
+            digest=event.get("digest"),
+            reason=", ".join(f"{k}={v}" for k, v in sorted(extra.items())) or None,
+        )
+
+    return record

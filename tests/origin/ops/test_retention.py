@@ -9,6 +9,10 @@ import threading
 import time
 
 from harness.images import KiB, make_image, make_index
+from origin import state
+from origin.app import create_app
+from origin.audit import read_events
+from regcore.config import load_origin_config
 
 DAY = 86400.0
 
@@ -159,3 +163,40 @@ async def test_a_tag_re_pushed_after_the_plan_is_not_deleted(ops_origin):
     assert [d.tag for d in report.changed] == ["a"]
     assert deleted_tags(report) == set()
     assert origin.tag_link("team/app", "a").read_text() == imgs[2].digest
+
+
+async def test_retention_deletions_reach_the_audit_trail_when_it_is_enabled(
+    aiohttp_client, tmp_path
+):
+    trail = tmp_path / "audit.log"
+    config = load_origin_config(
+        None,
+        {},
+        {
+            "storage.filesystem.rootdirectory": str(tmp_path / "root"),
+            "quayside": {
+                "audit": {"enabled": True, "path": str(trail)},
+                "retention": {"policies": [{"repositories": "**", "keep_last": 0}]},
+            },
+        },
+    )
+    client = await aiohttp_client(create_app(config))  # default audit sink: the trail
+    image = make_image(layer_sizes=(KiB,), seed=700)
+    for digest, data in image.blobs().items():
+        resp = await client.post(
+            "/v2/team/app/blobs/uploads/", params={"digest": digest}, data=data
+        )
+        assert resp.status == 201
+    resp = await client.put(
+        "/v2/team/app/manifests/v1",
+        data=image.manifest,
+        headers={"Content-Type": image.media_type},
+    )
+    assert resp.status == 201
+    await client.app[state.OPS].run_retention()
+    lines = [e for e in read_events(trail) if e["action"].startswith("retention.")]
+    assert [(e["action"], e["reference"], e["actor"]) for e in lines] == [
+        ("retention.delete_tag", "v1", "retention"),
+        ("retention.delete_manifest", None, "retention"),
+    ]
+    assert "policy=**" in lines[0]["reason"]
