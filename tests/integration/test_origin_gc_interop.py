@@ -35,6 +35,7 @@ if shutil.which("skopeo") is None or shutil.which("docker-registry") is None:  #
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DELETES = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}
 
 
 def http(base: str, method: str, path: str, body: bytes = b"", ctype: str = "") -> int:
@@ -97,7 +98,7 @@ def kept_items() -> dict[str, Image | ImageIndex]:
 def build_root(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A root the origin wrote, with garbage of every kind; returns (root, what is where)."""
     root = tmp_path / "root"
-    origin = OriginProcess(root=root, workdir=tmp_path / "origin")
+    origin = OriginProcess(root=root, workdir=tmp_path / "origin", env=DELETES)
     try:
         origin.start()
         items = kept_items()

@@ -68,7 +68,7 @@ def pulled_intact(host: str, repo: str, item: Image | ImageIndex, tag: str, work
 def test_gc_during_ten_concurrent_skopeo_pushes_and_cross_repository_mounts(
     servers, image_factory, tmp_path
 ):
-    origin = servers.origin()
+    origin = servers.origin(env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"})
     host, root = origin.host, origin.root
     src = tmp_path / "src"
     keep = image_factory.image(layer_sizes=(96 * KiB, 32 * KiB))

@@ -118,7 +118,11 @@ def ops_origin(aiohttp_client: Any, tmp_path: Path) -> OpsFactory:
         *, ops: dict[str, Any] | None = None, root: Path | None = None, **overrides: Any
     ) -> OpsOrigin:
         r = root or tmp_path / "root"
-        settings: dict[str, Any] = {"storage.filesystem.rootdirectory": str(r), **overrides}
+        settings: dict[str, Any] = {
+            "storage.filesystem.rootdirectory": str(r),
+            "storage.delete.enabled": True,  # the tests delete manifests to make garbage
+            **overrides,
+        }
         if ops:
             settings["quayside"] = ops
         config = load_origin_config(None, {}, settings)
