@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from origin.uploadtimes import started_at
 from regcore import errors
 from regcore.digest import Digest
 from regcore.storage.layout import Layout
@@ -110,12 +111,9 @@ def _digest_links(base: Path, leaf: str = "link") -> dict[Digest, float]:
     return out
 
 
-def scan_repository(
-    layout: Layout, name: str, started_at: Callable[[Path], float] | None = None
-) -> RepoScan:
-    """Revisions, tags (current links), layer links and upload sessions of ``name``.
-
-    ``started_at(upload_dir)`` gives a session's start (default: the directory's mtime)."""
+def scan_repository(layout: Layout, name: str) -> RepoScan:
+    """Revisions, tags (current links), layer links and upload sessions (their ``startedat``)
+    of ``name``."""
     scan = RepoScan(name)
     scan.revisions = _digest_links(layout.revisions_dir(name))
     scan.layers = _digest_links(layout.layers_dir(name))
@@ -129,7 +127,7 @@ def scan_repository(
         path = uploads / entry
         if path.is_dir():
             try:
-                scan.uploads.append(started_at(path) if started_at else path.stat().st_mtime)
+                scan.uploads.append(started_at(path))
             except OSError:
                 continue
     return scan

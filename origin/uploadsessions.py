@@ -37,13 +37,13 @@ import time
 import uuid
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import hdrs
 
 from origin.metrics import OriginMetrics
 from origin.repository import Repositories
+from origin.uploadtimes import rfc3339, started_at
 from origin.writeguard import CommitHook, commit_scope
 from regcore import errors
 from regcore.digest import Digest, Hasher
@@ -102,7 +102,7 @@ class Uploads:
     async def start(self, name: str) -> str:
         """Open a session for ``name``; returns its id."""
         upload_id = uuid.uuid4().hex
-        started = _rfc3339(self.clock())
+        started = rfc3339(self.clock())
 
         def _create() -> None:
             d = self.layout.upload_dir(name, upload_id)
@@ -340,7 +340,7 @@ class Uploads:
                 uploads = Path(dirpath) / "_uploads"
                 with contextlib.suppress(OSError):
                     for entry in os.scandir(uploads):
-                        if _ID_RE.fullmatch(entry.name) and _started_at(Path(entry.path)) < cutoff:
+                        if _ID_RE.fullmatch(entry.name) and started_at(Path(entry.path)) < cutoff:
                             out.append((name, entry.name))
             dirnames[:] = [d for d in dirnames if not d.startswith("_")]
         return out
@@ -381,26 +381,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _started_at(upload_dir: Path) -> float:
-    """When a session started: its ``startedat`` (RFC 3339, any precision), else the dir mtime."""
-    p = upload_dir / "startedat"
-    try:
-        text = p.read_text().strip()
-    except OSError:
-        text = ""
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if m:
-        frac = (m.group(2) or "0")[:6].ljust(6, "0")
-        tz = "+00:00" if m.group(3) == "Z" else m.group(3)
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}").timestamp()
-    try:
-        return upload_dir.stat().st_mtime
-    except OSError:
-        return float("inf")

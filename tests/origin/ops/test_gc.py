@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from harness.images import KiB, make_image, make_index, make_layer, sha256_digest
+from origin.uploadtimes import rfc3339
 
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -129,8 +130,9 @@ async def test_upload_in_progress_keeps_the_blobs_its_push_linked_earlier(ops_or
     resp = await origin.client.post(f"/v2/{REPO}/blobs/uploads/")  # the second layer starts
     assert resp.status == 202
     session = origin.repo_dir(REPO) / "_uploads"
-    [upload_dir] = list(session.iterdir())
-    origin.set_mtime(upload_dir, origin.blob_file(first.digest).stat().st_mtime + 1)
+    [upload_dir] = list(session.iterdir())  # the session started just after the first layer
+    started = origin.blob_file(first.digest).stat().st_mtime + 1
+    (upload_dir / "startedat").write_text(rfc3339(started))
     report = await origin.gc(grace=60.0)
     assert report.blobs_deleted == [] and report.links_pruned == []
     resp = await origin.client.patch(resp.headers["Location"], data=second.data)
