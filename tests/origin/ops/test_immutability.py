@@ -84,3 +84,20 @@ async def test_concurrent_first_pushes_of_one_immutable_tag_one_wins(ops_origin)
     assert statuses == [201] + [409] * 5
     winner = next(i for i, r in zip(images, resps, strict=True) if r.status == 201)
     assert origin.tag_link("release/app", "1.0").read_text() == winner.digest
+
+
+async def test_tag_parameters_of_a_put_by_digest_obey_the_rules(ops_origin):
+    origin = await ops_origin(ops=RULES)
+    one, two = make_image(layer_sizes=(KiB,), seed=20), make_image(layer_sizes=(KiB,), seed=21)
+    await origin.push("team/app", one, "v2.0")
+    await origin.push("team/app", two)
+    resp = await origin.client.put(
+        f"/v2/team/app/manifests/{two.digest}",
+        params=[("tag", "dev"), ("tag", "v2.0")],
+        data=two.manifest,
+        headers={"Content-Type": two.media_type},
+    )
+    assert resp.status == 409
+    assert (await error(resp))["code"] == "DENIED"
+    assert origin.tag_link("team/app", "v2.0").read_text() == one.digest
+    assert not origin.tag_link("team/app", "dev").exists()  # refused before any tag moved
