@@ -139,9 +139,11 @@ def _request_fields(request: web.Request, exc: BaseException) -> dict[str, str]:
 def first_line(exc: BaseException) -> str:
     """The first line of an aiohttp parser error's message (``Invalid header token``), without
     the offending bytes it quotes on the following lines (they may hold anything)."""
-    message = getattr(exc, "message", None)
-    text = message if isinstance(message, str) else str(exc)
-    return text.strip().split("\n", 1)[0].rstrip(":").strip()[:200] or type(exc).__name__
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    message = getattr(inner, "message", None)
+    text = message if isinstance(message, str) else str(inner)
+    text = re.sub(r"^\d{3}, message:\s*", "", text.strip())
+    return text.split("\n", 1)[0].rstrip(":").strip()[:200] or type(exc).__name__
 
 
 def standard_middlewares() -> list:

@@ -10,9 +10,9 @@
   line is printed, so a launcher may signal as soon as it has read it.
 - :class:`ServerLogger` is the logger aiohttp's connection handler reports with. Client faults
   it would log at error level with a full traceback become one line without one: a malformed
-  request (bad request line, header, chunked body: aiohttp answers 400) one info line with
-  the parser's reason; a client that went away or a handler deadline (already reported by
-  :func:`regcore.http.standard_middleware` with the path) a debug line. Any other exception
+  request (bad request line or header: aiohttp answers 400) one info line with the parser's
+  reason; a client that went away, a handler deadline or a malformed body (already reported
+  by :func:`regcore.http.standard_middleware` with the path) a debug line. Any other exception
   keeps its traceback at error level: those are our bugs.
 """
 
@@ -47,7 +47,11 @@ class ServerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         exc = _exception(kwargs.get("exc_info"))
-        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+        if isinstance(exc, ConnectionError | TimeoutError | RequestPayloadError):
+            # already reported with its path by standard_middleware (or a body nobody read)
+            self.logger.debug("connection ended early", extra={"error": type(exc).__name__})
+            return
+        if isinstance(exc, HttpProcessingError):
             remote = args[0] if args else None
             self.logger.log(
                 # aiohttp reports non-HTTP bytes on a fresh connection (scanners, TLS to a
@@ -60,9 +64,6 @@ class ServerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
                     "reason": first_line(exc),
                 },
             )
-            return
-        if isinstance(exc, ConnectionError | TimeoutError):
-            self.logger.debug("connection ended early", extra={"error": type(exc).__name__})
             return
         super().log(level, msg, *args, **kwargs)
 

@@ -16,8 +16,10 @@ import socket
 import struct
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -160,6 +162,30 @@ def _malformed_lines(server: ListeningLineService) -> int:
         for e in _events(server)
         if e.get("msg") == "malformed request refused" and e.get("level") == "info"
     )
+
+
+def test_malformed_upload_body_is_400_and_one_info_line(servers: ServerGroup):
+    origin = servers.origin()
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{origin.url}/v2/{REPO}/blobs/uploads/", method="POST"), timeout=10
+    ) as resp:
+        location = resp.headers["Location"]
+    path = urlsplit(location).path if "://" in location else location
+    body = b"this is not gzip" * 8
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    answer = _exchange("127.0.0.1", origin.port, head.encode() + body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["errors"][0]
+    assert error["code"] == "BLOB_UPLOAD_INVALID"
+    assert error["detail"] == {"reason": "Can not decode content-encoding: gzip"}
+    wait_until(lambda: any(e.get("msg") == "malformed request body" for e in _events(origin)))
+    lines = [e for e in _events(origin) if e.get("msg") == "malformed request body"]
+    assert len(lines) == 1 and lines[0]["level"] == "info" and lines[0]["path"] == path
+    _assert_quiet(origin)
 
 
 BUGGY_SERVER = """
