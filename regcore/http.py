@@ -6,9 +6,10 @@ per-request cost is one coroutine frame):
 - errors: :class:`~regcore.errors.RegistryError` (and aiohttp's own 404/405/413) become the
   spec's JSON envelope (every entry of a :class:`~regcore.errors.RegistryErrors`); an
   unexpected exception becomes a 500 with no internals in the body (it is logged with its
-  traceback instead: tracebacks are for our own bugs). No error body names an internal URL: URLs in messages and details
-  become ``<url>``, and a 5xx's free-text detail (an upstream failure described from its
-  exception, with hosts and ports) is logged at info instead of sent;
+  traceback instead: tracebacks are for our own bugs). No error body names an internal URL:
+  URLs in messages and details become ``<url>``, and a 5xx's free-text detail (an upstream
+  failure described from its exception, with hosts and ports) is logged at info instead of
+  sent;
 - headers: ``Docker-Distribution-API-Version`` on every answer; with
   :func:`on_prepare_api_header` installed, ``Server: quayside`` (no versions) on every answer;
 - path guard: encoded slashes, ``..`` and NUL in ``/v2/`` paths are refused before the
