@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from quayside.doctor.results import Hint, Result
-from regcore.config import EdgeConfig, UpstreamConfig
+
+if TYPE_CHECKING:
+    from quayside.doctor.setup import EdgeConfig, UpstreamConfig
 
 __all__ = ["client_hints", "clients_result", "registry_host"]
 

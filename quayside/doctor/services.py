@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from yarl import URL
@@ -26,8 +26,10 @@ from quayside.doctor.results import Result
 from regcore import USER_AGENT, errors
 from regcore.client import RegistryClient, parse_challenges
 from regcore.client.auth import may_send_credentials
-from regcore.config import EdgeConfig, UpstreamConfig
 from regcore.logging import redact_url
+
+if TYPE_CHECKING:
+    from quayside.doctor.setup import EdgeConfig, UpstreamConfig
 
 __all__ = ["check_redis", "check_upstream", "check_upstreams"]
 

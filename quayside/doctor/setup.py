@@ -21,16 +21,25 @@ from urllib.parse import urlsplit
 import yaml
 
 from quayside.doctor.results import Result
-from regcore.config import (
-    ConfigError,
-    EdgeConfig,
-    OriginConfig,
-    load_edge_config,
-    load_origin_config,
-)
+from regcore.config import ConfigError, OriginConfig, load_origin_config
+
+try:  # the edge's config is moving from regcore to the edge package
+    from edge.config import EdgeConfig, load_edge_config
+    from edge.upstreamconfig import UpstreamConfig
+except ImportError:
+    from regcore.config import EdgeConfig, UpstreamConfig, load_edge_config
 from regcore.configvalues import join_hostport, split_hostport
 
-__all__ = ["Setup", "config_kind", "load_setup", "local_url"]
+__all__ = [
+    "EdgeConfig",
+    "OriginConfig",
+    "Setup",
+    "UpstreamConfig",
+    "config_kind",
+    "load_edge_config",
+    "load_setup",
+    "local_url",
+]
 
 _EDGE_KEYS = frozenset({"upstreams", "cache", "redis", "listen", "advertise", "default_upstream"})
 _ORIGIN_KEYS = frozenset({"version", "storage", "http", "auth", "health", "quayside"})

@@ -23,12 +23,15 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quayside.doctor.results import Result
-from regcore.config import EdgeConfig, OriginConfig
 from regcore.health import DiskSpace, describe_error, disk_space, probe_writable
 from regcore.sizes import format_size
 from regcore.storage.layout import Layout
+
+if TYPE_CHECKING:
+    from quayside.doctor.setup import EdgeConfig, OriginConfig
 
 __all__ = ["Thresholds", "check_storage"]
 

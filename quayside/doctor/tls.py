@@ -19,6 +19,7 @@ import datetime as dt
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,7 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from quayside.doctor.network import host_port, insecure_ssl
 from quayside.doctor.results import Result
 from regcore.auth.keys import load_private_key
-from regcore.config import OriginConfig
+
+if TYPE_CHECKING:
+    from quayside.doctor.setup import OriginConfig
 
 __all__ = ["EXPIRY_WARN_DAYS", "check_tls", "served_certificate"]
 

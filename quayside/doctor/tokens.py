@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,7 +34,9 @@ from regcore import USER_AGENT, errors
 from regcore.auth.keys import libtrust_key_id, load_certificates, load_private_key
 from regcore.auth.tokens import TokenIssuer, TokenVerifier
 from regcore.client import parse_challenges
-from regcore.config import EdgeConfig, OriginConfig
+
+if TYPE_CHECKING:
+    from quayside.doctor.setup import EdgeConfig, OriginConfig
 
 __all__ = ["check_tokens"]
 

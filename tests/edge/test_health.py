@@ -19,8 +19,12 @@ from edge.health import UPSTREAM_TTL, EdgeHealth
 from harness.ports import free_port
 from harness.redis import RedisServer
 from harness.registry import DockerRegistry
-from regcore.config import load_edge_config
 from regcore.health import RESULT_TTL, CachedCheck, Check
+
+try:  # the edge's config is moving from regcore to the edge package
+    from edge.config import load_edge_config
+except ImportError:
+    from regcore.config import load_edge_config
 
 
 def _config(tmp_path: Path, upstreams: list[str], redis_url: str | None = None) -> Any:

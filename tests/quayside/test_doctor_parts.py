@@ -20,10 +20,9 @@ from cryptography.x509.oid import NameOID
 from quayside.doctor import Report, Result, Status, load_setup
 from quayside.doctor.hints import client_hints, clients_result
 from quayside.doctor.network import _clock, check_listen
-from quayside.doctor.setup import config_kind
+from quayside.doctor.setup import config_kind, load_edge_config
 from quayside.doctor.storage import Thresholds, _inodes, _space
 from quayside.doctor.tls import _expiry, _hostname
-from regcore.config import load_edge_config
 from regcore.health import DiskSpace
 
 GiB = 1 << 30
