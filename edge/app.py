@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from edge import peers
 from edge.cache import BlobCache
 from edge.fill import FillManager
+from edge.health import EdgeHealth
 from edge.node import Clock, EdgeNode
 from edge.routing import NS_HEADER, Router, valid_ns
 from edge.upstreams import is_private
@@ -88,7 +89,7 @@ def _add_routes(app: web.Application, node: EdgeNode) -> None:
     r.add_get(f"/v2/{NAME}/referrers/{DIGEST}", manifests.referrers, name="referrers")
     r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse")
     r.add_get("/metrics", metrics_handler(node.registry), name="metrics")
-    r.add_get("/healthz", base.healthz, name="healthz")
+    EdgeHealth(node.config, serving=lambda: node.serving, extra=node.health).add_routes(app)
 
 
 # -- middleware and response hooks ----------------------------------------------------------
@@ -123,7 +124,7 @@ async def _echo_namespace(request: web.Request, response: web.StreamResponse) ->
 
 # -- the registry API's base, refusals, health ----------------------------------------------
 class BaseHandlers:
-    """``/v2/`` and ``/healthz`` of one node."""
+    """``/v2/`` of one node (``/healthz`` and ``/readyz``: :mod:`edge.health`)."""
 
     def __init__(self, node: EdgeNode) -> None:
         self.router: Router = node.router
@@ -144,11 +145,6 @@ class BaseHandlers:
                 headers={"WWW-Authenticate": f'Basic realm="quayside edge ({default.name})"'},
             )
         return web.json_response({})
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        """200 once serving (upstreams are not pinged: a mirror serves its cache through
-        upstream outages), 503 while starting or stopping; the body says which parts are up."""
-        return web.json_response(self.node.health(), status=200 if self.node.serving else 503)
 
 
 async def catalog(request: web.Request) -> web.Response:

@@ -3,7 +3,8 @@
 At start-up (:meth:`edge.cache.BlobCache.open`) :func:`recover`:
 
 1. removes everything under the store's temp area (fills cut short by a crash, evicted files
-   whose unlink never ran): none of it was ever a committed blob;
+   whose unlink never ran): none of it was ever a committed blob. When anything was removed,
+   one info line says how many files and bytes;
 2. walks the committed blobs and reconciles them with the persisted index
    (:func:`reconcile`): an index entry without a file is deleted, a file without an entry is
    adopted with its access/modification time as last access (file atimes are kept up to date
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +30,8 @@ from edge.cachelru import Entry
 from regcore import errors
 from regcore.digest import Digest
 from regcore.storage.interfaces import LocalBlobStore
+
+log = logging.getLogger("edge.cache")
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,29 @@ class Recovery:
 async def recover(store: LocalBlobStore, persisted: Persisted) -> Recovery:
     """Clean the temp area, walk the blobs, reconcile with ``persisted``. Blocking work runs
     in worker threads; ``persisted`` is consumed."""
+    temp_bytes = await asyncio.to_thread(_temp_bytes, store)
     removed = await asyncio.to_thread(store.recover)
+    if removed:
+        log.info(
+            "removed fills left by a crash",
+            extra={"count": removed, "bytes": temp_bytes},
+        )
     files = await asyncio.to_thread(lambda: list(store.iter_digests()))
     found = reconcile(files, persisted)
     return Recovery(found.entries, found.changes, removed)
+
+
+def _temp_bytes(store: LocalBlobStore) -> int:
+    """Bytes in the store's temp area (what :meth:`recover` is about to remove); 0 for a
+    store without a filesystem layout. Blocking."""
+    layout = getattr(store, "layout", None)
+    if layout is None:
+        return 0
+    total = 0
+    for path in layout.temp_files():
+        with contextlib.suppress(OSError):
+            total += os.lstat(path).st_size
+    return total
 
 
 def reconcile(files: Iterable[tuple[Digest, int, float]], persisted: Persisted) -> Recovery:

@@ -6,8 +6,8 @@ route module (each exposes ``add_routes(app)``).
 
 Behaviour owned here:
 - ``GET``/``HEAD /v2/``: 200 ``{}`` with ``Docker-Distribution-API-Version: registry/2.0``.
-- ``/metrics`` (Prometheus text) and ``/healthz`` (200 ``{"status": "ok"}``; 503 when the
-  storage root is not writable, unless read-only).
+- ``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` (:mod:`origin.health`: 503
+  when the storage root is not writable / not readable; read-only mode writes nothing).
 - Read-only mode (``storage.maintenance.readonly.enabled``): every ``POST``/``PUT``/``PATCH``/
   ``DELETE`` under ``/v2/`` answers 405 ``UNSUPPORTED``; reads keep working.
 - Access control (:mod:`origin.authz`, one middleware for every route; parts built by
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from origin import (
     blobs,
     catalog,
+    health,
     manifests,
     notifications,
     ops,
@@ -135,7 +135,7 @@ def create_app(
     base.add_route("HEAD", _base)
     if config.metrics_enabled:
         app.router.add_get("/metrics", metrics_handler(metrics.registry), name="metrics")
-    app.router.add_get("/healthz", _healthz, name="healthz")
+    health.add_routes(app)
 
     for module in ROUTE_MODULES:
         module.add_routes(app)
@@ -146,30 +146,6 @@ def create_app(
 
 async def _base(request: web.Request) -> web.Response:
     return web.json_response({}, headers=dict([API_VERSION_HEADER]))
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    layout = request.app[state.LAYOUT]
-    checks: dict[str, str] = {}
-    status = 200
-    if not request.app[state.READONLY]:
-        try:
-            await asyncio.to_thread(_probe_writable, layout)
-            checks["storage"] = "ok"
-        except OSError as exc:
-            checks["storage"] = f"not writable: {exc.strerror or type(exc).__name__}"
-            status = 503
-    else:
-        checks["storage"] = "read-only"
-    body = {"status": "ok" if status == 200 else "unhealthy", "checks": checks}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
-
-
-def _probe_writable(layout: Layout) -> None:
-    layout.incomplete.mkdir(parents=True, exist_ok=True)
-    probe = layout.temp_file(".health-")
-    probe.write_bytes(b"ok")
-    probe.unlink()
 
 
 @web.middleware

@@ -6,9 +6,10 @@ per-request cost is one coroutine frame):
 - errors: :class:`~regcore.errors.RegistryError` (and aiohttp's own 404/405/413) become the
   spec's JSON envelope (every entry of a :class:`~regcore.errors.RegistryErrors`); an
   unexpected exception becomes a 500 with no internals in the body (it is logged with its
-  traceback instead). No error body names an internal URL: URLs in messages and details
-  become ``<url>``, and a 5xx's free-text detail (an upstream failure described from its
-  exception, with hosts and ports) is logged at info instead of sent;
+  traceback instead: tracebacks are for our own bugs). No error body names an internal URL:
+  URLs in messages and details become ``<url>``, and a 5xx's free-text detail (an upstream
+  failure described from its exception, with hosts and ports) is logged at info instead of
+  sent;
 - headers: ``Docker-Distribution-API-Version`` on every answer; with
   :func:`on_prepare_api_header` installed, ``Server: quayside`` (no versions) on every answer;
 - path guard: encoded slashes, ``..`` and NUL in ``/v2/`` paths are refused before the
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from regcore import errors
 from regcore.reference import check_raw_path
@@ -49,9 +51,13 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
     1. errors (outermost): :class:`~regcore.errors.RegistryError` becomes the spec's envelope
        (a HEAD answer keeps status and headers, no body); aiohttp's 404 under ``/v2/``, 405
        and 413 become NAME_UNKNOWN, UNSUPPORTED and SIZE_INVALID envelopes (other
-       ``HTTPException`` pass on); a client gone or a deadline passed is logged at info and
-       re-raised; anything else is logged with its traceback and answered 500 with no
-       internals;
+       ``HTTPException`` pass on); a client gone (any ``ConnectionError``) is one info line
+       and a deadline passed (``TimeoutError``) one warning line, both without traceback and
+       re-raised (aiohttp closes the connection; :class:`regcore.serving.ServerLogger` keeps
+       aiohttp from reporting them again); a malformed request body
+       (``RequestPayloadError``: bad chunked encoding...) is one info line and a 400
+       BLOB_UPLOAD_INVALID; anything else is logged with its traceback and answered 500 with
+       no internals;
     2. headers: an answer the handler returns unprepared gets ``Docker-Distribution-API-Version``;
     3. path guard: ``/v2/`` paths that :func:`regcore.reference.check_raw_path` refuses
        (encoded separators, NUL, empty, ``.`` or ``..`` segments) get NAME_INVALID before the
@@ -81,10 +87,18 @@ async def standard_middleware(request: web.Request, handler: Handler) -> web.Str
         if exc.status == 413:
             return errors.error_response(errors.SizeTooLarge())
         raise
-    except (ConnectionResetError, TimeoutError) as exc:
-        # Client went away or a deadline passed mid-answer: nothing useful to send.
-        log.info("request aborted", extra={"path": request.path, "error": type(exc).__name__})
+    except ConnectionError as exc:
+        # The client went away mid-answer: nothing to send, nothing for us to fix.
+        log.info("client went away", extra=_request_fields(request, exc))
         raise
+    except TimeoutError as exc:
+        log.warning("request timed out", extra=_request_fields(request, exc))
+        raise
+    except RequestPayloadError as exc:
+        log.info("malformed request body", extra=_request_fields(request, exc))
+        return errors.error_response(
+            errors.BlobUploadInvalid({"reason": first_line(exc)}, message="malformed request body")
+        )
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return errors.error_response(errors.Internal())
@@ -117,6 +131,20 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value
+
+
+def _request_fields(request: web.Request, exc: BaseException) -> dict[str, str]:
+    return {"method": request.method, "path": request.path, "error": type(exc).__name__}
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an aiohttp parser error's message (``Invalid header token``), without
+    the offending bytes it quotes on the following lines (they may hold anything)."""
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    message = getattr(inner, "message", None)
+    text = message if isinstance(message, str) else str(inner)
+    text = re.sub(r"^\d{3}, message:\s*", "", text.strip())
+    return text.split("\n", 1)[0].rstrip(":").strip()[:200] or type(exc).__name__
 
 
 def standard_middlewares() -> list:

@@ -8,6 +8,12 @@
   for a signal and shuts down gracefully (requests in flight get ``shutdown_timeout``; the
   app's cleanup contexts drain background work). Signal handlers are installed before the
   line is printed, so a launcher may signal as soon as it has read it.
+- :class:`ServerLogger` is the logger aiohttp's connection handler reports with. Client faults
+  it would log at error level with a full traceback become one line without one: a malformed
+  request (bad request line or header: aiohttp answers 400) one info line with the parser's
+  reason; a client that went away, a handler deadline or a malformed body (already reported
+  by :func:`regcore.http.standard_middleware` with the path) a debug line. Any other exception
+  keeps its traceback at error level: those are our bugs.
 """
 
 from __future__ import annotations
@@ -23,10 +29,53 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
+from regcore.http import first_line
 from regcore.logging import JSONAccessLogger
 
 log = logging.getLogger("quayside.serving")
+
+
+class ServerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's ``aiohttp.server`` logger with client faults demoted (see the module
+    docstring). Pass it as ``logger=`` to ``web.AppRunner``."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("aiohttp.server"), {})
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = _exception(kwargs.get("exc_info"))
+        if isinstance(exc, ConnectionError | TimeoutError | RequestPayloadError):
+            # already reported with its path by standard_middleware (or a body nobody read)
+            self.logger.debug("connection ended early", extra={"error": type(exc).__name__})
+            return
+        if isinstance(exc, HttpProcessingError):
+            remote = args[0] if args else None
+            self.logger.log(
+                # aiohttp reports non-HTTP bytes on a fresh connection (scanners, TLS to a
+                # plain port) at debug; keep that, everything else malformed is one info line
+                logging.DEBUG if level <= logging.DEBUG else logging.INFO,
+                "malformed request refused",
+                extra={
+                    "remote": str(remote),
+                    "error": type(exc).__name__,
+                    "reason": first_line(exc),
+                },
+            )
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+def _exception(exc_info: object) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1] if isinstance(exc_info[1], BaseException) else None
+    return None
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -84,6 +133,7 @@ async def serve_app(
         access_log_class=JSONAccessLogger,
         shutdown_timeout=shutdown_timeout,
         handle_signals=False,
+        logger=ServerLogger(),
     )
     try:
         await runner.setup()

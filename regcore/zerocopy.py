@@ -31,6 +31,10 @@ from regcore.http import etag_matches, parse_range
 
 CHUNK = 1 << 20  # fallback read size
 _MAX_SENDFILE = 1 << 30
+# sendfile errnos that mean the peer is gone (raised as ConnectionResetError: one info line)
+_CLIENT_GONE = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT}
+)
 
 
 def zero_copy_fd(request: web.Request) -> int | None:
@@ -73,7 +77,7 @@ async def send_file_body(
                 await _writable(loop, dup)
                 continue
             except OSError as exc:
-                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                if exc.errno in _CLIENT_GONE:  # reset, closed, timed out: not our bug
                     raise ConnectionResetError(str(exc)) from exc
                 raise
             if n == 0:

@@ -40,7 +40,9 @@ async def test_node_serves_only_between_start_and_stop(
     resp = await client.get("/healthz")
     assert resp.status == 200
     body = await resp.json()
+    checks = body.pop("checks")  # edge.health's probes (storage, disk; no Redis configured)
     assert body == {"status": "ok", "upstreams": ["local"], "redis": False, "cache_bytes": 0}
+    assert checks["storage"]["ok"] is True and "redis" not in checks
     assert (await client.get("/v2/team/app/tags/list")).status == 404  # upstream reached
 
     await client.close()  # the app's cleanup: the node stops
