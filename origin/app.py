@@ -13,6 +13,7 @@ Behaviour owned here:
 - Access control (:mod:`origin.authz`, one middleware for every route; parts built by
   :func:`origin.access.build_access_control` from ``config.auth``) and, when enabled, the
   token service (:mod:`origin.token`).
+- The web UI at ``/ui/`` (:mod:`origin.ui`), behind the same users and roles.
 - Registry events (:mod:`origin.notifications`: webhooks and replication), inside access
   control, only when configured.
 - Start-up: temp files left by a crash are removed (``store.recover()`` in a thread) before the
@@ -50,6 +51,7 @@ from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
 from origin.opsevents import AuditSink, audit_log_sink, log_sink
 from origin.repository import Repositories
+from origin.ui import install as install_ui
 from regcore import errors
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, metrics_handler
@@ -141,6 +143,7 @@ def create_app(
         module.add_routes(app)
     if config.auth.tokenservice.enabled:
         token.add_routes(app)
+    install_ui(app, config)  # the web UI at /ui/ (origin/ui/), same authorizer as the API
     return app
 
 
