@@ -30,6 +30,7 @@ from edge.fill import FillManager
 from edge.health import EdgeHealth
 from edge.node import Clock, EdgeNode
 from edge.routing import NS_HEADER, Router, valid_ns
+from edge.ui import install as install_ui
 from edge.upstreams import is_private
 from regcore import errors
 from regcore.config import EdgeConfig
@@ -70,6 +71,7 @@ def create_app(
     app.on_response_prepare.append(_digest_etag)
     app.cleanup_ctx.append(node.lifespan)
     _add_routes(app, node)
+    install_ui(app, node)  # read-only status page at /ui/ (edge/ui.py)
     # The peer endpoint hands out cached bytes without upstream checks: only nodes of the
     # region, which share a token, may use it; a node without a region refuses everyone.
     peers.add_routes(app, node.fills, node.cache, token=node.peer_token.current)
