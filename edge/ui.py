@@ -51,7 +51,7 @@ table { border-collapse: collapse; width: 100%; }
 caption { text-align: left; color: #57606a; padding: 0.25em 0; }
 th, td { text-align: left; padding: 0.4em 0.6em; border-bottom: 1px solid #d0d7de; }
 thead th { color: #1b1f24; background-color: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .muted { color: #57606a; }
 """
 
@@ -70,14 +70,14 @@ _PAGE = """<!doctype html>
 <p class="muted">Since this node started {{ uptime }} ago. <a href="/ui/">Refresh</a></p>
 <h2 id="hits">Cache hits</h2>
 <table><caption>Requests answered from this node's cache</caption>
-<thead><tr><th scope="col">Kind</th><th scope="col">Hits</th><th scope="col">Misses</th>
-<th scope="col">Hit ratio</th></tr></thead><tbody>
+<thead><tr><th scope="col">Kind</th><th scope="col" class="num">Hits</th>
+<th scope="col" class="num">Misses</th><th scope="col" class="num">Hit ratio</th></tr></thead><tbody>
 {% for row in s.hits %}<tr><th scope="row">{{ row.kind }}</th><td class="num">{{ row.hits }}</td>
 <td class="num">{{ row.misses }}</td><td class="num" id="hit-ratio-{{ row.key }}">{{ row.ratio }}</td></tr>
 {% endfor %}</tbody></table>
 <h2 id="served">Bytes served</h2>
 <table><caption>Body bytes sent to clients, by where they came from</caption>
-<thead><tr><th scope="col">Source</th><th scope="col">Bytes</th></tr></thead><tbody>
+<thead><tr><th scope="col">Source</th><th scope="col" class="num">Bytes</th></tr></thead><tbody>
 {% for name, n in s.served %}<tr><th scope="row">{{ name }}</th><td class="num">{{ n }}</td></tr>
 {% endfor %}</tbody></table>
 <h2 id="fills">Fills</h2>

@@ -15,9 +15,10 @@
 Answers: a repository the viewer may not pull is 303 to the sign-in page for an anonymous
 viewer (with authentication on) and 403 for a signed-in one, checked before whether it exists,
 so the answer tells nothing about names the viewer may not see; an unknown repository, tag or
-manifest is 404; a bad name, tag or digest 400. Sign-in: wrong credentials 401, a missing or
-wrong CSRF token (or a foreign ``Origin``) 403, throttled 429 with ``Retry-After``; the form is
-shown again with a fresh token. Nothing on any page is a secret: no password, password hash,
+manifest is 404; a bad name, tag or digest 400. Sign-in: wrong credentials show the form again
+with the error (200: a 401 would need a ``WWW-Authenticate`` challenge, and a Basic one would
+make browsers open their own dialog), a missing or wrong CSRF token (or a foreign ``Origin``)
+403, throttled 429 with ``Retry-After``; the form always comes back with a fresh token. Nothing on any page is a secret: no password, password hash,
 session cookie or key is ever rendered (the CSRF token of the viewer's own session is, in its
 forms, which is its purpose).
 """
@@ -349,7 +350,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             **{"Retry-After": str(exc.retry_after)},
         )
     except LoginFailed:
-        return _login_form(request, 401, "Wrong user name or password.", login)
+        return _login_form(request, 200, "Wrong user name or password.", login)
     resp = see_other(request[keys.NEXT])
     resp.set_cookie(
         SESSION_COOKIE,

@@ -82,14 +82,14 @@ async def test_sign_in_sets_a_signed_httponly_samesite_strict_session_and_is_aud
     assert logins[-1]["reason"] == "web ui" and logins[-1]["client"] == "127.0.0.1"
 
 
-async def test_wrong_password_is_401_with_the_form_again_and_audited(
+async def test_wrong_password_shows_the_form_again_without_a_session_and_is_audited(
     ui_origin: UiOriginFactory,
 ) -> None:
     origin = await ui_origin()
     v = origin.browser()
     for user, password in (("alice", "not-her-password"), ("mallory", "whatever-pw")):
         resp, body = await v.sign_in(user, password)
-        assert resp.status == 401, body
+        assert resp.status == 200, body
         assert "Wrong user name or password." in body
         assert password not in body
         assert not set_cookie_headers(resp, SESSION_COOKIE)
@@ -226,8 +226,8 @@ async def test_repeated_wrong_passwords_are_throttled_with_429_and_retry_after(
     )
     v = origin.browser()
     for _ in range(3):
-        resp, _ = await v.sign_in("bob", "wrong-password")
-        assert resp.status == 401
+        resp, body = await v.sign_in("bob", "wrong-password")
+        assert resp.status == 200 and "Wrong user name or password." in body
     resp, body = await v.sign_in("bob")  # right password, but blocked now
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) > 0
