@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ./data
-APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk iproute2
+# chromium + chromium-driver: the web UI's browser tests (tests/ui/test_browser.py, selenium).
+APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk iproute2 chromium chromium-driver
 # Real clients: installed when missing; their tests skip with the tool's own error if they cannot run.
 APT_OPTIONAL := podman containerd
 

@@ -29,11 +29,13 @@ INVENTORY_SOURCE: web.AppKey[Any] = web.AppKey("origin_ui_inventory", object)
 @dataclass
 class UiState:
     """What the UI's handlers share: access decisions and sessions, the origin's read-only
-    flag, whether the origin serves TLS itself, and the sources given to ``install``."""
+    flag, whether the origin serves TLS itself, its external host, and the sources given to
+    ``install``."""
 
     access: UiAccess
     readonly: bool
     tls: bool
+    external_host: str = ""  # host[:port] of ``http.host``, if configured
     trust_override: TrustSource | None = None
     inventory_override: InventorySource | None = None
 

@@ -15,12 +15,9 @@
 Answers: a repository the viewer may not pull is 303 to the sign-in page for an anonymous
 viewer (with authentication on) and 403 for a signed-in one, checked before whether it exists,
 so the answer tells nothing about names the viewer may not see; an unknown repository, tag or
-manifest is 404; a bad name, tag or digest 400. Sign-in: wrong credentials show the form again
-with the error (200: a 401 would need a ``WWW-Authenticate`` challenge, and a Basic one would
-make browsers open their own dialog), a missing or wrong CSRF token (or a foreign ``Origin``)
-403, throttled 429 with ``Retry-After``; the form always comes back with a fresh token. Nothing on any page is a secret: no password, password hash,
-session cookie or key is ever rendered (the CSRF token of the viewer's own session is, in its
-forms, which is its purpose).
+manifest is 404; a bad name, tag or digest 400 (sign-in and sign-out: :mod:`origin.ui.signin`).
+Nothing on any page is a secret: no password, password hash, session cookie or key is ever
+rendered (the CSRF token of the viewer's own session is, in its forms, which is its purpose).
 """
 
 from __future__ import annotations
@@ -30,9 +27,7 @@ import collections
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from origin import state
@@ -40,53 +35,20 @@ from origin.audit import read_events
 from origin.ui import keys
 from origin.ui.inventory import inventory_for
 from origin.ui.manifestview import load_manifest_view
-from origin.ui.session import LOGIN_COOKIE, SESSION_COOKIE, csrf_matches
+from origin.ui.render import PageError, render, see_other, ui_state
+from origin.ui.signin import login_page, login_submit, logout
 from origin.ui.trust import scan_of, verdict_of
 from origin.ui.viewer import UiAccess, Viewer
 from regcore import errors
-from regcore.auth.authenticator import LoginFailed, LoginThrottled
-from regcore.auth.principal import in_networks
 from regcore.digest import Digest
 from regcore.reference import validate_name, validate_tag
 
-__all__ = ["STATIC_DIR", "PageError", "add_routes", "render", "see_other"]
+__all__ = ["STATIC_DIR", "Handler", "add_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PAGE = 100
 AUDIT_LINES = 200
-
-
-class PageError(Exception):
-    """Render the error page with ``status`` and a one-line ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def see_other(location: str) -> web.Response:
-    """A 303 to a local ``location`` (returned, so cookies can be set on it)."""
-    return web.Response(status=303, headers={"Location": location})
-
-
-def _ui(request: web.Request) -> keys.UiState:
-    return request.app[keys.UI]
-
-
-def render(request: web.Request, template: str, ctx: dict[str, Any], status: int = 200) -> Any:
-    ui = _ui(request)
-    viewer: Viewer = request[keys.VIEWER]
-    base = {
-        "viewer": viewer,
-        "auth_enabled": viewer.auth_enabled,
-        "csrf": viewer.session.csrf if viewer.session is not None else "",
-        "here": request.path_qs,
-        "readonly": ui.readonly,
-        "request_host": request.host,
-    }
-    return aiohttp_jinja2.render_template(template, request, {**base, **ctx}, status=status)
 
 
 def _login_redirect(request: web.Request) -> web.HTTPSeeOther:
@@ -95,7 +57,7 @@ def _login_redirect(request: web.Request) -> web.HTTPSeeOther:
 
 
 def _check_pull(request: web.Request, name: str) -> None:
-    access: UiAccess = _ui(request).access
+    access: UiAccess = ui_state(request).access
     viewer: Viewer = request[keys.VIEWER]
     if access.may_pull(viewer, name):
         return
@@ -113,7 +75,7 @@ def _page_number(request: web.Request) -> int:
 
 # -- pages ------------------------------------------------------------------------------------
 async def repositories(request: web.Request) -> Any:
-    ui = _ui(request)
+    ui = ui_state(request)
     viewer: Viewer = request[keys.VIEWER]
     names = ui.access.visible(viewer, await request.config_dict[state.REPOS].catalog())
     page = _page_number(request)
@@ -175,7 +137,7 @@ async def repository_path(request: web.Request) -> Any:
 
 
 async def _tags(request: web.Request, name: str) -> Any:
-    ui = _ui(request)
+    ui = ui_state(request)
     source = inventory_for(request.config_dict, ui.inventory(request))
     row = await source.repository(name)
     if row is None:
@@ -198,7 +160,7 @@ async def _tags(request: web.Request, name: str) -> Any:
 
 
 async def _manifest(request: web.Request, name: str, digest: Digest, tag: str | None) -> Any:
-    ui = _ui(request)
+    ui = ui_state(request)
     cfg = request.config_dict
     try:
         view = await load_manifest_view(
@@ -231,7 +193,7 @@ async def _manifest(request: web.Request, name: str, digest: Digest, tag: str | 
 
 
 async def _audit(request: web.Request, name: str) -> Any:
-    ui = _ui(request)
+    ui = ui_state(request)
     if not ui.access.is_admin(request[keys.VIEWER], name):
         raise PageError(403, "Only administrators of this repository may read its audit trail.")
     audit = ui.access.access.audit
@@ -254,128 +216,6 @@ def _events_of(path: str, backups: int, name: str, limit: int) -> list[dict[str,
         if event.get("repository") == name:
             last.append(event)
     return list(reversed(last))
-
-
-# -- signing in and out -----------------------------------------------------------------------
-def _safe_next(value: str | None) -> str:
-    """A local UI path to go to after signing in (never another site)."""
-    if (
-        not value
-        or not value.startswith("/ui/")
-        or value.startswith("//")
-        or "\\" in value
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
-    ):
-        return "/ui/"
-    return value
-
-
-def _secure(request: web.Request) -> bool:
-    ui = _ui(request)
-    if request.secure or ui.tls:
-        return True
-    trusted = ui.access.access.trusted
-    proto = request.headers.get("X-Forwarded-Proto", "").lower()
-    return bool(trusted) and in_networks(request.remote or "", trusted) and proto == "https"
-
-
-def _login_form(
-    request: web.Request, status: int = 200, error: str = "", login: str = "", **headers: str
-) -> web.StreamResponse:
-    ui = _ui(request)
-    token, cookie = ui.access.signer.new_login_token()
-    resp = render(
-        request,
-        "login.html",
-        {
-            "title": "Sign in",
-            "login_csrf": token,
-            "error": error,
-            "login": login,
-            "next": _safe_next(request.query.get("next") or request.get(keys.NEXT)),
-        },
-        status=status,
-    )
-    resp.set_cookie(
-        LOGIN_COOKIE,
-        cookie,
-        path="/ui/",
-        httponly=True,
-        samesite="Strict",
-        secure=_secure(request),
-        max_age=int(ui.access.signer.login_ttl),
-    )
-    resp.headers.update(headers)
-    return resp
-
-
-async def login_page(request: web.Request) -> web.StreamResponse:
-    viewer: Viewer = request[keys.VIEWER]
-    if not viewer.auth_enabled:
-        raise web.HTTPSeeOther("/ui/")
-    return _login_form(request)
-
-
-def _foreign_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return False
-    return origin == "null" or urlsplit(origin).netloc.lower() != request.host.lower()
-
-
-async def login_submit(request: web.Request) -> web.StreamResponse:
-    ui = _ui(request)
-    viewer: Viewer = request[keys.VIEWER]
-    if not viewer.auth_enabled:
-        raise web.HTTPSeeOther("/ui/")
-    form = await request.post()
-    login = str(form.get("username", ""))[:256]
-    password = str(form.get("password", ""))
-    request[keys.NEXT] = _safe_next(str(form.get("next", "")))
-    token_ok = ui.access.signer.login_token_ok(
-        request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))
-    )
-    if not token_ok or _foreign_origin(request):
-        return _login_form(
-            request, 403, "The form expired or did not come from this page. Try again.", login
-        )
-    try:
-        cookie = await ui.access.sign_in(request, login, password)
-    except LoginThrottled as exc:
-        return _login_form(
-            request,
-            429,
-            f"Too many failed sign-ins. Try again in {exc.retry_after} seconds.",
-            login,
-            **{"Retry-After": str(exc.retry_after)},
-        )
-    except LoginFailed:
-        return _login_form(request, 200, "Wrong user name or password.", login)
-    resp = see_other(request[keys.NEXT])
-    resp.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        path="/ui/",
-        httponly=True,
-        samesite="Strict",
-        secure=_secure(request),
-        max_age=int(ui.access.signer.ttl),
-    )
-    resp.del_cookie(LOGIN_COOKIE, path="/ui/")
-    return resp
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    ui = _ui(request)
-    viewer: Viewer = request[keys.VIEWER]
-    form = await request.post()
-    if viewer.session is not None:
-        if not csrf_matches(viewer.session, str(form.get("csrf", ""))) or _foreign_origin(request):
-            raise PageError(403, "The sign-out form did not come from this site.")
-        ui.access.sign_out(viewer)
-    resp = see_other("/ui/login" if viewer.auth_enabled else "/ui/")
-    resp.del_cookie(SESSION_COOKIE, path="/ui/")
-    return resp
 
 
 async def not_found(request: web.Request) -> Any:

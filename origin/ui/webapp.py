@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -37,6 +38,7 @@ from origin.access import ACCESS
 from origin.ui import keys, routes
 from origin.ui.format import FILTERS, GLOBALS
 from origin.ui.inventory import InventorySource
+from origin.ui.render import PageError, render
 from origin.ui.session import SessionSigner, load_key
 from origin.ui.trust import TrustSource
 from origin.ui.viewer import UiAccess
@@ -73,6 +75,7 @@ def install(
         access=UiAccess(app[ACCESS], SessionSigner(key, clock=clock), clock=clock),
         readonly=bool(app[state.READONLY]),
         tls=bool(config.http.tls.enabled),
+        external_host=urlsplit(config.http.host or "").netloc.lower(),
         trust_override=trust,
         inventory_override=inventory,
     )
@@ -99,7 +102,7 @@ def _page(handler: routes.Handler) -> routes.Handler:
         request[keys.VIEWER] = ui.access.viewer(request)
         try:
             return await handler(request)
-        except routes.PageError as exc:
+        except PageError as exc:
             return _error_page(request, exc.status, exc.message)
         except web.HTTPException:
             raise  # redirects
@@ -122,6 +125,6 @@ async def _ui_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 def _error_page(request: web.Request, status: int, message: str) -> web.StreamResponse:
     title = _ERROR_TITLES.get(status, "Error")
-    return routes.render(
+    return render(
         request, "error.html", {"title": title, "message": message, "status": status}, status
     )

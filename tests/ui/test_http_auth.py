@@ -283,3 +283,21 @@ async def test_a_robot_signs_in_and_its_session_ends_when_it_is_revoked(
     store.revoke("ci")
     resp, _ = await v.get("/ui/r/team/app/")
     assert resp.status == 303
+
+
+async def test_behind_a_proxy_the_public_host_counts_as_this_site_only_from_trusted_proxies(
+    ui_origin: UiOriginFactory,
+) -> None:
+    public = {"Origin": "https://registry.example", "X-Forwarded-Host": "registry.example"}
+    for overrides, status in (
+        ({}, 403),  # X-Forwarded-Host from an untrusted peer is not believed
+        ({"quayside.auth.trustedproxies": ["127.0.0.1"]}, 303),
+        ({"http.host": "https://registry.example"}, 303),  # the configured external URL
+    ):
+        origin = await ui_origin(content=False, overrides=overrides)
+        v = origin.browser()
+        token = await v.login_token()
+        form = {"username": "alice", "password": USERS["alice"], "csrf": token, "next": "/ui/"}
+        headers = public if "http.host" not in overrides else {"Origin": public["Origin"]}
+        resp, _ = await v.post("/ui/login", form, headers=headers)
+        assert resp.status == status, overrides
