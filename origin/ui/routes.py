@@ -80,7 +80,8 @@ async def repositories(request: web.Request) -> Any:
     names = ui.access.visible(viewer, await request.config_dict[state.REPOS].catalog())
     page = _page_number(request)
     shown = names[(page - 1) * PAGE : page * PAGE]
-    rows = await inventory_for(request.config_dict, ui.inventory(request)).repositories(shown)
+    source = inventory_for(request.config_dict, ui.inventory(request))
+    rows = await source.repositories(shown)
     quotas = {r.quota.namespace: r.quota for r in rows if r.quota is not None}
     return render(
         request,
@@ -92,9 +93,7 @@ async def repositories(request: web.Request) -> Any:
             "total": len(names),
             "page": page,
             "pages": max(1, -(-len(names) // PAGE)),
-            "pulls_recorded": inventory_for(
-                request.config_dict, ui.inventory(request)
-            ).pulls_recorded,
+            "pulls_recorded": source.pulls_recorded,
         },
     )
 
@@ -103,14 +102,15 @@ async def repository_path(request: web.Request) -> Any:
     """Dispatch ``/ui/r/<name>/...`` (see the module docstring)."""
     path = request.match_info["path"]
     name, sep, rest = path.partition("/-/")
-    if not sep:
-        if not name.endswith("/"):
-            raise web.HTTPPermanentRedirect(f"{request.path}/")
-        name, rest = name[:-1], ""
+    add_slash = not sep and not name.endswith("/")
+    if not sep and not add_slash:
+        name = name[:-1]
     try:
         name = validate_name(name)
     except errors.RegistryError:
         raise PageError(400, "That is not a valid repository name.") from None
+    if add_slash:
+        raise web.HTTPPermanentRedirect(f"/ui/r/{name}/")
     _check_pull(request, name)
     kind, _, arg = rest.partition("/")
     if rest == "":
