@@ -71,7 +71,14 @@ def create_app(
     _add_routes(app, node)
     # The peer endpoint hands out cached bytes without upstream checks: only nodes of the
     # region, which share a token, may use it; a node without a region refuses everyone.
-    peers.add_routes(app, node.fills, node.cache, token=node.peer_token.current)
+    # With tls.clientcas, peers must also show a client certificate signed by those CAs.
+    peers.add_routes(
+        app,
+        node.fills,
+        node.cache,
+        token=node.peer_token.current,
+        require_client_cert=bool(config.tls.clientcas),
+    )
     return app
 
 

@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from edge.auth import EdgeAccess
 from edge.authsetup import build_access
+from edge.authtls import peer_client_context
 from edge.blobs import BlobHandler
 from edge.cache import BlobCache
 from edge.fill import EdgeFillMetrics, FillManager
@@ -118,12 +119,16 @@ class EdgeNode:
         if fills is None and config.redis.url is not None:
             self.region = RegionLock(config.redis.url, ttl=config.redis.lock_ttl)
         self.peer_token = PeerToken(self.region, config.redis.peer_token)
+        # mTLS/private CA towards other nodes' peer endpoints (tls.peer), on a session of its own
+        self.peer_sources = PeerSources(
+            self.upstreams, self.peer_token, ssl_context=peer_client_context(config.tls)
+        )
         if fills is None:
             fills = FillManager(
                 cache,
                 region=self.region,
                 advertise_url=config.advertise,
-                peer_source=PeerSources(self.upstreams, self.peer_token),
+                peer_source=self.peer_sources,
                 metrics=self.fill_metrics,
             )
         self.fills = fills
@@ -189,6 +194,7 @@ class EdgeNode:
             await self.upstreams.open()
             stack.push_async_callback(self.upstreams.close)
             stack.callback(self.access.close)
+            stack.push_async_callback(self.peer_sources.close)
             if self._own_cache:
                 await self.cache.open()
                 stack.push_async_callback(self.cache.close)

@@ -62,11 +62,14 @@ def request(
     headers: Mapping[str, str] | None = None,
     data: bytes | None = None,
     cafile: str | Path | None = None,
+    context: ssl.SSLContext | None = None,
     timeout: float = 20.0,
 ) -> Reply:
-    """One request with urllib (4xx/5xx returned, not raised; no redirects expected)."""
+    """One request with urllib (4xx/5xx returned, not raised; no redirects expected). HTTPS
+    is verified against ``cafile``, or uses ``context`` as given (client certificates)."""
     req = urllib.request.Request(url, method=method, headers=dict(headers or {}), data=data)
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    if context is None and cafile:
+        context = ssl.create_default_context(cafile=str(cafile))
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return Reply(int(resp.status), resp.read(), dict(resp.headers))

@@ -218,10 +218,13 @@ def _edge_tls(g: Any) -> EdgeTLSConfig:
         peer_cas=tuple(g("tls.peer.cas", ())) or tuple(g("tls.clientcas", ())),
     )
     if (tls.certificate is None) != (tls.key is None):
-        raise ConfigError("tls: 'certificate' and 'key' must be given together", key="tls.key")
+        raise ConfigError(
+            "tls.key: 'tls.certificate' and 'tls.key' must be given together", key="tls.key"
+        )
     if (tls.peer_certificate is None) != (tls.peer_key is None):
         raise ConfigError(
-            "tls.peer: 'certificate' and 'key' must be given together", key="tls.peer.key"
+            "tls.peer.key: 'tls.peer.certificate' and 'tls.peer.key' must be given together",
+            key="tls.peer.key",
         )
     if tls.clientcas and not tls.enabled:
         raise ConfigError(

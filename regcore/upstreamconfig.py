@@ -53,13 +53,15 @@ class UpstreamAuth:
     the upstream's tokens, verified offline with the keys of ``jwks`` (default
     ``<url>/auth/jwks.json``) against ``issuer`` and ``service`` (the audience); anonymous
     callers are sent to ``realm``. ``service`` and ``realm`` left unset are learned from the
-    upstream's own ``/v2/`` challenge."""
+    upstream's own ``/v2/`` challenge. ``jwks_min_interval``: seconds between two fetches of
+    the key set at least (a token naming an unknown key triggers one)."""
 
     mode: str = "token"
     jwks: str = ""
     issuer: str = ""
     service: str | None = None
     realm: str | None = None
+    jwks_min_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ UPSTREAM_SCHEMA: dict[str, Any] = {
         "issuer": STR,
         "service": STR,
         "realm": Leaf(as_url),
+        "jwks_min_interval": DURATION_POSITIVE,
     },
 }
 
@@ -182,6 +185,7 @@ def _upstream_auth(d: Mapping[str, Any], url: str, private: bool) -> UpstreamAut
         issuer=a["issuer"],
         service=a.get("service"),
         realm=a.get("realm"),
+        jwks_min_interval=a.get("jwks_min_interval", 30.0),
     )
 
 

@@ -230,3 +230,29 @@ def _jwks_fetches(stack: Stack) -> int:
         if isinstance(event, dict) and "/auth/jwks.json" in str(event.get("path", "")):
             count += 1
     return count
+
+
+def test_the_edge_follows_a_key_rotation_of_the_origin(tmp_path: Path) -> None:
+    auth = {"mode": "token", "issuer": ISSUER, "jwks_min_interval": "1s"}
+    s = EdgeOriginStack(tmp_path, users=USERS, rules=RULES, upstream={"auth": auth})
+    try:
+        s.start()
+        assert s.edge is not None
+        image = make_image(layer_sizes=(8 * KiB,), seed=501)
+        s.push(image, APP, "v1", "dev")
+        url = f"{s.edge.url}/v2/{APP}/manifests/v1"
+        old = s.token("viewer", f"repository:{APP}:pull")
+        assert request(url, headers={**_bearer(old), **ACCEPT}).status == 200
+
+        s.origin.stop()
+        for name in ("signing-key.pem", "signing-cert.pem"):
+            (s.root / "quayside" / "token" / name).unlink()
+        s.origin.start()  # same port, a new signing key
+        time.sleep(1.2)  # past jwks_min_interval since the edge's last fetch
+        new = s.token("viewer", f"repository:{APP}:pull")
+        assert request(url, headers={**_bearer(new), **ACCEPT}).status == 200
+        stale = request(url, headers={**_bearer(old), **ACCEPT})
+        assert stale.status == 401  # the retired key is gone from the edge's key set
+        assert _challenge(stale.headers["WWW-Authenticate"])["error"] == "invalid_token"
+    finally:
+        s.close()
