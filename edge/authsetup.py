@@ -31,9 +31,7 @@ def build_access(
 ) -> EdgeAccess:
     """The edge's authorization point for ``config`` (see the module docstring)."""
     tokens = {
-        u.name: UpstreamTokens(
-            u, lambda: upstreams.session, min_interval=u.auth.jwks_min_interval
-        )
+        u.name: UpstreamTokens(u, lambda: upstreams.session, min_interval=u.auth.jwks_min_interval)
         for u in config.upstreams
         if u.auth is not None and u.auth.mode == "token"
     }

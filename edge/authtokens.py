@@ -241,7 +241,7 @@ class UpstreamTokens:
         expired token: the reason, never the token) and Unavailable (keys not fetchable)."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError):
             raise errors.Unauthorized(message="malformed token") from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
