@@ -139,7 +139,7 @@ def _auth(choice: str | None, fuzz: Fuzz) -> dict[str, str]:
 AUTH = st.one_of(st.none(), st.sampled_from(["push", "pull"]), authorizations)
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(
     method=st.sampled_from(["GET", "HEAD", "DELETE", "PUT", "POST", "PATCH", "OPTIONS"]),
     kind=st.sampled_from(["manifests", "blobs", "tags", "referrers", "uploads", "catalog"]),
@@ -185,7 +185,7 @@ def test_range_headers_on_a_blob(fuzz: Fuzz, value: str, push: bool) -> None:
         assert answer.status == 416, answer.status
 
 
-@fuzz_settings(150)
+@fuzz_settings(120)
 @given(
     content_range=st.one_of(st.none(), ranges, header_text),
     body=st.binary(max_size=64),
@@ -230,7 +230,7 @@ def _mutated_manifest(fuzz: Fuzz, field: str, value: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-@fuzz_settings(250)
+@fuzz_settings(150)
 @given(
     shape=st.sampled_from(["bytes", "json", "mutated"]),
     raw=st.binary(max_size=200),
@@ -268,7 +268,7 @@ def test_manifest_bodies(
     fuzz.refused_changes_nothing(lambda: fuzz.send("PUT", path, headers, body))
 
 
-@fuzz_settings(200)
+@fuzz_settings(100)
 @given(
     requested=st.lists(scopes, max_size=4),
     service=st.one_of(st.none(), st.just(SERVICE), header_text),
