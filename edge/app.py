@@ -17,7 +17,6 @@ upstream URLs) and a 401 always carries a challenge.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 EDGE_NODE: web.AppKey[EdgeNode] = web.AppKey("edge_node", EdgeNode)
-_PRINTABLE = re.compile(r"[\x20-\x7e]{1,255}")
 
 __all__ = ["EDGE_NODE", "create_app"]
 
@@ -125,15 +123,9 @@ async def _digest_etag(request: web.Request, response: web.StreamResponse) -> No
 
 
 async def _echo_namespace(request: web.Request, response: web.StreamResponse) -> None:
-    """``OCI-Namespace: <ns>`` on every ``/v2/`` answer to a request with ``?ns=``, unless the
-    value holds a control or non-ASCII character (never copied into a header: ``?ns=%00``
-    must not break the answer)."""
     ns = request.query.get("ns")
     if ns and valid_ns(ns) and request.path.startswith("/v2/"):  # never a control character
         response.headers.setdefault(NS_HEADER, ns)
-    value = response.headers.get(NS_HEADER)
-    if value is not None and not _PRINTABLE.fullmatch(value):
-        del response.headers[NS_HEADER]
 
 
 # -- the registry API's base, refusals, health ----------------------------------------------
