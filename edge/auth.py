@@ -166,7 +166,9 @@ class EdgeAccess:
         if gate is not None:
             if not authorization:
                 raise await gate.unauthorized()
-            await self._verified(gate, authorization, ())
+            _, claims = await self._verified(gate, authorization, ())
+            if not claims.get("sub"):  # an anonymous token is no sign-in (as at the origin)
+                raise await gate.unauthorized()
         elif is_private(default):
             if not authorization:
                 raise errors.Unauthorized(

@@ -128,6 +128,9 @@ def test_anonymous_callers_get_the_origins_challenge_even_for_cached_blobs(stack
         "service": SERVICE,
     }
     assert request(f"{edge}/v2/", headers=_bearer(token)).status == 200
+    anonymous = stack.token(None)  # a token without a user is no sign-in, there as here
+    assert request(f"{stack.origin.url}/v2/", headers=_bearer(anonymous)).status == 401
+    assert request(f"{edge}/v2/", headers=_bearer(anonymous)).status == 401
     origin_base = request(f"{stack.origin.url}/v2/")
     assert origin_base.headers["WWW-Authenticate"] == base.headers["WWW-Authenticate"]
 
