@@ -5,6 +5,9 @@ these flags (highest precedence). Once the socket is bound, one JSON line goes t
 
     {"event": "listening", "url": "http://127.0.0.1:PORT"}
 
+(``https://`` when ``tls.certificate``/``tls.key`` are configured: the listener then serves
+HTTPS only; see :mod:`edge.authtls`.)
+
 The socket is bound *before* the application starts, so with ``--listen HOST:0`` and no
 ``--advertise`` the node advertises its actual URL to the region (peer streaming). SIGTERM
 and SIGINT stop gracefully: the listener closes, requests in flight get 5 s, running fills
@@ -20,10 +23,12 @@ import argparse
 import dataclasses
 import logging
 import os
+import ssl
 import sys
 import time
 from typing import Any
 
+from edge.authtls import server_context
 from regcore import serving
 from regcore.config import ConfigError, EdgeConfig, load_edge_config
 from regcore.logging import setup_logging
@@ -85,8 +90,9 @@ async def serve(config: EdgeConfig) -> int:
 
     host, port = config.bind
     try:
-        sock, url = serving.bind(host, port)
-    except OSError as exc:
+        ssl_context = server_context(config.tls)
+        sock, url = serving.bind(host, port, tls=ssl_context is not None)
+    except (OSError, ssl.SSLError) as exc:
         print(
             f"quayside edge: cannot listen on {config.listen}: {exc.strerror or exc}",
             file=sys.stderr,
@@ -100,6 +106,7 @@ async def serve(config: EdgeConfig) -> int:
         sock,
         url,
         name="edge",
+        ssl_context=ssl_context,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         access_log=not config.log.accesslog_disabled,
         log_extra={

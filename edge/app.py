@@ -31,7 +31,6 @@ from edge.health import EdgeHealth
 from edge.node import Clock, EdgeNode
 from edge.routing import NS_HEADER, Router, valid_ns
 from edge.ui import install as install_ui
-from edge.upstreams import is_private
 from regcore import errors
 from regcore.config import EdgeConfig
 from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standard_middlewares
@@ -74,7 +73,14 @@ def create_app(
     install_ui(app, node)  # read-only status page at /ui/ (edge/ui.py)
     # The peer endpoint hands out cached bytes without upstream checks: only nodes of the
     # region, which share a token, may use it; a node without a region refuses everyone.
-    peers.add_routes(app, node.fills, node.cache, token=node.peer_token.current)
+    # With tls.clientcas, peers must also show a client certificate signed by those CAs.
+    peers.add_routes(
+        app,
+        node.fills,
+        node.cache,
+        token=node.peer_token.current,
+        require_client_cert=bool(config.tls.clientcas),
+    )
     return app
 
 
@@ -135,17 +141,13 @@ class BaseHandlers:
     async def api_version(self, request: web.Request) -> web.Response:
         """``/v2/``: 200 with ``Docker-Distribution-API-Version``; the upstream is not pinged.
 
-        When the default upstream is private, a request without ``Authorization`` gets 401
-        with a Basic challenge, so clients that learn the auth scheme from this ping (dockerd)
-        send their credentials on the requests that follow (those are checked upstream).
+        The caller must first pass what the default upstream's mode asks
+        (:meth:`edge.auth.EdgeAccess.check_base`): a token-mode upstream answers an anonymous
+        caller with its own Bearer challenge, a private one with a Basic challenge when no
+        ``Authorization`` came (dockerd learns the auth scheme from this ping), edge users
+        with the edge's Basic challenge.
         """
-        default = self.router.default
-        if is_private(default) and not request.headers.get("Authorization"):
-            raise errors.Unauthorized(
-                {"upstream": default.name},
-                message="this mirror's default upstream is private: credentials required",
-                headers={"WWW-Authenticate": f'Basic realm="quayside edge ({default.name})"'},
-            )
+        await self.node.access.check_base(request)
         return web.json_response({})
 
 

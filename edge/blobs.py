@@ -3,8 +3,8 @@
 - **Hit**: zero-copy sendfile from the cache (:mod:`regcore.zerocopy`, uvloop included),
   ``Range`` -> 206 with ``Content-Range``, unsatisfiable -> 416 with
   ``Content-Range: bytes */size``. Served
-  whatever the upstream's state (a blob by digest is immutable), except that a private
-  upstream's access check (:class:`edge.upstreams.AccessChecker`) comes first.
+  whatever the upstream's state (a blob by digest is immutable), except that the caller's
+  access (:class:`edge.auth.EdgeAccess`: tokens, private upstreams, edge users) comes first.
 - **Miss, GET**: join or start the fill of the digest (:class:`edge.fill.FillManager`: one
   upstream fetch per digest per node and per region) and stream its bytes as they land,
   ``Range`` included, zero-copy too: each span the fill has written goes out with
@@ -54,11 +54,11 @@ from regcore.digest import Digest
 from regcore.http import parse_range
 
 if TYPE_CHECKING:
+    from edge.auth import EdgeAccess
     from edge.cache import BlobCache
     from edge.fill import FillManager
     from edge.metrics import EdgeMetrics
     from edge.upstreamclient import UpstreamClient
-    from edge.upstreams import AccessChecker
 
 log = logging.getLogger("quayside.edge.blobs")
 SPACE_WAIT_GRACE = 1.0
@@ -82,7 +82,7 @@ class BlobHandler:
         self,
         *,
         router: Router,
-        access: AccessChecker,
+        access: EdgeAccess,
         cache: BlobCache,
         fills: FillManager,
         metrics: EdgeMetrics,
@@ -97,9 +97,7 @@ class BlobHandler:
         """GET/HEAD ``/v2/<name>/blobs/<digest>`` (see the module docstring)."""
         route = self.router.route(request.match_info["name"], ns_of(request.query))
         digest = Digest.parse(request.match_info["digest"])
-        client = await self.access.client_for(
-            route.upstream, request.headers.get("Authorization"), route.name, "blob", str(digest)
-        )
+        client = await self.access.client_for(request, route, "blob", str(digest))
         metrics = self.metrics
         headers = blob_headers(digest, route)
         head = request.method == "HEAD"

@@ -1,7 +1,7 @@
 """Manifest handlers of the edge: GET/HEAD ``/v2/<name>/manifests/<ref>``, tags list, referrers.
 
-- Manifests: the route is chosen (:class:`edge.routing.Router`), the caller's access to a
-  private upstream checked (:class:`edge.upstreams.AccessChecker`), then the
+- Manifests: the route is chosen (:class:`edge.routing.Router`), the caller's access
+  checked (:class:`edge.auth.EdgeAccess`), then the
   :class:`edge.manifestservice.ManifestService` answers by tag or by digest; a manifest of a
   type the client did not accept is 404 MANIFEST_UNKNOWN. Answers carry
   ``Docker-Content-Digest``, ``ETag`` (the digest), ``Content-Type`` and, for HEAD,
@@ -27,11 +27,11 @@ from regcore.digest import Digest
 from regcore.reference import Tag, parse_reference
 
 if TYPE_CHECKING:
+    from edge.auth import EdgeAccess
     from edge.manifestservice import ManifestService
     from edge.metrics import EdgeMetrics
     from edge.negotiation import Negotiation
     from edge.upstreamclient import UpstreamClient
-    from edge.upstreams import AccessChecker
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ class ManifestHandlers:
         self,
         *,
         router: Router,
-        access: AccessChecker,
+        access: EdgeAccess,
         manifests: ManifestService,
         negotiation: Negotiation,
         metrics: EdgeMetrics,
@@ -56,9 +56,7 @@ class ManifestHandlers:
     async def _client(
         self, request: web.Request, route: Route, kind: str, ref: str
     ) -> UpstreamClient:
-        return await self.access.client_for(
-            route.upstream, request.headers.get("Authorization"), route.name, kind, ref
-        )
+        return await self.access.client_for(request, route, kind, ref)
 
     async def get_manifest(self, request: web.Request) -> web.StreamResponse:
         """GET/HEAD ``/v2/<name>/manifests/<reference>``."""

@@ -6,7 +6,9 @@ registry=None)`` constructs, without I/O and in this order:
 1. the metrics (:class:`edge.metrics.EdgeMetrics`, :class:`edge.fill.EdgeFillMetrics`) on
    ``registry`` (a fresh one by default) and the :class:`edge.routing.Router`;
 2. the upstreams (:class:`edge.upstreams.Upstreams`; ``clients``, upstream name -> client,
-   replace configured ones) and the :class:`edge.upstreams.AccessChecker` over them;
+   replace configured ones), the :class:`edge.upstreams.AccessChecker` over them (private
+   upstreams) and the one authorization point :class:`edge.auth.EdgeAccess` (token-mode
+   upstreams' keys, the edge's own htpasswd users, that checker);
 3. the blob cache (``cache.dir``; its bound is ``cache.size`` less the manifests' share), the
    region lock (``redis.url``, only when the node builds its own fill manager), the region's
    :class:`edge.peers.PeerToken` and the :class:`edge.fill.FillManager`, whose peer sources
@@ -38,6 +40,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from edge.auth import EdgeAccess
+from edge.authsetup import build_access
+from edge.authtls import peer_client_context
 from edge.blobs import BlobHandler
 from edge.cache import BlobCache
 from edge.fill import EdgeFillMetrics, FillManager
@@ -70,7 +75,8 @@ class EdgeNode:
     """Every part of one edge node, built in order, started and stopped together.
 
     The parts are public attributes for the application's routes (and tests): ``config``,
-    ``registry``, ``metrics``, ``fill_metrics``, ``router``, ``upstreams``, ``access``,
+    ``registry``, ``metrics``, ``fill_metrics``, ``router``, ``upstreams``,
+    ``private_access``, ``access``,
     ``cache``, ``region``, ``peer_token``, ``fills``, ``tags``, ``manifest_store``,
     ``manifests``, ``negotiation``, ``blobs``, ``manifest_handlers``. Use from one event loop.
     """
@@ -96,8 +102,11 @@ class EdgeNode:
             trace_configs=[self.metrics.trace_config(config.upstreams)],
             clients=clients,
         )
-        self.access = AccessChecker(
+        self.private_access = AccessChecker(
             self.upstreams, clock=clock, ttl=PRIVATE_CHECK_TTL, on_result=self.metrics.auth_checked
+        )
+        self.access: EdgeAccess = build_access(
+            config, self.router, self.upstreams, self.private_access
         )
 
         manifest_bytes = disk_share(config.cache.size)
@@ -110,12 +119,16 @@ class EdgeNode:
         if fills is None and config.redis.url is not None:
             self.region = RegionLock(config.redis.url, ttl=config.redis.lock_ttl)
         self.peer_token = PeerToken(self.region, config.redis.peer_token)
+        # mTLS/private CA towards other nodes' peer endpoints (tls.peer), on a session of its own
+        self.peer_sources = PeerSources(
+            self.upstreams, self.peer_token, ssl_context=peer_client_context(config.tls)
+        )
         if fills is None:
             fills = FillManager(
                 cache,
                 region=self.region,
                 advertise_url=config.advertise,
-                peer_source=PeerSources(self.upstreams, self.peer_token),
+                peer_source=self.peer_sources,
                 metrics=self.fill_metrics,
             )
         self.fills = fills
@@ -180,6 +193,8 @@ class EdgeNode:
         try:
             await self.upstreams.open()
             stack.push_async_callback(self.upstreams.close)
+            stack.callback(self.access.close)
+            stack.push_async_callback(self.peer_sources.close)
             if self._own_cache:
                 await self.cache.open()
                 stack.push_async_callback(self.cache.close)

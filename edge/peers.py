@@ -11,7 +11,9 @@ Server side: ``GET /_quayside/peer/blobs/<digest>`` (HEAD too), registered with
 - otherwise 404 ``BLOB_UNKNOWN`` (the caller then checks the region lock and may take over).
 
 Only ``Range: bytes=N-`` / ``bytes=N-M`` (one range) is understood; 416 when unsatisfiable.
-With ``token`` set, requests must carry ``X-Quayside-Peer-Token: <token>`` (403 otherwise).
+With ``token`` set, requests must carry ``X-Quayside-Peer-Token: <token>`` (403 otherwise);
+with ``require_client_cert`` (``tls.clientcas`` configured) also a TLS client certificate the
+handshake verified against those CAs (403 otherwise, before the token is looked at).
 The endpoint is meant for the region's private network; it bypasses upstream authorization.
 
 Client side: :class:`PeerSource` (a :class:`~edge.sources.BlobSource` reading that endpoint,
@@ -28,12 +30,14 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
+from edge.authtls import has_client_certificate
 from edge.cache import BlobCache
 from edge.fill import FillFailed, FillManager
 from edge.sources import BlobSource, HttpSource, PeerMiss
@@ -63,22 +67,31 @@ def add_routes(
     cache: BlobCache,
     *,
     token: str | Callable[[], str | None] | None = None,
+    require_client_cert: bool = False,
 ) -> None:
     """Register the peer endpoint on ``app``.
 
     ``token`` a string: requests must present it. A callable: asked per request for the
     current region token; when it returns ``None`` (no region, token not agreed yet) every
     request is refused with 403 DENIED. ``None``: open (tests and trusted networks only).
+    ``require_client_cert``: callers without a verified TLS client certificate get 403.
     """
     app.router.add_get(
-        PEER_PREFIX + "{digest}", _handler(fill_manager, cache, token), name="peer_blob"
+        PEER_PREFIX + "{digest}",
+        _handler(fill_manager, cache, token, require_client_cert),
+        name="peer_blob",
     )
 
 
 def _handler(
-    fills: FillManager, cache: BlobCache, token: str | Callable[[], str | None] | None
+    fills: FillManager,
+    cache: BlobCache,
+    token: str | Callable[[], str | None] | None,
+    require_client_cert: bool = False,
 ) -> Callable[[web.Request], object]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        if require_client_cert and not has_client_certificate(request):
+            return errors.error_response(errors.Denied("peer client certificate required"))
         if token is not None:
             expected = token() if callable(token) else token
             presented = request.headers.get(TOKEN_HEADER, "")
@@ -236,16 +249,40 @@ class PeerSources:
         token: PeerToken,
         *,
         timeout: aiohttp.ClientTimeout | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.token = token
         self.timeout = timeout
+        self.ssl_context = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _peer_session(self) -> aiohttp.ClientSession:
+        """The upstream session, or with ``ssl_context`` (mTLS, a private CA) a session of
+        its own, so peer certificates and CAs never apply to upstream connections."""
+        if self.ssl_context is None:
+            return self.upstreams.session
+        self.upstreams.session  # noqa: B018 -- raises Unavailable while the edge is not serving
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context, limit_per_host=16),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
 
     def __call__(self, owner_url: str, digest: Digest) -> BlobSource:
         return PeerSource(
             owner_url,
             digest,
-            self.upstreams.session,
+            self._peer_session(),
             token=self.token.current(),
             timeout=self.timeout,
         )
+
+    async def close(self) -> None:
+        """Close the peer session of its own, if one was opened. Idempotent."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -29,12 +29,15 @@ from regcore.configvalues import (
     LogConfig,
     MiB,
     as_addr,
+    as_existing_file,
     as_positive_size,
     as_size,
     as_str,
+    as_str_list,
     as_url,
     join_hostport,
     log_config,
+    one_of,
     split_hostport,
 )
 from regcore.logging import redact_url
@@ -42,8 +45,10 @@ from regcore.upstreamconfig import UpstreamConfig, as_upstreams
 
 __all__ = [
     "EDGE_SCHEMA",
+    "EdgeAuthConfig",
     "EdgeCacheConfig",
     "EdgeConfig",
+    "EdgeTLSConfig",
     "RedisConfig",
     "TagsConfig",
     "load_edge_config",
@@ -81,6 +86,36 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class EdgeAuthConfig:
+    """Client authentication on the edge itself (``auth.htpasswd``): callers of upstreams
+    that are neither ``private`` nor in token mode must sign in with a bcrypt htpasswd user.
+    ``htpasswd_path`` None: off (anyone who reaches the edge may pull)."""
+
+    htpasswd_path: str | None = None
+    realm: str = "quayside-edge"
+
+
+@dataclass(frozen=True)
+class EdgeTLSConfig:
+    """``tls``: the listener serves HTTPS with ``certificate``/``key`` (None: plain HTTP).
+    ``clientcas``: the peer endpoint then requires a client certificate signed by one of these
+    CAs; ``peer_certificate``/``peer_key`` are what this node presents to other nodes, and
+    ``peer_cas`` what their server certificates are verified against (default: ``clientcas``)."""
+
+    certificate: str | None = None
+    key: str | None = None
+    minimumtls: str = "tls1.2"
+    clientcas: tuple[str, ...] = ()
+    peer_certificate: str | None = None
+    peer_key: str | None = None
+    peer_cas: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """``advertise`` is ``None`` only when ``listen`` has port 0: set it once bound."""
 
@@ -94,6 +129,8 @@ class EdgeConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics_enabled: bool = True
+    auth: EdgeAuthConfig = field(default_factory=EdgeAuthConfig)
+    tls: EdgeTLSConfig = field(default_factory=EdgeTLSConfig)
 
     def upstream(self, name: str) -> UpstreamConfig:
         """The upstream called ``name``. Raises KeyError."""
@@ -134,6 +171,11 @@ def _redis_url(v: Any) -> str:
     return s
 
 
+def as_existing_files(v: Any) -> tuple[str, ...]:
+    """A list of existing files (one path is a list of one)."""
+    return tuple(as_existing_file(p) for p in as_str_list(v))
+
+
 EDGE_SCHEMA: dict[str, Any] = {
     "listen": Leaf(as_addr),
     "advertise": Leaf(as_url),
@@ -148,7 +190,77 @@ EDGE_SCHEMA: dict[str, Any] = {
         "max_blob_bytes": Leaf(as_size),
     },
     "metrics": {"enabled": BOOL},
+    "auth": {"htpasswd": {"realm": STR, "path": Leaf(as_existing_file)}},
+    "tls": {
+        "certificate": Leaf(as_existing_file),
+        "key": Leaf(as_existing_file),
+        "minimumtls": Leaf(one_of("tls1.2", "tls1.3")),
+        "clientcas": Leaf(as_existing_files),
+        "peer": {
+            "certificate": Leaf(as_existing_file),
+            "key": Leaf(as_existing_file),
+            "cas": Leaf(as_existing_files),
+        },
+    },
 }
+
+
+def _edge_tls(g: Any) -> EdgeTLSConfig:
+    """``tls`` checked: certificate and key together, a peer identity when peers must show
+    one. Raises ConfigError naming the key."""
+    tls = EdgeTLSConfig(
+        certificate=g("tls.certificate"),
+        key=g("tls.key"),
+        minimumtls=g("tls.minimumtls", "tls1.2"),
+        clientcas=tuple(g("tls.clientcas", ())),
+        peer_certificate=g("tls.peer.certificate"),
+        peer_key=g("tls.peer.key"),
+        peer_cas=tuple(g("tls.peer.cas", ())) or tuple(g("tls.clientcas", ())),
+    )
+    if (tls.certificate is None) != (tls.key is None):
+        raise ConfigError(
+            "tls.key: 'tls.certificate' and 'tls.key' must be given together", key="tls.key"
+        )
+    if (tls.peer_certificate is None) != (tls.peer_key is None):
+        raise ConfigError(
+            "tls.peer.key: 'tls.peer.certificate' and 'tls.peer.key' must be given together",
+            key="tls.peer.key",
+        )
+    if tls.clientcas and not tls.enabled:
+        raise ConfigError(
+            "tls.clientcas: client certificates need 'tls.certificate' and 'tls.key'",
+            key="tls.clientcas",
+        )
+    if tls.clientcas and tls.peer_certificate is None:
+        raise ConfigError(
+            "tls.peer.certificate: required with 'tls.clientcas' (nodes of the region show "
+            "a client certificate to each other's peer endpoint)",
+            key="tls.peer.certificate",
+        )
+    return tls
+
+
+def _edge_auth(g: Any, upstreams: tuple[UpstreamConfig, ...]) -> EdgeAuthConfig:
+    """``auth.htpasswd`` checked (bcrypt entries only, line named). Raises ConfigError."""
+    path = g("auth.htpasswd.path")
+    if g("auth.htpasswd") is not None and path is None:
+        raise ConfigError("auth.htpasswd.path: required", key="auth.htpasswd.path")
+    if path is None:
+        return EdgeAuthConfig()
+    from regcore.auth.htpasswd import HtpasswdError, read_entries
+
+    try:
+        read_entries(path)
+    except (HtpasswdError, OSError) as exc:
+        raise ConfigError(f"auth.htpasswd.path: {exc}", key="auth.htpasswd.path") from None
+    if all(u.private or u.auth is not None for u in upstreams):
+        raise ConfigError(
+            "auth.htpasswd: every upstream is private or in token mode; edge users would "
+            "guard nothing",
+            key="auth.htpasswd",
+        )
+    return EdgeAuthConfig(htpasswd_path=path, realm=g("auth.htpasswd.realm", "quayside-edge"))
+
 
 _EDGE_ENV = EnvIndex(EDGE_SCHEMA, [("QUAYSIDE_EDGE_", ())], strict_prefix="QUAYSIDE_EDGE_")
 
@@ -208,11 +320,13 @@ def load_edge_config(
         )
     listen = g("listen", "127.0.0.1:5001")
     advertise = g("advertise")
+    tls = _edge_tls(g)
     if advertise is None:
         host, port = split_hostport(listen)
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
-        advertise = None if port == 0 else f"http://{join_hostport(host, port)}"
+        scheme = "https" if tls.enabled else "http"
+        advertise = None if port == 0 else f"{scheme}://{join_hostport(host, port)}"
     return EdgeConfig(
         upstreams=upstreams,
         listen=listen,
@@ -233,4 +347,6 @@ def load_edge_config(
             max_blob_bytes=g("limits.max_blob_bytes", 0),
         ),
         metrics_enabled=g("metrics.enabled", True),
+        auth=_edge_auth(g, upstreams),
+        tls=tls,
     )

@@ -31,11 +31,13 @@ from regcore.configvalues import (
     as_str_list,
     as_url,
     int_at_least,
+    one_of,
 )
 
 __all__ = [
     "DOCKER_HUB_HOSTS",
     "UPSTREAM_SCHEMA",
+    "UpstreamAuth",
     "UpstreamConfig",
     "as_upstreams",
     "parse_upstream_arg",
@@ -43,6 +45,23 @@ __all__ = [
 
 
 DOCKER_HUB_HOSTS = ("registry-1.docker.io", "docker.io", "index.docker.io")
+
+
+@dataclass(frozen=True)
+class UpstreamAuth:
+    """``auth:`` of an upstream that issues its own tokens (``mode: token``): the edge accepts
+    the upstream's tokens, verified offline with the keys of ``jwks`` (default
+    ``<url>/auth/jwks.json``) against ``issuer`` and ``service`` (the audience); anonymous
+    callers are sent to ``realm``. ``service`` and ``realm`` left unset are learned from the
+    upstream's own ``/v2/`` challenge. ``jwks_min_interval``: seconds between two fetches of
+    the key set at least (a token naming an unknown key triggers one)."""
+
+    mode: str = "token"
+    jwks: str = ""
+    issuer: str = ""
+    service: str | None = None
+    realm: str | None = None
+    jwks_min_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,8 @@ class UpstreamConfig:
     # Private upstream (PROTOCOL.md 13): every answer, cached or not, is tied to an upstream
     # access check made with the client's own credentials.
     private: bool = False
+    # Token mode (edge/auth.py): callers present the upstream's own tokens; None: off.
+    auth: UpstreamAuth | None = None
 
     def __post_init__(self) -> None:
         if self.docker_hub is None:
@@ -131,7 +152,41 @@ UPSTREAM_SCHEMA: dict[str, Any] = {
     "timeouts": {"connect": DURATION_POSITIVE, "read": DURATION_POSITIVE},
     "retries": Leaf(int_at_least(0)),
     "private": BOOL,
+    "auth": {
+        "mode": Leaf(one_of("none", "token")),
+        "jwks": Leaf(as_url),
+        "issuer": STR,
+        "service": STR,
+        "realm": Leaf(as_url),
+        "jwks_min_interval": DURATION_POSITIVE,
+    },
 }
+
+
+def _upstream_auth(d: Mapping[str, Any], url: str, private: bool) -> UpstreamAuth | None:
+    """The ``auth`` entry of an upstream mapping (None for ``mode: none`` or absent).
+    Raises SubKeyError naming the key."""
+    a = d.get("auth")
+    if a is None:
+        return None
+    mode = a.get("mode", "none")
+    if mode == "none":
+        extra = sorted(k for k in a if k != "mode")
+        if extra:
+            raise SubKeyError(f"auth.{extra[0]}", "only meaningful with 'mode: token'")
+        return None
+    if private:
+        raise SubKeyError("auth.mode", "'mode: token' and 'private: true' exclude each other")
+    if not a.get("issuer"):
+        raise SubKeyError("auth.issuer", "required with 'mode: token' (the tokens' 'iss')")
+    return UpstreamAuth(
+        mode=mode,
+        jwks=a.get("jwks") or url.rstrip("/") + "/auth/jwks.json",
+        issuer=a["issuer"],
+        service=a.get("service"),
+        realm=a.get("realm"),
+        jwks_min_interval=a.get("jwks_min_interval", 30.0),
+    )
 
 
 def _upstream_from_mapping(data: Mapping[str, Any], name: str | None, where: str) -> UpstreamConfig:
@@ -166,6 +221,7 @@ def _upstream_from_mapping(data: Mapping[str, Any], name: str | None, where: str
         read_timeout=timeouts.get("read", 30.0),
         retries=d.get("retries", 3),
         private=d.get("private", False),
+        auth=_upstream_auth(d, url, d.get("private", False)),
     )
 
 

@@ -282,7 +282,8 @@ class TokenVerifier:
         """
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: not encodable (aiohttp
+            # keeps a header's non-UTF-8 bytes as surrogates)
             raise errors.Unauthorized("malformed token") from exc
         alg = header.get("alg")
         if alg not in self.algorithms:
