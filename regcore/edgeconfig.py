@@ -38,6 +38,7 @@ from regcore.configvalues import (
     split_hostport,
 )
 from regcore.logging import redact_url
+from regcore.policy.config import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
 from regcore.upstreamconfig import UpstreamConfig, as_upstreams
 
 __all__ = [
@@ -94,6 +95,7 @@ class EdgeConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics_enabled: bool = True
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
 
     def upstream(self, name: str) -> UpstreamConfig:
         """The upstream called ``name``. Raises KeyError."""
@@ -148,6 +150,7 @@ EDGE_SCHEMA: dict[str, Any] = {
         "max_blob_bytes": Leaf(as_size),
     },
     "metrics": {"enabled": BOOL},
+    "policies": EDGE_POLICIES_SCHEMA,
 }
 
 _EDGE_ENV = EnvIndex(EDGE_SCHEMA, [("QUAYSIDE_EDGE_", ())], strict_prefix="QUAYSIDE_EDGE_")
@@ -233,4 +236,5 @@ def load_edge_config(
             max_blob_bytes=g("limits.max_blob_bytes", 0),
         ),
         metrics_enabled=g("metrics.enabled", True),
+        policies=policies_config(g, "policies"),
     )
