@@ -49,6 +49,7 @@ from origin.access import ACCESS, build_access_control
 from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
 from origin.opsevents import AuditSink, audit_log_sink, log_sink
+from origin.policy import install as install_policies
 from origin.repository import Repositories
 from regcore import errors
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
@@ -123,6 +124,7 @@ def create_app(
         commit_hook=hooks,
     )
 
+    install_policies(app, config, metrics)  # signature / scan policies (origin/policy.py)
     app.on_response_prepare.append(on_prepare_api_header)
     app.on_response_prepare.append(_count_bytes_out)
     app.cleanup_ctx.append(_lifecycle)
