@@ -26,6 +26,7 @@ from harness.attachments import (
     simple_signing_payload,
 )
 from harness.images import KiB, make_image
+from harness.registry import DockerRegistry
 from harness.servers import OriginProcess
 from regcore.client import RegistryClient
 from regcore.policy import signatures as sg
@@ -144,3 +145,34 @@ async def test_warn_mode_serves_and_counts(origin: OriginProcess, tmp_path: Path
     log = origin.log_path.read_text()
     warnings = [json.loads(line) for line in log.splitlines() if "warn-mode policy" in line]
     assert warnings and warnings[0]["policy"] == "lab-warn"
+
+
+async def test_signature_rewritten_by_containers_image_is_verified(
+    origin: OriginProcess, key: SigningKey, docker_registry: DockerRegistry, tmp_path: Path
+) -> None:
+    """skopeo (containers/image) reads our cosign-format signature as a sigstore attachment
+    and writes its own attachment manifest at the destination (its config, our layer): the
+    origin verifies what skopeo wrote."""
+    img = make_image(layer_sizes=(16 * KiB,), seed=121)
+    skopeo.push(img, docker_registry.host, "team/app", "v1", workdir=tmp_path)
+    async with RegistryClient(docker_registry.url) as client:
+        ours = await push_cosign_signature(client, "team/app", img.digest, key)
+    registries_d = tmp_path / "registries.d"
+    registries_d.mkdir()
+    hosts = (docker_registry.host, origin.host)
+    (registries_d / "default.yaml").write_text(
+        "docker:\n" + "".join(f"  {h}:\n    use-sigstore-attachments: true\n" for h in hosts)
+    )
+    skopeo.run(
+        [
+            "--registries.d", str(registries_d), "copy", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "--preserve-digests",
+            f"docker://{docker_registry.host}/team/app:v1", f"docker://{origin.host}/team/app:v1",
+        ]
+    )  # fmt: skip
+    tag = sg.signature_tag(img.digest)
+    written = skopeo.inspect_raw(f"docker://{origin.host}/team/app:{tag}")
+    assert written != ours.manifest  # containers/image's own attachment manifest
+    assert json.loads(written)["layers"] == json.loads(ours.manifest)["layers"]
+    _pull(origin, "team/app:v1", tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "manifest.json").read_bytes() == img.manifest
