@@ -6,13 +6,15 @@ the digest being served, an :class:`~regcore.policy.evidence.ArtifactSource` on 
 and, when it has them, the manifest bytes. For the verify and the scan policy that match the
 repository (mode not ``off``):
 
-- a fresh verdict for ``(kind, policy, digest)`` is reused (``ttl``; see
+- a fresh verdict for ``(kind, policy, scope, digest)`` is reused (``ttl``; see
   :class:`~regcore.policy.verdicts.VerdictCache`); a manifest listed by an index that passed
   the same policy passes for ``children_ttl`` seconds (clients fetch the index first, then its
   platforms by digest; cosign signs the index);
 - otherwise the verdict is reached once (concurrent checks of one key share the work): an
   artifact (:func:`~regcore.policy.verdicts.exemption`) passes; a verify policy needs a
-  signature by one of its keys; a scan policy judges the newest report. Each evaluation calls
+  signature by one of its keys; a scan policy judges the newest report (evidence lives in a
+  repository, so verdicts are per ``scope``: the repository, or whatever the server passes to
+  tell repositories of different upstreams apart). Each evaluation calls
   ``on_evaluation(kind, policy)``;
 - if the source fails while a verdict is known but stale, the stale verdict is used (and
   ``on_evaluation(kind, policy, "stale")`` called); with none, the source's error propagates;
@@ -102,8 +104,11 @@ class PolicyGate:
         digest: str,
         source: ArtifactSource,
         manifest: bytes | None = None,
+        *,
+        scope: str | None = None,
     ) -> None:
-        """Let the pull through, or raise Denied (see the module docstring)."""
+        """Let the pull through, or raise Denied (see the module docstring). ``scope`` keys
+        the verdicts (default: ``repository``)."""
         policies = self.policies_for(repository)
         if not policies:
             return
@@ -119,7 +124,7 @@ class PolicyGate:
 
         denials: list[errors.RegistryError] = []
         for kind, policy in policies:
-            verdict = await self._verdict(kind, policy, digest, source, load)
+            verdict = await self._verdict(kind, policy, scope or repository, digest, source, load)
             if verdict.ok:
                 self._decided(kind, policy, "allowed")
                 continue
@@ -156,11 +161,12 @@ class PolicyGate:
         self,
         kind: str,
         policy: Policy,
+        scope: str,
         digest: str,
         source: ArtifactSource,
         load: Callable[[], Awaitable[bytes]],
     ) -> Verdict:
-        key = (kind, policy.name, digest)
+        key = (kind, policy.name, scope, digest)
         now = self.clock()
         until = self._children.get(key)
         if until is not None and now < until:
@@ -174,7 +180,7 @@ class PolicyGate:
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         try:
-            verdict = await self._evaluate(kind, policy, digest, source, load)
+            verdict = await self._evaluate(kind, policy, scope, digest, source, load)
         except errors.RegistryError as exc:
             if known is None or isinstance(exc, errors.ManifestUnknown):
                 future.set_exception(exc)
@@ -204,6 +210,7 @@ class PolicyGate:
         self,
         kind: str,
         policy: Policy,
+        scope: str,
         digest: str,
         source: ArtifactSource,
         load: Callable[[], Awaitable[bytes]],
@@ -220,10 +227,10 @@ class PolicyGate:
             reports, notes = await scan_reports(source, digest, self.reports)
             verdict = judge_scan(policy, reports, notes)
         if verdict.ok:
-            self._allow_children(kind, policy, body)
+            self._allow_children((kind, policy.name, scope), body)
         return verdict
 
-    def _allow_children(self, kind: str, policy: Policy, body: bytes) -> None:
+    def _allow_children(self, prefix: tuple[str, ...], body: bytes) -> None:
         children = children_of(body)
         if not children:
             return
@@ -232,4 +239,4 @@ class PolicyGate:
         if len(self._children) > 50_000:  # drop expired entries before growing further
             self._children = {k: t for k, t in self._children.items() if t > now}
         for child in children:
-            self._children[(kind, policy.name, child)] = until
+            self._children[(*prefix, child)] = until
