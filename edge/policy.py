@@ -2,8 +2,9 @@
 
 :class:`EdgePolicy` is built by the node from ``config.policies`` (the edge config's
 ``policies`` section). :meth:`EdgePolicy.check` is the one call of the manifest handler, after
-the manifest was resolved and before it is served: it lets the answer through or raises 403
-DENIED naming the policy (:mod:`regcore.policy.gate`). Verdicts are kept per (policy,
+the manifest was resolved and before it is served: it lets a GET through or raises 403
+DENIED naming the policy (a HEAD serves no content and is not judged; cosign resolves digests
+with it) (:mod:`regcore.policy.gate`). Verdicts are kept per (policy,
 upstream/repository, digest) for ``policies.verdict_ttl``, by default ``tags.ttl``, so the edge verifies once per digest
 per TTL, and a signature pushed (or removed) upstream shows within the tag TTL; blobs stay
 served from cache whatever the verdict (the gate is on manifests: no manifest, no pull).
@@ -170,8 +171,8 @@ class EdgePolicy:
     async def check(self, route: Route, served: Served, client: UpstreamClient) -> None:
         """Let ``served`` (from ``route``) through, or raise Denied."""
         gate = self.gate
-        if gate is None or not gate.policies_for(route.name):
-            return
+        if gate is None or served.body is None or not gate.policies_for(route.name):
+            return  # HEAD (no body) is not judged: it serves no content
         source = EdgeArtifacts(
             route,
             client,

@@ -5,7 +5,8 @@
   ``verdict_ttl`` seconds (default 0: every pull looks again, which costs a few local reads;
   signature checks themselves are remembered, so each is computed once).
 - :func:`check_pull` is the one call of the manifest GET/HEAD handler: it lets the pull
-  through or raises 403 DENIED naming the policy (see :mod:`regcore.policy.gate`).
+  through or raises 403 DENIED naming the policy (see :mod:`regcore.policy.gate`). HEAD and
+  signed-in callers who may push to the repository (the signer, the scanner) are not judged.
 - :class:`OriginArtifacts` is the gate's view of one repository: manifests by tag or digest
   that are revisions of the repository, blobs linked into it, and its referrers index.
 
@@ -23,6 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from origin import state
+from origin.access import ACCESS
+from origin.authz import PRINCIPAL
 from origin.repository import Repositories
 from regcore import errors
 from regcore import manifest as mf
@@ -57,10 +60,20 @@ def install(app: web.Application, config: Any, metrics: Any) -> None:
 
 
 async def check_pull(request: web.Request, name: str, digest: Digest, raw: bytes) -> None:
-    """Let the pull of ``digest`` (bytes ``raw``) from ``name`` through, or raise Denied."""
+    """Let the pull of ``digest`` (bytes ``raw``) from ``name`` through, or raise Denied.
+
+    Not judged: ``HEAD`` (it serves no content; cosign and crane resolve digests with it),
+    and a signed-in caller who may push to the repository (CI that signs or scans an image
+    must read it first). Anonymous callers are always judged, also on an origin without
+    authentication.
+    """
     gate = request.app.get(POLICY)
-    if gate is None:
+    if gate is None or request.method == "HEAD":
         return
+    principal = request.get(PRINCIPAL)
+    if principal is not None and not principal.anonymous:
+        if request.app[ACCESS].authorizer.allowed(principal, "push", name):
+            return
     app = request.app
     source = OriginArtifacts(
         app[state.REPOS], app[state.STORE], name, persist=not app.get(state.READONLY, False)

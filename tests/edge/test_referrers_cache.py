@@ -138,10 +138,13 @@ async def test_verdicts_per_digest_for_the_tag_ttl_then_looked_at_again(
     assert err["code"] == "DENIED" and "verify policy 'signed'" in err["message"]
     async with RegistryClient(origin.url) as up:
         await push_cosign_signature(up, "team/app", img.digest, key)
-    assert (await e.client.head("/v2/team/app/manifests/v1", headers=headers)).status == 403
-    e.clock.advance(31)  # the negative verdict expires at the tag TTL
+    assert (await e.client.get("/v2/team/app/manifests/v1", headers=headers)).status == 403
+    # HEAD serves no content and is not judged (cosign resolves digests with it)
     resp = await e.client.head("/v2/team/app/manifests/v1", headers=headers)
     assert resp.status == 200 and resp.headers["Docker-Content-Digest"] == img.digest
+    e.clock.advance(31)  # the negative verdict expires at the tag TTL
+    resp = await e.client.get("/v2/team/app/manifests/v1", headers=headers)
+    assert resp.status == 200 and await resp.read() == img.manifest
     for _ in range(3):
         resp = await e.client.get(f"/v2/team/app/manifests/{img.digest}", headers=headers)
         assert resp.status == 200 and await resp.read() == img.manifest
