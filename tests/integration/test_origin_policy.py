@@ -23,6 +23,7 @@ from harness.attachments import (
     descriptor,
     push_artifact,
     push_cosign_signature,
+    report_artifact,
     simple_signing_payload,
 )
 from harness.images import KiB, make_image
@@ -123,6 +124,18 @@ async def test_signed_image_pulls_unsigned_or_wrongly_signed_is_refused(
             )
             await push_artifact(client, "team/app", art)
             _pull(origin, f"team/app:r{n}", out)
+
+        # a notation signature is stored and listed as a referrer (recognized, not verified)
+        notation = report_artifact(
+            sg.NOTATION_SIGNATURE, b'{"payload":"x"}', subject, layer_type="application/jose+json"
+        )
+        await push_artifact(client, "team/app", notation)
+        body, headers = await client.get_referrers(
+            "team/app", other_img.digest, sg.NOTATION_SIGNATURE
+        )
+        assert [d["digest"] for d in json.loads(body)["manifests"]] == [notation.digest]
+        assert headers["OCI-Filters-Applied"] == "artifactType"
+        _pull(origin, f"team/app@{notation.digest}", out)  # an artifact: not judged
 
         # the signature removed: refused again
         await client.delete_manifest("team/app", sig.digest)
