@@ -6,9 +6,12 @@
   type the client did not accept is 404 MANIFEST_UNKNOWN. Answers carry
   ``Docker-Content-Digest``, ``ETag`` (the digest), ``Content-Type`` and, for HEAD,
   ``Content-Length``.
-- Tags list and referrers are passed through to the upstream (nothing cached): status 200
-  answers are relayed with their body, ``Content-Type`` and a ``Link`` rewritten to this edge's
-  path (``?ns=`` kept); other answers become the mapped OCI error.
+- A manifest about to be served is judged by the signature / scan policies when configured
+  (:class:`edge.policy.EdgePolicy`; 403 DENIED naming the policy).
+- Referrers are answered from the :class:`edge.referrers.ReferrersService` (cached like tags).
+- The tags list is passed through to the upstream (nothing cached): status 200 answers are
+  relayed with their body, ``Content-Type`` and a ``Link`` rewritten to this edge's path
+  (``?ns=`` kept); other answers become the mapped OCI error.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from edge.manifestservice import ManifestService
     from edge.metrics import EdgeMetrics
     from edge.negotiation import Negotiation
+    from edge.policy import EdgePolicy
+    from edge.referrers import ReferrersService
     from edge.upstreamclient import UpstreamClient
 
 
@@ -46,11 +51,15 @@ class ManifestHandlers:
         manifests: ManifestService,
         negotiation: Negotiation,
         metrics: EdgeMetrics,
+        policy: EdgePolicy | None = None,
+        referrers_cache: ReferrersService | None = None,
     ) -> None:
         self.router = router
         self.access = access
         self.manifests = manifests
         self.negotiation = negotiation
+        self.policy = policy
+        self.referrers_cache = referrers_cache
         self._bytes_from_cache = metrics.bytes_served.labels("cache")
 
     async def _client(
@@ -79,6 +88,8 @@ class ManifestHandlers:
                 route, ref, accepted, need_body=need_body, client=client
             )
         self.negotiation.require_acceptable(served.media_type, accepted)
+        if self.policy is not None:  # signature / scan policies (edge/policy.py)
+            await self.policy.check(route, served, client)
         headers = {
             "Docker-Content-Digest": served.digest,
             "ETag": f'"{served.digest}"',
@@ -101,10 +112,15 @@ class ManifestHandlers:
         return await _passthrough(request, route, client, path, query, "tags")
 
     async def referrers(self, request: web.Request) -> web.StreamResponse:
-        """GET ``/v2/<name>/referrers/<digest>`` passed through (``artifactType`` kept)."""
+        """GET ``/v2/<name>/referrers/<digest>``: from the referrers cache (edge/referrers.py),
+        else passed through (``artifactType`` kept)."""
         route = self.router.route(request.match_info["name"], ns_of(request.query))
         digest = Digest.parse(request.match_info["digest"])
         client = await self._client(request, route, "manifest", str(digest))
+        if self.referrers_cache is not None:
+            wanted = request.query.get("artifactType") or None
+            body, headers = await self.referrers_cache.answer(route, str(digest), wanted, client)
+            return web.Response(status=200, body=body, headers={**headers, **route.headers})
         query = {k: v for k, v in request.query.items() if k == "artifactType"}
         path = f"/v2/{route.name}/referrers/{digest}"
         return await _passthrough(request, route, client, path, query, "referrers")

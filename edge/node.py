@@ -16,7 +16,9 @@ registry=None)`` constructs, without I/O and in this order:
 4. the tag cache (memory, or Redis shared by the region), the manifest store
    (``<cache.dir>/manifests``, :func:`edge.manifeststore.disk_share` of ``cache.size``), its
    fetcher, the content negotiation and the :class:`edge.manifestservice.ManifestService`;
-5. the handlers: :class:`edge.blobs.BlobHandler`, :class:`edge.manifests.ManifestHandlers`.
+5. the referrers cache (:class:`edge.referrers.ReferrersService`, ``tags.ttl``) and the
+   signature / scan policies (:class:`edge.policy.EdgePolicy`, ``policies``);
+6. the handlers: :class:`edge.blobs.BlobHandler`, :class:`edge.manifests.ManifestHandlers`.
 
 A ``cache`` or ``fills`` passed in is used as is and opened and closed by the caller.
 
@@ -53,6 +55,8 @@ from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestStore, disk_share
 from edge.metrics import EdgeMetrics
 from edge.negotiation import Negotiation
 from edge.peers import PeerSources, PeerToken
+from edge.policy import EdgePolicy
+from edge.referrers import ReferrersService
 from edge.regionlock import RegionLock
 from edge.routing import Router
 from edge.tagcache import TagCache
@@ -78,7 +82,7 @@ class EdgeNode:
     ``registry``, ``metrics``, ``fill_metrics``, ``router``, ``upstreams``,
     ``private_access``, ``access``,
     ``cache``, ``region``, ``peer_token``, ``fills``, ``tags``, ``manifest_store``,
-    ``manifests``, ``negotiation``, ``blobs``, ``manifest_handlers``. Use from one event loop.
+    ``manifests``, ``negotiation``, ``referrers``, ``policy``, ``blobs``, ``manifest_handlers``. Use from one event loop.
     """
 
     def __init__(
@@ -159,12 +163,25 @@ class EdgeNode:
             fills=self.fills,
             metrics=self.metrics,
         )
+        self.referrers = ReferrersService(ttl=config.tags.ttl, clock=clock, metrics=self.metrics)
+        self.policy = EdgePolicy(
+            config.policies,
+            tag_ttl=config.tags.ttl,
+            clock=clock,
+            registry=self.registry,
+            manifests=self.manifests,
+            referrers=self.referrers,
+            cache=self.cache,
+            fills=self.fills,
+        )
         self.manifest_handlers = ManifestHandlers(
             router=self.router,
             access=self.access,
             manifests=self.manifests,
             negotiation=self.negotiation,
             metrics=self.metrics,
+            policy=self.policy,
+            referrers_cache=self.referrers,
         )
         self._running: contextlib.AsyncExitStack | None = None
 
@@ -208,6 +225,7 @@ class EdgeNode:
             await self.manifest_store.open()
             stack.push_async_callback(self.manifest_store.close)
             stack.push_async_callback(self.manifests.close)
+            stack.push_async_callback(self.referrers.close)
         except BaseException:
             await stack.aclose()
             raise

@@ -50,6 +50,7 @@ from origin.access import ACCESS, build_access_control
 from origin.authz import access_middleware
 from origin.metrics import OriginMetrics
 from origin.opsevents import AuditSink, audit_log_sink, log_sink
+from origin.policy import install as install_policies
 from origin.repository import Repositories
 from origin.ui import install as install_ui
 from regcore import errors
@@ -125,6 +126,7 @@ def create_app(
         commit_hook=hooks,
     )
 
+    install_policies(app, config, metrics)  # signature / scan policies (origin/policy.py)
     app.on_response_prepare.append(on_prepare_api_header)
     app.on_response_prepare.append(_count_bytes_out)
     app.cleanup_ctx.append(_lifecycle)

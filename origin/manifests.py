@@ -42,6 +42,7 @@ from aiohttp import web
 
 from origin import state
 from origin.blobs import location
+from origin.policy import check_pull
 from origin.repository import Repositories, subject_digest
 from regcore import errors
 from regcore import manifest as mf
@@ -139,6 +140,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
             {"digest": str(digest), "mediaType": media_type, "reason": "not in Accept"},
             message="manifest unknown: its media type is not accepted by the client",
         )
+    await check_pull(request, name, digest, raw)  # signature / scan policies (origin/policy.py)
     headers = _descriptor_headers(digest, media_type, len(raw))
     request.app[state.OPS].pulled(name, digest, tag.name if tag is not None else None)
     if etag_matches(request.headers.get("If-None-Match"), digest):

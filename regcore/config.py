@@ -102,6 +102,7 @@ from regcore.eventsconfig import (
     replication_config,
 )
 from regcore.opsconfig import OPS_SCHEMA, OpsConfig, ops_config
+from regcore.policy.config import POLICIES_SCHEMA, PoliciesConfig, policies_config
 from regcore.upstreamconfig import DOCKER_HUB_HOSTS as DOCKER_HUB_HOSTS
 from regcore.upstreamconfig import UPSTREAM_SCHEMA as UPSTREAM_SCHEMA
 from regcore.upstreamconfig import UpstreamConfig, parse_upstream_arg
@@ -206,6 +207,7 @@ class OriginConfig:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
 
     @property
     def readonly(self) -> bool:
@@ -303,6 +305,7 @@ ORIGIN_SCHEMA: dict[str, Any] = {
         "notifications": QUAYSIDE_NOTIFICATIONS_SCHEMA,
         "replication": REPLICATION_SCHEMA,
         **OPS_SCHEMA,  # gc, retention, immutability, quotas, inventory (regcore.opsconfig)
+        "policies": POLICIES_SCHEMA,
     },
 }
 
@@ -383,4 +386,5 @@ def load_origin_config(
         notifications=notifications_config(g, root),
         replication=replication_config(g, root),
         ops=ops_config(g),
+        policies=policies_config(g, "quayside.policies"),
     )

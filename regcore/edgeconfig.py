@@ -41,6 +41,7 @@ from regcore.configvalues import (
     split_hostport,
 )
 from regcore.logging import redact_url
+from regcore.policy.config import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
 from regcore.upstreamconfig import UpstreamConfig, as_upstreams
 
 __all__ = [
@@ -131,6 +132,7 @@ class EdgeConfig:
     metrics_enabled: bool = True
     auth: EdgeAuthConfig = field(default_factory=EdgeAuthConfig)
     tls: EdgeTLSConfig = field(default_factory=EdgeTLSConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
 
     def upstream(self, name: str) -> UpstreamConfig:
         """The upstream called ``name``. Raises KeyError."""
@@ -202,6 +204,7 @@ EDGE_SCHEMA: dict[str, Any] = {
             "cas": Leaf(as_existing_files),
         },
     },
+    "policies": EDGE_POLICIES_SCHEMA,
 }
 
 
@@ -349,4 +352,5 @@ def load_edge_config(
         metrics_enabled=g("metrics.enabled", True),
         auth=_edge_auth(g, upstreams),
         tls=tls,
+        policies=policies_config(g, "policies"),
     )
