@@ -34,7 +34,7 @@ def test_quayside_run_starts_origin_and_edge_that_push_and_pull(tmp_path: Path) 
         [
             sys.executable,
             "-m",
-            "regcore.cli",
+            "quayside",
             "run",
             "--data",
             str(data),

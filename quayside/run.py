@@ -8,7 +8,6 @@ cache. No Redis, no configuration file needed. Ctrl-C or SIGTERM stops both clea
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -17,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _USAGE = """\
@@ -36,22 +36,15 @@ Metrics: {origin}/metrics and {edge}/metrics.  Stop with Ctrl-C.
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", default="./data", metavar="DIR", help="data directory (default ./data)"
-    )
-    parser.add_argument(
-        "--origin-listen", default="127.0.0.1:5000", metavar="HOST:PORT", help="origin address"
-    )
-    parser.add_argument(
-        "--edge-listen", default="127.0.0.1:5001", metavar="HOST:PORT", help="edge address"
-    )
-    parser.add_argument(
-        "--cache-size", default="10GiB", metavar="SIZE", help="edge cache bound (default 10GiB)"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
-    )
+@dataclass(frozen=True)
+class RunSettings:
+    """What ``quayside run`` takes (its flags); see :mod:`quayside.cli.run`."""
+
+    data: Path = Path("./data")
+    origin_listen: str = "127.0.0.1:5000"
+    edge_listen: str = "127.0.0.1:5001"
+    cache_size: str = "10GiB"
+    log_level: str = "info"
 
 
 def _start(
@@ -61,7 +54,7 @@ def _start(
     listening line."""
     log_file = log_path.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "regcore.cli", *args],
+        [sys.executable, "-m", "quayside", *args],
         stdout=subprocess.PIPE,
         stderr=log_file,
         env={**os.environ, **(env or {})},
@@ -88,7 +81,8 @@ def _pump(src, dst) -> None:  # keep reading the child's stdout so it never bloc
         dst.flush()
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: RunSettings) -> int:
+    """Start both servers, print the banner, wait; returns the exit status."""
     data = Path(args.data).resolve()
     (data / "origin").mkdir(parents=True, exist_ok=True)
     (data / "edge").mkdir(parents=True, exist_ok=True)

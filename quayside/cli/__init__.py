@@ -1,0 +1,71 @@
+"""The ``quayside`` command: one rich ``--help`` tree for every component.
+
+Convention: one module per command group, ``quayside/cli/<group>.py``, exposing a module-level
+``command`` (a :class:`click.Group` or :class:`click.Command`) whose name is the group's. The
+root group below loads a module only when its command is asked for (help listings included),
+and a command module imports the server, benchmark or library it drives *inside* its callback:
+``quayside --help`` therefore imports no aiohttp application and no matplotlib. Adding a group
+is one line in :data:`COMMANDS`.
+
+Exit status: what the command returns (``ctx.exit``); 2 for a usage error (unknown command,
+bad option), as click does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import click
+import rich_click
+
+# The registry: command name -> module exposing ``command``. Listed in this order in --help.
+COMMANDS: dict[str, str] = {
+    "origin": "quayside.cli.origin",
+    "edge": "quayside.cli.edge",
+    "run": "quayside.cli.run",
+    "bench": "quayside.cli.bench",
+}
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LazyGroup(rich_click.RichGroup):
+    """A group whose subcommands live in modules imported on first use (see :data:`COMMANDS`).
+
+    Raises:
+        TypeError: a registered module has no ``command`` (a bug, found by the --help test).
+    """
+
+    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy, *sorted(n for n in super().list_commands(ctx) if n not in self.lazy)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module = importlib.import_module(self.lazy[cmd_name])
+        command = getattr(module, "command", None)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.lazy[cmd_name]} has no click command named 'command'")
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def root() -> None:
+    """Quayside: a pull-through caching edge and the private origin registry behind it.
+
+    Start with `quayside run` (an origin and an edge on this machine, no configuration).
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line (``argv`` defaults to ``sys.argv[1:]``); exits the process."""
+    root.main(args=list(argv) if argv is not None else None, prog_name="quayside")
