@@ -24,6 +24,17 @@ COMMANDS: dict[str, str] = {
     "origin": "quayside.cli.origin",
     "edge": "quayside.cli.edge",
     "run": "quayside.cli.run",
+    "users": "quayside.cli.users",
+    "robots": "quayside.cli.robots",
+    "audit": "quayside.cli.audit",
+    "certs": "quayside.cli.certs",
+    "ls": "quayside.cli.ls",
+    "gc": "quayside.cli.gc",
+    "retention": "quayside.cli.retention",
+    "backup": "quayside.cli.backup",
+    "restore": "quayside.cli.restore",
+    "scrub": "quayside.cli.scrub",
+    "replicate": "quayside.cli.replicate",
     "bench": "quayside.cli.bench",
 }
 
