@@ -107,3 +107,65 @@ def test_every_regcore_module_imports_alone_in_a_fresh_interpreter() -> None:
     failed = {module: err for module, rc, err in results if rc != 0}
     assert failed == {}
     assert len(results) == len(MODULES) > 20
+
+
+def module_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Import edges between ``modules`` (every import :func:`imports_of` finds; ``from m import
+    name`` is an edge to ``m``). Edges to the importer's own parent packages are left out: Python
+    runs them first anyway, and a package ``__init__`` re-exporting its children is no circle."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets: set[str] = set()
+        for name in imported_modules(path, module):
+            target = name if name in modules else name.rpartition(".")[0]
+            if target in modules and target != module and not module.startswith(target + "."):
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_inside_regcore() -> None:
+    """No two regcore modules import each other, directly or around a circle (imports inside
+    functions and under TYPE_CHECKING count: they are circles that merely happen to load)."""
+    assert cycles(module_graph(MODULES)) == []
