@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "origin": "quayside.cli.origin",
     "edge": "quayside.cli.edge",
     "run": "quayside.cli.run",
+    "demo-image": "quayside.cli.demo_image",
     "users": "quayside.cli.users",
     "robots": "quayside.cli.robots",
     "audit": "quayside.cli.audit",
