@@ -11,14 +11,14 @@ from collections.abc import Callable
 import click
 import pytest
 
-from quayside.cli import COMMANDS, root
+from quayside.cli import COMMANDS, LazyGroup, module_summary, root
 
 
 def _paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[list[str]]:
     ctx = click.Context(group)
     out: list[list[str]] = []
     for name in group.list_commands(ctx):
-        cmd = group.get_command(ctx, name)
+        cmd = group.load(name) if isinstance(group, LazyGroup) else group.get_command(ctx, name)
         assert cmd is not None, name
         out.append([*prefix, name])
         if isinstance(cmd, click.Group):
@@ -77,13 +77,13 @@ except SystemExit as exc:
     assert exc.code == 0, exc.code
 print(" ".join(sorted(sys.modules)), file=sys.stderr)
 """
-_HEAVY = ("aiohttp", "matplotlib", "origin.app", "edge.app", "bench.suite", "regcore.serving")
+# Server applications and plotting: never imported by any --help.
+_APPS = {"origin.app", "edge.app", "regcore.serving", "bench.suite", "matplotlib"}
 
 
-@pytest.mark.parametrize("argv", [[], *COMMAND_PATHS], ids=" ".join)
-def test_help_imports_no_server_and_no_matplotlib(argv: list[str]) -> None:
+def _modules_loaded_by(argv: list[str]) -> set[str]:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv, "--help"],
+        [sys.executable, "-c", _PROBE, *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -91,7 +91,34 @@ def test_help_imports_no_server_and_no_matplotlib(argv: list[str]) -> None:
     assert out.returncode == 0, out.stderr
     loaded = set(out.stderr.split())
     assert "quayside.cli" in loaded
-    assert not loaded & set(_HEAVY), sorted(loaded & set(_HEAVY))
+    return loaded
+
+
+def test_root_help_imports_no_command_module() -> None:
+    """The command list comes from the modules' sources: none is imported, so a heavy or
+    broken group cannot slow down or break `quayside --help`."""
+    loaded = _modules_loaded_by(["--help"])
+    assert not loaded & set(COMMANDS.values()), sorted(loaded & set(COMMANDS.values()))
+    assert not loaded & (_APPS | {"aiohttp"})
+
+
+@pytest.mark.parametrize("argv", COMMAND_PATHS, ids=" ".join)
+def test_command_help_imports_no_server_app_and_no_matplotlib(argv: list[str]) -> None:
+    loaded = _modules_loaded_by([*argv, "--help"])
+    assert not loaded & _APPS, sorted(loaded & _APPS)
+
+
+def test_root_listing_shows_each_module_summary() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "quayside", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert module_summary("quayside.cli.demo_image") == (
+        "Write a tiny OCI image layout, offline, for a first push."
+    )
+    for module in COMMANDS.values():
+        summary = module_summary(module)
+        assert summary and "``" not in summary, module
+        assert summary.split()[0] in out.stdout
 
 
 # The flags: the same argv parsed by click and by the component's own argparse parser
