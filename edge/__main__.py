@@ -24,8 +24,9 @@ import sys
 import time
 from typing import Any
 
+from edge.config import EdgeConfig, load_edge_config
 from regcore import serving
-from regcore.config import ConfigError, EdgeConfig, load_edge_config
+from regcore.config import ConfigError
 from regcore.logging import setup_logging
 
 log = logging.getLogger("quayside.edge")
