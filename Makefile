@@ -38,7 +38,7 @@ sysdeps:
 	fi
 
 run: deps
-	$(BIN)/python -m regcore.cli run --data $(DATA)
+	$(BIN)/quayside run --data $(DATA)
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

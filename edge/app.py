@@ -26,13 +26,13 @@ from prometheus_client import CollectorRegistry
 
 from edge import peers
 from edge.cache import BlobCache
+from edge.config import EdgeConfig
 from edge.fill import FillManager
 from edge.health import EdgeHealth
 from edge.node import Clock, EdgeNode
 from edge.routing import NS_HEADER, Router, valid_ns
 from edge.ui import install as install_ui
 from regcore import errors
-from regcore.config import EdgeConfig
 from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler
 

@@ -19,9 +19,9 @@ from regcore.auth.htpasswd import Htpasswd
 from regcore.auth.ratelimit import LoginLimiter
 
 if TYPE_CHECKING:
+    from edge.config import EdgeConfig
     from edge.routing import Router
     from edge.upstreams import AccessChecker, Upstreams
-    from regcore.config import EdgeConfig
 
 __all__ = ["build_access"]
 

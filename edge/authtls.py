@@ -22,7 +22,7 @@ import ssl
 
 from aiohttp import web
 
-from regcore.edgeconfig import EdgeTLSConfig
+from edge.config import EdgeTLSConfig
 
 __all__ = ["has_client_certificate", "peer_client_context", "server_context"]
 

@@ -35,11 +35,11 @@ from typing import Any
 import aiohttp
 import jwt
 
+from edge.upstreamconfig import UpstreamAuth, UpstreamConfig
 from regcore import errors
 from regcore.auth.keys import PublicKey
 from regcore.auth.tokens import ALGORITHMS, LEEWAY, Access
 from regcore.client.auth import parse_challenges
-from regcore.upstreamconfig import UpstreamAuth, UpstreamConfig
 
 __all__ = ["JWKS_MAX_BYTES", "MIN_REFRESH_INTERVAL", "JwksKeys", "UpstreamTokens"]
 

@@ -49,7 +49,8 @@ from regcore.health import (
 from regcore.storage.layout import Layout
 
 if TYPE_CHECKING:
-    from regcore.config import EdgeConfig, UpstreamConfig
+    from edge.config import EdgeConfig
+    from edge.upstreamconfig import UpstreamConfig
 
 __all__ = ["REDIS_TIMEOUT", "UPSTREAM_TIMEOUT", "UPSTREAM_TTL", "EdgeHealth"]
 

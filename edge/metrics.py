@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from regcore.config import UpstreamConfig
+from edge.upstreamconfig import UpstreamConfig
 
 NAMESPACE = "quayside_edge"
 

@@ -47,6 +47,7 @@ from edge.authsetup import build_access
 from edge.authtls import peer_client_context
 from edge.blobs import BlobHandler
 from edge.cache import BlobCache
+from edge.config import EdgeConfig
 from edge.fill import EdgeFillMetrics, FillManager
 from edge.manifestfetch import ManifestFetcher
 from edge.manifests import ManifestHandlers
@@ -61,7 +62,6 @@ from edge.regionlock import RegionLock
 from edge.routing import Router
 from edge.tagcache import TagCache
 from edge.upstreams import AccessChecker, Upstreams
-from regcore.config import EdgeConfig
 
 if TYPE_CHECKING:
     from aiohttp import web

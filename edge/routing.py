@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edge.config import EdgeConfig
 from edge.memo import Memo
+from edge.upstreamconfig import DOCKER_HUB_HOSTS, UpstreamConfig
 from regcore import errors
-from regcore.config import DOCKER_HUB_HOSTS, EdgeConfig, UpstreamConfig
 from regcore.reference import normalize_docker_hub, validate_name
 
 NS_HEADER = "OCI-Namespace"

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from edge.upstreamconfig import UpstreamConfig
 from regcore import USER_AGENT, errors
-from regcore.config import UpstreamConfig
 
 if TYPE_CHECKING:
     from edge.upstreamclient import UpstreamClient

@@ -1,6 +1,6 @@
 """Our own servers as real child processes: ``quayside origin serve`` and ``quayside edge serve``.
 
-Each launcher runs ``python -m regcore.cli <component> serve --listen 127.0.0.1:PORT ...`` with
+Each launcher runs ``python -m quayside <component> serve --listen 127.0.0.1:PORT ...`` with
 stdout+stderr in one log file, and :meth:`QuaysideServer.start` returns once the child printed
 its ``{"event": "listening", "url": ...}`` line (the URL is read from that line, so port 0
 works). Guarantees:
@@ -13,7 +13,7 @@ works). Guarantees:
   directory passed in by the caller).
 - ``config`` is either a mapping (written as JSON into the workdir at each start) or the path of
   an existing config file (passed as is); ``main_module="origin"`` runs the component's own
-  entry point (``python -m origin``) instead of ``python -m regcore.cli origin serve``.
+  entry point (``python -m origin``) instead of ``python -m quayside origin serve``.
 
 Observation: :meth:`metrics` parses ``/metrics`` (Prometheus text) into ``{(name, labels):
 value}``; :meth:`metric` sums the samples of one name matching some labels. Peak RSS comes from
@@ -82,11 +82,11 @@ class QuaysideServer(ListeningLineService):
     # -- lifecycle -------------------------------------------------------------------------
 
     def command(self) -> list[str]:
-        """The command line up to ``--listen``: ``python -m regcore.cli <component> serve``, or
+        """The command line up to ``--listen``: ``python -m quayside <component> serve``, or
         ``python -m <main_module>``."""
         if self.main_module is not None:
             return [sys.executable, "-m", self.main_module]
-        return [sys.executable, "-m", "regcore.cli", self.component, "serve"]
+        return [sys.executable, "-m", "quayside", self.component, "serve"]
 
     def component_args(self) -> list[str]:
         """Arguments after ``<component> serve --listen ...`` (subclasses)."""

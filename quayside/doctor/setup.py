@@ -20,14 +20,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from edge.config import EdgeConfig, load_edge_config
+from edge.upstreamconfig import UpstreamConfig
 from quayside.doctor.results import Result
 from regcore.config import ConfigError, OriginConfig, load_origin_config
-
-try:  # the edge's config is moving from regcore to the edge package
-    from edge.config import EdgeConfig, load_edge_config
-    from edge.upstreamconfig import UpstreamConfig
-except ImportError:
-    from regcore.config import EdgeConfig, UpstreamConfig, load_edge_config
 from regcore.configvalues import join_hostport, split_hostport
 
 __all__ = [

@@ -1,7 +1,8 @@
 """Async registry client (aiohttp) for upstreams, tests and bench.
 
 Modules: :mod:`.registry` (``RegistryClient``, the API), :mod:`.stream` (resumable blob
-downloads), :mod:`.uploads` (push side), :mod:`.transport` (auth, redirects, retries, timeouts), :mod:`.auth`
+downloads), :mod:`.uploads` (push side), :mod:`.exchange` (requests, status check, bounded
+body reads), :mod:`.transport` (auth, redirects, retries, timeouts), :mod:`.auth`
 (challenges, scopes, token cache, where credentials may go), :mod:`.status` (HTTP status →
 :mod:`regcore.errors`).
 """

@@ -9,20 +9,20 @@ retry writes: POST/PATCH/PUT/DELETE are sent once.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
 
 from regcore import USER_AGENT, errors
 from regcore.client import uploads
-from regcore.client.auth import TokenCache, repository_scope, scopes_for_path
-from regcore.client.status import DigestMismatch, Kind, error_for
+from regcore.client.auth import TokenCache, repository_scope
+from regcore.client.exchange import Exchange, read_body
+from regcore.client.status import DigestMismatch
 from regcore.client.stream import BlobStream, ResumeHook
-from regcore.client.transport import RequestHook, Transport, read_limited
+from regcore.client.transport import RequestHook, Transport
 from regcore.digest import Digest, is_digest
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -32,7 +32,6 @@ DEFAULT_MANIFEST_ACCEPT: tuple[str, ...] = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-_ERROR_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +48,11 @@ class FetchedManifest:
     digest: str
 
 
-class RegistryClient:
+class RegistryClient(Exchange):
     """Async client for one registry at ``base_url``. Use ``async with`` or call :meth:`close`.
+
+    :meth:`request` and :meth:`expect` (any request, with auth, redirects and retries) come
+    from :class:`~regcore.client.exchange.Exchange`; this class adds the registry API.
 
     Without ``session`` the client owns one (no cookie jar, no automatic decompression);
     with one, the caller owns it and :meth:`close` leaves it open. ``on_request`` counts
@@ -76,20 +78,22 @@ class RegistryClient:
         on_resume: ResumeHook | None = None,
         token_cache: TokenCache | None = None,
     ) -> None:
-        self.transport = Transport(
-            base_url,
-            session=session,
-            username=username,
-            password=password,
-            token=token,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries=retries,
-            backoff=backoff,
-            max_retry_after=max_retry_after,
-            user_agent=user_agent,
-            on_request=on_request,
-            token_cache=token_cache,
+        super().__init__(
+            Transport(
+                base_url,
+                session=session,
+                username=username,
+                password=password,
+                token=token,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries=retries,
+                backoff=backoff,
+                max_retry_after=max_retry_after,
+                user_agent=user_agent,
+                on_request=on_request,
+                token_cache=token_cache,
+            )
         )
         self.max_resumes = max_resumes
         self.on_resume = on_resume
@@ -113,61 +117,6 @@ class RegistryClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    # -- low level ----------------------------------------------------------------------
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-        scopes: Sequence[str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Escape hatch: any request with auth, redirects and (GET/HEAD) retries.
-
-        Returns the response whatever its status; the caller must ``release()`` it or use
-        ``async with``. ``scopes`` default to what the path needs (``repository:<n>:pull`` ...).
-        """
-        url = self.transport.url(path)
-        if params:
-            url = url.extend_query(params)
-        return await self.transport.send(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            scopes=scopes if scopes is not None else scopes_for_path(method, url.path),
-        )
-
-    async def expect(
-        self,
-        method: str,
-        path: str,
-        ok: Sequence[int],
-        kind: Kind,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-        scopes: Sequence[str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        resp = await self.request(
-            method, path, headers=headers, data=data, params=params, scopes=scopes
-        )
-        if resp.status in ok:
-            return resp
-        async with resp:
-            body = (
-                b""
-                if method == "HEAD"
-                else await read_limited(resp, _ERROR_BODY_LIMIT, strict=False)
-            )
-        raise error_for(
-            resp.status, kind, method=method, url=resp.url, headers=resp.headers, body=body
-        )
 
     # -- read API -----------------------------------------------------------------------
 
@@ -211,7 +160,7 @@ class RegistryClient:
         async with resp:
             if (resp.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise errors.UpstreamUnavailable(f"{repo}:{ref}: upstream manifest exceeds 4 MiB")
-            body = await _read_body(resp, MAX_MANIFEST_BYTES)
+            body = await read_body(resp, MAX_MANIFEST_BYTES)
             header_digest = resp.headers.get("Docker-Content-Digest")
             media_type = _media_type(resp.headers.get("Content-Type"))
         if is_digest(ref):
@@ -289,7 +238,7 @@ class RegistryClient:
         params = _page_params(n, last)
         resp = await self.expect("GET", f"/v2/{repo}/tags/list", (200,), "tags", params=params)
         async with resp:
-            doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
+            doc = json.loads(await read_body(resp, 16 * 1024 * 1024))
             link = _next_link(resp.headers.get("Link"))
         return list(doc.get("tags") or []), link
 
@@ -301,7 +250,7 @@ class RegistryClient:
             "GET", "/v2/_catalog", (200,), "catalog", params=_page_params(n, last)
         )
         async with resp:
-            doc = json.loads(await _read_body(resp, 16 * 1024 * 1024))
+            doc = json.loads(await read_body(resp, 16 * 1024 * 1024))
             link = _next_link(resp.headers.get("Link"))
         return list(doc.get("repositories") or []), link
 
@@ -314,7 +263,7 @@ class RegistryClient:
             "GET", f"/v2/{repo}/referrers/{digest}", (200,), "referrers", params=params
         )
         async with resp:
-            body = await _read_body(resp, MAX_MANIFEST_BYTES)
+            body = await read_body(resp, MAX_MANIFEST_BYTES)
             headers = CIMultiDict(resp.headers)
         return body, headers
 
@@ -404,12 +353,3 @@ def _next_link(header: str | None) -> str | None:
         if 'rel="next"' in rest.replace(" ", "") or "rel=next" in rest.replace(" ", ""):
             return target.strip().strip("<>")
     return None
-
-
-async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    body = await read_limited(resp, limit + 1)
-    if len(body) > limit:
-        raise errors.UpstreamUnavailable(f"{resp.url.path}: response larger than {limit} bytes")
-    if resp.content_length is not None and len(body) != resp.content_length:
-        raise errors.UpstreamUnavailable(f"{resp.url.path}: short response body")
-    return body

@@ -372,29 +372,3 @@ def _fresh_body(data: Any) -> Any:
 def basic_header(username: str, password: str) -> str:
     """``Basic base64(user:password)``."""
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-async def read_limited(resp: aiohttp.ClientResponse, limit: int, *, strict: bool = True) -> bytes:
-    """Read at most ``limit`` bytes of the body (the rest is left unread).
-
-    ``strict``: a broken body raises UpstreamUnavailable and a read timeout UpstreamTimeout;
-    otherwise (error bodies) whatever arrived is returned.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size < limit:
-            chunk = await resp.content.read(min(65536, limit - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except TimeoutError as exc:
-        if strict:
-            raise errors.UpstreamTimeout(f"reading {redact(resp.url)} timed out") from exc
-    except aiohttp.ClientError as exc:
-        if strict:
-            raise errors.UpstreamUnavailable(
-                f"reading {redact(resp.url)} failed: {type(exc).__name__}"
-            ) from exc
-    return b"".join(chunks)

@@ -1,4 +1,5 @@
-"""Blob uploads for :class:`~regcore.client.registry.RegistryClient` (tests, bench, tooling).
+"""Blob uploads through an :class:`~regcore.client.exchange.Exchange` (the push side of
+:class:`~regcore.client.registry.RegistryClient`, for tests, bench and tooling).
 
 The spec's upload session: ``POST /v2/<name>/blobs/uploads/`` (202 + ``Location``), then
 ``PATCH`` chunks to the latest ``Location`` (each answer carries the next one), then
@@ -10,23 +11,20 @@ body (async iterable) is sent exactly once. ``Location`` values are used verbati
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import TYPE_CHECKING
 
 import aiohttp
 from yarl import URL
 
 from regcore import errors
 from regcore.client.auth import repository_scope
+from regcore.client.exchange import Exchange
 from regcore.digest import Digest, Hasher
-
-if TYPE_CHECKING:
-    from regcore.client.registry import RegistryClient
 
 _OCTETS = "application/octet-stream"
 
 
 async def push_blob(
-    client: RegistryClient,
+    client: Exchange,
     repo: str,
     data: bytes | AsyncIterable[bytes],
     digest: str | None,
@@ -75,7 +73,7 @@ async def push_blob(
     return await _finish(client, location, digest or "", scopes, None)
 
 
-async def mount_blob(client: RegistryClient, repo: str, digest: str, from_repo: str) -> bool:
+async def mount_blob(client: Exchange, repo: str, digest: str, from_repo: str) -> bool:
     """See :meth:`RegistryClient.mount_blob`."""
     scopes = (repository_scope(repo, ("pull", "push")), repository_scope(from_repo))
     resp = await client.expect(
@@ -96,7 +94,7 @@ async def mount_blob(client: RegistryClient, repo: str, digest: str, from_repo: 
 
 
 async def _finish(
-    client: RegistryClient, location: str, digest: str, scopes: Sequence[str], body: bytes | None
+    client: Exchange, location: str, digest: str, scopes: Sequence[str], body: bytes | None
 ) -> str:
     url = URL(location, encoded=True).extend_query({"digest": digest})
     resp = await client.expect(

@@ -146,7 +146,7 @@ def test_quick_bench_writes_every_scenario_for_every_contender(tmp_path: Path) -
         pytest.skip(f"not installed: {', '.join(missing)} (make sysdeps)")
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "regcore.cli", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "quayside", "bench", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=360,

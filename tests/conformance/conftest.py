@@ -3,7 +3,7 @@ management) against REAL registry processes.
 
 Every test runs once per implementation (module-scoped parameter ``target``):
 
-- ``origin``: ``python -m regcore.cli origin serve --listen 127.0.0.1:0 --root DIR`` (a child
+- ``origin``: ``python -m quayside origin serve --listen 127.0.0.1:0 --root DIR`` (a child
   process started by :class:`harness.servers.OriginProcess`, its URL read from the
   ``{"event": "listening"}`` line it prints);
 - ``docker-registry``: Debian's distribution 2.8 (:class:`harness.registry.DockerRegistry`), the

@@ -22,10 +22,11 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from edge.app import EDGE_NODE, create_app
+from edge.config import EdgeConfig, load_edge_config
 from edge.node import EdgeNode
+from edge.upstreamconfig import UpstreamConfig
 from harness import oci_http
 from harness.images import Image, ImageIndex
-from regcore.config import EdgeConfig, UpstreamConfig, load_edge_config
 
 OCI_ACCEPT = ", ".join(
     (

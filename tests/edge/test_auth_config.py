@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from edge.config import load_edge_config
 from regcore.auth.htpasswd import hash_password, write_entries
 from regcore.auth.tlscerts import init_certs
-from regcore.config import ConfigError, load_edge_config
+from regcore.config import ConfigError
 
 ORIGIN = "http://127.0.0.1:5000"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edge.upstreamconfig import UpstreamConfig
 from harness.fixtures import ImageFactory
 from harness.registry import DockerRegistry
 from harness.slowproxy import SlowProxy
-from regcore.config import UpstreamConfig
 from regcore.digest import Digest
 from tests.edge.conftest import MakeEdge, push, sha256
 

@@ -24,7 +24,7 @@ from regcore.health import RESULT_TTL, CachedCheck, Check
 try:  # the edge's config is moving from regcore to the edge package
     from edge.config import load_edge_config
 except ImportError:
-    from regcore.config import load_edge_config
+    from edge.config import load_edge_config
 
 
 def _config(tmp_path: Path, upstreams: list[str], redis_url: str | None = None) -> Any:

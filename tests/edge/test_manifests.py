@@ -13,11 +13,11 @@ from pathlib import Path
 import aiohttp
 
 from edge.manifeststore import ManifestMemory
+from edge.upstreamconfig import UpstreamConfig
 from harness import oci_http
 from harness.fixtures import ImageFactory
 from harness.images import Image
 from harness.registry import DockerRegistry
-from regcore.config import UpstreamConfig
 from tests.edge.conftest import OCI_ACCEPT, MakeEdge, push
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -309,7 +309,7 @@ async def test_upstream_429_last_known_tag_served_uncached_gets_429(
 async def test_docker_hub_upstream_maps_one_segment_names_to_library(
     docker_registry: DockerRegistry, image_factory: ImageFactory, make_edge: MakeEdge
 ) -> None:
-    from regcore.config import UpstreamConfig
+    from edge.upstreamconfig import UpstreamConfig
 
     img = image_factory.image()
     await push(docker_registry.url, "library/alpine", "3", img)

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from edge.app import EDGE_NODE, create_app
+from edge.config import EdgeConfig, load_edge_config
 from edge.node import EdgeNode
 from harness.registry import DockerRegistry
 from regcore import errors
-from regcore.config import EdgeConfig, load_edge_config
 
 
 def _config(tmp_path: Path, upstream_url: str, **upstream: Any) -> EdgeConfig:

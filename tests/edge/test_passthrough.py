@@ -19,10 +19,10 @@ import pytest
 from aiohttp import web
 
 from edge.cache import BlobCache
+from edge.upstreamconfig import UpstreamConfig
 from harness import oci_http
 from harness.fixtures import ImageFactory
 from harness.registry import DockerRegistry
-from regcore.config import UpstreamConfig
 from regcore.digest import Digest
 from tests.edge.conftest import MakeEdge, RunningEdge, push, sha256
 

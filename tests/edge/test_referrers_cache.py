@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge.app import create_app
+from edge.config import load_edge_config
 from harness.attachments import (
     SigningKey,
     descriptor,
@@ -28,7 +29,6 @@ from harness.images import KiB, make_image
 from harness.registry import DockerRegistry
 from harness.servers import OriginProcess
 from regcore.client import RegistryClient
-from regcore.config import load_edge_config
 from tests.edge.conftest import OCI_ACCEPT, FakeClock, RunningEdge, push
 
 TRIVY = "application/vnd.aquasec.trivy.report.v1+json"

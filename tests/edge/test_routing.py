@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from edge.config import load_edge_config
 from edge.routing import Router, ns_of, valid_ns
 from regcore import errors
-from regcore.config import load_edge_config
 
 
 def _router(*upstreams: str, default: str | None = None, extra: dict | None = None) -> Router:

@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 
 from edge.authtls import peer_client_context
+from edge.config import EdgeTLSConfig
 from edge.peers import PeerSource
 from harness import skopeo
 from harness.authclients import source_request
@@ -43,7 +44,6 @@ from regcore.auth.htpasswd import hash_password, write_entries
 from regcore.auth.tlscerts import init_certs
 from regcore.client import RegistryClient
 from regcore.digest import Digest
-from regcore.edgeconfig import EdgeTLSConfig
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """A real origin process in ``auth.htpasswd`` mode, used by skopeo and podman as people do.
 
-One origin (``python -m regcore.cli origin serve --config FILE``) for the module, with bcrypt
+One origin (``python -m quayside origin serve --config FILE``) for the module, with bcrypt
 users, roles per repository glob and robots; clients log in with the password on stdin
 (:mod:`harness.authclients`). The last test reads every log line the origin wrote (its log
 and the audit trail) and the clients' error output, and finds none of the passwords, robot

@@ -1,6 +1,6 @@
 """skopeo pushes to and pulls from a real origin process; every digest survives the round trip.
 
-The origin runs as ``python -m regcore.cli origin serve --listen 127.0.0.1:0 --root DIR``
+The origin runs as ``python -m quayside origin serve --listen 127.0.0.1:0 --root DIR``
 (:class:`harness.servers.OriginProcess`); images are generated offline (:mod:`harness.images`)
 with layers of a few MiB, pushed by skopeo with ``--preserve-digests`` (so any conversion would
 fail the push), read back with ``skopeo inspect --raw`` (bytes exactly as served) and pulled

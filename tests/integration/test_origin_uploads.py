@@ -1,6 +1,6 @@
 """Uploads against the origin running as a real process: crashes, restarts, memory.
 
-The server is started exactly as an operator would (``python -m regcore.cli origin serve
+The server is started exactly as an operator would (``python -m quayside origin serve
 --listen 127.0.0.1:0 --root DIR``, or ``python -m origin``) by
 :class:`harness.servers.OriginProcess`, which finds it through the JSON ``listening`` line it
 prints.
@@ -201,7 +201,7 @@ async def test_bad_config_exits_2_naming_the_key(tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "regcore.cli",
+        "quayside",
         "origin",
         "serve",
         "--config",

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import load_edge_config
 from harness.attachments import SigningKey
-from regcore.config import ConfigError, load_edge_config, load_origin_config
+from regcore.config import ConfigError, load_origin_config
 
 UPSTREAM = {"upstreams": ["local=http://127.0.0.1:5000"]}
 

@@ -4,9 +4,11 @@ Edge files use our own schema (:data:`EDGE_SCHEMA`); environment ``QUAYSIDE_EDGE
 (``QUAYSIDE_EDGE_CACHE_SIZE``,
 ``QUAYSIDE_EDGE_UPSTREAMS="docker.io=https://registry-1.docker.io,http://127.0.0.1:5000"``).
 An ``upstreams`` value from a higher source replaces the whole list; ``cache.manifest_ttl`` is
-an alias of ``tags.ttl``. Upstream entries are parsed by :mod:`regcore.upstreamconfig`.
+an alias of ``tags.ttl``. Upstream entries are parsed by :mod:`edge.upstreamconfig`. The
+schema machinery and the value coercers are regcore's (:mod:`regcore.configschema`,
+:mod:`regcore.configvalues`), shared with the origin's :mod:`regcore.config`.
 
-Guarantees: see :mod:`regcore.config` (every failure is a ``ConfigError`` naming source and key;
+Guarantees: as :mod:`regcore.config`'s (every failure is a ``ConfigError`` naming source and key;
 the Redis URL's password never appears in ``repr()``).
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.upstreamconfig import UpstreamConfig, as_upstreams
 from regcore.configschema import ConfigError, EnvIndex, Leaf, getter, load_layers
 from regcore.configvalues import (
     BOOL,
@@ -42,7 +45,6 @@ from regcore.configvalues import (
 )
 from regcore.logging import redact_url
 from regcore.policy.config import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
-from regcore.upstreamconfig import UpstreamConfig, as_upstreams
 
 __all__ = [
     "EDGE_SCHEMA",
