@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ./data
-APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk
+APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk prometheus systemd
 # Real clients: installed when missing; their tests skip with the tool's own error if they cannot run.
 APT_OPTIONAL := podman containerd
 

@@ -111,7 +111,9 @@ def check(
     """Exit status and message for one health check (see the module docstring)."""
     if url is None:
         try:
-            url = target_from_argv(read_cmdline(pid), os.environ if environ is None else environ).url
+            url = target_from_argv(
+                read_cmdline(pid), os.environ if environ is None else environ
+            ).url
         except HealthcheckError as exc:
             return 2, str(exc)
     healthy, reason = probe(url, timeout)

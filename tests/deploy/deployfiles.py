@@ -73,7 +73,9 @@ def dockerfile_commands() -> Iterator[ShippedCommand]:
     env = dockerfile_env(ins)
     yield ShippedCommand("Dockerfile CMD", (*entry, *cmd), env, files)
     origin = ("origin", "serve", "--config", "/etc/quayside/origin.yml")
-    yield ShippedCommand("Dockerfile (origin role, as its header says)", (*entry, *origin), env, files)
+    yield ShippedCommand(
+        "Dockerfile (origin role, as its header says)", (*entry, *origin), env, files
+    )
 
 
 def image_configs() -> list[str]:
@@ -136,7 +138,9 @@ def k8s_workloads() -> Iterator[tuple[str, dict]]:
 
 
 def k8s_configmaps() -> dict[str, dict[str, str]]:
-    return {d["metadata"]["name"]: d["data"] for _, d in k8s_documents() if d["kind"] == "ConfigMap"}
+    return {
+        d["metadata"]["name"]: d["data"] for _, d in k8s_documents() if d["kind"] == "ConfigMap"
+    }
 
 
 def k8s_config_files(pod: dict) -> dict[str, str]:
@@ -157,9 +161,14 @@ def k8s_commands() -> Iterator[ShippedCommand]:
         for c in pod["spec"]["containers"]:
             if str(c["image"]).split(":")[0] == IMAGE:
                 env = {e["name"]: e.get("value", "pod-0") for e in c.get("env", [])}
-                args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), a) for a in c["args"]]
+                args = [_expand(a, env) for a in c["args"]]
                 src = f"kubernetes {file} {doc['metadata']['name']}/{c['name']}"
                 yield ShippedCommand(src, (IMAGE, *args), {}, k8s_config_files(pod))
+
+
+def _expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of container args."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), arg)
 
 
 def all_commands() -> list[ShippedCommand]:

@@ -71,7 +71,9 @@ def test_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
         "groups": [
             {
                 "name": "dashboard",
-                "rules": [{"record": f"dashboard:q{i}", "expr": q} for i, (_, q) in enumerate(queries)],
+                "rules": [
+                    {"record": f"dashboard:q{i}", "expr": q} for i, (_, q) in enumerate(queries)
+                ],
             }
         ]
     }
@@ -148,8 +150,8 @@ def _writable(keys: dict[str, list[str]]) -> list[str]:
 
 
 def test_systemd_units_may_write_what_the_shipped_configs_write() -> None:
-    from regcore.edgeconfig import load_edge_config
     from regcore.config import load_origin_config
+    from regcore.edgeconfig import load_edge_config
 
     units = systemd_units()
     origin = load_origin_config(str(DEPLOY / "config/origin.yml"), {}, {})
@@ -163,9 +165,9 @@ def test_systemd_units_may_write_what_the_shipped_configs_write() -> None:
         assert keys["Service.ProtectSystem"] == ["strict"]
         allowed = _writable(keys)
         for path in paths:
-            assert any(str(path).startswith(a.rstrip("/") + "/") or str(path) == a for a in allowed), (
-                f"{unit} cannot write {path} (writable: {allowed})"
-            )
+            assert any(
+                str(path).startswith(a.rstrip("/") + "/") or str(path) == a for a in allowed
+            ), f"{unit} cannot write {path} (writable: {allowed})"
 
 
 # -- Kubernetes ----------------------------------------------------------------------------
@@ -189,9 +191,12 @@ def test_kubernetes_workloads_have_probes_limits_and_disruption_budgets() -> Non
             if str(c["image"]).startswith("quayside"):
                 for probe in ("readinessProbe", "livenessProbe"):
                     assert c[probe]["httpGet"]["path"] == "/healthz", (c["name"], probe)
-        if str(workload["spec"]["template"]["spec"]["containers"][0]["image"]).startswith("quayside"):
+        if str(workload["spec"]["template"]["spec"]["containers"][0]["image"]).startswith(
+            "quayside"
+        ):
             assert any(
-                set(p["spec"]["selector"]["matchLabels"].items()) <= set(labels.items()) for p in pdbs
+                set(p["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
+                for p in pdbs
             ), f"no PodDisruptionBudget selects {workload['metadata']['name']}"
 
 
@@ -207,7 +212,9 @@ def test_kubernetes_config_files_point_at_required_mounts() -> None:
             for key, path in re.findall(r"^\s*(\w+_file):\s*(\S+)", text, re.M):
                 mount = next((m for m in mounts if path.startswith(m["mountPath"] + "/")), None)
                 assert mount, f"{key}: {path} is on no volume mount"
-                source = volumes[mount["name"]].get("secret") or volumes[mount["name"]].get("configMap")
+                source = volumes[mount["name"]].get("secret") or volumes[mount["name"]].get(
+                    "configMap"
+                )
                 assert source and not source.get("optional", False), f"{key}: {path} may be missing"
         for text in k8s_config_files(pod).values():
             assert "CHANGE_ME" not in text

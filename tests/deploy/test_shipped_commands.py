@@ -53,7 +53,9 @@ def test_flags_used_by_deploy_files_exist(role: str) -> None:
     known = set(re.findall(r"--[a-z][a-z0-9-]*", text))
     for command in (c for c in COMMANDS if c.role == role):
         missing = [f for f in _flags(command.argv) if f not in known]
-        assert not missing, f"{command.source} uses {missing}, not in `quayside {role} serve --help`"
+        assert not missing, (
+            f"{command.source} uses {missing}, not in `quayside {role} serve --help`"
+        )
 
 
 def test_image_runs_as_non_root_with_a_healthcheck_for_both_roles() -> None:
@@ -75,7 +77,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.close()
 
 
-def _localize(command: ShippedCommand, tmp: Path, port: int, redis_url: str) -> tuple[list[str], dict[str, str]]:
+def _localize(
+    command: ShippedCommand, tmp: Path, port: int, redis_url: str
+) -> tuple[list[str], dict[str, str]]:
     """The command and environment to run it here (see the module docstring)."""
 
     def path(p: str) -> str:
@@ -148,7 +152,10 @@ def test_healthcheck_fails_for_a_stopped_server_and_a_foreign_process(tmp_path: 
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         out = subprocess.run(
-            [QUAYSIDE, "healthcheck", "--pid", str(sleeper.pid)], capture_output=True, text=True, timeout=30
+            [QUAYSIDE, "healthcheck", "--pid", str(sleeper.pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert out.returncode == 2 and "not a quayside server" in out.stderr
     finally:
