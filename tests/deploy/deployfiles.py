@@ -27,6 +27,7 @@ class ShippedCommand:
     argv: tuple[str, ...]  # as the file says, first element the quayside binary
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # path in the deployment -> text
+    secrets: dict[str, str] = field(default_factory=dict)  # mount path -> Secret name
 
     @property
     def role(self) -> str:
@@ -121,7 +122,20 @@ def compose_commands() -> Iterator[ShippedCommand]:
     for name, svc in compose_services().items():
         if str(svc.get("image", "")).split(":")[0] == IMAGE:
             env = svc.get("environment") or {}
-            yield ShippedCommand(f"compose {name}", (IMAGE, *svc["command"]), dict(env), {})
+            configs = compose_top("configs")
+            files = {
+                c["target"]: (DEPLOY / "compose" / configs[c["source"]]["file"]).read_text()
+                for c in svc.get("configs", [])
+            }
+            names = svc.get("secrets", [])
+            assert len(names) <= 1, "one compose secret per service is what tests/deploy maps"
+            secrets = {"/run/secrets": names[0]} if names else {}
+            argv = (IMAGE, *svc["command"])
+            yield ShippedCommand(f"compose {name}", argv, dict(env), files, secrets)
+
+
+def compose_top(key: str) -> dict:
+    return yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text()).get(key) or {}
 
 
 def k8s_documents() -> Iterator[tuple[str, dict]]:
@@ -155,6 +169,17 @@ def k8s_config_files(pod: dict) -> dict[str, str]:
     return files
 
 
+def k8s_secret_mounts(pod: dict) -> dict[str, str]:
+    """Secrets a pod mounts: mount path -> secret name."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    return {
+        m["mountPath"]: volumes[m["name"]]["secret"]["secretName"]
+        for c in pod["spec"]["containers"]
+        for m in c.get("volumeMounts", [])
+        if "secret" in volumes.get(m["name"], {})
+    }
+
+
 def k8s_commands() -> Iterator[ShippedCommand]:
     for file, doc in k8s_workloads():
         pod = doc["spec"]["template"]
@@ -163,7 +188,9 @@ def k8s_commands() -> Iterator[ShippedCommand]:
                 env = {e["name"]: e.get("value", "pod-0") for e in c.get("env", [])}
                 args = [_expand(a, env) for a in c["args"]]
                 src = f"kubernetes {file} {doc['metadata']['name']}/{c['name']}"
-                yield ShippedCommand(src, (IMAGE, *args), {}, k8s_config_files(pod))
+                yield ShippedCommand(
+                    src, (IMAGE, *args), {}, k8s_config_files(pod), k8s_secret_mounts(pod)
+                )
 
 
 def _expand(arg: str, env: dict[str, str]) -> str:

@@ -209,13 +209,13 @@ def test_kubernetes_config_files_point_at_required_mounts() -> None:
         volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
         mounts = [m for c in pod["spec"]["containers"] for m in c.get("volumeMounts", [])]
         for text in k8s_config_files(pod).values():
-            for key, path in re.findall(r"^\s*(\w+_file):\s*(\S+)", text, re.M):
+            for key, path in re.findall(r"(\w+):\s*(/[^/\s,}][^\s,}]*)", re.sub(r"#.*", "", text)):
                 mount = next((m for m in mounts if path.startswith(m["mountPath"] + "/")), None)
                 assert mount, f"{key}: {path} is on no volume mount"
-                source = volumes[mount["name"]].get("secret") or volumes[mount["name"]].get(
-                    "configMap"
-                )
-                assert source and not source.get("optional", False), f"{key}: {path} may be missing"
+                volume = volumes.get(mount["name"])  # None: a volumeClaimTemplate (always there)
+                if volume is not None:
+                    source = volume.get("secret") or volume.get("configMap")
+                    assert source and not source.get("optional", False), f"{key}: {path} optional"
         for text in k8s_config_files(pod).values():
             assert "CHANGE_ME" not in text
 
@@ -245,6 +245,18 @@ def test_compose_file_matches_the_compose_specification() -> None:
             "--builtin-schema",
             "vendor.compose-spec",
             str(DEPLOY / "compose/docker-compose.yml"),
+        ]
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_github_actions_example_matches_the_workflow_schema() -> None:
+    out = _run(
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(DEPLOY / "ci/github-actions-push.yml"),
         ]
     )
     assert out.returncode == 0, out.stdout + out.stderr

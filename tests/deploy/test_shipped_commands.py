@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 
-from harness.ports import free_port, http_status
+from harness.ports import free_port
 from harness.redis import RedisServer
+from quayside.healthcheck import probe, target_from_argv
+from regcore.auth.tlscerts import init_certs
 from tests.deploy.deployfiles import ShippedCommand, all_commands, dockerfile_instructions
 
 QUAYSIDE = str(Path(sys.executable).with_name("quayside"))
@@ -93,6 +96,10 @@ def _localize(
             return str(target)
         return p
 
+    for mount, secret in command.secrets.items():
+        local = _secret_files(tmp / "secrets" / secret, secret)
+        for name, text in list(command.files.items()):
+            command.files[name] = text.replace(mount + "/", f"{local}/")
     argv = [QUAYSIDE, *command.argv[1:]]
     for i in range(1, len(argv)):
         prev = argv[i - 1]
@@ -112,6 +119,21 @@ def _localize(
     return argv, env
 
 
+def _secret_files(directory: Path, secret: str) -> Path:
+    """What an operator puts in the Secret, made here: certificates or an htpasswd file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if "tls" in secret:
+        certs = init_certs(directory / "ca", ["127.0.0.1", "localhost"])
+        (directory / "tls.crt").write_bytes(certs.cert.read_bytes())
+        (directory / "tls.key").write_bytes(certs.key.read_bytes())
+    elif "htpasswd" in secret:
+        hashed = bcrypt.hashpw(b"deploy-test-password", bcrypt.gensalt(4)).decode()
+        (directory / "htpasswd").write_text(f"deploy-test:{hashed}\n")
+    else:
+        raise AssertionError(f"a deploy file mounts secret {secret!r}: teach this test its files")
+    return directory
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.source for c in COMMANDS])
 def test_shipped_command_starts_and_is_healthy(
     command: ShippedCommand, tmp_path: Path, redis_url: str
@@ -122,10 +144,12 @@ def test_shipped_command_starts_and_is_healthy(
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        url = target_from_argv(argv, env).url  # http or https, as the config says
+        assert f"127.0.0.1:{port}/healthz" in url
         deadline = time.monotonic() + 30
-        while http_status(f"http://127.0.0.1:{port}/healthz") != 200:
+        while not probe(url, 1.0)[0]:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no /healthz 200 within 30 s"
+            assert time.monotonic() < deadline, f"no {url} 200 within 30 s"
             time.sleep(0.1)
         # The image's HEALTHCHECK, run as Docker runs it (same env) against this server.
         health = subprocess.run(
