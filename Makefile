@@ -3,8 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DATA    ?= ./data
-# chromium + chromium-driver: the web UI's browser tests (tests/ui/test_browser.py, selenium).
-APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk iproute2 chromium chromium-driver
+# chromium + chromium-driver: the web UI's browser tests (tests/ui/test_browser.py, selenium);
+# prometheus (promtool) and systemd (systemd-analyze): the deploy/ files' checks (tests/deploy/).
+APT_PKGS := redis-server docker-registry skopeo apache2-utils nginx wrk iproute2 chromium chromium-driver prometheus systemd
 # Real clients: installed when missing; their tests skip with the tool's own error if they cannot run.
 APT_OPTIONAL := podman containerd
 

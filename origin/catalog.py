@@ -26,4 +26,4 @@ async def catalog(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("GET", "/v2/_catalog", catalog)
+    app.router.add_route("GET", "/v2/_catalog", catalog, name="catalog")

@@ -309,7 +309,8 @@ def _count(app: web.Application, name: str, doc: str) -> None:
 
 def add_routes(app: web.Application) -> None:
     path = f"/v2/{NAME}/manifests/{REFERENCE}"
-    app.router.add_route("GET", path, get_manifest)
-    app.router.add_route("HEAD", path, get_manifest)
-    app.router.add_route("PUT", path, put_manifest)
-    app.router.add_route("DELETE", path, delete_manifest)
+    resource = app.router.add_resource(path, name="manifest")
+    resource.add_route("GET", get_manifest)
+    resource.add_route("HEAD", get_manifest)
+    resource.add_route("PUT", put_manifest)
+    resource.add_route("DELETE", delete_manifest)

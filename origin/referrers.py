@@ -67,4 +67,4 @@ async def _descriptor(store: BlobReader, digest: Digest) -> dict[str, Any] | Non
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("GET", f"/v2/{NAME}/referrers/{DIGEST}", list_referrers)
+    app.router.add_route("GET", f"/v2/{NAME}/referrers/{DIGEST}", list_referrers, name="referrers")

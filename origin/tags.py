@@ -26,4 +26,4 @@ async def list_tags(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("GET", f"/v2/{NAME}/tags/list", list_tags)
+    app.router.add_route("GET", f"/v2/{NAME}/tags/list", list_tags, name="tags")

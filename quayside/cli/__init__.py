@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "bench": "quayside.cli.bench",
     "doctor": "quayside.cli.doctor",
     "scan": "quayside.cli.scan",
+    "healthcheck": "quayside.cli.healthcheck",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
