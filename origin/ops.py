@@ -14,10 +14,11 @@ adds the admin routes (:mod:`origin.admin`) and a cleanup context that:
 Hooks (each cheap when the corresponding feature is not configured):
 
 * :meth:`OriginOps.blob_commit` around linking a committed/mounted blob: shared guard, quota
-  admission (DENIED with the figure), touch;
+  admission (DENIED with the figure), touch as the section ends
+  (:meth:`~origin.writeguard.WriteGuard.using`: the touch is never older than the link);
 * :meth:`OriginOps.manifest_put` around a manifest PUT from its reference checks to its tag
   write: shared guard, per-tag immutability lock and check, quota admission of the manifest
-  bytes, touch of the manifest and everything it references;
+  bytes, touch of the manifest and everything it references as the section ends;
 * :meth:`OriginOps.blob_check` around a blob HEAD's existence check: shared guard, touch;
 * :meth:`OriginOps.check_delete` before a manifest/tag DELETE (immutability);
 * :meth:`OriginOps.pulled` on manifest GET/HEAD (in memory only).
@@ -109,9 +110,8 @@ class OriginOps:
     @asynccontextmanager
     async def blob_commit(self, name: str, digest: Digest, size: int) -> AsyncIterator[None]:
         """Around installing/linking ``digest`` into ``name``. Raises DENIED (quota)."""
-        async with self.guard.shared():
+        async with self.guard.using([digest]):
             reservation = await self._admit(name, digest, size)
-            self.guard.touch([digest])
             try:
                 yield
             except BaseException:
@@ -132,7 +132,8 @@ class OriginOps:
         the reference or the ``?tag=`` values). ``current(tag)`` is awaited for a tag's
         present digest when an immutability rule applies. Raises
         :class:`~origin.immutability.TagImmutable` (409 DENIED) or DENIED (quota)."""
-        async with self.guard.shared(), contextlib.AsyncExitStack() as locks:
+        used = [digest, *references]
+        async with self.guard.using(used), contextlib.AsyncExitStack() as locks:
             for tag in sorted(set(tags)):  # one order for every request: no deadlock
                 await locks.enter_async_context(self.rules.tag_lock(name, tag))
             if self.rules.active:
@@ -143,7 +144,6 @@ class OriginOps:
                         self._denied(name, tag, exc)
                         raise
             reservation = await self._admit(name, digest, size)
-            self.guard.touch([digest, *references])
             try:
                 yield
             except BaseException:
@@ -167,8 +167,7 @@ class OriginOps:
         if not verify:
             yield
             return
-        async with self.guard.shared():
-            self.guard.touch((digest,))
+        async with self.guard.using((digest,)):
             yield
 
     def check_delete(self, name: str, tags: Iterable[str]) -> None:

@@ -5,9 +5,10 @@
 * **shared** (:meth:`WriteGuard.shared`) is taken by every request that makes a blob or
   manifest reachable or relies on one existing: a blob commit (upload PUT, monolithic POST,
   cross-repository mount), a manifest PUT (from its reference checks to its tag write), and the
-  existence check of a blob GET/HEAD. Inside, the request calls :meth:`WriteGuard.touch` with
-  the digests it used. Shared holders run concurrently; taking it costs no await when no sweep
-  is waiting. It is re-entrant per task.
+  existence check of a blob GET/HEAD. Such a request enters :meth:`WriteGuard.using` with the
+  digests it uses: the shared lock, and a touch of those digests **when the section ends**
+  (after its last write). Shared holders run concurrently; taking it costs no await when no
+  sweep is waiting. It is re-entrant per task.
 * **exclusive** (:meth:`WriteGuard.exclusive`) is taken by the garbage collector and by
   retention for each small batch of deletions. Inside, they re-check each candidate with
   :meth:`WriteGuard.touched_since` before deleting it. Writer-preferring: once a batch waits,
@@ -18,7 +19,13 @@ Why this is enough: a request that used digest D either finished its shared sect
 the batch took the lock — then D's touch is visible to the re-check and D is kept — or starts
 after the batch released it, and then sees D gone (and answers BLOB_UNKNOWN /
 MANIFEST_BLOB_UNKNOWN, so nothing is stored that points at a missing blob). Work done before
-the collector started is on disk by then and found by its mark phase.
+the collector started is on disk by then and found by its mark phase. Work not found by the
+mark was written after the collector started, so the touch at the end of its section is later
+than the start: that is why the touch is taken on leaving, not on entering. A section that
+began before ``start - grace`` (a slow commit, a copy from another filesystem, a loaded
+machine) and wrote its link after the mark scanned that repository would otherwise carry a
+touch older than the re-check's horizon, and D would be deleted under a completed commit or a
+manifest PUT that already answered 201.
 
 The touch record is in memory (bounded: entries older than ``keep`` seconds are pruned, and at
 most ``max_entries`` are kept, oldest dropped first) and is lost at restart; the grace period
@@ -128,6 +135,17 @@ class WriteGuard:
         # Wake every waiter; each re-checks its condition (a fresh event for the next round).
         self._changed.set()
         self._changed = asyncio.Event()
+
+    @asynccontextmanager
+    async def using(self, digests: Iterable[Digest]) -> AsyncIterator[None]:
+        """:meth:`shared`, and :meth:`touch` of ``digests`` as the section ends (also when it
+        raises), still under the lock: the touch is never older than a write of the section."""
+        used = tuple(digests)
+        async with self.shared():
+            try:
+                yield
+            finally:
+                self.touch(used)
 
     # -- touch record ------------------------------------------------------------------------
     def touch(self, digests: Iterable[Digest]) -> None:

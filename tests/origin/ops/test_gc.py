@@ -11,6 +11,7 @@ from harness.images import KiB, make_image, make_index, make_layer, sha256_diges
 from origin.uploadtimes import rfc3339
 
 REPO = "team/app"
+GRACE = 60.0  # racing pushes: longer than a push takes on a loaded machine
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -186,14 +187,23 @@ async def test_delete_untagged_removes_an_untagged_index_with_its_children(ops_o
 
 async def test_manifest_put_racing_the_sweep_is_never_left_with_a_missing_blob(ops_origin):
     """Pushes re-upload layers of deleted images while collections run back to back (many
-    sweep batches, pushes landing between them): every push succeeds and pulls back whole."""
-    origin = await ops_origin()
+    sweep batches, pushes landing between them): every push succeeds and pulls back whole.
+
+    The re-uploaded layers are old files whose images were deleted, so a layer linked after the
+    mark scanned its repository is kept only by the sweep's re-check (the touch of its commit
+    or manifest PUT), whatever the grace. The grace must still exceed a push's own duration
+    (first blob commit to manifest PUT): under load that took up to 5 s, and a grace of 1 s
+    then rightly collected a layer unreferenced for longer than the grace (the PUT was refused
+    with MANIFEST_BLOB_UNKNOWN, nothing stored). Forced interleavings: test_gc_races.py."""
+    before = await ops_origin()
     layers = [make_layer(1 * KiB, seed=1000 + i) for i in range(160)]
     for i in range(0, len(layers), 8):
         image = make_image(layers[i : i + 8], seed=5000 + i)
-        await origin.push(f"old/r{i}", image, "v1")
-        assert await origin.delete(f"old/r{i}", image.digest) == 202
-    origin.age_everything(7200)
+        await before.push(f"old/r{i}", image, "v1")
+        assert await before.delete(f"old/r{i}", image.digest) == 202
+    before.age_everything(7200)
+    # pushed two hours ago, before a restart: no touch of those pushes is remembered
+    origin = await ops_origin(root=before.root)
 
     async def pusher(i: int) -> tuple[str, Any]:
         image = make_image(layers[i * 4 : i * 4 + 4], seed=9000 + i)
@@ -207,7 +217,7 @@ async def test_manifest_put_racing_the_sweep_is_never_left_with_a_missing_blob(o
     async def collector(stop: asyncio.Event) -> int:
         runs = 0
         while not stop.is_set():
-            await origin.gc(grace=1.0)
+            await origin.gc(grace=GRACE)
             runs += 1
         return runs
 
@@ -219,7 +229,9 @@ async def test_manifest_put_racing_the_sweep_is_never_left_with_a_missing_blob(o
         results += await asyncio.gather(*(pusher(wave * 10 + i) for i in range(10)))
     stop.set()
     assert await gc_task >= 2
-    await origin.gc(grace=1.0)
+    await origin.gc(grace=GRACE)
     for repo, (image, status) in results:
         assert status == 201, repo
         assert await origin.pull_ok(repo, image, "v1"), repo
+    for i in range(0, len(layers), 8):  # the collections did collect: old images are gone
+        assert not origin.has_blob(make_image(layers[i : i + 8], seed=5000 + i).digest)

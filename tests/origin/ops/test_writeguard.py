@@ -99,3 +99,24 @@ async def test_touch_record_answers_since_and_is_bounded():
     guard.touch([d])  # a is older than keep: pruned
     assert not guard.touched_since(a, 0.0)
     assert guard.touched_since(b, 1050.0) and guard.touched_since(d, 1120.0)
+
+
+async def test_using_touches_when_the_section_ends_not_when_it_begins():
+    """The touch of a shared section is as late as its last write (also when it raises), so a
+    sweep batch after it never sees a touch older than what the section wrote."""
+    now = [1000.0]
+    guard = WriteGuard(clock=lambda: now[0])
+    a, b = (Digest("sha256", f"{i:064x}") for i in range(2))
+    async with guard.using([a]):
+        assert guard.readers == 1
+        assert not guard.touched_since(a, 0.0)
+        now[0] = 1500.0  # a long section: the link is written now
+    assert guard.readers == 0
+    assert guard.touched_since(a, 1500.0)
+    try:
+        async with guard.using([b]):
+            now[0] = 1600.0
+            raise RuntimeError("failed after a write")
+    except RuntimeError:
+        pass
+    assert guard.touched_since(b, 1600.0) and guard.readers == 0
