@@ -17,7 +17,7 @@ class EdgeFillMetrics:
     """Fill and cache collectors (namespace ``quayside_edge``; counters end in ``_total``).
 
     fills_started, fills_joined, fills_remote, fills_failed{reason}, fill_bytes{source},
-    cache_evictions, cache_evicted_bytes, redis_fallbacks, lock_takeovers (counters);
+    fill_bodies{reader}, cache_evictions, cache_evicted_bytes, redis_fallbacks, lock_takeovers (counters);
     fills_active, cache_bytes, cache_reserved_bytes, cache_entries (gauges).
     """
 
@@ -42,6 +42,12 @@ class EdgeFillMetrics:
             "fills_failed", "Fills that failed (nothing cached)", ("reason",)
         )
         self.fill_bytes = counter("fill_bytes", "Bytes written by fills", ("source",))
+        self.fill_bodies = counter(
+            "fill_bodies",
+            "Source bodies read by fills, by reader (socket: the fill's own thread read the "
+            "connection; loop: aiohttp's reader on the event loop)",
+            ("reader",),
+        )
         self.evictions = counter("cache_evictions", "Blobs evicted from the cache")
         self.evicted_bytes = counter("cache_evicted_bytes", "Bytes evicted from the cache")
         self.redis_fallbacks = counter(

@@ -208,6 +208,7 @@ class FillRun:
                 try:
                     await self._accept_total(total)
                     body = self._take_socket(chunks, total - self.offset)
+                    self.plan.count("fill_bodies", reader="loop" if body is None else "socket")
                     if body is not None:
                         await self._absorb(body)
                     else:
