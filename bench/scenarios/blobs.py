@@ -125,15 +125,18 @@ _COLD_METRICS = [
 
 def cpu_seconds(contender: Contender) -> float:
     """User + system CPU seconds used so far by the contender's serving processes (all
-    threads; from ``/proc/<pid>/stat``, fields 14-15). Dead processes count 0."""
+    threads, and the whole process group for nginx; from ``/proc/<pid>/stat``, fields 14-15).
+    Dead processes count 0."""
     total = 0
     for proc in contender.processes():
-        try:
-            with open(f"/proc/{proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += int(fields[11]) + int(fields[12])
+        pids = proc.group_pids() if contender.group_memory else [proc.pid]
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
