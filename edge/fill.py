@@ -54,13 +54,18 @@ Guarantees:
 
 Modules: this one (:class:`FillManager`, the node's fills, and the public names), the
 fill's state machine and waiter API (:mod:`edge.fillstate`), the task that runs one fill
-(source choice, streaming, failover, commit: :mod:`edge.fillrun`), the collectors
-(:mod:`edge.fillmetrics`).
+(source choice, streaming, failover, commit: :mod:`edge.fillrun`), the socket body its
+threads read (:mod:`edge.fillsocket`), the collectors (:mod:`edge.fillmetrics`).
 
-Readers serve the growing temp file through their own descriptor (it stays valid across the
-commit's rename and an eviction's unlink): :meth:`Fill.spans` gives file spans to
-``os.sendfile`` (edge/blobs.py), :meth:`Fill.read` reads them. They wake on an event set each
-time the fill's writer thread has written and hashed another batch.
+Byte path: the event loop only coordinates. A plain-HTTP body with ``Content-Length`` is read
+from the connection's socket by the fill's writer thread (``recv_into`` a ring of reusable
+buffers, ``pwrite`` in place, hashed on a second thread from the same buffers:
+:meth:`regcore.storage.writepipeline.WritePipeline.absorb`); other bodies (TLS, in-process
+sources) are received by aiohttp and written and hashed by the same thread. Readers serve the
+growing temp file through their own descriptor (it stays valid across the commit's rename and
+an eviction's unlink): :meth:`Fill.spans` gives file spans to ``os.sendfile`` (edge/blobs.py,
+edge/peers.py), :meth:`Fill.read` reads them. They wake when the writer thread reports
+progress (when the source has nothing more for now, and at least every MiB).
 """
 
 from __future__ import annotations

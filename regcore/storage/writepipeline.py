@@ -8,9 +8,10 @@ offset) and hashes a file's bytes in order. Two ways to feed it, in any order:
   :data:`LINGER` seconds; the first bytes go at once), waiting while more than
   ``max_in_flight`` bytes are queued (bounded memory);
 - :meth:`WritePipeline.absorb` runs a :class:`Reader` (e.g. a socket) on the thread: each
-  piece lands in one reusable buffer of :data:`ABSORB_BUFFER` bytes, is written with
-  ``pwrite`` and hashed from that buffer (a memoryview, no copy), so receiving, hashing and
-  writing leave the event loop entirely.
+  piece lands in one of :data:`ABSORB_SLOTS` reusable buffers of :data:`ABSORB_BUFFER` bytes,
+  is written from it with ``pwrite`` and hashed from it (a memoryview, no copy) on a second
+  thread while the next pieces are received, so receiving, hashing and writing leave the
+  event loop entirely and use two cores.
 
 ``os.pwrite``, ``recv_into`` and hashlib release the GIL, so the loop goes on meanwhile.
 ``on_written(written)`` runs on the loop as bytes reach the file: after each batch; during an
@@ -233,8 +234,10 @@ class WritePipeline:
         todo: queue.SimpleQueue[tuple[memoryview, int] | None],
     ) -> None:
         left, unreported = count, 0
-        slot = free.get()
+        slot: memoryview | None = None
         while left and not self._closed:
+            if slot is None:
+                slot = free.get()  # waits while the hash is ABSORB_SLOTS pieces behind
             n = reader.read_into(slot[: min(left, ABSORB_BUFFER)])
             if n <= 0:
                 if unreported:  # the reader is ahead of the bytes: let readers catch up
@@ -249,13 +252,13 @@ class WritePipeline:
                 self._error = exc  # kept, unlike the reader's errors; read after the job ended
                 raise
             todo.put((slot, n))
+            slot = None
             left -= n
             self._absorbed = count - left
             unreported += n
             if unreported >= REPORT_STEP:  # readers may send these while they are hashed
                 self._report()
                 unreported = 0
-            slot = free.get()
         if left:
             raise OSError("blob write abandoned")
 
