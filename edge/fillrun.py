@@ -237,6 +237,7 @@ class FillRun:
             self.pipe = WritePipeline(
                 fd, self.writer.hasher, self.plan.write_ahead_bytes, self.fill.advance, SYNC_EVERY
             )
+            self.pipe.preallocate(total)
             self.fill.open(total, self.writer.path)
         elif total != self.total:
             raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")

@@ -19,7 +19,10 @@ absorb, whenever the reader has nothing more for now (before the thread waits) a
 every :data:`REPORT_STEP` bytes, through ``loop.call_soon_threadsafe`` (at most one queued).
 Bytes are reported before they are hashed, never before they are written; once
 :meth:`drain`/:meth:`absorb` returned, ``written`` bytes are both written and hashed.
-Every ``sync_every`` bytes a second thread ``fdatasync``-s the file through its own
+:meth:`WritePipeline.preallocate` reserves the file's blocks first (``fallocate`` with
+``FALLOC_FL_KEEP_SIZE``: the size still grows with the writes), so a full disk fails before
+the first byte and writes skip the filesystem's delayed allocation; where the filesystem cannot
+(``EOPNOTSUPP``), nothing is reserved. Every ``sync_every`` bytes a second thread ``fdatasync``-s the file through its own
 descriptor, in the background, so a final fsync finds little left to write. A write error is
 kept and raised by the next ``write``/``drain``/``absorb``; ``close`` never waits: the thread
 closes the descriptor after the work it already took.
@@ -30,6 +33,8 @@ Use it from one event loop (the one it was created on).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import functools
 import os
 import queue
@@ -46,6 +51,9 @@ SYNC_EVERY = 16 << 20  # default background fdatasync step
 ABSORB_BUFFER = 256 << 10  # one absorb piece (buffer slot)
 ABSORB_SLOTS = 8  # pieces received ahead of the hash, at most
 REPORT_STEP = 1 << 20  # an absorb reports progress at least this often while bytes flow
+
+
+_FALLOC_FL_KEEP_SIZE = 1
 
 
 class Reader(Protocol):
@@ -126,6 +134,18 @@ class WritePipeline:
         while self._in_flight:
             await self._progress()
         self._check()
+
+    def preallocate(self, size: int) -> None:
+        """Reserve ``size`` bytes of disk for the file, on the thread before anything queued
+        after this call. No room (``ENOSPC``) is kept as a write error; a filesystem that
+        cannot reserve changes nothing."""
+        future = self._loop.run_in_executor(self._executor, _fallocate, self._fd, size)
+        future.add_done_callback(self._preallocated)
+
+    def _preallocated(self, future: asyncio.Future[None]) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and self._error is None:
+            self._error = exc
 
     async def absorb(
         self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
@@ -341,3 +361,17 @@ async def _outlast(job: asyncio.Future[None]) -> None:
             continue
     if not job.cancelled():
         job.exception()
+
+
+def _fallocate(fd: int, size: int) -> None:
+    """``fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)``; raises OSError(ENOSPC) only."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.fallocate
+    except (OSError, AttributeError):  # not glibc/Linux: nothing to reserve with
+        return
+    call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if size > 0 and call(fd, _FALLOC_FL_KEEP_SIZE, 0, size) != 0:
+        code = ctypes.get_errno()
+        if code == errno.ENOSPC:
+            raise OSError(code, os.strerror(code))
