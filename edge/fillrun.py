@@ -14,13 +14,13 @@ The guarantees are stated in :mod:`edge.fill`; in short:
   plan's ``space_wait`` seconds, fails the fill with :class:`TooLargeToCache` before any
   byte is promised (``Fill.size()`` raises it; the caller serves the blob by pass-through,
   see :mod:`edge.passthrough`). Nothing is written, nothing is retried.
-- The byte path is the fill's own writer thread
-  (:class:`regcore.storage.writepipeline.WritePipeline`, writing into the cache writer's temp
-  file and hasher). A plain-HTTP body with ``Content-Length`` (upstream or peer) is read by
-  that thread straight from the connection's socket once aiohttp has done the exchange
-  (:mod:`edge.fillsocket`): ``recv_into`` a reusable buffer, ``pwrite``, hash, progress to
-  the waiters; the event loop only coordinates. Other bodies (TLS, chunked, encoded, in-process
-  sources) are received on the loop and handed to the same thread, at most
+- The byte path is the cache writer's own thread (``StagedBlob.pipeline``, see
+  :class:`regcore.storage.writepipeline.WritePipeline`). A plain-HTTP body with
+  ``Content-Length`` (upstream or peer) is read by that thread straight from the
+  connection's socket once aiohttp has done the exchange (:mod:`edge.fillsocket`):
+  ``recv_into`` reusable buffers, ``pwrite``, hashed on a second thread, progress to the
+  waiters; the event loop only coordinates. Other bodies (TLS, a server ignoring ``Range``,
+  in-process sources) are received on the loop and handed to the same thread, at most
   ``write_ahead_bytes`` ahead. A source that breaks is resumed at the written offset
   (``upstream_resumes`` times without progress); a failing peer is followed to the lock's new
   owner or taken over (``lock_takeovers``).
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -47,8 +46,7 @@ from edge.regionlock import Lease, RegionLock, RegionUnavailable, Taken
 from edge.sources import BlobSource, ShortStream, is_transient
 from regcore import errors
 from regcore.digest import Digest
-from regcore.storage.blobstore import BlobWriter
-from regcore.storage.writepipeline import SYNC_EVERY, WritePipeline
+from regcore.storage.interfaces import StagedBlob
 
 log = logging.getLogger("edge.fill")  # the fill's log records, wherever the code lives
 
@@ -109,8 +107,7 @@ class FillRun:
         self.source: BlobSource | None = None
         self.owner: str | None = None  # set while streaming from a peer
         self.lease: Lease | None = None
-        self.writer: BlobWriter | None = None  # the cache's temp file, hasher and commit
-        self.pipe: WritePipeline | None = None  # the thread writing and hashing into it
+        self.writer: StagedBlob | None = None  # the cache's temp file, written by its thread
         self.reservation: Reservation | None = None
         self.total: int | None = None
         self.resumes_left = plan.upstream_resumes
@@ -120,7 +117,7 @@ class FillRun:
 
     @property
     def offset(self) -> int:
-        return self.pipe.accepted if self.pipe is not None else 0
+        return self.writer.size if self.writer is not None else 0
 
     async def run(self) -> None:
         """Run the fill to its end (committed or failed). Raises only on cancellation."""
@@ -128,10 +125,8 @@ class FillRun:
         try:
             await self._choose_source()
             await self._stream()
-            assert self.writer is not None and self.pipe is not None
+            assert self.writer is not None
             assert self.reservation is not None and self.total is not None
-            await self.pipe.drain()  # every byte written and hashed
-            self.pipe.close()
             blob = await plan.cache.commit(self.writer, self.digest, self.total, self.reservation)
         except BaseException as exc:
             self._failed(exc)
@@ -154,8 +149,6 @@ class FillRun:
         else:
             log.warning("fill %s failed (%s): %s", self.digest, reason, describe(exc))
         self.fill.fail(exc)
-        if self.pipe is not None:
-            self.pipe.close()
         if self.writer is not None:
             self.writer.discard()
 
@@ -233,11 +226,10 @@ class FillRun:
             self.reservation = await self._reserve(total)
             self.total = total
             self.writer = self.plan.cache.new_writer(flush_bytes=self.plan.chunk_flush_bytes)
-            fd = os.open(self.writer.path, os.O_WRONLY)  # the pipeline's own, closed by it
-            self.pipe = WritePipeline(
-                fd, self.writer.hasher, self.plan.write_ahead_bytes, self.fill.advance, SYNC_EVERY
+            self.writer.pipeline(
+                max_in_flight=self.plan.write_ahead_bytes, on_written=self.fill.advance
             )
-            self.pipe.preallocate(total)
+            self.writer.preallocate(total)
             self.fill.open(total, self.writer.path)
         elif total != self.total:
             raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
@@ -254,10 +246,10 @@ class FillRun:
             raise TooLargeToCache(self.digest, total, NO_SPACE) from None
 
     async def _write(self, chunk: bytes) -> None:
-        assert self.pipe is not None and self.total is not None and self.source is not None
+        assert self.writer is not None and self.total is not None and self.source is not None
         if self.offset + len(chunk) > self.total:
             raise errors.SizeInvalid(f"source sent more than {self.total} bytes")
-        await self.pipe.write(chunk)  # the writer thread advances the fill once written
+        await self.writer.write(chunk)  # the writer thread advances the fill once written
         if self.bytes_counter is not None:
             self.bytes_counter.inc(len(chunk))
 
@@ -278,13 +270,13 @@ class FillRun:
 
     async def _absorb(self, body: SocketBody) -> None:
         """Write ``body`` (its buffered prefix, then its socket on the writer thread)."""
-        assert self.pipe is not None
+        assert self.writer is not None
         try:
             if body.prefix:
                 await self._write(body.prefix)
             before = self.offset
             try:
-                await self.pipe.absorb(body, body.remaining, interrupt=body.interrupt)
+                await self.writer.absorb(body, body.remaining, interrupt=body.interrupt)
             finally:
                 if self.bytes_counter is not None:
                     self.bytes_counter.inc(self.offset - before)
