@@ -48,8 +48,8 @@ BATCH = 1 << 20  # bytes handed to the thread at once, about
 LINGER = 0.002  # seconds a pending chunk may wait for a batch to fill
 IN_FLIGHT = 8 << 20  # default bound on bytes accepted but not yet written
 SYNC_EVERY = 16 << 20  # default background fdatasync step
-ABSORB_BUFFER = 256 << 10  # one absorb piece (buffer slot)
-ABSORB_SLOTS = 8  # pieces received ahead of the hash, at most
+ABSORB_BUFFER = 1 << 20  # one absorb piece (buffer slot): fewer, larger pieces cost less CPU
+ABSORB_SLOTS = 4  # pieces received ahead of the hash, at most
 REPORT_STEP = 1 << 20  # an absorb reports progress at least this often while bytes flow
 
 
@@ -258,7 +258,18 @@ class WritePipeline:
         while left and not self._closed:
             if slot is None:
                 slot = free.get()  # waits while the hash is ABSORB_SLOTS pieces behind
-            n = reader.read_into(slot[: min(left, ABSORB_BUFFER)])
+            want = min(left, ABSORB_BUFFER)
+            n = reader.read_into(slot[:want])
+            failed: BaseException | None = None
+            while 0 < n < want:  # fill the slot with what is there: fewer, larger pieces
+                try:
+                    more = reader.read_into(slot[n:want])
+                except Exception as exc:  # keep what came before it; raise after writing
+                    failed = exc
+                    break
+                if more <= 0:
+                    break
+                n += more
             if n <= 0:
                 if unreported:  # the reader is ahead of the bytes: let readers catch up
                     self._report()
@@ -279,6 +290,8 @@ class WritePipeline:
             if unreported >= REPORT_STEP:  # readers may send these while they are hashed
                 self._report()
                 unreported = 0
+            if failed is not None:
+                raise failed
         if left:
             raise OSError("blob write abandoned")
 

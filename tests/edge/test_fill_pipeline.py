@@ -109,19 +109,22 @@ async def test_pipelined_writer_refuses_wrong_bytes_and_discard_mid_stream_leaks
 
 
 class ScriptedReader:
-    """Serves ``data`` in pieces of random size; every third call has nothing (then ``wait``);
-    raises ``ConnectionResetError`` once ``fail_at`` bytes were served."""
+    """Serves ``data`` in pieces of random size; every third call runs dry (nothing until
+    ``wait``, like an empty socket); raises ``ConnectionResetError`` once ``fail_at`` bytes
+    were served."""
 
     def __init__(self, data: bytes, *, seed: int = 5, fail_at: int | None = None) -> None:
         self.data, self.pos, self.fail_at = data, 0, fail_at
         self.rng = random.Random(seed)
         self.calls = self.waits = 0
+        self.dry = False
 
     def read_into(self, view: memoryview) -> int:
         self.calls += 1
         if self.fail_at is not None and self.pos >= self.fail_at:
             raise ConnectionResetError("cut")
-        if self.calls % 3 == 0:
+        self.dry = self.dry or self.calls % 3 == 0
+        if self.dry:
             return 0
         n = min(len(view), self.rng.randint(1, 300 * KiB), len(self.data) - self.pos)
         view[:n] = self.data[self.pos : self.pos + n]
@@ -130,6 +133,7 @@ class ScriptedReader:
 
     def wait(self) -> None:
         self.waits += 1
+        self.dry = False
 
 
 async def test_absorb_writes_and_hashes_every_byte_and_reports_progress(tmp_path: Path) -> None:
