@@ -98,7 +98,9 @@ class UpstreamSource:
     the client's ``max_resumes``) and reads its ``total_size``; the stream is closed when the
     chunk iterator is closed. Upstream refusals surface as the client's mapped OCI errors
     (BlobUnknown, Unauthorized, TooManyRequests...), an exhausted resume as BlobStreamBroken
-    (502, transient: the fill may reopen at its offset once more).
+    (502, transient: the fill may reopen at its offset once more). When the fill takes the
+    response over (``detach``: it reads the socket itself), a cut is the fill's to resume: it
+    reopens the source at its offset.
     """
 
     description = "upstream"
