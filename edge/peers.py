@@ -4,7 +4,8 @@ Server side: ``GET /_quayside/peer/blobs/<digest>`` (HEAD too), registered with
 :func:`add_routes`. It serves, in this order:
 
 - the cached blob (zero-copy sendfile, Range), header ``X-Quayside-Fill: complete``;
-- the fill of that digest in progress on this node, streamed as its bytes land, with
+- the fill of that digest in progress on this node, streamed as its bytes land (zero-copy:
+  ``os.sendfile`` from the growing file, :meth:`edge.fill.Fill.spans`), with
   ``Content-Length`` (the total, or the range's length on 206 with ``Content-Range``) and
   ``X-Quayside-Fill: in-progress``; if that fill fails, the connection is cut short (the
   reader sees a payload error, never a clean end);
@@ -27,6 +28,7 @@ through Redis when the node starts (the first node's random token wins).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -131,14 +133,15 @@ def _handler(
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start + 1 if total else 0
-        await resp.prepare(request)
+        await zerocopy.prepare_unbuffered(request, resp)
         if request.method == "HEAD" or total == 0:
             await resp.write_eof()
             return resp
-        try:
-            async for chunk in fill.read(start, end):
-                await resp.write(chunk)
-        except FillFailed as exc:
+        try:  # each span zero-copy from the growing file, as it lands (the tail after commit)
+            async with contextlib.aclosing(fill.spans(start, end)) as spans:
+                async for fd, offset, count in spans:
+                    await zerocopy.send_file_body(request, resp, fd, offset, count)
+        except (FillFailed, EOFError) as exc:
             log.warning("peer stream of %s cut: %s", digest, exc)
             abort(request)
             return resp

@@ -10,6 +10,11 @@ Interface (edge/fill.py consumes it; edge/blobs.py builds upstream sources)::
 ``offset``. A fill calls ``open(0)`` first and ``open(n)`` to resume after a break; the
 iterator is always closed (``aclose``) by the caller, also when abandoned early.
 
+The HTTP sources' iterators (:class:`ResponseChunks`) can also hand their open response over,
+before the first chunk, to a caller that reads the body itself:
+``chunks.detach(accept) -> aiohttp.ClientResponse | None`` (the fill reads it from the socket
+on its own thread, see :mod:`edge.fillsocket`; the caller then closes the response).
+
 Errors a source raises:
 - :class:`SourceError` (and subclasses), ``aiohttp.ClientError``, ``OSError``,
   ``TimeoutError``: transient, the fill may reopen at its offset.
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -36,7 +41,8 @@ from regcore.digest import Digest
 
 if TYPE_CHECKING:
     from edge.upstreamclient import UpstreamClient
-    from regcore.client import BlobStream
+
+Accept = Callable[[aiohttp.ClientResponse], bool]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -92,7 +98,9 @@ class UpstreamSource:
     the client's ``max_resumes``) and reads its ``total_size``; the stream is closed when the
     chunk iterator is closed. Upstream refusals surface as the client's mapped OCI errors
     (BlobUnknown, Unauthorized, TooManyRequests...), an exhausted resume as BlobStreamBroken
-    (502, transient: the fill may reopen at its offset once more).
+    (502, transient: the fill may reopen at its offset once more). When the fill takes the
+    response over (``detach``: it reads the socket itself), a cut is the fill's to resume: it
+    reopens the source at its offset.
     """
 
     description = "upstream"
@@ -109,15 +117,46 @@ class UpstreamSource:
         if total is None:
             await stream.__aexit__(None, None, None)
             raise SourceError("upstream did not say the blob's size")
-        return int(total), _iterate(stream)
+        return int(total), ResponseChunks(stream, detach=stream.detach, close=stream.aclose)
 
 
-async def _iterate(stream: BlobStream) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await stream.__aexit__(None, None, None)
+class ResponseChunks:
+    """Chunks of an open HTTP body; :meth:`detach` hands the response over instead.
+
+    ``chunks`` iterates the body, ``detach(accept)`` gives the response away (or None),
+    ``close()`` releases what is still held; :meth:`aclose` is idempotent.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes] | Any,
+        *,
+        detach: Callable[[Accept], aiohttp.ClientResponse | None],
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._chunks = chunks.__aiter__()
+        self._detach = detach
+        self._close: Callable[[], Awaitable[None]] | None = close
+        self._started = False
+
+    def __aiter__(self) -> ResponseChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await self._chunks.__anext__()
+
+    def detach(self, accept: Accept) -> aiohttp.ClientResponse | None:
+        """The open response, if no chunk was taken yet and ``accept(response)``; else None."""
+        return None if self._started else self._detach(accept)
+
+    async def aclose(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await close()
 
 
 class HttpSource:
@@ -169,7 +208,18 @@ class HttpSource:
         except BaseException:
             resp.release()
             raise
-        return total, _iter_response(resp, skip)
+        held: list[aiohttp.ClientResponse] = [resp]
+
+        def detach(accept: Accept) -> aiohttp.ClientResponse | None:
+            if skip or not held or not accept(held[0]):
+                return None
+            return held.pop()
+
+        async def close() -> None:
+            if held:
+                held.pop().release()
+
+        return total, ResponseChunks(_iter_response(resp, skip), detach=detach, close=close)
 
 
 async def _iter_response(resp: aiohttp.ClientResponse, skip: int) -> AsyncIterator[bytes]:

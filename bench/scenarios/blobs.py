@@ -9,7 +9,10 @@ that blob and how many bytes the upstream served for it.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import statistics
+import time
 
 from bench.dataset import BlobRef
 from bench.loadgen import JobResult
@@ -115,7 +118,37 @@ _COLD_METRICS = [
     Metric("total_s", "total time", "s", LOWER),
     Metric("upstream_gets", "upstream GETs of the blob", "", LOWER),
     Metric("upstream_mb", "upstream MB for the blob", "MB", LOWER),
+    Metric("cpu_s_per_gib", "contender CPU (user+sys) per GiB", "s", LOWER),
+    Metric("cpu_vs_sha256", "contender CPU / SHA-256 time, same bytes", "x", LOWER),
 ]
+
+
+def cpu_seconds(contender: Contender) -> float:
+    """User + system CPU seconds used so far by the contender's serving processes (all
+    threads, and the whole process group for nginx; from ``/proc/<pid>/stat``, fields 14-15).
+    Dead processes count 0."""
+    total = 0
+    for proc in contender.processes():
+        pids = proc.group_pids() if contender.group_memory else [proc.pid]
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def sha256_seconds_per_gib(sample: int = 64 << 20) -> float:
+    """CPU seconds ``hashlib.sha256`` needs per GiB on this machine (best of 3 on ``sample``)."""
+    data = os.urandom(sample)
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        hashlib.sha256(data).digest()
+        best = min(best, time.process_time() - start)
+    return best * (1 << 30) / sample
 
 
 def _cold_steps(ctx: RunContext) -> int:
@@ -140,11 +173,14 @@ def count_upstream(
 def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     contenders = ctx.contenders_for("cold_blob")
     logs = ctx.mark_upstreams(contenders)
+    sha_per_gib = sha256_seconds_per_gib()
     for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
         for contender in contenders:
             budget.check()
             ctx.reporter.step(f"cold_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
+            cpu_before = cpu_seconds(contender)
             res = ctx.fetch([contender.blob_url(blob.repo, blob.digest, 0)], budget)
+            cpu = cpu_seconds(contender) - cpu_before
             client = res.clients[0]
             failures = _failures(res, blob)
             run: dict[str, object] = {"rep": rep, "digest": blob.digest, "size": blob.size}
@@ -152,6 +188,9 @@ def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
                 record.add_error(contender.name, failures[0])
             else:
                 run.update(ttfb_s=client.ttfb, total_s=client.total, headers_s=client.t_headers)
+                per_gib = cpu * (1 << 30) / blob.size
+                run.update(cpu_s=cpu, cpu_s_per_gib=per_gib, cpu_vs_sha256=per_gib / sha_per_gib)
+                run["sha256_s_per_gib"] = sha_per_gib
             record.add_run(contender.name, run)
             ctx.reporter.advance()
     count_upstream(ctx, record, logs, budget)
@@ -163,7 +202,9 @@ COLD_BLOB = Scenario(
     description=(
         "One client asks for a blob the contender has never seen (a fresh blob per repetition). "
         "Time to first body byte, total time, and what the upstream served for that blob "
-        "(from its access log)."
+        "(from its access log). CPU = user+sys of the contender's serving processes (from "
+        "/proc/<pid>/stat) during the request, per GiB of blob, and over what hashlib.sha256 "
+        "needs for as many bytes on this machine (for the direct contender: the upstream's own)."
     ),
     metrics=lambda p: list(_COLD_METRICS),
     steps=_cold_steps,

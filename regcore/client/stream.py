@@ -85,6 +85,7 @@ class BlobStream:
         self._resp: aiohttp.ClientResponse | None = None
         self._skip = 0
         self._done = False
+        self._iterating = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -120,6 +121,25 @@ class BlobStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
+    def detach(
+        self, accept: Callable[[aiohttp.ClientResponse], bool]
+    ) -> aiohttp.ClientResponse | None:
+        """Hand the open response over to a caller that reads the rest of its body itself
+        (e.g. straight from the socket), if ``accept(response)`` says so.
+
+        Only before the first chunk was iterated, for a stream of the blob's whole rest
+        (no ``end``, no ``verify``, no prefix to drop): else None. The response's body is
+        then the bytes ``offset..total_size-1``; the stream forgets it (iterating it raises
+        BlobStreamBroken; resuming a cut and closing the response are the caller's business).
+        """
+        resp = self._resp
+        if resp is None or self._iterating or self._skip or self.end is not None:
+            return None
+        if self._hasher is not None or not accept(resp):
+            return None
+        self._resp, self._done = None, True
+        return resp
+
     async def read_all(self) -> bytes:
         """The whole range in memory (tests and small blobs)."""
         return b"".join([chunk async for chunk in self])
@@ -127,6 +147,7 @@ class BlobStream:
     # -- internals ----------------------------------------------------------------------
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        self._iterating = True
         await self.open()
         try:
             while self.length is None or self.received < self.length:

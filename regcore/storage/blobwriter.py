@@ -22,7 +22,7 @@ from pathlib import Path
 from regcore import errors
 from regcore.digest import Digest, Hasher
 from regcore.storage.interfaces import BlobInstaller
-from regcore.storage.writepipeline import IN_FLIGHT, SYNC_EVERY, WritePipeline
+from regcore.storage.writepipeline import IN_FLIGHT, SYNC_EVERY, Reader, WritePipeline
 
 DEFAULT_FLUSH_BYTES = 1 << 20
 
@@ -84,6 +84,24 @@ class BlobWriter:
             if self._buf:
                 raise RuntimeError("pipeline() after buffered writes")
             self._pipe = WritePipeline(self._fd, self.hasher, max_in_flight, on_written, sync_every)
+
+    def preallocate(self, size: int) -> None:
+        """After :meth:`pipeline`: reserve ``size`` bytes of disk for the file first (best
+        effort; a full disk fails the next write), see :meth:`WritePipeline.preallocate`."""
+        self._pipeline().preallocate(size)
+
+    async def absorb(
+        self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
+    ) -> int:
+        """After :meth:`pipeline`: read ``count`` bytes from ``reader`` (e.g. a socket) on the
+        writer's threads, written and hashed in place; see :meth:`WritePipeline.absorb` (what
+        came before a reader's error is kept and counted; the error is raised)."""
+        return await self._pipeline().absorb(reader, count, interrupt=interrupt)
+
+    def _pipeline(self) -> WritePipeline:
+        if self._pipe is None:
+            raise RuntimeError("call pipeline() first")
+        return self._pipe
 
     @property
     def size(self) -> int:

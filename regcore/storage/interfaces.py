@@ -40,9 +40,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from regcore.digest import Digest
+
+if TYPE_CHECKING:
+    from regcore.storage.writepipeline import Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,8 @@ class BlobSink(Protocol):
 class StagedBlob(BlobSink, Protocol):
     """A blob written to a local staging file that other readers may tail while it grows:
     bytes ``0..written`` of ``path`` are final. ``pipeline`` moves writing and hashing to a
-    dedicated thread (see :meth:`regcore.storage.blobwriter.BlobWriter.pipeline`)."""
+    dedicated thread (see :meth:`regcore.storage.blobwriter.BlobWriter.pipeline`); after it,
+    ``absorb`` lets that thread read the bytes itself (the edge's fills, from a socket)."""
 
     path: Path
 
@@ -104,6 +108,18 @@ class StagedBlob(BlobSink, Protocol):
         on_written: Callable[[int], None] | None = None,
         sync_every: int = ...,
     ) -> None: ...
+
+    def preallocate(self, size: int) -> None:
+        """After ``pipeline``: reserve room for ``size`` bytes (best effort)."""
+        ...
+
+    async def absorb(
+        self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
+    ) -> int:
+        """After ``pipeline``: ``count`` bytes from a blocking ``reader`` (a socket), received,
+        written and hashed off the event loop (:meth:`regcore.storage.writepipeline.
+        WritePipeline.absorb`)."""
+        ...
 
     async def flush(self) -> None: ...
 

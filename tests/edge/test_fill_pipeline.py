@@ -2,6 +2,10 @@
 
 - :meth:`BlobWriter.pipeline` (the fill's writer): bytes land in order, hashed, progress is
   reported on the loop, write-ahead stays bounded, a discard mid-stream leaks nothing.
+- :meth:`WritePipeline.absorb` (the socket path's thread side, fed by a scripted reader that
+  also says "nothing now" and fails on cue): bytes and hash right, progress reported, a
+  reader's error keeps what came before it (the next absorb resumes there), cancellation
+  interrupts a waiting reader and outlasts the thread.
 - :meth:`Fill.spans`: contiguous spans, the blob's tail withheld until the commit.
 - Upstream reads hand over the connection's pieces (``readchunk``): chunked bodies and the
   ``chunk_size`` bound still hold.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from regcore.client import RegistryClient
 from regcore.digest import Digest
 from regcore.storage.blobstore import FilesystemBlobStore
 from regcore.storage.layout import Layout
+from regcore.storage.writepipeline import REPORT_STEP, WritePipeline
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -97,6 +103,117 @@ async def test_pipelined_writer_refuses_wrong_bytes_and_discard_mid_stream_leaks
         await w.commit(Digest.of(b"other bytes"), len(data))
     assert not w.path.exists() and list(store.iter_digests()) == []
     await eventually(lambda: open_fds() == before)
+
+
+# -- WritePipeline.absorb ------------------------------------------------------------------------
+
+
+class ScriptedReader:
+    """Serves ``data`` in pieces of random size; every third call runs dry (nothing until
+    ``wait``, like an empty socket); raises ``ConnectionResetError`` once ``fail_at`` bytes
+    were served."""
+
+    def __init__(self, data: bytes, *, seed: int = 5, fail_at: int | None = None) -> None:
+        self.data, self.pos, self.fail_at = data, 0, fail_at
+        self.rng = random.Random(seed)
+        self.calls = self.waits = 0
+        self.dry = False
+
+    def read_into(self, view: memoryview) -> int:
+        self.calls += 1
+        if self.fail_at is not None and self.pos >= self.fail_at:
+            raise ConnectionResetError("cut")
+        self.dry = self.dry or self.calls % 3 == 0
+        if self.dry:
+            return 0
+        n = min(len(view), self.rng.randint(1, 300 * KiB), len(self.data) - self.pos)
+        view[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def wait(self) -> None:
+        self.waits += 1
+        self.dry = False
+
+
+async def test_absorb_writes_and_hashes_every_byte_and_reports_progress(tmp_path: Path) -> None:
+    data = os.urandom(5 * MiB + 77)
+    path = tmp_path / "blob"
+    path.touch()
+    hasher = Digest.of(b"").hasher()
+    reports: list[int] = []
+    pipe = WritePipeline(os.open(path, os.O_WRONLY), hasher, 8 * MiB, reports.append, 2 * MiB)
+    pipe.preallocate(len(data))  # disk reserved; the size still grows with the bytes
+    await pipe.drain()
+    assert path.stat().st_size == 0
+    await pipe.write(data[:1000])  # queued bytes first, then absorbed ones
+    reader = ScriptedReader(data[1000:])
+    assert await pipe.absorb(reader, len(data) - 1000) == len(data) - 1000
+    assert pipe.written == pipe.accepted == len(data) == hasher.size
+    assert hasher.digest() == Digest.of(data)
+    pipe.close()
+    assert path.read_bytes() == data
+    assert reports == sorted(set(reports)) and reports[-1] == len(data)
+    assert reader.waits > 0 and len(reports) <= len(data) // REPORT_STEP + reader.waits + 2
+
+
+async def test_absorb_keeps_what_came_before_a_reader_error_and_resumes_there(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(4 * MiB)
+    path = tmp_path / "blob"
+    path.touch()
+    hasher = Digest.of(b"").hasher()
+    pipe = WritePipeline(os.open(path, os.O_WRONLY), hasher, 8 * MiB, None, 0)
+    with pytest.raises(ConnectionResetError):
+        await pipe.absorb(ScriptedReader(data, fail_at=1536 * KiB), len(data))
+    cut = pipe.written
+    assert 1536 * KiB <= cut < len(data) and hasher.size == cut == pipe.accepted
+    await pipe.absorb(ScriptedReader(data[cut:], seed=9), len(data) - cut)  # "resumed"
+    await pipe.drain()
+    assert hasher.digest() == Digest.of(data) and pipe.written == len(data)
+    pipe.close()
+    assert path.read_bytes() == data
+
+
+async def test_cancelled_absorb_interrupts_the_waiting_reader_and_outlasts_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blob"
+    path.touch()
+    woken = threading.Event()
+    ended = threading.Event()
+
+    class Silent:
+        def read_into(self, view: memoryview) -> int:
+            if woken.is_set():
+                raise OSError("interrupted")
+            return 0
+
+        def wait(self) -> None:
+            woken.wait(10)  # a silent socket, until interrupt() wakes it
+
+    hasher = Digest.of(b"").hasher()
+    pipe = WritePipeline(os.open(path, os.O_WRONLY), hasher, 8 * MiB, None, 0)
+    reader = Silent()
+    original = reader.read_into
+
+    def read_into(view: memoryview) -> int:
+        try:
+            return original(view)
+        except OSError:
+            ended.set()
+            raise
+
+    reader.read_into = read_into  # type: ignore[method-assign]
+    task = asyncio.create_task(pipe.absorb(reader, 1 * MiB, interrupt=woken.set))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert woken.is_set() and ended.is_set()  # interrupted, and the thread was done first
+    assert pipe.written == 0
+    pipe.close()
 
 
 # -- Fill.spans ---------------------------------------------------------------------------------
