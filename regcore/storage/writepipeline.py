@@ -10,8 +10,9 @@ large buffers, so the loop goes on receiving meanwhile):
 - ``on_written(written)`` runs on the loop after each batch reached the file;
 - every ``sync_every`` bytes a second thread ``fdatasync``-s the file through its own
   descriptor, in the background, so a final fsync finds little left to write;
-- a write error is kept and raised by the next ``write``/``drain``; ``close`` never waits:
-  each thread closes its descriptor after the work it already took.
+- a write error is kept and raised by the next ``write``/``drain``; ``settle`` waits for the
+  thread without raising (cleanup paths); ``close`` never waits: each thread closes its
+  descriptor after the work it already took.
 
 Use it from one event loop (the one it was created on). BlobWriter is its only user.
 """
@@ -82,6 +83,16 @@ class WritePipeline:
         while self._in_flight + self._pending_bytes > self._max_in_flight:
             await self._progress()
             self._check()
+
+    async def settle(self) -> None:
+        """Wait until the thread finished every batch it was handed, written or failed (what
+        is pending is handed over first, unless closed or failed). Never raises a write
+        error: for cleanup paths (a rollback, a client gone) that must not touch the file
+        while the thread still writes to it."""
+        if self._pending and not self._closed and self._error is None:
+            self._submit()
+        while self._in_flight:
+            await self._progress()
 
     async def drain(self) -> None:
         self._check()
