@@ -12,11 +12,12 @@ By tag (PROTOCOL.md 4, 7, 12), with the :class:`~edge.tagcache.TagCache`:
 
 - entry within ``tags.ttl`` -> the cached digest's manifest, no upstream request at all;
 - entry older -> upstream HEAD bounded by ``tags.revalidate_timeout``: same digest -> TTL
-  refreshed; new digest -> the new manifest is fetched by digest (a client HEAD needs no GET);
-  upstream down, hung, 5xx or 429 -> the last known digest is served and counted in
-  ``stale_serves``; 404 -> the entry is dropped and 404 MANIFEST_UNKNOWN returned;
+  refreshed; new digest -> the new manifest is fetched by digest (a client HEAD needs no GET)
+  and the entry moves once it is had (if the upstream fails that fetch, the last known digest
+  is served); upstream down, hung, 5xx or 429 -> the last known digest is served and counted
+  in ``stale_serves``; 404 -> the entry is dropped and 404 MANIFEST_UNKNOWN returned;
 - no entry -> upstream GET (HEAD for a client HEAD); errors pass on: 429 TOOMANYREQUESTS,
-  502/504 UNAVAILABLE, bounded by the upstream's connect + read timeout.
+  502/504 UNAVAILABLE.
 
 Negotiation (:class:`edge.negotiation.Negotiation`): every upstream request asks for every
 manifest type (:data:`~edge.negotiation.FULL_ACCEPT`), whatever the client sent, so a stored
@@ -34,8 +35,7 @@ gets 504 UNAVAILABLE (or the last known digest, when revalidating). A shared ups
 operation left by a caller at its bound keeps running for the others, bounded by its own.
 
 Upstream fetches are checked and stored by :class:`edge.manifestfetch.ManifestFetcher`. One
-upstream GET per (upstream, repository, reference, forwarded types) and one revalidating HEAD
-per tag run at a time, shared by every request that needs them
+upstream GET per (upstream, repository, reference) and one HEAD per tag run at a time, shared by every request that needs them
 (:class:`edge.singleflight.SingleFlight`); :meth:`ManifestService.close` cancels those left.
 """
 
