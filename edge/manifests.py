@@ -2,8 +2,10 @@
 
 - Manifests: the route is chosen (:class:`edge.routing.Router`), the caller's access
   checked (:class:`edge.auth.EdgeAccess`), then the
-  :class:`edge.manifestservice.ManifestService` answers by tag or by digest; a manifest of a
-  type the client did not accept is 404 MANIFEST_UNKNOWN. Answers carry
+  :class:`edge.manifestservice.ManifestService` answers by tag or by digest, negotiated for the
+  client's ``Accept`` as registry:2 does (an OCI manifest or index the client did not list:
+  404 MANIFEST_UNKNOWN; a Docker list by tag to a client taking no lists: its linux/amd64
+  child, with that child's digest). Answers carry
   ``Docker-Content-Digest``, ``ETag`` (the digest), ``Content-Type`` and, for HEAD,
   ``Content-Length``.
 - A manifest about to be served is judged by the signature / scan policies when configured
@@ -87,7 +89,6 @@ class ManifestHandlers:
             served = await service.by_digest(
                 route, ref, accepted, need_body=need_body, client=client
             )
-        self.negotiation.require_acceptable(served.media_type, accepted)
         if self.policy is not None:  # signature / scan policies (edge/policy.py)
             await self.policy.check(route, served, client)
         headers = {

@@ -2,36 +2,47 @@
 
 By digest: served from the edge's manifest store (:class:`edge.manifeststore.ManifestStore`:
 one record per digest holding the bytes verbatim with their media type, the hottest in
-memory, all on disk; a disk hit is remembered in memory), else fetched from upstream with
-the client's ``Accept`` forwarded, verified against the digest, stored, served. Immutable: a
-stored manifest is served whatever the upstream says (PROTOCOL.md 12), so records need no
-invalidation, only eviction. A memory hit does not touch disk, threads or sqlite. Access
-checks for private upstreams happen in the handler before any of this, for every request.
+memory, all on disk; a disk hit is remembered in memory), else fetched from upstream,
+verified against the digest, stored, served. Immutable: a stored manifest is served whatever
+the upstream says (PROTOCOL.md 12), so records need no invalidation, only eviction. A memory
+hit does not touch disk, threads or sqlite. Access checks for private upstreams happen in the
+handler before any of this, for every request.
 
 By tag (PROTOCOL.md 4, 7, 12), with the :class:`~edge.tagcache.TagCache`:
 
 - entry within ``tags.ttl`` -> the cached digest's manifest, no upstream request at all;
 - entry older -> upstream HEAD bounded by ``tags.revalidate_timeout``: same digest -> TTL
-  refreshed; new digest -> the new manifest is fetched by digest (a client HEAD needs no GET);
-  upstream down, hung, 5xx or 429 -> the last known digest is served and counted in
-  ``stale_serves``; 404 -> the entry is dropped and 404 MANIFEST_UNKNOWN returned;
+  refreshed; new digest -> the new manifest is fetched by digest (a client HEAD needs no GET)
+  and the entry moves once it is had (if the upstream fails that fetch, the last known digest
+  is served); upstream down, hung, 5xx or 429 -> the last known digest is served and counted
+  in ``stale_serves``; 404 -> the entry is dropped and 404 MANIFEST_UNKNOWN returned;
 - no entry -> upstream GET (HEAD for a client HEAD); errors pass on: 429 TOOMANYREQUESTS,
-  502/504 UNAVAILABLE, bounded by the upstream's connect + read timeout.
+  502/504 UNAVAILABLE.
 
-Negotiation: tag entries are written only from answers to an ``Accept`` naming every type we
-serve, so an entry is what the tag *is*; a client is never served a type it did not accept
-(404 MANIFEST_UNKNOWN, as registry:2). A client naming only some types is forwarded as is
-and its answer is not recorded for the tag (registry:2 may have converted it for that client).
+Negotiation (:class:`edge.negotiation.Negotiation`): every upstream request asks for every
+manifest type (:data:`~edge.negotiation.FULL_ACCEPT`), whatever the client sent, so a stored
+record and a tag entry are what the manifest and the tag *are*, recorded for every client.
+Each client's ``Accept`` is then negotiated against the stored media type, as registry:2 does:
+an OCI manifest or index it did not list is 404 MANIFEST_UNKNOWN; a Docker manifest list asked
+for by tag by a client that takes no lists is answered with its linux/amd64 child (404 when
+there is none, 400 MANIFEST_INVALID when the child is schema 2 and not listed). So a client
+naming only some types is served from the cache, stale-on-failure included, like any other.
+
+Bounds: everything one client request waits for upstream (a miss, a revalidation and the
+fetch of a changed digest, a list and its child) shares one budget of the upstream's connect +
+read timeout (:func:`edge.timeouts.deadline`) from the request's start; past it the request
+gets 504 UNAVAILABLE (or the last known digest, when revalidating). A shared upstream
+operation left by a caller at its bound keeps running for the others, bounded by its own.
 
 Upstream fetches are checked and stored by :class:`edge.manifestfetch.ManifestFetcher`. One
-upstream GET per (upstream, repository, reference, forwarded types) and one revalidating HEAD
-per tag run at a time, shared by every request that needs them
+upstream GET per (upstream, repository, reference) and one HEAD per tag run at a time, shared by every request that needs them
 (:class:`edge.singleflight.SingleFlight`); :meth:`ManifestService.close` cancels those left.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -58,6 +69,22 @@ _STALE_ERRORS = (
     errors.TooManyRequests,
     errors.Unavailable,
 )
+
+
+class _NotCached(Exception):
+    """A record needed to answer from local records alone is not stored here."""
+
+
+class _Budget:
+    """Seconds left of one client request's upstream budget, on the monotonic clock."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,21 +150,42 @@ class ManifestService:
         need_body: bool,
         client: UpstreamClient,
     ) -> Served:
-        served = await self.local(str(digest), need_body=need_body)
+        """The manifest ``digest`` negotiated for ``accepted`` (never narrowed by digest).
+        Raises ManifestUnknown (unknown, or a type the client did not list), UpstreamTimeout,
+        UpstreamUnavailable and the upstream's mapped refusals."""
+        budget = _Budget(deadline(route.upstream))
+        served = await self._digest(route, str(digest), need_body, client, budget)
+        self.negotiation.decide(served.media_type, accepted, by_tag=False)
+        return served
+
+    async def _digest(
+        self,
+        route: Route,
+        digest: str,
+        need_body: bool,
+        client: UpstreamClient | None,
+        budget: _Budget,
+    ) -> Served:
+        """The stored manifest, else (with a client) the upstream's: HEAD for headers only,
+        GET (checked, stored, one per digest at a time) for a body. No negotiation. Without
+        a client, raises _NotCached when the record is not stored."""
+        served = await self.local(digest, need_body=need_body)
         if served is not None:
             self._manifest_hits.inc()
             return served
+        if client is None:
+            raise _NotCached(digest)
         self.metrics.cache_misses.labels("manifest").inc()
-        upstream = route.upstream
-        forwarded, _ = self.negotiation.forward(accepted)
         if not need_body:
             head = await bounded(
-                client.head_manifest(route.name, str(digest), forwarded), deadline(upstream)
+                client.head_manifest(route.name, digest, FULL_ACCEPT), budget.left()
             )
-            return Served(str(digest), head.media_type, head.size)
-        key = (upstream.name, route.name, str(digest), *forwarded)
-        return await self._gets.run(
-            key, lambda: self._fetch(route, str(digest), forwarded, client, expect=digest)
+            return Served(digest, head.media_type, head.size)
+        key = (route.upstream.name, route.name, digest)
+        expect = Digest.parse(digest)
+        return await bounded(
+            self._gets.run(key, lambda: self._fetch(route, digest, client, expect=expect)),
+            budget.left(),
         )
 
     # -- by tag ---------------------------------------------------------------------------
@@ -150,37 +198,51 @@ class ManifestService:
         need_body: bool,
         client: UpstreamClient,
     ) -> Served:
+        """The manifest ``tag`` names, negotiated for ``accepted`` (see the module docstring).
+        Raises ManifestUnknown, ManifestInvalid (a list's schema 2 child not listed),
+        UpstreamTimeout, UpstreamUnavailable and the upstream's mapped refusals."""
         u = route.upstream
-        forwarded, recordable = self.negotiation.forward(accepted)
+        budget = _Budget(deadline(u))
         entry = await self.tags.get(u.name, route.name, tag)
-        if entry is not None and self.negotiation.acceptable(entry.media_type, accepted):
-            if self.tags.fresh(entry):
-                self._tag_hits.inc()
-                return await self._serve_entry(route, entry, accepted, need_body, client)
-            return await self._revalidate(route, tag, entry, accepted, need_body, client)
-        self.metrics.tag_cache.labels("miss").inc()
-        if not need_body:
-            head = await bounded(client.head_manifest(route.name, tag, forwarded), deadline(u))
-            if recordable:
-                await self.tags.put(
-                    u.name,
-                    route.name,
-                    tag,
-                    self.tags.entry(head.digest, head.media_type, head.size),
-                )
-            return Served(head.digest, head.media_type, head.size)
-        key = (u.name, route.name, tag, *forwarded)
-        served = await self._gets.run(
-            key, lambda: self._fetch(route, tag, forwarded, client, expect=None)
-        )
-        if recordable:
-            await self.tags.put(
-                u.name,
-                route.name,
-                tag,
-                self.tags.entry(served.digest, served.media_type, served.size),
+        if entry is None:
+            self.metrics.tag_cache.labels("miss").inc()
+            entry, fetched = await self._resolve(route, tag, need_body, client, budget)
+            return await self._answer(route, entry, accepted, need_body, client, budget, fetched)
+        if self.tags.fresh(entry):
+            self._tag_hits.inc()
+            return await self._answer(route, entry, accepted, need_body, client, budget)
+        return await self._revalidate(route, tag, entry, accepted, need_body, client, budget)
+
+    async def _resolve(
+        self, route: Route, tag: str, need_body: bool, client: UpstreamClient, budget: _Budget
+    ) -> tuple[TagEntry, Served | None]:
+        """A tag unknown here, asked upstream (HEAD for a client HEAD, else GET, shared by
+        every caller) and recorded; returns the entry and the fetched manifest (GET)."""
+        u = route.upstream
+        fetched: Served | None = None
+        if need_body:
+            fetched = await bounded(
+                self._gets.run(
+                    (u.name, route.name, tag),
+                    lambda: self._fetch(route, tag, client, expect=None),
+                ),
+                budget.left(),
             )
-        return served
+            digest, media_type, size = fetched.digest, fetched.media_type, fetched.size
+        else:
+            head = await bounded(
+                self._heads.run(
+                    ("miss", u.name, route.name, tag),
+                    lambda: bounded(
+                        client.head_manifest(route.name, tag, FULL_ACCEPT), deadline(u)
+                    ),
+                ),
+                budget.left(),
+            )
+            digest, media_type, size = head.digest, head.media_type, head.size
+        entry = self.tags.entry(digest, media_type, size)
+        await self.tags.put(u.name, route.name, tag, entry)
+        return entry, fetched
 
     async def _revalidate(
         self,
@@ -190,15 +252,20 @@ class ManifestService:
         accepted: Sequence[str],
         need_body: bool,
         client: UpstreamClient,
+        budget: _Budget,
     ) -> Served:
         u = route.upstream
         key = (u.name, route.name, tag)
         try:
-            head = await self._heads.run(
-                key,
-                lambda: bounded(
-                    client.head_manifest(route.name, tag, FULL_ACCEPT), self.revalidate_timeout
+            head = await bounded(
+                self._heads.run(
+                    key,
+                    lambda: bounded(
+                        client.head_manifest(route.name, tag, FULL_ACCEPT),
+                        self.revalidate_timeout,
+                    ),
                 ),
+                budget.left(),
             )
         except errors.ManifestUnknown:
             self.metrics.tag_cache.labels("gone").inc()
@@ -206,53 +273,83 @@ class ManifestService:
             raise
         except _STALE_ERRORS as exc:
             self.metrics.tag_cache.labels("failed").inc()
-            try:
-                served = await self._serve_entry(route, entry, accepted, need_body, None)
-            except errors.RegistryError:
-                raise exc from None
-            self.metrics.stale_serves.labels(u.name).inc()
-            log.warning(
-                "upstream failed revalidating a tag; serving the last known digest",
-                extra={"upstream": u.name, "repo": route.name, "tag": tag, "error": exc.code},
-            )
-            return served
+            return await self._stale(route, tag, entry, accepted, need_body, budget, exc)
         fresh = self.tags.entry(head.digest, head.media_type, head.size)
+        if head.digest == entry.digest:
+            self.metrics.tag_cache.labels("revalidated").inc()
+            await self.tags.put(u.name, route.name, tag, fresh)
+            return await self._answer(route, fresh, accepted, need_body, client, budget)
+        self.metrics.tag_cache.labels("changed").inc()
+        try:
+            served = await self._answer(route, fresh, accepted, need_body, client, budget)
+        except _STALE_ERRORS as exc:  # the new manifest cannot be had: keep the last known one
+            return await self._stale(route, tag, entry, accepted, need_body, budget, exc)
+        except errors.RegistryError:
+            await self.tags.put(u.name, route.name, tag, fresh)
+            raise
         await self.tags.put(u.name, route.name, tag, fresh)
-        self.metrics.tag_cache.labels(
-            "revalidated" if head.digest == entry.digest else "changed"
-        ).inc()
-        return await self._serve_entry(route, fresh, accepted, need_body, client)
+        return served
 
-    async def _serve_entry(
+    async def _stale(
+        self,
+        route: Route,
+        tag: str,
+        entry: TagEntry,
+        accepted: Sequence[str],
+        need_body: bool,
+        budget: _Budget,
+        exc: errors.RegistryError,
+    ) -> Served:
+        """The last known manifest of ``tag`` from local records only, counted as a stale
+        serve; ``exc`` (the upstream's failure) when the records needed are not here. A
+        client's refusal (type not listed) is raised as it would be with the upstream up."""
+        u = route.upstream
+        try:
+            served = await self._answer(route, entry, accepted, need_body, None, budget)
+        except _NotCached:
+            raise exc from None
+        self.metrics.stale_serves.labels(u.name).inc()
+        log.warning(
+            "upstream failed revalidating a tag; serving the last known digest",
+            extra={"upstream": u.name, "repo": route.name, "tag": tag, "error": exc.code},
+        )
+        return served
+
+    # -- negotiation ----------------------------------------------------------------------
+    async def _answer(
         self,
         route: Route,
         entry: TagEntry,
         accepted: Sequence[str],
         need_body: bool,
         client: UpstreamClient | None,
+        budget: _Budget,
+        fetched: Served | None = None,
     ) -> Served:
-        """The manifest an entry names: local bytes, else (with a client) fetched by digest.
-        A HEAD is answered from the entry alone. Raises ManifestUnknown when neither works."""
-        if not need_body:
-            return Served(entry.digest, entry.media_type, entry.size)
-        served = await self.local(entry.digest, need_body=True)
-        if served is not None:
-            self._manifest_hits.inc()
-            return served
-        if client is None:
-            raise errors.ManifestUnknown(message="manifest not cached and upstream unavailable")
-        return await self.by_digest(
-            route, Digest.parse(entry.digest), accepted, need_body=True, client=client
-        )
+        """What a tag ``entry`` answers to a client that sent ``accepted``: the manifest it
+        names (a HEAD from the entry alone; ``fetched`` when it was just fetched), or its
+        linux/amd64 child. Without a client, local records only (_NotCached else)."""
+        if self.negotiation.decide(entry.media_type, accepted, by_tag=True) == "serve":
+            if fetched is not None and fetched.digest == entry.digest:
+                return fetched
+            if not need_body:
+                return Served(entry.digest, entry.media_type, entry.size)
+            return await self._digest(route, entry.digest, True, client, budget)
+        listed = fetched
+        if listed is None or listed.body is None or listed.digest != entry.digest:
+            listed = await self._digest(route, entry.digest, True, client, budget)
+        assert listed.body is not None
+        child = self.negotiation.platform_child(listed.digest, listed.body)
+        if child is None:
+            raise errors.ManifestUnknown(
+                {"digest": listed.digest}, message="manifest list has no linux/amd64 manifest"
+            )
+        served = await self._digest(route, child.digest, need_body, client, budget)
+        self.negotiation.check_child(served.media_type, accepted)
+        return served
 
     async def _fetch(
-        self,
-        route: Route,
-        ref: str,
-        accept: tuple[str, ...],
-        client: UpstreamClient,
-        *,
-        expect: Digest | None,
+        self, route: Route, ref: str, client: UpstreamClient, *, expect: Digest | None
     ) -> Served:
-        record = await self.fetcher.fetch(route, ref, accept, client, expect=expect)
+        record = await self.fetcher.fetch(route, ref, FULL_ACCEPT, client, expect=expect)
         return Served(record.digest, record.media_type, len(record.body), record.body)

@@ -1,35 +1,82 @@
-"""Manifest content negotiation at the edge: what a client accepts, what to ask upstream for.
+"""Manifest content negotiation at the edge: a stored manifest against a client's ``Accept``.
+
+The edge asks its upstreams for every manifest type (:data:`FULL_ACCEPT`), stores what they
+answer verbatim and negotiates each client's ``Accept`` against the stored media type, so a
+client naming only some types is served from the cache like any other:
 
 - :meth:`Negotiation.parse_accept`: the client's raw ``Accept`` values as media types
   (:func:`regcore.mediatypes.parse_accept`).
-- :meth:`Negotiation.acceptable` / :meth:`~Negotiation.require_acceptable`: whether a manifest
-  of a media type may be served to that client (registry:2 answers 404 MANIFEST_UNKNOWN when
-  not: :func:`regcore.mediatypes.require_acceptable`).
-- :meth:`Negotiation.forward`: the types to ask the upstream for on the client's behalf
-  (:func:`forward_accept`) and whether the answer may be recorded for a tag: only an answer to
-  an ``Accept`` naming every type we serve (:data:`FULL_ACCEPT`) is what the tag *is* (an
-  upstream may convert for a client naming only some types).
+- :meth:`Negotiation.decide`: ``"serve"`` the stored manifest, ``"narrow"`` a Docker manifest
+  list asked for by tag to its linux/amd64 child, or raise 404 MANIFEST_UNKNOWN for an OCI
+  manifest or index the client did not list (:func:`regcore.mediatypes.negotiate`:
+  distribution's rules).
+- :meth:`Negotiation.platform_child`: the child a list is narrowed to (the first entry whose
+  platform is linux/amd64, as distribution picks it), or ``None``.
+- :meth:`Negotiation.check_child`: 400 MANIFEST_INVALID when that child is a schema 2
+  manifest the client did not list (:func:`regcore.mediatypes.check_platform_child`).
 
-The results are pure functions of their arguments, memoised per instance (bounded, see
-:mod:`edge.memo`), because the same few ``Accept`` headers arrive on every request.
+The results are pure functions of their arguments (a list's child of its digest: content is
+immutable), memoised per instance (bounded, see :mod:`edge.memo`), because the same few
+``Accept`` headers and hot tags arrive on every request.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edge.memo import Memo
+from regcore import errors
 from regcore import mediatypes as mt
+from regcore.digest import Digest
 
 FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
 
-__all__ = ["FULL_ACCEPT", "Negotiation", "forward_accept"]
+__all__ = ["FULL_ACCEPT", "Child", "Negotiation", "find_platform_child"]
+
+# (verdict, or the 404 to raise: (detail, message))
+_Decision = tuple[mt.Verdict | None, tuple[object, str] | None]
 
 
-def forward_accept(accepted: list[str]) -> tuple[str, ...]:
-    """The manifest types to ask upstream for on behalf of a client (see
-    :func:`regcore.mediatypes.upstream_accept`)."""
-    return tuple(t.strip() for t in mt.upstream_accept(accepted).split(",") if t.strip())
+@dataclass(frozen=True, slots=True)
+class Child:
+    """The entry of a manifest list chosen for a client that takes no lists."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+def find_platform_child(
+    body: bytes, platform: tuple[str, str] = mt.DEFAULT_PLATFORM
+) -> Child | None:
+    """The first entry of the list ``body`` whose ``platform`` is ``(os, architecture)``
+    (variant and features ignored, as distribution does), or ``None``: none matches, or the
+    body is not a list of well-formed descriptors. Never raises."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return None
+    os_name, arch = platform
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        plat = entry.get("platform")
+        if not isinstance(plat, dict):
+            continue
+        if plat.get("os") != os_name or plat.get("architecture") != arch:
+            continue
+        try:
+            digest = str(Digest.parse(str(entry.get("digest"))))
+            size = int(entry.get("size", -1))
+        except (errors.RegistryError, TypeError, ValueError):
+            return None
+        return Child(digest, mt.normalize(str(entry.get("mediaType", ""))), size)
+    return None
 
 
 class Negotiation:
@@ -37,8 +84,8 @@ class Negotiation:
 
     def __init__(self) -> None:
         self._accept: Memo[tuple[str, ...], tuple[str, ...]] = Memo()
-        self._forward: Memo[tuple[str, ...], tuple[tuple[str, ...], bool]] = Memo()
-        self._acceptable: Memo[tuple[str, tuple[str, ...]], bool] = Memo()
+        self._decisions: Memo[tuple[str, tuple[str, ...], bool], _Decision] = Memo()
+        self._children: Memo[str, tuple[Child | None]] = Memo()
 
     def parse_accept(self, values: list[str]) -> tuple[str, ...]:
         """:func:`regcore.mediatypes.parse_accept` of the raw ``Accept`` values, as a tuple."""
@@ -48,24 +95,31 @@ class Negotiation:
             parsed = self._accept.put(key, tuple(mt.parse_accept(key)))
         return parsed
 
-    def acceptable(self, media_type: str, accepted: Sequence[str]) -> bool:
-        """:func:`regcore.mediatypes.acceptable`."""
-        key = (media_type, tuple(accepted))
-        ok = self._acceptable.get(key)
-        if ok is None:
-            ok = self._acceptable.put(key, mt.acceptable(media_type, key[1]))
-        return ok
+    def decide(self, media_type: str, accepted: Sequence[str], *, by_tag: bool) -> mt.Verdict:
+        """:func:`regcore.mediatypes.negotiate`: ``"serve"`` or ``"narrow"``; raises
+        ManifestUnknown (404) for an OCI manifest or index the client did not list."""
+        key = (media_type, tuple(accepted), by_tag)
+        decision = self._decisions.get(key)
+        if decision is None:
+            try:
+                decision = (mt.negotiate(media_type, key[1], by_tag=by_tag), None)
+            except errors.ManifestUnknown as exc:
+                decision = (None, (exc.detail, exc.msg))
+            self._decisions.put(key, decision)
+        verdict, refusal = decision
+        if refusal is not None:
+            raise errors.ManifestUnknown(refusal[0], message=refusal[1])
+        assert verdict is not None
+        return verdict
 
-    def require_acceptable(self, media_type: str, accepted: Sequence[str]) -> None:
-        """:func:`regcore.mediatypes.require_acceptable`: raises ManifestUnknown when not."""
-        if not self.acceptable(media_type, accepted):
-            mt.require_acceptable(media_type, accepted)
+    def platform_child(self, list_digest: str, body: bytes) -> Child | None:
+        """:func:`find_platform_child` of the list ``body`` (whose digest is ``list_digest``)."""
+        found = self._children.get(list_digest)
+        if found is None:
+            found = self._children.put(list_digest, (find_platform_child(body),))
+        return found[0]
 
-    def forward(self, accepted: Sequence[str]) -> tuple[tuple[str, ...], bool]:
-        """(types to ask upstream for, whether the answer may be recorded for the tag)."""
-        key = tuple(accepted)
-        item = self._forward.get(key)
-        if item is None:
-            forwarded = forward_accept(list(key))
-            item = self._forward.put(key, (forwarded, set(forwarded) >= set(FULL_ACCEPT)))
-        return item
+    def check_child(self, media_type: str, accepted: Sequence[str]) -> None:
+        """:func:`regcore.mediatypes.check_platform_child`: raises ManifestInvalid (400)."""
+        if mt.normalize(media_type) == mt.DOCKER_MANIFEST:
+            mt.check_platform_child(media_type, accepted)

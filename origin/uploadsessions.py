@@ -6,8 +6,9 @@ is still there, its offset is the size of ``data``, and the running hash, kept i
 session, is rebuilt from disk (in a worker thread) on the next PATCH or PUT.
 
 Guarantees:
-- Bodies stream to disk through :class:`~regcore.storage.blobwriter.BlobWriter`, hashed as they
-  arrive; a request never holds more than about one flush buffer (1 MiB) in memory.
+- Bodies stream to disk through :func:`origin.uploadchunks.append_chunk`: received on the
+  event loop while a dedicated thread writes and hashes what came before; a request never
+  holds more than :data:`~origin.uploadchunks.IN_FLIGHT` (4 MiB) received and not written.
 - One :class:`asyncio.Lock` per session: concurrent PATCHes on one session run one after the
   other, and the second sees the moved offset (416 when its ``Content-Range`` no longer fits).
 - :meth:`Uploads.finish` verifies the digest of everything received, fsyncs, and moves ``data``
@@ -16,7 +17,8 @@ Guarantees:
   cancels the session, as distribution does; the blob tree is untouched.
 - A chunk that is refused (size limit, length mismatch) leaves the session at its previous
   offset. A client that disconnects mid-chunk leaves what reached the disk; the session's
-  offset tells where to resume.
+  offset tells where to resume. Either way the writer thread has finished before the
+  session's lock is released: no write lands after a rollback or a later request's offset.
 - Upload ids are uuid4 (hex, or dashed as registry:2 writes them); anything else is
   ``BLOB_UPLOAD_UNKNOWN`` and never reaches a path.
 
@@ -43,18 +45,18 @@ from aiohttp import hdrs
 
 from origin.metrics import OriginMetrics
 from origin.repository import Repositories
+from origin.uploadchunks import append_chunk, hash_file, write_atomic
 from origin.uploadtimes import rfc3339, started_at
 from origin.writeguard import CommitHook, commit_scope
 from regcore import errors
 from regcore.digest import Digest, Hasher
-from regcore.storage.blobstore import BlobWriter, fsync_path
+from regcore.storage.blobstore import fsync_path
 from regcore.storage.interfaces import BlobWriteStore
 from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin.uploads")
 
 _ID_RE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Uploads:
             d = self.layout.upload_dir(name, upload_id)
             d.mkdir(parents=True, exist_ok=False)
             (d / "data").touch()
-            _write_atomic(d / "startedat", started)
+            write_atomic(d / "startedat", started)
 
         await asyncio.to_thread(_create)
         self._sessions[(name, upload_id)] = _Session(hasher=Hasher("sha256"))
@@ -186,34 +188,23 @@ class Uploads:
         path = self.layout.upload_data(name, upload_id)
         hasher = await self._hasher(sess, path, offset, "sha256")
         saved = hasher.copy()
-        writer = BlobWriter(self.store, path, append=True, hasher=hasher)
         try:
-            async for chunk in body:
-                if limit and writer.size + len(chunk) > limit:
-                    raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
-                await writer.write(chunk)
-            await writer.flush()
-        except errors.RegistryError:
-            # Refused chunk: roll back to where the session was.
-            writer.close()
-            await asyncio.to_thread(os.truncate, path, offset)
+            size = await append_chunk(self.store, path, hasher, body, offset=offset, limit=limit)
+        except errors.RegistryError:  # refused: the file was rolled back to ``offset``
             sess.hasher = saved
             raise
-        except BaseException:
-            # Client gone mid-chunk: keep what reached the disk, rebuild the hash next time.
-            writer.close()
+        except BaseException:  # client gone mid-chunk: the hash is rebuilt from disk next time
             sess.hasher = None
             raise
-        writer.close()
-        sess.hasher = writer.hasher
-        self.metrics.upload_bytes.inc(writer.size - offset)
-        return writer.size
+        sess.hasher = hasher
+        self.metrics.upload_bytes.inc(size - offset)
+        return size
 
     async def _hasher(self, sess: _Session, path: Path, size: int, algorithm: str) -> Hasher:
         h = sess.hasher
         if h is not None and h.size == size and h.algorithm == algorithm:
             return h
-        h = await asyncio.to_thread(_hash_file, path, algorithm)
+        h = await asyncio.to_thread(hash_file, path, algorithm)
         if algorithm == "sha256":
             sess.hasher = h
         return h
@@ -363,21 +354,3 @@ def _range_misfit(at: int, start: int | None, end: int | None, size: int | None)
     if end is not None and size is not None and size != end - start + 1:
         return f"Content-Length {size} does not match Content-Range"
     return None
-
-
-# -- disk helpers (blocking) --------------------------------------------------------------------
-def _hash_file(path: Path, algorithm: str) -> Hasher:
-    h = Hasher(algorithm)
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-    except FileNotFoundError:
-        pass
-    return h
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -11,11 +11,18 @@ manifest type at all (no ``Accept``, or only ``*/*``/``application/json``) gets 
 manifest, whatever its type. Manifests are never converted. :func:`require_acceptable`
 raises the 404 a handler returns; :func:`upstream_accept` builds the ``Accept`` an edge sends
 upstream for a client.
+
+:func:`negotiate` and :func:`check_platform_child` are the edge's negotiation of a *stored*
+manifest against a client's ``Accept``: distribution's ``GetManifest`` rules exactly for a
+client that names a manifest type (a Docker manifest list asked for by tag by a client that
+takes no lists is answered with its linux/amd64 child, :data:`DEFAULT_PLATFORM`), with the
+same two documented differences as :func:`acceptable` (no manifest type named, wildcards).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from regcore import errors
 
@@ -206,3 +213,52 @@ def upstream_accept(accepted: Iterable[str]) -> str:
     if not manifest_types or any(a in _WILDCARDS for a in listed):
         return ", ".join(DEFAULT_ACCEPT)
     return ", ".join(manifest_types)
+
+
+# --- the edge's negotiation of a stored manifest (distribution's GetManifest) -------------
+Verdict = Literal["serve", "narrow"]
+DEFAULT_PLATFORM: tuple[str, str] = ("linux", "amd64")
+"""(os, architecture) of the child distribution serves for a list to a client taking no lists."""
+
+
+def negotiate(media_type: str, accepted: Iterable[str], *, by_tag: bool) -> Verdict:
+    """What to answer a client that sent ``accepted`` (:func:`parse_accept`) for a stored
+    manifest of ``media_type``, asked for by tag (``by_tag``) or by digest.
+
+    ``"serve"``: the stored manifest as it is; ``"narrow"``: the stored manifest is a Docker
+    manifest list, asked for by tag by a client that does not list the manifest-list type:
+    answer with its :data:`DEFAULT_PLATFORM` child instead (then
+    :func:`check_platform_child`); raises :class:`errors.ManifestUnknown` (404, distribution's
+    message) for an OCI manifest or index the client did not list.
+
+    The rules of distribution's ``registry/handlers/manifests.go`` for a client that lists a
+    manifest type (schema 1 types count): an OCI manifest needs the OCI manifest type listed,
+    an OCI index the OCI index type (by tag and by digest; an index is never narrowed); a
+    Docker manifest list by digest and a Docker schema 2 manifest (or any other type) are
+    served whatever the client listed. Differences, as in :func:`acceptable`: a client that
+    names no manifest type (no ``Accept``, only ``application/json``) or lists ``*/*`` /
+    ``application/*`` gets the stored manifest whatever its type (distribution would 404 OCI
+    content and refuse a list with MANIFEST_INVALID); ``q=0`` entries are not listed.
+    """
+    wanted = normalize(media_type)
+    listed = [normalize(a) for a in accepted]
+    if not any(a in MANIFEST_TYPES or a in SCHEMA1_TYPES for a in listed):
+        return "serve"
+    if any(a in _WILDCARDS for a in listed):
+        return "serve"
+    if wanted in (OCI_MANIFEST, OCI_INDEX) and wanted not in listed:
+        require_acceptable(wanted, listed)
+    if wanted == DOCKER_MANIFEST_LIST and by_tag and wanted not in listed:
+        return "narrow"
+    return "serve"
+
+
+def check_platform_child(media_type: str, accepted: Iterable[str]) -> None:
+    """Raise :class:`errors.ManifestInvalid` (400, distribution's message) when the child a
+    Docker list was narrowed to (:func:`negotiate` said ``"narrow"``) is a schema 2 manifest
+    and the client did not list the schema 2 type; any other child is served."""
+    listed = [normalize(a) for a in accepted]
+    if normalize(media_type) == DOCKER_MANIFEST and DOCKER_MANIFEST not in listed:
+        raise errors.ManifestInvalid(
+            {"mediaType": DOCKER_MANIFEST}, message="Schema 2 manifest not supported by client"
+        )

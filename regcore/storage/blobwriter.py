@@ -149,6 +149,14 @@ class BlobWriter:
         await self.flush()
         await asyncio.to_thread(os.fsync, self._fd)
 
+    async def settle(self) -> None:
+        """Wait until nothing is being written to the file any more, without raising a write
+        error (:meth:`WritePipeline.settle`): call before a cleanup that truncates, reads or
+        hands over the file after a failure. Without a pipeline nothing runs in the
+        background: buffered bytes are dropped by :meth:`close`, as before."""
+        if self._pipe is not None:
+            await self._pipe.settle()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

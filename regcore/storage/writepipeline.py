@@ -24,7 +24,8 @@ Bytes are reported before they are hashed, never before they are written; once
 the first byte and writes skip the filesystem's delayed allocation; where the filesystem cannot
 (``EOPNOTSUPP``), nothing is reserved. Every ``sync_every`` bytes a second thread ``fdatasync``-s the file through its own
 descriptor, in the background, so a final fsync finds little left to write. A write error is
-kept and raised by the next ``write``/``drain``/``absorb``; ``close`` never waits: the thread
+kept and raised by the next ``write``/``drain``/``absorb``; ``settle`` waits for the thread
+without raising (cleanup paths); ``close`` never waits: the thread
 closes the descriptor after the work it already took.
 
 Use it from one event loop (the one it was created on).
@@ -126,6 +127,16 @@ class WritePipeline:
         while self._in_flight + self._pending_bytes > self._max_in_flight:
             await self._progress()
             self._check()
+
+    async def settle(self) -> None:
+        """Wait until the thread finished every batch it was handed, written or failed (what
+        is pending is handed over first, unless closed or failed). Never raises a write
+        error: for cleanup paths (a rollback, a client gone) that must not touch the file
+        while the thread still writes to it."""
+        if self._pending and not self._closed and self._error is None:
+            self._submit()
+        while self._in_flight:
+            await self._progress()
 
     async def drain(self) -> None:
         self._check()
