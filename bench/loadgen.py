@@ -8,11 +8,10 @@ can be split over several workers that all start at the same ``CLOCK_MONOTONIC``
 (system-wide on Linux, so comparable across processes); results come back in URL order.
 
 Guarantees:
-- every request is bounded by ``FetchJob.timeout``; :meth:`LoadGenerator.run` is bounded by
-  that timeout plus a grace period, after which the workers are killed and replaced and
-  :class:`LoadTimeout` is raised;
-- workers are daemon processes started with ``spawn`` (no inherited event loops or sockets)
-  and are terminated by :meth:`LoadGenerator.close` (also on ``with`` exit).
+- every request is bounded by ``FetchJob.timeout``; :meth:`LoadGenerator.run` by that plus a
+  grace period, after which the workers are replaced and :class:`LoadTimeout` is raised;
+- workers are daemon processes started with ``spawn`` (no inherited loops or sockets),
+  terminated by :meth:`LoadGenerator.close` (also on ``with`` exit).
 """
 
 from __future__ import annotations

@@ -22,13 +22,11 @@ Bytes are reported before they are hashed, never before they are written; once
 :meth:`WritePipeline.preallocate` reserves the file's blocks first (``fallocate`` with
 ``FALLOC_FL_KEEP_SIZE``: the size still grows with the writes), so a full disk fails before
 the first byte and writes skip the filesystem's delayed allocation; where the filesystem cannot
-(``EOPNOTSUPP``), nothing is reserved. Every ``sync_every`` bytes a second thread ``fdatasync``-s the file through its own
-descriptor, in the background, so a final fsync finds little left to write. A write error is
-kept and raised by the next ``write``/``drain``/``absorb``; ``settle`` waits for the thread
-without raising (cleanup paths); ``close`` never waits: the thread
-closes the descriptor after the work it already took.
-
-Use it from one event loop (the one it was created on).
+(``EOPNOTSUPP``), nothing is reserved. Every ``sync_every`` bytes a second thread
+``fdatasync``-s the file through its own descriptor, in the background, so a final fsync finds
+little left to write. A write error is kept and raised by the next ``write``/``drain``/
+``absorb``; ``settle`` waits for the thread without raising (cleanup paths); ``close`` never
+waits: the thread closes the descriptor after the work it already took. One event loop only.
 """
 
 from __future__ import annotations
