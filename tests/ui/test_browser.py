@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.fixtures import ImageFactory
 from harness.images import KiB
@@ -41,7 +43,15 @@ def _sign_in(b: webdriver.Chrome, user: str, password: str) -> None:
     b.find_element(By.ID, "username").clear()
     b.find_element(By.ID, "username").send_keys(user)
     b.find_element(By.ID, "password").send_keys(password)
-    b.find_element(By.ID, "sign-in").click()
+    _follow(b, By.ID, "sign-in")
+
+
+def _follow(b: webdriver.Chrome, by: str, value: str) -> None:
+    """Click what navigates, and wait until the old page is gone: a click does not wait for
+    the answer, so the URL and page read next could still be the old page's (seen in CI)."""
+    page = b.find_element(By.TAG_NAME, "html")
+    b.find_element(by, value).click()
+    WebDriverWait(b, 15).until(expected_conditions.staleness_of(page))
 
 
 def origin_scenario(b: webdriver.Chrome, base: str, pages: Pages, p: Published) -> dict[str, str]:
@@ -53,7 +63,7 @@ def origin_scenario(b: webdriver.Chrome, base: str, pages: Pages, p: Published) 
     seen["header"] = pages.header_background()
     pages.check("01-repositories-signed-out")
 
-    b.find_element(By.LINK_TEXT, "Sign in").click()
+    _follow(b, By.LINK_TEXT, "Sign in")
     assert "/ui/login" in b.current_url
     pages.check("02-sign-in")
     _sign_in(b, "alice", "not-her-password")
@@ -68,9 +78,9 @@ def origin_scenario(b: webdriver.Chrome, base: str, pages: Pages, p: Published) 
     )
     pages.check("04-repositories")
 
-    b.find_element(By.LINK_TEXT, "team/app").click()
+    _follow(b, By.LINK_TEXT, "team/app")
     pages.check("05-repository-tags")
-    b.find_element(By.LINK_TEXT, "1.0").click()
+    _follow(b, By.LINK_TEXT, "1.0")
     assert b.find_element(By.TAG_NAME, "h1").text == "team/app:1.0"
     seen["verdict"] = b.find_element(By.ID, "signature-verdict").text
     seen["scan"] = b.find_element(By.ID, "scan-verdict").text
@@ -78,17 +88,17 @@ def origin_scenario(b: webdriver.Chrome, base: str, pages: Pages, p: Published) 
     seen["layers"] = b.find_element(By.ID, "layers").text
     pages.check("06-tag")
 
-    b.find_element(By.LINK_TEXT, "team/app").click()
-    b.find_element(By.LINK_TEXT, "multi").click()
+    _follow(b, By.LINK_TEXT, "team/app")
+    _follow(b, By.LINK_TEXT, "multi")
     seen["platforms"] = b.find_element(By.ID, "platforms").text
     pages.check("07-index")
-    b.find_element(By.CSS_SELECTOR, "#platforms tbody tr a").click()
+    _follow(b, By.CSS_SELECTOR, "#platforms tbody tr a")
     pages.check("08-index-child")
-    b.find_element(By.PARTIAL_LINK_TEXT, "Audit trail").click()
+    _follow(b, By.PARTIAL_LINK_TEXT, "Audit trail")
     seen["audit"] = b.find_element(By.ID, "audit").text
     pages.check("09-audit")
 
-    b.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
+    _follow(b, By.CSS_SELECTOR, "form[action='/ui/logout'] button")
     assert "/ui/login" in b.current_url
     b.get(base + "/ui/r/team/app/")
     seen["after_sign_out"] = b.current_url
