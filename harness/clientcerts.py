@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from regcore.auth.tlscerts import init_certs
+
 __all__ = ["foreign_ca", "issue_client_cert"]
 
 
@@ -32,28 +34,10 @@ def _name(cn: str) -> x509.Name:
 
 
 def foreign_ca(out: Path) -> tuple[Path, Path]:
-    """A self-signed CA in ``out`` (``ca.crt``, ``ca.key``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("foreign CA"))
-        .issuer_name(_name("foreign CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (out / "ca.key").write_bytes(_pem_key(key))
-    (out / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return out / "ca.crt", out / "ca.key"
+    """A CA of its own in ``out`` (``ca.crt``, ``ca.key``), made as ``quayside certs init``
+    makes one: certificates it signs are not the region's."""
+    files = init_certs(out, ["127.0.0.1"])
+    return files.ca_cert, files.ca_key
 
 
 def issue_client_cert(ca_cert: Path, ca_key: Path, out: Path, name: str) -> tuple[Path, Path]:
