@@ -130,6 +130,29 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+async def forward(request: aiohttp.web.Request, upstream_url: str) -> aiohttp.web.Response:
+    """Relay ``request`` to ``upstream_url`` as it came (no redirect followed) and its answer
+    back: the pass-through half of the small fault-injecting fronts these tests put before a
+    real registry."""
+    headers = {
+        k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+    }
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.request(
+            request.method, upstream_url + request.path_qs, headers=headers, allow_redirects=False
+        ) as up:
+            body = await up.read()
+            out = {
+                k: v
+                for k, v in up.headers.items()
+                if k.lower() not in ("transfer-encoding", "content-length", "connection")
+            }
+            if request.method == "HEAD":
+                out["Content-Length"] = up.headers.get("Content-Length", "0")
+                return aiohttp.web.Response(status=up.status, headers=out)
+            return aiohttp.web.Response(status=up.status, body=body, headers=out)
+
+
 class RateLimiter:
     """A real HTTP front for an upstream that answers 429 TOOMANYREQUESTS (``Retry-After:
     60``, beyond the client's retry budget) while :attr:`limited` is set, and forwards every
@@ -150,26 +173,7 @@ class RateLimiter:
                 content_type="application/json",
                 headers={"Retry-After": "60"},
             )
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
-        }
-        async with aiohttp.ClientSession(auto_decompress=False) as s:
-            async with s.request(
-                request.method,
-                self.upstream_url + request.path_qs,
-                headers=headers,
-                allow_redirects=False,
-            ) as up:
-                body = await up.read()
-                out = {
-                    k: v
-                    for k, v in up.headers.items()
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection")
-                }
-                if request.method == "HEAD":
-                    out["Content-Length"] = up.headers.get("Content-Length", "0")
-                    return aiohttp.web.Response(status=up.status, headers=out)
-                return aiohttp.web.Response(status=up.status, body=body, headers=out)
+        return await forward(request, self.upstream_url)
 
 
 @pytest.fixture

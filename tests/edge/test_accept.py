@@ -24,7 +24,7 @@ from harness.fixtures import ImageFactory
 from harness.images import Platform
 from harness.registry import DockerRegistry
 from regcore import mediatypes as mt
-from tests.edge.conftest import OCI_ACCEPT, MakeEdge, RunningEdge, push
+from tests.edge.conftest import OCI_ACCEPT, MakeEdge, RunningEdge, forward, push
 
 # What older Docker engines, curl scripts and several CI tools send: image manifests only.
 SINGLE = f"{mt.OCI_MANIFEST}, {mt.DOCKER_MANIFEST}"
@@ -67,23 +67,7 @@ class Gate:
                 await asyncio.wait_for(self._released.wait(), 20)
             except TimeoutError:
                 pass
-        headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
-        }
-        async with aiohttp.ClientSession(auto_decompress=False) as s:
-            async with s.request(
-                request.method, self.upstream_url + request.path_qs, headers=headers
-            ) as up:
-                body = await up.read()
-                out = {
-                    k: v
-                    for k, v in up.headers.items()
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection")
-                }
-                if request.method == "HEAD":
-                    out["Content-Length"] = up.headers.get("Content-Length", "0")
-                    return aiohttp.web.Response(status=up.status, headers=out)
-                return aiohttp.web.Response(status=up.status, body=body, headers=out)
+        return await forward(request, self.upstream_url)
 
 
 @pytest.fixture
