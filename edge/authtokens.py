@@ -37,6 +37,7 @@ import jwt
 
 from edge.upstreamconfig import UpstreamAuth, UpstreamConfig
 from regcore import errors
+from regcore.auth.claims import TokenRejected, decode_checked
 from regcore.auth.keys import PublicKey
 from regcore.auth.tokens import ALGORITHMS, LEEWAY, Access
 from regcore.client.auth import parse_challenges
@@ -256,31 +257,17 @@ class UpstreamTokens:
             raise errors.Unauthorized(message="token algorithm does not match its key")
         _, service = await self._service_for_audience()
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return decode_checked(
                 token,
                 key,
-                algorithms=[alg],
+                alg,
                 audience=service,
                 issuer=self.config.issuer,
                 leeway=LEEWAY,
-                options={
-                    "require": ["exp", "iss", "aud"],
-                    "verify_iat": False,
-                    "verify_exp": False,  # checked below against our clock
-                    "verify_nbf": False,
-                },
+                now=self._clock(),
             )
-        except jwt.PyJWTError as exc:
-            raise errors.Unauthorized(message=f"invalid token: {type(exc).__name__}") from None
-        now = self._clock()
-        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
-            raise errors.Unauthorized(message="invalid token: malformed exp/nbf")
-        if now > exp + LEEWAY:
-            raise errors.Unauthorized(message="token expired")
-        if now < nbf - LEEWAY:
-            raise errors.Unauthorized(message="token not valid yet")
-        return claims
+        except TokenRejected as exc:
+            raise errors.Unauthorized(message=str(exc)) from None
 
     async def _service_for_audience(self) -> tuple[str | None, str]:
         if self._service is None:

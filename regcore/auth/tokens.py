@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from regcore import errors
+from regcore.auth.claims import TokenRejected, decode_checked
 from regcore.auth.keys import (
     PrivateKey,
     PublicKey,
@@ -290,31 +291,17 @@ class TokenVerifier:
             raise errors.Unauthorized("unsupported token algorithm")
         key = self._signing_key(header)
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return decode_checked(
                 token,
                 key,
-                algorithms=[alg],
+                alg,
                 audience=service or self.service,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={
-                    "require": ["exp", "iss", "aud"],
-                    "verify_iat": False,
-                    "verify_exp": False,  # checked below against our clock
-                    "verify_nbf": False,
-                },
+                now=self._clock(),
             )
-        except jwt.PyJWTError as exc:
-            raise errors.Unauthorized(f"invalid token: {type(exc).__name__}") from exc
-        now = self._clock()
-        exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-        if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
-            raise errors.Unauthorized("invalid token: malformed exp/nbf")
-        if now > exp + self.leeway:
-            raise errors.Unauthorized("token expired")
-        if now < nbf - self.leeway:
-            raise errors.Unauthorized("token not valid yet")
-        return claims
+        except TokenRejected as exc:
+            raise errors.Unauthorized(str(exc)) from exc
 
     def _signing_key(self, header: dict[str, Any]) -> PublicKey:
         x5c = header.get("x5c")
