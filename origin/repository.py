@@ -40,7 +40,7 @@ class Repositories:
 
     # -- links -----------------------------------------------------------------------------
     async def link_blob(self, name: str, digest: Digest) -> None:
-        await asyncio.to_thread(_write_link, self.layout.layer_link(name, digest), digest)
+        await asyncio.to_thread(write_link, self.layout.layer_link(name, digest), digest)
 
     async def blob_linked(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(
@@ -51,7 +51,7 @@ class Repositories:
         return await asyncio.to_thread(_remove_link_dir, self.layout.layer_link(name, digest))
 
     async def link_revision(self, name: str, digest: Digest) -> None:
-        await asyncio.to_thread(_write_link, self.layout.revision_link(name, digest), digest)
+        await asyncio.to_thread(write_link, self.layout.revision_link(name, digest), digest)
 
     async def revision_exists(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(
@@ -64,14 +64,14 @@ class Repositories:
     # -- tags ------------------------------------------------------------------------------
     async def tag(self, name: str, tag: str, digest: Digest) -> None:
         def _do() -> None:
-            _write_link(self.layout.tag_index_link(name, tag, digest), digest)
-            _write_link(self.layout.tag_current_link(name, tag), digest)
+            write_link(self.layout.tag_index_link(name, tag, digest), digest)
+            write_link(self.layout.tag_current_link(name, tag), digest)
 
         await asyncio.to_thread(_do)
 
     async def resolve_tag(self, name: str, tag: str) -> Digest:
         link = self.layout.tag_current_link(name, tag)
-        value = await asyncio.to_thread(_read_link, link)
+        value = await asyncio.to_thread(read_link, link)
         if value is None:
             raise errors.ManifestUnknown(f"{name}:{tag}")
         return value
@@ -115,9 +115,9 @@ class Repositories:
     def _list_revisions(self, name: str) -> list[Digest]:
         root = self.layout.revisions_dir(name)
         out: list[Digest] = []
-        for alg in _names(root):
-            for hexdir in _names(root / alg):
-                value = _read_link(root / alg / hexdir / "link")
+        for alg in child_names(root):
+            for hexdir in child_names(root / alg):
+                value = read_link(root / alg / hexdir / "link")
                 if value is not None and value.algorithm == alg and value.hex == hexdir:
                     out.append(value)
         return sorted(out, key=str)
@@ -135,7 +135,7 @@ class Repositories:
 
     async def link_referrer(self, name: str, subject: Digest, referrer: Digest) -> None:
         """Record that manifest ``referrer`` of ``name`` has ``subject`` (idempotent, atomic)."""
-        await asyncio.to_thread(_write_link, self._referrer_link(name, subject, referrer), referrer)
+        await asyncio.to_thread(write_link, self._referrer_link(name, subject, referrer), referrer)
 
     async def unlink_referrer(self, name: str, subject: Digest, referrer: Digest) -> bool:
         return await asyncio.to_thread(
@@ -162,9 +162,9 @@ class Repositories:
         def _do() -> list[Digest]:
             base = self._subject_dir(name, subject)
             out: list[Digest] = []
-            for alg in _names(base):
-                for hexdir in _names(base / alg):
-                    value = _read_link(base / alg / hexdir / "link")
+            for alg in child_names(base):
+                for hexdir in child_names(base / alg):
+                    value = read_link(base / alg / hexdir / "link")
                     if value is None or value.algorithm != alg or value.hex != hexdir:
                         continue
                     if _read_link_matches(self.layout.revision_link(name, value), value):
@@ -239,21 +239,24 @@ def subject_digest(raw: bytes) -> Digest | None:
         return None
 
 
-def _names(path: Path) -> list[str]:
+def child_names(path: Path) -> list[str]:
+    """Sorted entries of a directory, hidden ones left out; [] when it is absent."""
     try:
         return sorted(n for n in os.listdir(path) if not n.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
-def _write_link(path: Path, digest: Digest) -> None:
+def write_link(path: Path, digest: Digest) -> None:
+    """Atomically write a link file (temp + ``os.replace``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".link.{uuid.uuid4().hex}")
     tmp.write_text(str(digest))
     os.replace(tmp, path)
 
 
-def _read_link(path: Path) -> Digest | None:
+def read_link(path: Path) -> Digest | None:
+    """The digest in a link file; None when absent or not a digest."""
     try:
         text = path.read_text().strip()
     except (FileNotFoundError, NotADirectoryError):
@@ -265,7 +268,7 @@ def _read_link(path: Path) -> Digest | None:
 
 
 def _read_link_matches(path: Path, digest: Digest) -> bool:
-    return _read_link(path) == digest
+    return read_link(path) == digest
 
 
 def _remove_link_dir(link: Path) -> bool:

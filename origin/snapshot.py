@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from origin.repository import child_names, read_link, write_link
 from regcore import errors
 from regcore.digest import Digest
 from regcore.storage.blobstore import fsync_path
@@ -91,38 +92,11 @@ class RepoState:
 
 
 # -- links ----------------------------------------------------------------------------------
-def read_link(path: Path) -> Digest | None:
-    """The digest in a link file; None when absent or not a digest."""
-    try:
-        text = path.read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return Digest.parse(text)
-    except errors.RegistryError:
-        return None
-
-
-def write_link(path: Path, digest: Digest) -> None:
-    """Atomically write a link file (temp + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".link.{uuid.uuid4().hex}")
-    tmp.write_text(str(digest))
-    os.replace(tmp, path)
-
-
-def _names(path: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
 def _digest_links(base: Path) -> set[Digest]:
     """``<base>/<alg>/<hex>/link`` files whose content names their own directory."""
     out: set[Digest] = set()
-    for alg in _names(base):
-        for hexdir in _names(base / alg):
+    for alg in child_names(base):
+        for hexdir in child_names(base / alg):
             value = read_link(base / alg / hexdir / "link")
             if value is not None and value.algorithm == alg and value.hex == hexdir:
                 out.add(value)
@@ -149,7 +123,7 @@ def read_repository(layout: Layout, name: str) -> RepoState:
     state.layers = _digest_links(layout.layers_dir(name))
     state.revisions = _digest_links(layout.revisions_dir(name))
     tags_dir = layout.tags_dir(name)
-    for tag in _names(tags_dir):
+    for tag in child_names(tags_dir):
         value = read_link(tags_dir / tag / "current" / "link")
         if value is not None:
             state.tags[tag] = value
