@@ -150,8 +150,10 @@ def main(args: argparse.Namespace) -> int:
     failed = (
         results.get("contender_failures")
         or (results.get("wan") or {}).get("contender_failures")
-        or any(
-            sc.get("error") or any(e["errors"] for e in sc["contenders"].values())
+        or any(  # a peer's stumble (e.g. registry:2's proxy answering one 500) is reported in
+            # the results, not a failure of the run: only ours must not err
+            sc.get("error")
+            or any(e["errors"] for n, e in sc["contenders"].items() if n.startswith("quayside"))
             for sc in results["scenarios"].values()
         )
     )
