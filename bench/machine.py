@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -105,9 +106,10 @@ def _cpu_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
-def _tree_jiffies(root: int) -> int:
-    """CPU jiffies of ``root`` and every live descendant, each with its reaped children's
-    (utime + stime + cutime + cstime): what this run's own processes have used."""
+def _tree_jiffies(root: int, *, include_root: bool = True) -> int:
+    """CPU jiffies of ``root`` (unless ``include_root`` is false) and every live descendant,
+    each with its reaped children's (utime + stime + cutime + cstime): what this run's own
+    processes have used."""
     parents: dict[int, int] = {}
     used: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -127,9 +129,37 @@ def _tree_jiffies(root: int) -> int:
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += used.get(pid, 0)
+        if pid != root or include_root:
+            total += used.get(pid, 0)
         stack.extend(children.get(pid, []))
     return total
+
+
+QUIET_WINDOW = 0.25  # seconds per look at the servers' CPU use
+QUIET_JIFFIES = 2  # at most this much CPU (clock ticks, 10 ms each) in a window counts as quiet
+
+
+def wait_quiet(timeout: float = 15.0) -> tuple[float, bool]:
+    """Wait until every process this run started (servers, upstream views, load workers)
+    is idle: at most :data:`QUIET_JIFFIES` of CPU over a :data:`QUIET_WINDOW`. Returns the
+    seconds waited and whether they went quiet within ``timeout``.
+
+    A timed step must not share the machine with the previous step's leftovers: the
+    reference proxy fetches its second copy of a blob *after* its client got the first, and
+    a cache may still write or fsync. Foreign processes do not count here (see
+    :class:`CpuMeter` for those)."""
+    start = time.monotonic()
+    me = os.getpid()
+    last = _tree_jiffies(me, include_root=False)
+    while True:
+        time.sleep(QUIET_WINDOW)
+        now = _tree_jiffies(me, include_root=False)
+        waited = time.monotonic() - start
+        if now - last <= QUIET_JIFFIES:
+            return waited, True
+        if waited >= timeout:
+            return waited, False
+        last = now
 
 
 class CpuMeter:

@@ -104,6 +104,23 @@ def evaluate(
             f"{quayside} {_fmt(q, '.3f')} s, reference-proxy {_fmt(r, '.3f')} s",
         )
     )
+    cpu = median_of(cold, quayside, "cpu_vs_sha256")
+    floor = median_of(cold, quayside, "cpu_vs_floor")
+    out.append(
+        _target(
+            "cold_blob_cpu",
+            f"cold blob, one client: {quayside} CPU per GiB / SHA-256 time, same bytes",
+            cpu,
+            1.5,
+            "<=",
+            "x",
+            f"{quayside} {_fmt(median_of(cold, quayside, 'cpu_s_per_gib'), '.2f')} s/GiB, "
+            f"SHA-256 {_fmt(median_of(cold, quayside, 'sha256_s_per_gib'), '.2f')} s/GiB, "
+            f"new-file write {_fmt(median_of(cold, quayside, 'write_s_per_gib'), '.2f')} s/GiB "
+            f"(CPU / both {_fmt(floor, '.2f')} x); reference-proxy "
+            f"{_fmt(median_of(cold, 'reference-proxy', 'cpu_vs_sha256'), '.2f')} x",
+        )
+    )
     gets = _runs(scenarios, "cold_blob", quayside, "upstream_gets")
     out.append(
         _target(

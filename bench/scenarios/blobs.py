@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from bench.dataset import BlobRef
 from bench.loadgen import JobResult
@@ -120,6 +123,9 @@ _COLD_METRICS = [
     Metric("upstream_mb", "upstream MB for the blob", "MB", LOWER),
     Metric("cpu_s_per_gib", "contender CPU (user+sys) per GiB", "s", LOWER),
     Metric("cpu_vs_sha256", "contender CPU / SHA-256 time, same bytes", "x", LOWER),
+    Metric(
+        "cpu_vs_floor", "contender CPU / (SHA-256 + new page-cache write), same bytes", "x", LOWER
+    ),
 ]
 
 
@@ -151,6 +157,35 @@ def sha256_seconds_per_gib(sample: int = 64 << 20) -> float:
     return best * (1 << 30) / sample
 
 
+def rotated(contenders: list[Contender], rep: int) -> list[Contender]:
+    """The contenders in turn order for repetition ``rep``: each repetition starts one
+    further along, so no contender always runs right after the same other one."""
+    if not contenders:
+        return []
+    k = rep % len(contenders)
+    return contenders[k:] + contenders[:k]
+
+
+def page_cache_write_seconds_per_gib(directory: Path, sample: int = 64 << 20) -> float:
+    """CPU seconds this machine needs to write a GiB into a *new* file (``pwrite`` of 1 MiB
+    pieces into fresh page-cache pages, no fsync): the part of a cold fill no cache can skip.
+
+    The file is left in ``directory`` (the caller removes it after the timed steps): freeing
+    its pages now would hand warm, recycled pages to the next contender's fill. On some
+    virtual machines first-touch pages cost ten times recycled ones, so this floor is
+    measured beside every repetition."""
+    piece = memoryview(os.urandom(1 << 20))
+    fd, _ = tempfile.mkstemp(prefix="floor-", dir=directory)
+    try:
+        start = time.process_time()
+        for i in range(max(1, sample >> 20)):
+            os.pwrite(fd, piece, i << 20)
+        used = time.process_time() - start
+    finally:
+        os.close(fd)
+    return used * (1 << 30) / (max(1, sample >> 20) << 20)
+
+
 def _cold_steps(ctx: RunContext) -> int:
     return len(ctx.contenders_for("cold_blob")) * ctx.params.repeats
 
@@ -174,26 +209,51 @@ def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     contenders = ctx.contenders_for("cold_blob")
     logs = ctx.mark_upstreams(contenders)
     sha_per_gib = sha256_seconds_per_gib()
-    for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
-        for contender in contenders:
-            budget.check()
-            ctx.reporter.step(f"cold_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
-            cpu_before = cpu_seconds(contender)
-            res = ctx.fetch([contender.blob_url(blob.repo, blob.digest, 0)], budget)
-            cpu = cpu_seconds(contender) - cpu_before
-            client = res.clients[0]
-            failures = _failures(res, blob)
-            run: dict[str, object] = {"rep": rep, "digest": blob.digest, "size": blob.size}
-            if failures:
-                record.add_error(contender.name, failures[0])
-            else:
-                run.update(ttfb_s=client.ttfb, total_s=client.total, headers_s=client.t_headers)
-                per_gib = cpu * (1 << 30) / blob.size
-                run.update(cpu_s=cpu, cpu_s_per_gib=per_gib, cpu_vs_sha256=per_gib / sha_per_gib)
-                run["sha256_s_per_gib"] = sha_per_gib
-            record.add_run(contender.name, run)
-            ctx.reporter.advance()
+    floors = ctx.workdir / "cold-floor"
+    floors.mkdir(parents=True, exist_ok=True)
+    try:
+        for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
+            write_per_gib = page_cache_write_seconds_per_gib(floors)
+            _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, write_per_gib)
+    finally:
+        shutil.rmtree(floors, ignore_errors=True)
     count_upstream(ctx, record, logs, budget)
+
+
+def _cold_rep(
+    ctx: RunContext,
+    record: ScenarioRecord,
+    budget: Budget,
+    rep: int,
+    blob: BlobRef,
+    sha_per_gib: float,
+    write_per_gib: float,
+) -> None:
+    contenders = ctx.contenders_for("cold_blob")
+    for contender in rotated(contenders, rep):
+        budget.check()
+        ctx.reporter.step(f"cold_blob · {contender.name} · run {rep + 1}/{ctx.params.repeats}")
+        settle = ctx.quiesce(budget)
+        cpu_before = cpu_seconds(contender)
+        res = ctx.fetch([contender.blob_url(blob.repo, blob.digest, 0)], budget)
+        cpu = cpu_seconds(contender) - cpu_before
+        client = res.clients[0]
+        failures = _failures(res, blob)
+        run: dict[str, object] = {"rep": rep, "digest": blob.digest, "size": blob.size}
+        run.update(settle)
+        if failures:
+            record.add_error(contender.name, failures[0])
+        else:
+            run.update(ttfb_s=client.ttfb, total_s=client.total, headers_s=client.t_headers)
+            per_gib = cpu * (1 << 30) / blob.size
+            run.update(cpu_s=cpu, cpu_s_per_gib=per_gib, cpu_vs_sha256=per_gib / sha_per_gib)
+            run.update(
+                sha256_s_per_gib=sha_per_gib,
+                write_s_per_gib=write_per_gib,
+                cpu_vs_floor=per_gib / (sha_per_gib + write_per_gib),
+            )
+        record.add_run(contender.name, run)
+        ctx.reporter.advance()
 
 
 COLD_BLOB = Scenario(
@@ -204,7 +264,11 @@ COLD_BLOB = Scenario(
         "Time to first body byte, total time, and what the upstream served for that blob "
         "(from its access log). CPU = user+sys of the contender's serving processes (from "
         "/proc/<pid>/stat) during the request, per GiB of blob, and over what hashlib.sha256 "
-        "needs for as many bytes on this machine (for the direct contender: the upstream's own)."
+        "needs for as many bytes on this machine (for the direct contender: the upstream's own), "
+        "and over that plus what writing as many bytes into a new file costs here (the floor "
+        "of any verifying cache; measured before each repetition). Before each request the "
+        "bench waits until every server it started is idle (the reference proxy fetches its "
+        "second copy after answering), and each repetition starts one contender further along."
     ),
     metrics=lambda p: list(_COLD_METRICS),
     steps=_cold_steps,
@@ -234,11 +298,12 @@ def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     logs = ctx.mark_upstreams(contenders)
     n = ctx.params.herd_clients
     for rep, blob in enumerate(ctx.dataset.herd[: ctx.params.herd_repeats]):
-        for contender in contenders:
+        for contender in rotated(contenders, rep):
             budget.check()
             ctx.reporter.step(
                 f"herd · {contender.name} · {n} clients · run {rep + 1}/{ctx.params.herd_repeats}"
             )
+            settle = ctx.quiesce(budget)
             res = ctx.fetch(ctx.spread(contender, blob, n), budget)
             failures = _failures(res, blob)
             run: dict[str, object] = {
@@ -246,6 +311,7 @@ def _herd_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
                 "digest": blob.digest,
                 "size": blob.size,
                 "failed_clients": len(failures),
+                **settle,
             }
             if failures:
                 record.add_error(

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bench.dataset import BlobRef, Dataset, WanDataset
 from bench.loadgen import FetchJob, JobResult, LoadGenerator
+from bench.machine import wait_quiet
 from bench.params import Params
 from bench.results import Metric, ScenarioRecord
 from bench.topologies import Contender, Topology
@@ -103,6 +104,13 @@ class RunContext:
         time.sleep(min(1.0, max(0.0, budget.remaining() - 1)))
         for log in logs.values():
             log.settle(self.params.log_quiet, timeout=max(0.1, min(10.0, budget.remaining())))
+
+    def quiesce(self, budget: Budget) -> dict[str, object]:
+        """Before a timed step: wait (within the budget, at most 15 s) until every server
+        this run started is idle (:func:`bench.machine.wait_quiet`); what the run records
+        about it: ``settle_s`` and ``settled``."""
+        waited, quiet = wait_quiet(timeout=max(0.0, min(15.0, budget.remaining() - 1)))
+        return {"settle_s": round(waited, 3), "settled": quiet}
 
     def fetch(
         self,

@@ -119,3 +119,39 @@ def test_cpu_meter_counts_this_runs_children_as_its_own_and_others_as_foreign() 
     conditions = meter.stop()
     assert set(conditions) == {"load_before", "load_after", "foreign_cpu_share", "busy"}
     assert 0.0 <= float(conditions["foreign_cpu_share"]) <= 1.0
+
+
+def test_wait_quiet_waits_for_a_busy_server_this_run_started_and_no_longer() -> None:
+    """A child still burning CPU (the reference proxy fetching its second copy after its
+    client was served) keeps the next timed step waiting until it is done."""
+    burner = subprocess.Popen([sys.executable, "-c", _BURN.format(s=1.5)])
+    try:
+        time.sleep(0.3)  # it is importing and burning now
+        waited, quiet = machine.wait_quiet(timeout=20)
+        assert burner.poll() is not None, "wait_quiet returned while the child still burned"
+        assert quiet and waited >= 0.5
+    finally:
+        burner.kill()
+        burner.wait()
+    waited, quiet = machine.wait_quiet(timeout=20)  # nothing of ours runs now
+    assert quiet and waited < 2
+    sleeper = subprocess.Popen([sys.executable, "-c", _BURN.format(s=30)])
+    try:  # a child that never settles: the wait is bounded and says so
+        time.sleep(0.3)
+        waited, quiet = machine.wait_quiet(timeout=1.0)
+        assert not quiet and 1.0 <= waited < 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_each_repetition_starts_one_contender_further_along() -> None:
+    from bench.scenarios.blobs import rotated
+
+    names = ["direct", "reference-proxy", "quayside-1"]
+    orders = [rotated(names, rep) for rep in range(4)]  # type: ignore[arg-type]
+    assert orders[0] == names and orders[3] == names
+    assert orders[1] == ["reference-proxy", "quayside-1", "direct"]
+    # over a full turn each contender runs first once (right after a scenario's set-up)
+    assert sorted(o[0] for o in orders[:3]) == sorted(names)
+    assert rotated([], 2) == []

@@ -111,6 +111,8 @@ def _measured(scenarios: dict[str, Any], key: str) -> float:
         return m("cold_blob", "quayside-1", "total_s") / m(
             "cold_blob", "reference-proxy", "total_s"
         )
+    if key == "cold_blob_cpu":
+        return m("cold_blob", "quayside-1", "cpu_vs_sha256")
     if key == "cold_blob_upstream_gets":
         return _worst(scenarios, "cold_blob", "quayside-1", "upstream_gets")
     if key == "wan_rtt":
@@ -193,6 +195,12 @@ def _assert_complete_results(out: Path) -> None:
             for key in ranked:
                 median = entry["summary"][key]["median"]
                 assert isinstance(median, (int, float)), f"{name}/{contender}/{key}: {median}"
+    # every timed cold/herd request waited for the servers to go idle first; the floor is there
+    for name in ("cold_blob", "herd"):
+        for entry in results["scenarios"][name]["contenders"].values():
+            assert all(isinstance(r["settled"], bool) and r["settle_s"] >= 0 for r in entry["runs"])
+    cold_runs = results["scenarios"]["cold_blob"]["contenders"]["quayside-1"]["runs"]
+    assert all(r["write_s_per_gib"] > 0 and r["cpu_vs_floor"] > 0 for r in cold_runs)
     # the herd spread really shared one fill for Quayside, and the reference proxy did not
     herd = results["scenarios"]["herd"]["contenders"]
     assert herd["quayside-3"]["summary"]["upstream_gets"]["max"] == 1
