@@ -34,7 +34,7 @@ from edge.routing import NS_HEADER, Router, valid_ns
 from edge.ui import install as install_ui
 from regcore import errors
 from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standard_middlewares
-from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler
+from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler, process_metrics
 
 if TYPE_CHECKING:
     from edge.upstreamclient import UpstreamClient
@@ -59,6 +59,7 @@ def create_app(
         config, cache=cache, fills=fills, clients=clients, clock=clock, registry=registry
     )
     http_metrics = HttpMetrics(node.registry, "quayside_edge")
+    process_metrics(node.registry)
     app = web.Application(
         middlewares=[*standard_middlewares(), http_metrics.middleware(), _upstream_errors],
         client_max_size=64 * 1024,

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from regcore.metrics import HttpMetrics
+from regcore.metrics import HttpMetrics, process_metrics
 
 NAMESPACE = "quayside_origin"
 
@@ -53,6 +53,7 @@ class OriginMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
         self.http = HttpMetrics(self.registry, namespace)
+        process_metrics(self.registry)
         self._extra: dict[str, Counter] = {}
         self._gauges: dict[str, Gauge] = {}
         c = self._counter

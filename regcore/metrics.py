@@ -1,7 +1,10 @@
 """Prometheus metrics: one :class:`CollectorRegistry` per application (no global state).
 
 ``HttpMetrics`` counts requests by route and status and bytes in/out; servers add their own
-counters on the same registry. :func:`metrics_handler` serves the text exposition format.
+counters on the same registry. :func:`process_metrics` adds what every Prometheus client
+exports about its process (``process_*``: CPU seconds, resident memory, open descriptors;
+``python_gc_*``) and ``python_gc_frozen_objects`` (the start-up heap the server froze, see
+:func:`regcore.serving.freeze_startup_heap`). :func:`metrics_handler` serves the text exposition format.
 
 The middleware keeps the labelled children it has used (up to :data:`MAX_CACHED_CHILDREN` per
 metric; past that it asks ``labels()`` each time), so a request costs dictionary lookups rather
@@ -10,6 +13,7 @@ than prometheus-client's label validation and locking per metric.
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -19,7 +23,9 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -28,6 +34,18 @@ from regcore.http import Handler
 
 MAX_CACHED_CHILDREN = 1024
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+def process_metrics(registry: CollectorRegistry) -> None:
+    """Register the process collectors on ``registry`` (once per registry; see the module
+    docstring). Raises ValueError when they are already there."""
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    Gauge(
+        "python_gc_frozen_objects",
+        "Objects moved out of the garbage collector's sight at start-up (gc.freeze)",
+        registry=registry,
+    ).set_function(gc.get_freeze_count)
 
 
 class HttpMetrics:

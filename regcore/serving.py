@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -110,6 +111,22 @@ def bind(host: str, port: int, *, tls: bool = False) -> tuple[socket.socket, str
     return sock, f"{'https' if tls else 'http'}://{shown}:{bound_port}"
 
 
+def freeze_startup_heap() -> int:
+    """Move every object alive now (modules, the application) out of the garbage
+    collector's sight (``gc.freeze``), after one full collection. Returns how many objects
+    are frozen.
+
+    A server's heap is mostly what it imported and built at start-up and keeps until it
+    exits; a full collection would walk all of it again and again while it serves. Measured
+    on the edge: a full collection in the middle of a cold 200 MiB fill took more CPU than
+    hashing the blob. Frozen objects are never collected (they live as long as the process
+    anyway); objects made afterwards are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def serve_app(
     app: web.Application,
     sock: socket.socket,
@@ -143,6 +160,7 @@ async def serve_app(
         print(f"quayside {name}: cannot start: {exc}", file=sys.stderr)
         return 1
     await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    freeze_startup_heap()
     print(json.dumps({"event": "listening", "url": url}), flush=True)
     log.info("listening", extra={"server": name, "url": url, **dict(log_extra or {})})
     try:
