@@ -11,10 +11,13 @@ client naming only some types is served from the cache like any other:
   manifest or index the client did not list (:func:`regcore.mediatypes.negotiate`:
   distribution's rules).
 - :meth:`Negotiation.platform_child`: the child a list is narrowed to (the first entry whose
-  platform is linux/amd64, as distribution picks it), or ``None``.
+  platform is linux/amd64, as distribution picks it:
+  :func:`regcore.mediatypes.find_platform_child`), or ``None``.
 - :meth:`Negotiation.check_child`: 400 MANIFEST_INVALID when that child is a schema 2
   manifest the client did not list (:func:`regcore.mediatypes.check_platform_child`).
 
+The origin answers with the same functions (``origin/manifests.py``), so edge, origin and
+registry:2 answer every ``Accept`` alike (documented differences: :mod:`regcore.mediatypes`).
 The results are pure functions of their arguments (a list's child of its digest: content is
 immutable), memoised per instance (bounded, see :mod:`edge.memo`), because the same few
 ``Accept`` headers and hot tags arrive on every request.
@@ -22,14 +25,13 @@ immutable), memoised per instance (bounded, see :mod:`edge.memo`), because the s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from edge.memo import Memo
 from regcore import errors
 from regcore import mediatypes as mt
-from regcore.digest import Digest
+from regcore.mediatypes import PlatformChild as Child
+from regcore.mediatypes import find_platform_child
 
 FULL_ACCEPT: tuple[str, ...] = mt.DEFAULT_ACCEPT
 
@@ -37,46 +39,6 @@ __all__ = ["FULL_ACCEPT", "Child", "Negotiation", "find_platform_child"]
 
 # (verdict, or the 404 to raise: (detail, message))
 _Decision = tuple[mt.Verdict | None, tuple[object, str] | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Child:
-    """The entry of a manifest list chosen for a client that takes no lists."""
-
-    digest: str
-    media_type: str
-    size: int
-
-
-def find_platform_child(
-    body: bytes, platform: tuple[str, str] = mt.DEFAULT_PLATFORM
-) -> Child | None:
-    """The first entry of the list ``body`` whose ``platform`` is ``(os, architecture)``
-    (variant and features ignored, as distribution does), or ``None``: none matches, or the
-    body is not a list of well-formed descriptors. Never raises."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    entries = doc.get("manifests") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        return None
-    os_name, arch = platform
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        plat = entry.get("platform")
-        if not isinstance(plat, dict):
-            continue
-        if plat.get("os") != os_name or plat.get("architecture") != arch:
-            continue
-        try:
-            digest = str(Digest.parse(str(entry.get("digest"))))
-            size = int(entry.get("size", -1))
-        except (errors.RegistryError, TypeError, ValueError):
-            return None
-        return Child(digest, mt.normalize(str(entry.get("mediaType", ""))), size)
-    return None
 
 
 class Negotiation:

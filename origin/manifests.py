@@ -22,11 +22,19 @@ PUT guarantees:
   are echoed in one ``OCI-Tag`` header (comma-separated). On a PUT by tag ``?tag=`` is
   ignored (and not echoed).
 
-GET/HEAD serve the stored bytes with their exact media type, ``Content-Length``,
-``Docker-Content-Digest`` and ``ETag: "<digest>"``; a client whose ``Accept`` lists manifest
-types but not this one gets 404 MANIFEST_UNKNOWN (never a converted manifest, see
-:func:`regcore.mediatypes.acceptable`). An unknown tag or digest, or a malformed tag, is
-404 MANIFEST_UNKNOWN; a malformed digest is 400 DIGEST_INVALID.
+GET/HEAD serve stored bytes verbatim (never a converted manifest) with their exact media
+type, ``Content-Length``, ``Docker-Content-Digest`` and ``ETag: "<digest>"``, negotiated
+against the client's ``Accept`` as the edge and registry:2 do
+(:func:`regcore.mediatypes.negotiate`; its module docstring lists the documented
+differences): an OCI manifest or index the client did not list is 404 MANIFEST_UNKNOWN, by
+tag and by digest; a Docker manifest list asked for by tag by a client that lists manifest
+types but not the list type is answered with its linux/amd64 child (that child's bytes,
+media type, digest and ETag; 404 MANIFEST_UNKNOWN when the list has none or the child is not
+a manifest of the repository, 400 MANIFEST_INVALID when the child is schema 2 and the client
+did not list schema 2). By digest nothing is narrowed. HEAD answers exactly the headers of
+the GET; ``If-None-Match`` is compared with the digest served. Signature and scan policies
+judge the manifest served. An unknown tag or digest, or a malformed tag, is 404
+MANIFEST_UNKNOWN; a malformed digest is 400 DIGEST_INVALID.
 
 DELETE by digest removes the revision and every tag pointing at it; DELETE by tag removes the
 tag only; both answer 202. 405 UNSUPPORTED when deletes are disabled or the registry is
@@ -129,20 +137,19 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
     name = validate_name(request.match_info["name"])
     repos = request.app[state.REPOS]
     digest, tag = await _resolve(repos, name, request.match_info["reference"])
-    try:
-        raw = await request.app[state.STORE].read_bytes(digest)
-    except errors.BlobUnknown:
-        raise errors.ManifestUnknown({"digest": str(digest)}) from None
+    raw = await _read_manifest(request.app, digest)
     media_type = detect_media_type(raw)
     accepted = mt.parse_accept(request.headers.getall("Accept", []))
-    if not mt.acceptable(media_type, accepted):
-        raise errors.ManifestUnknown(
-            {"digest": str(digest), "mediaType": media_type, "reason": "not in Accept"},
-            message="manifest unknown: its media type is not accepted by the client",
-        )
+    listed = digest  # what the reference names; ``digest`` becomes what is served
+    if mt.negotiate(media_type, accepted, by_tag=tag is not None) == "narrow":
+        digest, raw, media_type = await _platform_child(request.app, repos, name, listed, raw)
+        mt.check_platform_child(media_type, accepted)
     await check_pull(request, name, digest, raw)  # signature / scan policies (origin/policy.py)
     headers = _descriptor_headers(digest, media_type, len(raw))
-    request.app[state.OPS].pulled(name, digest, tag.name if tag is not None else None)
+    ops = request.app[state.OPS]
+    ops.pulled(name, listed, tag.name if tag is not None else None)
+    if digest != listed:  # a narrowed list: its child was pulled too
+        ops.pulled(name, digest, None)
     if etag_matches(request.headers.get("If-None-Match"), digest):
         headers.pop("Content-Length")
         return web.Response(status=304, headers=headers)
@@ -154,6 +161,32 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
         return resp
     headers.pop("Content-Length")
     return web.Response(status=200, body=raw, headers=headers)
+
+
+async def _read_manifest(app: web.Application, digest: Digest) -> bytes:
+    """The stored bytes of revision ``digest``; 404 MANIFEST_UNKNOWN when the blob is gone."""
+    try:
+        return await app[state.STORE].read_bytes(digest)
+    except errors.BlobUnknown:
+        raise errors.ManifestUnknown({"digest": str(digest)}) from None
+
+
+async def _platform_child(
+    app: web.Application, repos: Repositories, name: str, list_digest: Digest, body: bytes
+) -> tuple[Digest, bytes, str]:
+    """The linux/amd64 child a Docker list (``body``) is narrowed to: (digest, bytes, media
+    type of the stored bytes). 404 MANIFEST_UNKNOWN when the list has no such entry or the
+    entry is not a manifest of ``name`` (registry:2's answers)."""
+    child = mt.find_platform_child(body)
+    if child is None:
+        raise errors.ManifestUnknown(
+            {"digest": str(list_digest)}, message="manifest list has no linux/amd64 manifest"
+        )
+    digest = Digest.parse(child.digest)
+    if not await repos.revision_exists(name, digest):
+        raise errors.ManifestUnknown({"digest": child.digest, "list": str(list_digest)})
+    raw = await _read_manifest(app, digest)
+    return digest, raw, detect_media_type(raw)
 
 
 # -- PUT ----------------------------------------------------------------------------------

@@ -5,26 +5,38 @@ v2 schema 2 spec. Comparison helpers normalise a header value first (parameters 
 lower-cased), so ``application/vnd.oci.image.manifest.v1+json; charset=utf-8`` counts as the
 OCI manifest type.
 
-Negotiation (:func:`acceptable`) follows what registry:2 (distribution) does for the types it
-can serve, with one deliberate difference, documented on the function: a client that names no
-manifest type at all (no ``Accept``, or only ``*/*``/``application/json``) gets the stored
-manifest, whatever its type. Manifests are never converted. :func:`require_acceptable`
-raises the 404 a handler returns; :func:`upstream_accept` builds the ``Accept`` an edge sends
-upstream for a client.
+Negotiation of a stored manifest against a client's ``Accept``, the same for the origin
+(``origin/manifests.py``) and the edge (``edge/negotiation.py``): :func:`negotiate`,
+:func:`find_platform_child` and :func:`check_platform_child` are distribution's
+``GetManifest`` rules for a client that names a manifest type (a Docker manifest list asked
+for by tag by a client that takes no lists is answered with its linux/amd64 child,
+:data:`DEFAULT_PLATFORM`; an OCI manifest or index the client did not list is 404
+MANIFEST_UNKNOWN; nothing is narrowed by digest). Documented differences:
 
-:func:`negotiate` and :func:`check_platform_child` are the edge's negotiation of a *stored*
-manifest against a client's ``Accept``: distribution's ``GetManifest`` rules exactly for a
-client that names a manifest type (a Docker manifest list asked for by tag by a client that
-takes no lists is answered with its linux/amd64 child, :data:`DEFAULT_PLATFORM`), with the
-same two documented differences as :func:`acceptable` (no manifest type named, wildcards).
+* a client that names no manifest type at all (no ``Accept``, only ``application/json``) or
+  lists ``*/*``/``application/*`` gets the stored manifest, whatever its type (distribution
+  404s OCI content and narrows a Docker list for it);
+* manifests are never converted: distribution 2.8 (Debian's ``docker-registry``) rewrites a
+  Docker schema 2 manifest asked for by tag, or the schema 2 child a list is narrowed to,
+  into a signed schema 1 manifest (another digest) for a client that does not list the
+  schema 2 type. Quayside does what distribution 3 does: it serves that schema 2 manifest as
+  it is, and refuses such a narrowed child with 400 MANIFEST_INVALID ("Schema 2 manifest not
+  supported by client").
+
+:func:`acceptable` / :func:`require_acceptable` are the plain type check (the stored type,
+a wildcard, or no manifest type listed) with distribution's 404 message; :func:`upstream_accept`
+builds the ``Accept`` sent upstream for a client.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from regcore import errors
+from regcore.digest import Digest
 
 # --- OCI image spec -----------------------------------------------------------------------
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -148,21 +160,19 @@ def _is_zero_q(param: str) -> bool:
 
 
 def acceptable(media_type: str, accepted: Iterable[str]) -> bool:
-    """May a manifest of ``media_type`` be served to a client that sent ``accepted``?
+    """May a manifest of ``media_type`` be served as it is to a client that sent ``accepted``?
 
     ``accepted`` is the output of :func:`parse_accept`. Rules:
 
     * an empty list (no ``Accept`` header) -> yes: the client gets the stored manifest;
     * the type itself, ``*/*`` or ``application/*`` listed -> yes;
     * the list names no manifest type at all (e.g. only ``application/json``) -> yes, as if
-      there were no header (old clients; distribution would 404 an OCI manifest here, we
-      prefer to serve the stored bytes verbatim);
-    * otherwise (the client listed manifest types, and not this one) -> no: the handler
-      answers 404 MANIFEST_UNKNOWN (:func:`require_acceptable`), as distribution does for
-      an OCI manifest or index requested without its type in ``Accept``. Unlike
-      distribution we apply the same rule to Docker types: a Docker manifest list is never
-      narrowed to the linux/amd64 manifest (that would change the digest a tag resolves
-      to), and a schema 2 manifest is not pushed on a client that listed only OCI types.
+      there were no header (old clients);
+    * otherwise (the client listed manifest types, and not this one) -> no.
+
+    This is the strict type check only; the servers answer with :func:`negotiate`, which
+    applies it to OCI types (404 through :func:`require_acceptable`), serves Docker schema 2
+    manifests whatever was listed and narrows a Docker list asked for by tag.
     """
     wanted = normalize(media_type)
     listed = [normalize(a) for a in accepted]
@@ -215,7 +225,7 @@ def upstream_accept(accepted: Iterable[str]) -> str:
     return ", ".join(manifest_types)
 
 
-# --- the edge's negotiation of a stored manifest (distribution's GetManifest) -------------
+# --- negotiation of a stored manifest (distribution's GetManifest), origin and edge -------
 Verdict = Literal["serve", "narrow"]
 DEFAULT_PLATFORM: tuple[str, str] = ("linux", "amd64")
 """(os, architecture) of the child distribution serves for a list to a client taking no lists."""
@@ -235,10 +245,11 @@ def negotiate(media_type: str, accepted: Iterable[str], *, by_tag: bool) -> Verd
     manifest type (schema 1 types count): an OCI manifest needs the OCI manifest type listed,
     an OCI index the OCI index type (by tag and by digest; an index is never narrowed); a
     Docker manifest list by digest and a Docker schema 2 manifest (or any other type) are
-    served whatever the client listed. Differences, as in :func:`acceptable`: a client that
-    names no manifest type (no ``Accept``, only ``application/json``) or lists ``*/*`` /
+    served whatever the client listed (distribution 2.8 would convert that schema 2 manifest
+    by tag to schema 1; nothing is converted here). Differences (module docstring): a client
+    that names no manifest type (no ``Accept``, only ``application/json``) or lists ``*/*`` /
     ``application/*`` gets the stored manifest whatever its type (distribution would 404 OCI
-    content and refuse a list with MANIFEST_INVALID); ``q=0`` entries are not listed.
+    content and narrow a list); ``q=0`` entries are not listed.
     """
     wanted = normalize(media_type)
     listed = [normalize(a) for a in accepted]
@@ -256,9 +267,50 @@ def negotiate(media_type: str, accepted: Iterable[str], *, by_tag: bool) -> Verd
 def check_platform_child(media_type: str, accepted: Iterable[str]) -> None:
     """Raise :class:`errors.ManifestInvalid` (400, distribution's message) when the child a
     Docker list was narrowed to (:func:`negotiate` said ``"narrow"``) is a schema 2 manifest
-    and the client did not list the schema 2 type; any other child is served."""
+    and the client did not list the schema 2 type (distribution 3; 2.8 converts it to
+    schema 1 instead); any other child is served."""
     listed = [normalize(a) for a in accepted]
     if normalize(media_type) == DOCKER_MANIFEST and DOCKER_MANIFEST not in listed:
         raise errors.ManifestInvalid(
             {"mediaType": DOCKER_MANIFEST}, message="Schema 2 manifest not supported by client"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformChild:
+    """The entry of a manifest list chosen for a client that takes no lists."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+def find_platform_child(
+    body: bytes, platform: tuple[str, str] = DEFAULT_PLATFORM
+) -> PlatformChild | None:
+    """The first entry of the list ``body`` whose ``platform`` is ``(os, architecture)``
+    (variant and features ignored, as distribution does), or ``None``: none matches, or the
+    body is not a list of well-formed descriptors. Never raises."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return None
+    os_name, arch = platform
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        plat = entry.get("platform")
+        if not isinstance(plat, dict):
+            continue
+        if plat.get("os") != os_name or plat.get("architecture") != arch:
+            continue
+        try:
+            digest = str(Digest.parse(str(entry.get("digest"))))
+            size = int(entry.get("size", -1))
+        except (errors.RegistryError, TypeError, ValueError):
+            return None
+        return PlatformChild(digest, normalize(str(entry.get("mediaType", ""))), size)
+    return None
