@@ -173,7 +173,7 @@ class BlobHandler:
             await zerocopy.prepare_unbuffered(request, resp)
             while span is not None:  # each span zero-copy from the growing file, as it lands
                 fd, offset, count = span
-                await zerocopy.send_file_body(request, resp, fd, offset, count)
+                await zerocopy.send_span(request, resp, fd, offset, count, fill.locate)
                 sent += count
                 span = await anext(spans, None)
         except (errors.RegistryError, EOFError) as exc:  # the fill broke after headers went out

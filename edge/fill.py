@@ -126,6 +126,7 @@ class FillManager:
         peer_retry_interval: float = 0.2,
         drain_timeout: float = 10.0,
         space_wait: float = 5.0,
+        direct_io: bool = True,
     ) -> None:
         if region is not None and not advertise_url:
             raise ValueError("a region lock needs this node's advertise_url")
@@ -140,6 +141,7 @@ class FillManager:
         self.peer_retry_interval = peer_retry_interval
         self.drain_timeout = drain_timeout
         self.space_wait = space_wait
+        self.direct_io = direct_io  # fills from a socket write with O_DIRECT where possible
         self._too_large: OrderedDict[Digest, int] = OrderedDict()
         self._flight: SingleFlight[Digest, None] = SingleFlight()
         self._fills: dict[Digest, Fill] = {}  # the fill of each running flight
@@ -205,6 +207,7 @@ class FillManager:
             upstream_resumes=self.upstream_resumes,
             peer_retry_interval=self.peer_retry_interval,
             space_wait=self.space_wait,
+            direct_io=self.direct_io,
         )
 
     def _forget(self, digest: Digest, fill: Fill, task: object) -> None:

@@ -18,8 +18,10 @@ The guarantees are stated in :mod:`edge.fill`; in short:
   :class:`regcore.storage.writepipeline.WritePipeline`). A plain-HTTP body with
   ``Content-Length`` (upstream or peer) is read by that thread straight from the
   connection's socket once aiohttp has done the exchange (:mod:`edge.fillsocket`):
-  ``recv_into`` reusable buffers, ``pwrite``, hashed on a second thread, progress to the
-  waiters; the event loop only coordinates. Other bodies (TLS, a server ignoring ``Range``,
+  ``recv_into`` reusable buffers, ``pwrite`` (``O_DIRECT`` where the cache's filesystem
+  allows it and ``direct_io`` is on: no page-cache copy), hashed on another thread, the
+  newest pieces readable by waiters from memory before they reach the file
+  (:mod:`regcore.storage.absorb`); the event loop only coordinates. Other bodies (TLS, a server ignoring ``Range``,
   in-process sources) are received on the loop and handed to the same thread, at most
   ``write_ahead_bytes`` ahead. A source that breaks is resumed at the written offset
   (``upstream_resumes`` times without progress); a failing peer is followed to the lock's new
@@ -90,6 +92,7 @@ class FillPlan:
     upstream_resumes: int
     peer_retry_interval: float
     space_wait: float
+    direct_io: bool = True
 
     def count(self, name: str, amount: float = 1, **labels: str) -> None:
         if self.metrics is not None:
@@ -227,10 +230,12 @@ class FillRun:
             self.total = total
             self.writer = self.plan.cache.new_writer(flush_bytes=self.plan.chunk_flush_bytes)
             self.writer.pipeline(
-                max_in_flight=self.plan.write_ahead_bytes, on_written=self.fill.advance
+                max_in_flight=self.plan.write_ahead_bytes,
+                on_written=self.fill.advance,
+                direct_io=self.plan.direct_io,
             )
             self.writer.preallocate(total)
-            self.fill.open(total, self.writer.path)
+            self.fill.open(total, self.writer.path, live=self.writer.locate)
         elif total != self.total:
             raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
 

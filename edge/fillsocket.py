@@ -36,6 +36,7 @@ import aiohttp
 from edge.sources import ShortStream
 
 DEFAULT_READ_TIMEOUT = 60.0  # seconds without a byte, when the response had no read timeout
+MAX_LOWAT = 1 << 20  # bytes a wait may ask the kernel to gather before waking the reader
 
 
 def can_take(resp: aiohttp.ClientResponse, wanted: int) -> bool:
@@ -73,6 +74,7 @@ class SocketBody:
         self.remaining = remaining
         self._resp = resp
         self._sock = sock
+        self._lowat = 1
 
     @classmethod
     def take(cls, resp: aiohttp.ClientResponse, wanted: int) -> SocketBody:
@@ -126,9 +128,16 @@ class SocketBody:
             raise ShortStream("upstream closed the connection mid-body")
         return n
 
-    def wait(self) -> None:
-        """Block until the socket is readable (or closed); TimeoutError after the read timeout."""
+    def wait(self, want: int = 1) -> None:
+        """Block until the socket has ``want`` bytes (at most what is left of the body; the
+        kernel's ``SO_RCVLOWAT``: one wake-up per that many bytes, not per segment) or is
+        closed; TimeoutError after the read timeout without a byte."""
         assert self._sock is not None
+        want = max(1, min(want, self.remaining, MAX_LOWAT))
+        if want != self._lowat:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self._lowat = want
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         if not poller.poll(self.timeout * 1000):

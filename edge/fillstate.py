@@ -9,15 +9,18 @@ through the fill-side methods, called by the one task that runs the fill
        +-----------------------------+-------------------------------+--fail(exc)--> FAILED
 
 - ``announce``: the source said the size (``announced()`` resolves); no byte is promised yet.
-- ``open``: the size is reserved in the cache and bytes go to ``path`` (``size()`` resolves).
-- ``advance(written)``: bytes ``0..written-1`` are in the file (readers wake). Ignored once
-  the fill is finished (a late progress report after a failure changes nothing).
+- ``open``: the size is reserved in the cache and bytes go to ``path`` (``size()`` resolves);
+  ``live`` (the staged blob's ``locate``) says which of the readable bytes are still only in
+  memory (the fill's newest pieces, see :mod:`regcore.storage.absorb`).
+- ``advance(readable)``: bytes ``0..readable-1`` are in the file or live (readers wake).
+  Ignored once the fill is finished (a late progress report after a failure changes nothing).
 - ``commit``: verified and committed; ``fail``: every reader gets the error, nothing cached.
 A transition out of order raises ``RuntimeError`` (a bug in the caller, never a runtime
 condition). Use from one event loop.
 
-Waiter API: :meth:`Fill.announced`, :meth:`Fill.size`, :meth:`Fill.spans`, :meth:`Fill.read`,
-:meth:`Fill.result` and the properties; the guarantees are stated in :mod:`edge.fill`.
+Waiter API: :meth:`Fill.announced`, :meth:`Fill.size`, :meth:`Fill.spans` (with
+:meth:`Fill.locate` for each span's bytes), :meth:`Fill.read`, :meth:`Fill.result` and the
+properties; the guarantees are stated in :mod:`edge.fill`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ import asyncio
 import contextlib
 import enum
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
 from edge.cache import CachedBlob
 from regcore import errors
 from regcore.digest import Digest
+
+Locate = Callable[[int, int], tuple[memoryview | None, int]]
 
 READ_CHUNK = 256 * 1024
 FINAL_HOLD = 64 * 1024  # bytes at the blob's end withheld from readers until it is committed
@@ -60,7 +65,7 @@ class FillSink(Protocol):
     source: str
 
     def announce(self, total: int) -> None: ...
-    def open(self, total: int, path: Path) -> None: ...
+    def open(self, total: int, path: Path, live: Locate | None = None) -> None: ...
     def advance(self, written: int) -> None: ...
     def commit(self, blob: CachedBlob) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
@@ -78,6 +83,7 @@ class Fill:
         self._done: asyncio.Future[CachedBlob] = loop.create_future()
         self._written = 0
         self._path: Path | None = None
+        self._live: Locate | None = None
         self._error: FillFailed | None = None
         self._progress = asyncio.Event()
         self.source = ""
@@ -144,7 +150,13 @@ class Fill:
             async for fd, offset, count in spans:
                 stop = offset + count
                 while offset < stop:
-                    n = min(READ_CHUNK, stop - offset)
+                    view, file_stop = self.locate(offset, min(stop, offset + READ_CHUNK))
+                    if view is not None:
+                        data = bytes(view)  # a copy: the view is gone at the next await
+                        offset += len(data)
+                        yield data
+                        continue
+                    n = min(READ_CHUNK, file_stop - offset)
                     data = (
                         os.pread(fd, n, offset)
                         if n <= _INLINE_READ
@@ -155,12 +167,23 @@ class Fill:
                     offset += n
                     yield data
 
+    def locate(self, pos: int, stop: int) -> tuple[memoryview | None, int]:
+        """Where the bytes ``pos..stop-1`` of a span from :meth:`spans` are, right now:
+        ``(view, 0)``: live bytes from ``pos`` in memory (up to ``stop`` at most), valid only
+        until the next ``await`` (send them synchronously, then ask again); or
+        ``(None, file_stop)``: bytes ``pos..file_stop-1`` are in the span's file."""
+        if self._live is None or self.state is not FillState.STREAMING:
+            return None, stop
+        return self._live(pos, stop)
+
     async def spans(
         self, start: int = 0, end: int | None = None
     ) -> AsyncIterator[tuple[int, int, int]]:
         """``(fd, offset, count)``: the bytes of ``start..end`` (inclusive; ``end`` None means
         to the last byte) as they land, as spans of a descriptor of the (growing) file that
-        this iterator owns (valid until it is closed; serve them with ``os.sendfile``).
+        this iterator owns (valid until it is closed). A span's bytes may still be live in
+        memory only: :meth:`locate` says which part to take from memory and which to serve
+        from the file (``os.sendfile``); :func:`regcore.zerocopy.send_span` does both.
 
         Spans are contiguous and in order. When the range reaches the blob's last byte, its
         part in the blob's last :data:`FINAL_HOLD` bytes comes only once the fill is verified
@@ -199,14 +222,17 @@ class Fill:
         self._move(FillState.PENDING, FillState.ANNOUNCED)
         self._announced.set_result(total)
 
-    def open(self, total: int, path: Path) -> None:
-        """``total`` bytes are reserved and will land in ``path`` (ANNOUNCED -> STREAMING)."""
+    def open(self, total: int, path: Path, live: Locate | None = None) -> None:
+        """``total`` bytes are reserved and will land in ``path`` (ANNOUNCED -> STREAMING);
+        ``live`` locates readable bytes that are not in the file yet."""
         self._move(FillState.ANNOUNCED, FillState.STREAMING)
         self._path = path
+        self._live = live
         self._size.set_result(total)
 
     def advance(self, written: int) -> None:
-        """Bytes ``0..written-1`` are in the file (STREAMING); ignored once finished."""
+        """Bytes ``0..written-1`` are readable, in the file or live (STREAMING); ignored
+        once finished."""
         if self.state in (FillState.COMMITTED, FillState.FAILED):
             return
         if self.state is not FillState.STREAMING:
@@ -217,6 +243,7 @@ class Fill:
         """Verified and committed (STREAMING -> COMMITTED): readers get the last bytes."""
         self._move(FillState.STREAMING, FillState.COMMITTED)
         self._path = blob.path
+        self._live = None
         self._done.set_result(blob)
         self._publish(blob.size)
 
@@ -229,6 +256,7 @@ class Fill:
         if self.state in (FillState.COMMITTED, FillState.FAILED):
             raise RuntimeError(f"fill {self.digest}: fail() after {self.state.value}")
         self.state = FillState.FAILED
+        self._live = None
         failed = (
             exc if isinstance(exc, FillFailed) else FillFailed(f"{self.digest}: {describe(exc)}")
         )

@@ -140,7 +140,7 @@ def _handler(
         try:  # each span zero-copy from the growing file, as it lands (the tail after commit)
             async with contextlib.aclosing(fill.spans(start, end)) as spans:
                 async for fd, offset, count in spans:
-                    await zerocopy.send_file_body(request, resp, fd, offset, count)
+                    await zerocopy.send_span(request, resp, fd, offset, count, fill.locate)
         except (FillFailed, EOFError) as exc:
             log.warning("peer stream of %s cut: %s", digest, exc)
             abort(request)

@@ -13,6 +13,12 @@ uvloop it silently falls back to reading chunks in a thread and copying them thr
 - TLS connections (bytes must go through the SSL object) and transports without a socket fall
   back to reading in a thread and ``StreamResponse.write``.
 
+:func:`send_span` serves a span of a file that is still being filled: the bytes its
+``locate`` callback says are still only in memory (the fill's newest pieces) are written from
+there with non-blocking ``write`` calls on the same duplicate (no view is kept across an
+``await``: each time the socket is writable again, ``locate`` is asked anew), the rest with
+``os.sendfile`` from the file.
+
 Raises ``ConnectionResetError`` when the client goes away; the caller lets it propagate (aiohttp
 closes the connection). A file shorter than promised raises ``EOFError`` (the response is then
 cut short, never completed cleanly).
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -90,6 +97,82 @@ async def send_file_body(
                 await asyncio.sleep(0)
     finally:
         os.close(dup)
+
+
+Locate = Callable[[int, int], tuple[memoryview | None, int]]
+
+
+async def send_span(
+    request: web.Request,
+    response: web.StreamResponse,
+    fd: int,
+    offset: int,
+    count: int,
+    locate: Locate,
+) -> None:
+    """Write ``count`` bytes from ``offset`` as the (prepared) body: from memory where
+    ``locate(pos, stop)`` returns a view (valid until the next ``await``), else from open
+    file ``fd`` up to the offset it returns."""
+    stop = offset + count
+    while offset < stop:
+        view, file_stop = locate(offset, stop)
+        if view is None:
+            await send_file_body(request, response, fd, offset, file_stop - offset)
+            offset = file_stop
+        else:
+            del view  # asked for again where it is sent: it may be gone after an await
+            offset = await _send_live(request, response, locate, offset, stop)
+
+
+async def _send_live(
+    request: web.Request, response: web.StreamResponse, locate: Locate, offset: int, stop: int
+) -> int:
+    """Send live bytes from ``offset`` while ``locate`` has them; returns the new offset."""
+    sock_fd = zero_copy_fd(request)
+    if sock_fd is None or os.environ.get("AIOHTTP_NOSENDFILE"):
+        view, _ = locate(offset, stop)
+        if view is None:
+            return offset
+        data = bytes(view)  # a copy, taken before the write awaits
+        del view
+        await response.write(data)
+        return offset + len(data)
+    transport = request.transport
+    assert transport is not None
+    loop = asyncio.get_running_loop()
+    dup = os.dup(sock_fd)
+    try:
+        while transport.get_write_buffer_size():  # headers still queued: let them go first
+            await _writable(loop, dup)
+            await asyncio.sleep(0)
+        sent_since_yield = 0
+        while offset < stop:
+            if transport.is_closing():
+                raise ConnectionResetError("client closed the connection")
+            view, _ = locate(offset, stop)
+            if view is None:
+                break
+            try:
+                n = os.write(dup, view)
+            except BlockingIOError:
+                n = -1
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE:
+                    raise ConnectionResetError(str(exc)) from exc
+                raise
+            finally:
+                del view
+            if n < 0:
+                await _writable(loop, dup)
+                continue
+            offset += n
+            sent_since_yield += n
+            if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
+                sent_since_yield = 0
+                await asyncio.sleep(0)
+    finally:
+        os.close(dup)
+    return offset
 
 
 async def prepare_unbuffered(request: web.Request, response: web.StreamResponse) -> None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 from regcore.digest import Digest
 
 if TYPE_CHECKING:
-    from regcore.storage.writepipeline import Reader
+    from regcore.storage.absorb import Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,8 @@ class StagedBlob(BlobSink, Protocol):
     """A blob written to a local staging file that other readers may tail while it grows:
     bytes ``0..written`` of ``path`` are final. ``pipeline`` moves writing and hashing to a
     dedicated thread (see :meth:`regcore.storage.blobwriter.BlobWriter.pipeline`); after it,
-    ``absorb`` lets that thread read the bytes itself (the edge's fills, from a socket)."""
+    ``absorb`` lets that thread read the bytes itself (the edge's fills, from a socket), the
+    newest of them readable from memory (``locate``) before they reach ``path``."""
 
     path: Path
 
@@ -107,7 +108,14 @@ class StagedBlob(BlobSink, Protocol):
         max_in_flight: int = ...,
         on_written: Callable[[int], None] | None = None,
         sync_every: int = ...,
+        direct_io: bool = ...,
     ) -> None: ...
+
+    def locate(self, pos: int, stop: int) -> tuple[memoryview | None, int]:
+        """Where readable bytes ``pos..stop-1`` are: live in memory (a view valid until the
+        next ``await``) or in ``path`` up to an offset (:meth:`regcore.storage.
+        writepipeline.WritePipeline.locate`)."""
+        ...
 
     def preallocate(self, size: int) -> None:
         """After ``pipeline``: reserve room for ``size`` bytes (best effort)."""

@@ -8,17 +8,18 @@ offset) and hashes a file's bytes in order. Two ways to feed it, in any order:
   :data:`LINGER` seconds; the first bytes go at once), waiting while more than
   ``max_in_flight`` bytes are queued (bounded memory);
 - :meth:`WritePipeline.absorb` runs a :class:`Reader` (e.g. a socket) on the thread: each
-  piece lands in one of :data:`ABSORB_SLOTS` reusable buffers of :data:`ABSORB_BUFFER` bytes,
-  is written from it with ``pwrite`` and hashed from it (a memoryview, no copy) on a second
-  thread while the next pieces are received, so receiving, hashing and writing leave the
-  event loop entirely and use two cores.
+  piece lands in a reusable buffer and is written (``O_DIRECT`` where the filesystem allows,
+  given ``direct_path``) and hashed from it on two more threads while the next pieces are
+  received, so receiving, hashing and writing leave the event loop entirely and use every
+  core; the newest pieces are readable from memory meanwhile (:meth:`WritePipeline.locate`;
+  :mod:`regcore.storage.absorb` says how).
 
 ``os.pwrite``, ``recv_into`` and hashlib release the GIL, so the loop goes on meanwhile.
-``on_written(written)`` runs on the loop as bytes reach the file: after each batch; during an
-absorb, whenever the reader has nothing more for now (before the thread waits) and at least
-every :data:`REPORT_STEP` bytes, through ``loop.call_soon_threadsafe`` (at most one queued).
-Bytes are reported before they are hashed, never before they are written; once
-:meth:`drain`/:meth:`absorb` returned, ``written`` bytes are both written and hashed.
+``on_written(readable)`` runs on the loop as bytes become readable: after each batch reached
+the file; during an absorb, as bytes arrive in memory (:meth:`locate` says where each byte
+is) and as they reach the file. Bytes are reported before they are hashed (and during an
+absorb before they are written); once :meth:`drain`/:meth:`absorb` returned, ``written``
+bytes are both written and hashed.
 :meth:`WritePipeline.preallocate` reserves the file's blocks first (``fallocate`` with
 ``FALLOC_FL_KEEP_SIZE``: the size still grows with the writes), so a full disk fails before
 the first byte and writes skip the filesystem's delayed allocation; where the filesystem cannot
@@ -36,37 +37,19 @@ import ctypes
 import errno
 import functools
 import os
-import queue
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from regcore.digest import Hasher
+from regcore.storage.absorb import Absorber, Reader
 
 BATCH = 1 << 20  # bytes handed to the thread at once, about
 LINGER = 0.002  # seconds a pending chunk may wait for a batch to fill
 IN_FLIGHT = 8 << 20  # default bound on bytes accepted but not yet written
 SYNC_EVERY = 16 << 20  # default background fdatasync step
-ABSORB_BUFFER = 1 << 20  # one absorb piece (buffer slot): fewer, larger pieces cost less CPU
-ABSORB_SLOTS = 4  # pieces received ahead of the hash, at most
-REPORT_STEP = 1 << 20  # an absorb reports progress at least this often while bytes flow
 
 
 _FALLOC_FL_KEEP_SIZE = 1
-
-
-class Reader(Protocol):
-    """What :meth:`WritePipeline.absorb` reads from (called on the writer thread only)."""
-
-    def read_into(self, view: memoryview) -> int:
-        """Fill a prefix of ``view`` with what is there now; 0 when nothing is (never
-        blocks). Raises to end the absorb (a cut connection, a short stream)."""
-        ...
-
-    def wait(self) -> None:
-        """Block until :meth:`read_into` has something (or will raise). Raises
-        ``TimeoutError`` when nothing came in time."""
-        ...
 
 
 class WritePipeline:
@@ -83,6 +66,7 @@ class WritePipeline:
         max_in_flight: int,
         on_written: Callable[[int], None] | None,
         sync_every: int,
+        direct_path: str | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobwriter")
@@ -103,12 +87,10 @@ class WritePipeline:
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
-        self._slots: list[memoryview] | None = None  # absorb's piece buffers, allocated once
-        self._hash_thread: ThreadPoolExecutor | None = None
-        self._absorb_base = 0  # ``written`` when the running absorb started
-        self._absorbed = 0  # bytes the running absorb wrote (set by the thread)
-        self._report_queued = False
+        self._direct_path = direct_path
+        self._absorber: Absorber | None = None  # threads and slots of absorb(), made once
         self.written = hasher.size
+        self._readable = hasher.size  # reported to on_written: in the file, or live
 
     @property
     def accepted(self) -> int:
@@ -159,22 +141,28 @@ class WritePipeline:
     async def absorb(
         self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
     ) -> int:
-        """Read ``count`` bytes from ``reader`` on the writer thread, writing and hashing each
-        piece in place (after whatever was queued before). Returns ``count``.
+        """Read ``count`` bytes from ``reader`` off the event loop, writing and hashing them
+        in place (after whatever was queued before; :class:`regcore.storage.absorb.Absorber`).
+        Returns ``count``. While it runs, the newest bytes are readable from memory
+        (:meth:`locate`) and ``on_written`` reports them as they arrive.
 
         What was read before the reader raised (a cut connection, a timeout, a short stream)
         is written, hashed and counted in ``written``; the reader's error is then raised here
         (it is not kept: the pipeline goes on). A write error (``OSError``) is kept like any
         other. Cancelled: ``interrupt()`` is called (it must make a waiting reader return or
-        raise soon, e.g. ``socket.shutdown``) and the thread's work is waited for before the
+        raise soon, e.g. ``socket.shutdown``) and the threads' work is waited for before the
         cancellation goes on, so the caller may then close what the reader reads from.
         """
         await self.drain()
         if count <= 0:
             return 0
-        self._absorb_base, self._absorbed = self.written, 0
-        self._in_flight = count  # ``accepted`` stays an upper bound while the thread reads
-        job = self._loop.run_in_executor(self._executor, self._absorb, reader, count)
+        if self._absorber is None:
+            self._absorber = Absorber(
+                self._loop, self._fd, self._hasher, self._absorbing, self._direct_path
+            )
+        absorber = self._absorber
+        self._in_flight = count  # ``accepted`` stays an upper bound while the threads work
+        job = self._loop.run_in_executor(self._executor, absorber.run, reader, self._pos, count)
         try:
             await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -184,9 +172,27 @@ class WritePipeline:
             raise
         finally:
             self._in_flight = 0
-            self._advance(self._absorb_base + self._absorbed)
+            self._pos = absorber.written  # the threads are done: the offset is ours again
+            absorber.finish()
+            if absorber.write_error is not None and self._error is None:
+                self._error = absorber.write_error
+            self._advance(absorber.written)
             self._wake()
+        self._check()
         return count
+
+    def locate(self, pos: int, stop: int) -> tuple[memoryview | None, int]:
+        """Where readable bytes ``pos..stop-1`` are (on the loop): ``(view, 0)``, live bytes
+        from ``pos`` in memory (valid until the next ``await``), or ``(None, file_stop)``:
+        bytes ``pos..file_stop-1`` are in the file. See :meth:`Absorber.locate`."""
+        if self._absorber is None or not self._in_flight:
+            return None, stop
+        return self._absorber.locate(pos, stop)
+
+    @property
+    def direct_writes(self) -> int:
+        """Pieces an absorb wrote with ``O_DIRECT`` so far."""
+        return self._absorber.direct_writes if self._absorber is not None else 0
 
     def close(self) -> None:
         self._closed = True
@@ -195,10 +201,10 @@ class WritePipeline:
             self._linger = None
         self._pending.clear()
         self._pending_bytes = 0
+        if self._absorber is not None:
+            self._absorber.close(self._executor)
         self._executor.submit(os.close, self._fd)  # after any batch the thread still holds
         self._executor.shutdown(wait=False)
-        if self._hash_thread is not None:
-            self._hash_thread.shutdown(wait=False)
         if self._syncer is not None:
             self._syncer.submit(os.close, self._sync_fd)
             self._syncer.shutdown(wait=False)
@@ -237,105 +243,23 @@ class WritePipeline:
             self._pos += n
             view = view[n:]
 
-    def _absorb(self, reader: Reader, count: int) -> None:
-        """Receive and write here; hash on a second thread, piece by piece, from a ring of
-        :data:`ABSORB_SLOTS` buffers (the hash is the longest step: it overlaps the rest)."""
-        if self._slots is None:
-            self._slots = [memoryview(bytearray(ABSORB_BUFFER)) for _ in range(ABSORB_SLOTS)]
-            self._hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobhash")
-        assert self._hash_thread is not None
-        free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for slot in self._slots:
-            free.put(slot)
-        todo: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
-        hashing = self._hash_thread.submit(self._hash_pieces, todo, free)
-        try:
-            self._receive(reader, count, free, todo)
-        finally:
-            todo.put(None)
-            hashing.result()  # every written piece is hashed before the absorb ends
-
-    def _receive(
-        self,
-        reader: Reader,
-        count: int,
-        free: queue.SimpleQueue[memoryview],
-        todo: queue.SimpleQueue[tuple[memoryview, int] | None],
-    ) -> None:
-        left, unreported = count, 0
-        slot: memoryview | None = None
-        while left and not self._closed:
-            if slot is None:
-                slot = free.get()  # waits while the hash is ABSORB_SLOTS pieces behind
-            want = min(left, ABSORB_BUFFER)
-            n = reader.read_into(slot[:want])
-            failed: BaseException | None = None
-            while 0 < n < want:  # fill the slot with what is there: fewer, larger pieces
-                try:
-                    more = reader.read_into(slot[n:want])
-                except Exception as exc:  # keep what came before it; raise after writing
-                    failed = exc
-                    break
-                if more <= 0:
-                    break
-                n += more
-            if n <= 0:
-                if unreported:  # the reader is ahead of the bytes: let readers catch up
-                    self._report()
-                    unreported = 0
-                reader.wait()
-                continue
-            piece = slot[:n]
-            try:
-                self._pwrite(piece)
-            except OSError as exc:
-                self._error = exc  # kept, unlike the reader's errors; read after the job ended
-                raise
-            todo.put((slot, n))
-            slot = None
-            left -= n
-            self._absorbed = count - left
-            unreported += n
-            if unreported >= REPORT_STEP:  # readers may send these while they are hashed
-                self._report()
-                unreported = 0
-            if failed is not None:
-                raise failed
-        if left:
-            raise OSError("blob write abandoned")
-
-    def _hash_pieces(
-        self,
-        todo: queue.SimpleQueue[tuple[memoryview, int] | None],
-        free: queue.SimpleQueue[memoryview],
-    ) -> None:  # on the hash thread
-        while (item := todo.get()) is not None:
-            slot, n = item
-            self._hasher.update(slot[:n])
-            free.put(slot)
-
-    def _report(self) -> None:
-        if not self._report_queued:
-            self._report_queued = True
-            try:
-                self._loop.call_soon_threadsafe(self._reported)
-            except RuntimeError:  # the loop is closed: nobody is left to tell
-                pass
-
     # -- back on the loop ------------------------------------------------------------------------
-    def _reported(self) -> None:
-        self._report_queued = False  # before reading: a newer report queues another call
+    def _absorbing(self, received: int, written: int) -> None:
         if self._in_flight:  # the absorb is still running
-            self._advance(self._absorb_base + self._absorbed)
+            self._advance(written, readable=received)
 
-    def _advance(self, written: int) -> None:
-        if written <= self.written or self._closed:
+    def _advance(self, written: int, readable: int = 0) -> None:
+        if self._closed:
             return
-        self.written = written
-        if self._on_written is not None:
-            self._on_written(written)
-        if self._sync_every and written - self._synced >= self._sync_every:
-            self._background_sync()
+        if written > self.written:
+            self.written = written
+            if self._sync_every and written - self._synced >= self._sync_every:
+                self._background_sync()
+        readable = max(readable, self.written)
+        if readable > self._readable:
+            self._readable = readable
+            if self._on_written is not None:
+                self._on_written(readable)
 
     def _batch_done(self, size: int, future: asyncio.Future[None]) -> None:
         self._in_flight -= size

@@ -10,6 +10,7 @@ UpstreamConfig objects, e.g. private ones).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,19 @@ def rate_limiter(aiohttp_server: Any) -> Callable[[str], Awaitable[tuple[str, Ra
         return f"http://127.0.0.1:{server.port}", limiter
 
     return start
+
+
+def span_bytes(fill: Any, fd: int, offset: int, count: int) -> bytes:
+    """The bytes of one span from ``fill.spans()``, taken where ``fill.locate`` says they
+    are (live in memory, or in the span's file), as every real consumer must."""
+    out = bytearray()
+    stop = offset + count
+    while offset < stop:
+        view, file_stop = fill.locate(offset, stop)
+        if view is not None:
+            out += view
+            offset += len(view)
+        else:
+            out += os.pread(fd, file_stop - offset, offset)
+            offset = file_stop
+    return bytes(out)

@@ -29,9 +29,11 @@ from edge.fill import FINAL_HOLD, FillManager
 from edge.sources import BlobSource, HttpSource
 from regcore.client import RegistryClient
 from regcore.digest import Digest
+from regcore.storage.absorb import REPORT_STEP
 from regcore.storage.blobstore import FilesystemBlobStore
 from regcore.storage.layout import Layout
-from regcore.storage.writepipeline import REPORT_STEP, WritePipeline
+from regcore.storage.writepipeline import WritePipeline
+from tests.edge.conftest import span_bytes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -131,7 +133,7 @@ class ScriptedReader:
         self.pos += n
         return n
 
-    def wait(self) -> None:
+    def wait(self, want: int = 1) -> None:
         self.waits += 1
         self.dry = False
 
@@ -190,7 +192,7 @@ async def test_cancelled_absorb_interrupts_the_waiting_reader_and_outlasts_the_t
                 raise OSError("interrupted")
             return 0
 
-        def wait(self) -> None:
+        def wait(self, want: int = 1) -> None:
             woken.wait(10)  # a silent socket, until interrupt() wakes it
 
     hasher = Digest.of(b"").hasher()
@@ -262,7 +264,7 @@ async def test_spans_are_contiguous_and_withhold_the_tail_until_the_commit(
     async def reader() -> None:
         async for fd, offset, count in fill.spans():
             assert offset == len(got) and count > 0
-            got.extend(os.pread(fd, count, offset))
+            got.extend(span_bytes(fill, fd, offset, count))
             finished_at_yield.append(fill.finished)
 
     task = asyncio.create_task(reader())

@@ -1,0 +1,168 @@
+"""A fill's newest bytes reach clients from memory; its file is written past the page cache.
+
+The fill's receive thread keeps its newest pieces in reusable buffers
+(:mod:`regcore.storage.absorb`) and writes each piece with ``O_DIRECT`` where the cache's
+filesystem allows it. Shown with a real docker-registry upstream:
+
+- a client keeping up gets its bytes from those buffers (``os.write`` of the buffer on its
+  socket, no file in between), the rest by ``os.sendfile``, every byte right;
+- with direct I/O the cached blob's pages are (almost) not in the page cache after the fill;
+  with ``direct_io=False`` they are (the flag does what it says);
+- a client that stops reading does not hold the fill back: the blob is committed while the
+  client sleeps, and the client then gets every byte right (from the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import mmap
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.sources import UpstreamSource
+from harness.bigblobs import push_large_blob, random_blob
+from harness.registry import DockerRegistry
+from regcore import zerocopy
+from regcore.client import RegistryClient
+from regcore.digest import Digest
+from tests.edge.conftest import MakeEdge, span_bytes
+from tests.edge.test_fill_socket import Node
+
+MiB = 1024 * 1024
+REPO = "team/live"
+
+
+def _direct_io_here(directory: Path) -> bool:
+    probe = directory / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+def resident_share(path: Path) -> float:
+    """The share of ``path``'s pages that are in the page cache (``mincore``)."""
+    size = path.stat().st_size
+    page = mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+        try:
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+            vec = (ctypes.c_ubyte * pages)()
+            libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+            assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
+            return sum(b & 1 for b in vec) / pages
+        finally:
+            del addr
+            mm.close()
+
+
+async def _push(registry: DockerRegistry, size: int, seed: int) -> tuple[bytes, Digest]:
+    data = random_blob(size, seed=seed)
+    async with aiohttp.ClientSession() as session:
+        digest = Digest.parse(await push_large_blob(session, registry.url, REPO, data))
+    return data, digest
+
+
+async def test_a_client_keeping_up_gets_the_fills_bytes_from_memory(
+    docker_registry: DockerRegistry, make_edge: MakeEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, digest = await _push(docker_registry, 24 * MiB + 5, seed=71)
+    from_memory: list[int] = []
+    from_file: list[int] = []
+    real_write, real_sendfile = os.write, os.sendfile
+
+    def counting_write(fd: int, buf: Any) -> int:
+        n = real_write(fd, buf)
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            from_memory.append(n)
+        return n
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        n = real_sendfile(out_fd, in_fd, offset, count)
+        from_file.append(n)
+        return n
+
+    monkeypatch.setattr(zerocopy.os, "write", counting_write)
+    monkeypatch.setattr(zerocopy.os, "sendfile", counting_sendfile)
+    edge = await make_edge({"hub": docker_registry.url})
+    resp = await edge.client.get(f"/v2/{REPO}/blobs/{digest}")
+    assert resp.status == 200
+    assert await resp.read() == data
+    assert sum(from_memory) > 0, "no byte came from the fill's buffers"
+    assert sum(from_memory) + sum(from_file) == len(data)  # nothing through aiohttp's writer
+    assert docker_registry.count("GET", f"/blobs/{digest}") == 1
+
+
+@pytest.mark.parametrize("direct_io", [True, False])
+async def test_the_fill_writes_past_the_page_cache_only_with_direct_io(
+    docker_registry: DockerRegistry, tmp_path: Path, direct_io: bool
+) -> None:
+    if direct_io and not _direct_io_here(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} refuses O_DIRECT")
+    data, digest = await _push(docker_registry, 24 * MiB + 5, seed=72 + direct_io)
+    async with (
+        aiohttp.ClientSession() as session,
+        RegistryClient(docker_registry.url, session=session) as client,
+        Node(tmp_path / "cache", direct_io=direct_io) as node,
+    ):
+        fill = await node.fills.get(digest, lambda: UpstreamSource(client, REPO, digest))
+        got = bytearray()
+        async for fd, offset, count in fill.spans():
+            got.extend(span_bytes(fill, fd, offset, count))
+        blob = await fill.result()
+    assert bytes(got) == data
+    resident = resident_share(blob.path)
+    if direct_io:  # the head before the first aligned piece and the held tail, at most
+        assert resident < 0.1, f"{resident:.0%} of the blob went through the page cache"
+    else:
+        assert resident > 0.9, f"only {resident:.0%} of a buffered fill is cached"
+    assert blob.path.read_bytes() == data  # what the disk has is right either way
+
+
+async def test_a_client_that_stops_reading_does_not_hold_the_fill_back(
+    docker_registry: DockerRegistry, make_edge: MakeEdge
+) -> None:
+    data, digest = await _push(docker_registry, 32 * MiB + 3, seed=74)
+    edge = await make_edge({"hub": docker_registry.url})
+    server = edge.client.server
+    host, port = str(server.host), int(server.port)  # type: ignore[arg-type]
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        request = f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        sock.sendall(request.encode())
+        sock.settimeout(20)
+        first = await asyncio.to_thread(sock.recv, 64 * 1024)
+        assert first.startswith(b"HTTP/1.1 200")
+        # the client sleeps; the fill must end anyway (sockets hold a few MiB at most)
+        deadline = time.monotonic() + 30
+        while edge.edge.cache.peek(digest) is None:
+            assert time.monotonic() < deadline, "the fill waited for a client that sleeps"
+            await asyncio.sleep(0.05)
+        received = bytearray(first)
+        while True:  # wake up: every byte, from the file now
+            chunk = await asyncio.to_thread(sock.recv, 1 << 20)
+            if not chunk:
+                break
+            received += chunk
+            _, sep, body = bytes(received).partition(b"\r\n\r\n")
+            if sep and len(body) >= len(data):
+                break
+    finally:
+        sock.close()
+    _head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert body == data
