@@ -62,6 +62,7 @@ __all__ = [
 class EdgeCacheConfig:
     dir: str = "./data/edge"
     size: int = 10 * 1024**3
+    direct_io: bool = True  # fills write with O_DIRECT where the filesystem allows it
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,12 @@ EDGE_SCHEMA: dict[str, Any] = {
     "listen": Leaf(as_addr),
     "advertise": Leaf(as_url),
     "log": LOG_SCHEMA,
-    "cache": {"dir": PATH, "size": Leaf(as_positive_size), "manifest_ttl": DURATION},
+    "cache": {
+        "dir": PATH,
+        "size": Leaf(as_positive_size),
+        "manifest_ttl": DURATION,
+        "direct_io": BOOL,
+    },
     "tags": {"ttl": DURATION, "revalidate_timeout": DURATION_POSITIVE},
     "redis": {"url": Leaf(_redis_url), "lock_ttl": DURATION_POSITIVE, "peer_token": STR},
     "upstreams": Leaf(as_upstreams, yaml_env=False),
@@ -339,7 +345,9 @@ def load_edge_config(
         default_upstream=default,
         log=log_config(g),
         cache=EdgeCacheConfig(
-            dir=g("cache.dir", "./data/edge"), size=g("cache.size", 10 * 1024**3)
+            dir=g("cache.dir", "./data/edge"),
+            size=g("cache.size", 10 * 1024**3),
+            direct_io=g("cache.direct_io", True),
         ),
         tags=TagsConfig(
             ttl=g("tags.ttl", 60.0), revalidate_timeout=g("tags.revalidate_timeout", 3.0)

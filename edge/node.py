@@ -134,6 +134,7 @@ class EdgeNode:
                 advertise_url=config.advertise,
                 peer_source=self.peer_sources,
                 metrics=self.fill_metrics,
+                direct_io=config.cache.direct_io,
             )
         self.fills = fills
 

@@ -85,3 +85,24 @@ async def test_upstream_credentials_gone_by_start_stop_the_start(tmp_path: Path)
     with pytest.raises(OSError):
         await node.start()
     assert not node.serving
+
+
+@pytest.mark.parametrize(
+    ("value", "env"), [(True, {}), (False, {"QUAYSIDE_EDGE_CACHE_DIRECT_IO": "false"})]
+)
+def test_cache_direct_io_reaches_the_fills(
+    tmp_path: Path, value: bool, env: dict[str, str]
+) -> None:
+    """``cache.direct_io`` (default on) is what the node's fills write with (see
+    tests/edge/test_fill_live.py for what it changes)."""
+    cfg = load_edge_config(
+        None,
+        env,
+        {
+            "listen": "127.0.0.1:0",
+            "cache.dir": str(tmp_path / "c"),
+            "upstreams": ["http://127.0.0.1:1"],
+        },
+    )
+    assert cfg.cache.direct_io is value
+    assert EdgeNode(cfg).fills.direct_io is value
