@@ -1,23 +1,21 @@
 """A body read straight into its blob file off the event loop, its newest bytes readable live.
 
 :class:`Absorber` is the engine behind :meth:`regcore.storage.writepipeline.WritePipeline.absorb`.
-Two threads share the work of one absorb, so receiving and writing overlap hashing on
+Threads share the work of one absorb, so receiving, writing and hashing overlap on
 separate cores and the event loop touches no byte:
 
-- **receive and write** (the pipeline's writer thread): ``recv_into`` one of :data:`SLOTS`
-  reusable buffers ("slots") of :data:`PIECE` bytes; each complete piece goes to the file
-  with ``pwrite``, through a second descriptor opened with ``O_DIRECT`` when the filesystem
-  allows it (``direct_path``): the bytes go from the slot to the disk without a page-cache
-  copy, which is what a cold fill spends most of its CPU on otherwise (and on some virtual
-  machines, first-touch page-cache pages cost ten times the copy). While the write waits for
-  the disk, the next piece queues in the socket. A piece ends at a multiple of :data:`PIECE`
-  in the file, so every piece but an absorb's first and last is aligned for direct I/O;
-  unaligned pieces, and everything where ``O_DIRECT`` is refused, use the ordinary
-  descriptor. The receiver asks the reader to wake it per :data:`WAKE_BYTES`, not per
-  segment.
+- **receive** (the pipeline's writer thread): ``recv_into`` one of :data:`SLOTS` reusable
+  buffers ("slots") of :data:`PIECE` bytes, waking per :data:`WAKE_BYTES` (not per segment).
+  A piece ends at a multiple of :data:`PIECE` in the file, so every piece but an absorb's
+  first and last is aligned for direct I/O.
+- **write** (:data:`WRITERS` threads, so the disk always has the next piece): each complete
+  piece goes to the file with ``pwrite``, through a second descriptor opened with
+  ``O_DIRECT`` when the filesystem allows it (``direct_path``): the bytes go from the slot to
+  the disk without a page-cache copy, which is what a cold fill spends most of its CPU on
+  otherwise (and on some virtual machines, first-touch page-cache pages cost ten times the
+  copy). Unaligned pieces, and everything where ``O_DIRECT`` is refused, use the ordinary
+  descriptor. ``written`` advances over the pieces written without a gap.
 - **hash**: the hasher sees every piece in order, from the slot (a memoryview, no copy).
-  Thread hand-offs cost more than they save on a machine with few cores, so there are no
-  more threads than this.
 
 **Live bytes.** While a piece is in a slot, readers on the event loop can have its bytes
 from memory (:meth:`Absorber.locate`): a waiter keeping up with the fill is served from the
@@ -27,8 +25,8 @@ let go once it is in the file, so a reader behind the window reads the file, and
 reader never holds the fill back. Invariant, on the loop: bytes before the window's first
 piece are in the file; bytes from there to :attr:`Absorber.received` are in slots.
 
-A slot is reused only when the hash thread and the loop are both done with it (two holds;
-it is written before it is hashed). ``on_progress(readable, written)`` runs on the loop as bytes arrive
+A slot is reused only when its write thread, the hash thread and the loop are all done with
+it (three holds). ``on_progress(readable, written)`` runs on the loop as bytes arrive
 (at least every :data:`REPORT_STEP` bytes, and whenever the receiver is about to wait) and as
 they reach the file; at most one such call is queued at a time.
 """
@@ -44,18 +42,19 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from regcore.digest import Hasher
 
-PIECE = 1 << 20  # one slot; pieces end at multiples of this in the file
-SLOTS = 6  # buffers per absorber (memory: SLOTS x PIECE, allocated at the first absorb)
-LIVE_PIECES = 2  # complete pieces kept readable from memory behind the one being received
+PIECE = 2 << 20  # one slot; pieces end at multiples of this in the file
+SLOTS = 4  # buffers per absorber (memory: SLOTS x PIECE, allocated at the first absorb)
+LIVE_PIECES = 1  # complete pieces kept readable from memory behind the one being received
 ALIGN = 4096  # O_DIRECT offset, length and memory alignment
 REPORT_STEP = 1 << 20  # received bytes between progress reports while bytes flow
 WAKE_BYTES = 256 << 10  # the receiver waits for this much (or the piece's rest) at once
-_HOLDS = 2  # the hash thread, the event loop
+WRITERS = 2  # direct writes in flight at once (one at a time leaves the disk idle between)
+_HOLDS = 3  # a write thread, the hash thread, the event loop
 
 
 class Reader(Protocol):
@@ -109,6 +108,9 @@ class Absorber:
         self._on_progress = on_progress
         self._direct_path = direct_path
         self._direct_fd = -1
+        self._direct_ok = True
+        self._writers: ThreadPoolExecutor | None = None
+        self._done_writes: dict[int, int] = {}  # pieces written ahead of a gap: start -> end
         self._slots: list[_Slot] = []
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -128,27 +130,38 @@ class Absorber:
 
         What was received before the reader raised is written and hashed, then the reader's
         error is raised. A write error (``OSError``, also kept in :attr:`write_error`) ends
-        the absorb and is raised once the hash caught up."""
+        the absorb and is raised once every write and the hash caught up."""
         self._setup()
         assert self._hash is not None
         self.received = self.written = start
+        self._done_writes.clear()
         to_hash: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
         hashing = self._hash.submit(self._hash_pieces, to_hash)
+        writes: list[Future[None]] = []
         try:
-            self._receive(reader, start, count, to_hash)
+            self._receive(reader, start, count, to_hash, writes)
         finally:
             to_hash.put(None)
-            hashing.result()  # every written piece is hashed before the absorb ends
+            for write in writes:  # every piece handed on is written (or failed) ...
+                write.result()
+            hashing.result()  # ... and hashed before the absorb ends
             self._report()
+        if self.write_error is not None:
+            raise self.write_error
         return self.written - start
 
     def _receive(
-        self, reader: Reader, pos: int, count: int, to_hash: queue.SimpleQueue[_Slot | None]
+        self,
+        reader: Reader,
+        pos: int,
+        count: int,
+        to_hash: queue.SimpleQueue[_Slot | None],
+        writes: list[Future[None]],
     ) -> None:
         end, reported = pos + count, pos
         slot: _Slot | None = None
         try:
-            while pos < end and not self.closed:
+            while pos < end and not self.closed and self.write_error is None:
                 if slot is None:
                     slot = self._free.get()  # waits while the hash or the loop holds them all
                     slot.start, slot.size, slot.holds = pos, 0, _HOLDS
@@ -166,49 +179,55 @@ class Absorber:
                 self.received = pos
                 if slot.size == slot.cap:
                     done, slot = slot, None
-                    self._finish_piece(done, to_hash)
+                    self._hand_on(done, to_hash, writes)
                 if pos - reported >= REPORT_STEP:
                     self._report()
                     reported = pos
         finally:
             if slot is not None:  # what came before an error is written and hashed
                 if slot.size:
-                    self._finish_piece(slot, to_hash)
+                    self._hand_on(slot, to_hash, writes)
                 else:
-                    self._drop(slot)  # never hashed; the loop drops its own hold
-        if self.write_error is not None:
-            raise self.write_error
-        if pos < end:
+                    self._drop(slot, 2)  # never handed on; the loop drops its own hold
+        if pos < end and self.write_error is None:
             raise OSError("blob write abandoned")
 
-    def _finish_piece(self, slot: _Slot, to_hash: queue.SimpleQueue[_Slot | None]) -> None:
-        """Write a received piece (here: the write waits for the disk while the next piece
-        queues in the socket) and hand it to the hash thread. After a write error nothing
-        more is written (the absorb ends) and the piece is only given back."""
-        if self.write_error is None:
-            try:
-                self._write(slot)
-            except OSError as exc:
-                self.write_error = exc
-                self.closed = True
-            else:
-                self.written = slot.start + slot.size
-        if self.write_error is None:
-            to_hash.put(slot)
-        else:
-            self._drop(slot)
+    def _hand_on(
+        self, slot: _Slot, to_hash: queue.SimpleQueue[_Slot | None], writes: list[Future[None]]
+    ) -> None:
+        """A received piece goes to a write thread and, in order, to the hash thread."""
+        assert self._writers is not None
+        to_hash.put(slot)
+        writes.append(self._writers.submit(self._write_piece, slot))
 
     # -- writing and hashing ----------------------------------------------------------------------
+    def _write_piece(self, slot: _Slot) -> None:  # on a write thread
+        """Write one piece; ``written`` advances over the pieces written without a gap."""
+        try:
+            if self.write_error is None:
+                self._write(slot)
+                with self._lock:
+                    self._done_writes[slot.start] = slot.start + slot.size
+                    while self.written in self._done_writes:
+                        self.written = self._done_writes.pop(self.written)
+                self._report()
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = exc
+            self._report()  # the loop lets the window go: the receiver is not left waiting
+        finally:
+            self._drop(slot)
+
     def _write(self, slot: _Slot) -> None:
         view, offset = slot.view[: slot.size], slot.start
         aligned = slot.size - slot.size % ALIGN if offset % ALIGN == 0 else 0
-        if aligned and self._direct_fd >= 0:
+        if aligned and self._direct_fd >= 0 and self._direct_ok:
             try:
                 _pwrite_all(self._direct_fd, view[:aligned], offset)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                self._stop_direct()  # the filesystem refused the I/O after all: buffered
+                self._direct_ok = False  # the filesystem refused the I/O after all: buffered
             else:
                 self.direct_writes += 1
                 view, offset = view[aligned:], offset + aligned
@@ -280,6 +299,7 @@ class Absorber:
         for slot in self._slots:
             self._free.put(slot)
         self._hash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobhash")
+        self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="blobwrite")
         if self._direct_path is not None and hasattr(os, "O_DIRECT"):
             with contextlib.suppress(OSError):  # EINVAL: tmpfs and others cannot
                 self._direct_fd = os.open(self._direct_path, os.O_WRONLY | os.O_DIRECT)
@@ -294,9 +314,10 @@ class Absorber:
         the direct descriptor is closed on ``executor`` (the receive thread's) after the work
         it already took."""
         self.closed = True
-        executor.submit(self._stop_direct)
-        if self._hash is not None:
-            self._hash.shutdown(wait=False)
+        executor.submit(self._stop_direct)  # after run(), which waits for every write
+        for pool in (self._hash, self._writers):
+            if pool is not None:
+                pool.shutdown(wait=False)
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
