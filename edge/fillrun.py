@@ -21,9 +21,9 @@ The guarantees are stated in :mod:`edge.fill`; in short:
   ``recv_into`` reusable buffers, ``pwrite`` (``O_DIRECT`` where the cache's filesystem
   allows it and ``direct_io`` is on: no page-cache copy), hashed on another thread, the
   newest pieces readable by waiters from memory before they reach the file
-  (:mod:`regcore.storage.absorb`); the event loop only coordinates. Other bodies (TLS, a server ignoring ``Range``,
-  in-process sources) are received on the loop and handed to the same thread, at most
-  ``write_ahead_bytes`` ahead. A source that breaks is resumed at the written offset
+  (:mod:`regcore.storage.absorb`); the event loop only coordinates. Other bodies (TLS, a
+  server ignoring ``Range``, in-process sources) are received on the loop and fed to the
+  same threads (:mod:`edge.fillfeed`), at most ``write_ahead_bytes`` ahead. A source that breaks is resumed at the written offset
   (``upstream_resumes`` times without progress); a failing peer is followed to the lock's new
   owner or taken over (``lock_takeovers``).
 - The blob is committed only when digest and size match. On any failure the Fill is failed,
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from edge.cache import BlobCache, Reservation
+from edge.fillfeed import feed
 from edge.fillmetrics import EdgeFillMetrics
 from edge.fillsocket import SocketBody, can_take
 from edge.fillstate import FillSink, describe
@@ -208,8 +209,7 @@ class FillRun:
                     if body is not None:
                         await self._absorb(body)
                     else:
-                        async for chunk in chunks:
-                            await self._write(chunk)
+                        await self._feed(chunks, total - self.offset)
                 finally:
                     aclose = getattr(chunks, "aclose", None)
                     if aclose is not None:
@@ -272,6 +272,19 @@ class FillRun:
         except BaseException:
             resp.close()
             raise
+
+    async def _feed(self, chunks: AsyncIterator[bytes], count: int) -> None:
+        """The ``count`` remaining bytes the loop receives, through the writer's threads
+        (:func:`edge.fillfeed.feed`)."""
+        assert self.writer is not None and self.total is not None
+        await feed(
+            self.writer,
+            chunks,
+            count,
+            limit=self.plan.write_ahead_bytes,
+            total=self.total,
+            counter=self.bytes_counter,
+        )
 
     async def _absorb(self, body: SocketBody) -> None:
         """Write ``body`` (its buffered prefix, then its socket on the writer thread)."""

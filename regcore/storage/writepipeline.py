@@ -39,6 +39,7 @@ import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from regcore.digest import Hasher
 from regcore.storage.absorb import Absorber, Reader
@@ -168,7 +169,7 @@ class WritePipeline:
         except asyncio.CancelledError:
             if interrupt is not None:
                 interrupt()
-            await _outlast(job)
+            await outlast(job)
             raise
         finally:
             self._in_flight = 0
@@ -297,7 +298,7 @@ class WritePipeline:
             waiter.set_result(None)
 
 
-async def _outlast(job: asyncio.Future[None]) -> None:
+async def outlast(job: asyncio.Future[Any]) -> None:
     """Wait until ``job`` (a thread's work) ended, whatever cancellations arrive meanwhile;
     its outcome is retrieved and dropped."""
     while not job.done():
