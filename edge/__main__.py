@@ -31,7 +31,7 @@ from typing import Any
 from edge.authtls import server_context
 from edge.config import EdgeConfig, load_edge_config
 from regcore import serving
-from regcore.config import ConfigError
+from regcore.configschema import ConfigError
 from regcore.logging import setup_logging
 
 log = logging.getLogger("quayside.edge")

@@ -24,7 +24,7 @@ to, in this order:
 2. **Private** upstreams (``private: true``, third-party registries): the
    :class:`edge.upstreams.AccessChecker` (the caller's own credentials are checked upstream).
 3. **Public** upstreams: open, unless the edge has its own users (``auth.htpasswd``): then
-   HTTP Basic with a bcrypt htpasswd user (:class:`EdgeUsers`), failed sign-ins throttled per
+   HTTP Basic with a bcrypt htpasswd user (:class:`edge.authusers.EdgeUsers`), failed sign-ins throttled per
    client address (429 ``TOOMANYREQUESTS`` with ``Retry-After``). Those credentials are the
    edge's own and never go upstream.
 
@@ -35,7 +35,6 @@ with a password or token in it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -43,73 +42,23 @@ from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from edge.authtokens import UpstreamTokens
 from edge.timeouts import bounded, deadline
 from edge.upstreams import AccessChecker, Upstreams, is_private
 from regcore import errors
-from regcore.auth.authenticator import LoginFailed, parse_basic
-from regcore.auth.htpasswd import Htpasswd, HtpasswdError
-from regcore.auth.ratelimit import LoginLimiter
-from regcore.auth.tokens import Access, allows
+from regcore.auth.scopes import Access, allows
 from regcore.digest import is_digest
 
 if TYPE_CHECKING:
+    from edge.authtokens import UpstreamTokens
+    from edge.authusers import EdgeUsers
     from edge.routing import Route, Router
     from edge.upstreamclient import UpstreamClient
 
-__all__ = ["LINKS_REMEMBERED", "EdgeAccess", "EdgeUsers"]
+__all__ = ["LINKS_REMEMBERED", "EdgeAccess"]
 
 log = logging.getLogger("quayside.edge.auth")
 LINKS_REMEMBERED = 100_000
 _LINKED_ROUTES = ("blob", "manifest")
-
-
-class EdgeUsers:
-    """The edge's own users (``auth.htpasswd``): HTTP Basic, bcrypt, throttled per address."""
-
-    def __init__(self, htpasswd: Htpasswd, realm: str, limiter: LoginLimiter) -> None:
-        self.htpasswd = htpasswd
-        self.realm = realm
-        self.limiter = limiter
-
-    def _refuse(self, message: str) -> errors.RegistryError:
-        return errors.Unauthorized(
-            message=message, headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'}
-        )
-
-    async def authenticate(self, request: web.BaseRequest) -> str:
-        """The signed-in user's name. Raises Unauthorized (missing/wrong credentials),
-        TooManyRequests (too many failures from this address), Unavailable (the users file
-        became unreadable)."""
-        header = request.headers.get(hdrs.AUTHORIZATION)
-        if not header:
-            raise self._refuse("sign in to this edge")
-        try:
-            basic = parse_basic(header)
-        except LoginFailed:
-            basic = None
-        if basic is None:
-            raise self._refuse("this edge accepts Basic credentials of its own users")
-        login, password = basic
-        address = request.remote or ""
-        retry = self.limiter.retry_after(login, address)
-        if retry is not None:
-            raise errors.TooManyRequests(
-                {"retry_after": retry},
-                message="too many failed sign-ins",
-                headers={"Retry-After": str(retry)},
-            )
-        try:
-            ok = await asyncio.to_thread(self.htpasswd.verify, login, password)
-        except (HtpasswdError, OSError):
-            log.error("edge users file unreadable", extra={"path": str(self.htpasswd.path)})
-            raise errors.Unavailable(message="sign-in is unavailable") from None
-        if not ok:
-            self.limiter.failed(login, address)
-            log.info("edge sign-in failed", extra={"user": login[:64], "client": address})
-            raise self._refuse("wrong user name or password")
-        self.limiter.succeeded(login, address)
-        return login
 
 
 class EdgeAccess:

@@ -44,7 +44,7 @@ from regcore.configvalues import (
     split_hostport,
 )
 from regcore.logging import redact_url
-from regcore.policy.config import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
+from regcore.policyconfig import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
 
 __all__ = [
     "EDGE_SCHEMA",

@@ -17,7 +17,8 @@ registry=None)`` constructs, without I/O and in this order:
    (``<cache.dir>/manifests``, :func:`edge.manifeststore.disk_share` of ``cache.size``), its
    fetcher, the content negotiation and the :class:`edge.manifestservice.ManifestService`;
 5. the referrers cache (:class:`edge.referrers.ReferrersService`, ``tags.ttl``) and the
-   signature / scan policies (:class:`edge.policy.EdgePolicy`, ``policies``);
+   signature / scan policies (:class:`edge.policy.EdgePolicy`, ``policies``; ``policy`` is
+   None when no policy is active);
 6. the handlers: :class:`edge.blobs.BlobHandler`, :class:`edge.manifests.ManifestHandlers`.
 
 A ``cache`` or ``fills`` passed in is used as is and opened and closed by the caller.
@@ -42,7 +43,6 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from edge.auth import EdgeAccess
 from edge.authsetup import build_access
 from edge.authtls import peer_client_context
 from edge.blobs import BlobHandler
@@ -56,7 +56,6 @@ from edge.manifeststore import DEFAULT_MEMORY_BYTES, ManifestStore, disk_share
 from edge.metrics import EdgeMetrics
 from edge.negotiation import Negotiation
 from edge.peers import PeerSources, PeerToken
-from edge.policy import EdgePolicy
 from edge.referrers import ReferrersService
 from edge.regionlock import RegionLock
 from edge.routing import Router
@@ -66,6 +65,8 @@ from edge.upstreams import AccessChecker, Upstreams
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from edge.auth import EdgeAccess
+    from edge.policy import EdgePolicy
     from edge.upstreamclient import UpstreamClient
 
 log = logging.getLogger("quayside.edge")
@@ -165,16 +166,7 @@ class EdgeNode:
             metrics=self.metrics,
         )
         self.referrers = ReferrersService(ttl=config.tags.ttl, clock=clock, metrics=self.metrics)
-        self.policy = EdgePolicy(
-            config.policies,
-            tag_ttl=config.tags.ttl,
-            clock=clock,
-            registry=self.registry,
-            manifests=self.manifests,
-            referrers=self.referrers,
-            cache=self.cache,
-            fills=self.fills,
-        )
+        self.policy = self._policy(clock)
         self.manifest_handlers = ManifestHandlers(
             router=self.router,
             access=self.access,
@@ -185,6 +177,24 @@ class EdgeNode:
             referrers_cache=self.referrers,
         )
         self._running: contextlib.AsyncExitStack | None = None
+
+    def _policy(self, clock: Clock) -> EdgePolicy | None:
+        """The signature / scan gate, or None when no policy is active (then the policy
+        engine, cryptography among its imports, is never loaded)."""
+        if not self.config.policies.active:
+            return None
+        from edge.policy import EdgePolicy
+
+        return EdgePolicy(
+            self.config.policies,
+            tag_ttl=self.config.tags.ttl,
+            clock=clock,
+            registry=self.registry,
+            manifests=self.manifests,
+            referrers=self.referrers,
+            cache=self.cache,
+            fills=self.fills,
+        )
 
     def _tag_cache(self, clock: Clock) -> TagCache:
         cfg = self.config

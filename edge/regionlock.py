@@ -22,6 +22,8 @@ Guarantees and errors:
   unreachable, slow (``op_timeout``) or answers an error; callers then fill node-locally.
 - Circuit breaker: after a failure, operations fail fast with :class:`RegionUnavailable` for
   ``breaker_seconds`` (Redis is not hammered); the next call after that tries Redis again.
+- redis-py is imported when the first lock is built from a URL, not with this module: the
+  fill machinery names these types on every node, a region only where Redis is configured.
 - A :class:`Lease` is renewed in a background task owned by this object until released; if
   the key was taken over meanwhile, ``lease.lost`` becomes True and renewal stops (the fill
   goes on; the region may see a second fetch, never wrong bytes).
@@ -34,13 +36,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from regcore.digest import Digest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -104,6 +105,11 @@ class RegionLock:
         key_prefix: str = "fill:",
     ) -> None:
         if isinstance(redis, str):
+            # redis-py is imported by the nodes of a region only (a lone node never loads it)
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
             redis = Redis.from_url(
                 redis,
                 decode_responses=True,

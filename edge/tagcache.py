@@ -5,10 +5,11 @@ whether it is within the TTL (serve it without asking upstream); a stale entry s
 for :data:`KEEP_SECONDS` so it can be served while the upstream is down, hung, 5xx or 429
 (PROTOCOL.md 12). Keys are ``<upstream>/<repo>:<tag>``.
 
-Backends: aiocache's ``SimpleMemoryCache`` per node (entries expire :data:`KEEP_SECONDS` after
-their last write; per-call timeouts off, so a read costs ~3 us and no task), optionally with an
-aiocache ``RedisCache`` shared by the region (``redis.url``). With Redis every write also goes to the
-local memory and a read
+Backends: a dict per node (:class:`LocalTags`: entries expire :data:`KEEP_SECONDS` after their
+last write; a read costs a dict lookup and no task), optionally with an aiocache ``RedisCache``
+shared by the region (``redis.url``). aiocache is imported only for that shared cache: its
+package import loads redis-py (and redis-py cryptography), ~7 MB of memory a lone node has no use
+for. With Redis every write also goes to the local memory and a read
 that fails (Redis down or slow beyond :data:`REDIS_TIMEOUT`) falls back to it; after a failure
 Redis is skipped for :data:`REDIS_RETRY_AFTER` seconds so a dead Redis costs no latency.
 ``fetched_at`` comes from the injected clock: nodes sharing Redis must share a clock base
@@ -25,10 +26,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiocache import SimpleMemoryCache
-from aiocache.base import BaseCache
+if TYPE_CHECKING:
+    from aiocache.base import BaseCache
 
 log = logging.getLogger("quayside.edge.tags")
 
@@ -36,6 +37,7 @@ KEEP_SECONDS = 7 * 24 * 3600
 REDIS_TIMEOUT = 0.5
 REDIS_RETRY_AFTER = 5.0
 NAMESPACE = "quayside:tags"
+SWEEP_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,44 @@ class TagEntry:
             return None
 
 
+class LocalTags:
+    """The node's own entries: each expires ``keep`` seconds after its last write (on
+    ``time.monotonic``). An expired entry is never returned; expired entries are swept out on a
+    write at most every :data:`SWEEP_INTERVAL` seconds, so tags nobody asks for again do not
+    stay in memory."""
+
+    def __init__(self, keep: float = KEEP_SECONDS) -> None:
+        self.keep = keep
+        self._entries: dict[str, tuple[TagEntry, float]] = {}
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> TagEntry | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        if time.monotonic() >= item[1]:
+            del self._entries[key]
+            return None
+        return item[0]
+
+    def set(self, key: str, entry: TagEntry) -> None:
+        now = time.monotonic()
+        self._entries[key] = (entry, now + self.keep)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            for k in [k for k, (_, until) in self._entries.items() if now >= until]:
+                del self._entries[k]
+
+    def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class TagCache:
     """Tag entries in memory, optionally shared through Redis (see the module docstring)."""
 
@@ -75,8 +115,7 @@ class TagCache:
     ) -> None:
         self.ttl = ttl
         self.clock = clock
-        # aiocache's memory backend; timeout=None: no asyncio.wait_for task per call (~3 us a get)
-        self._local = SimpleMemoryCache(timeout=None)
+        self._local = LocalTags()
         self._shared = shared
         self._on_error = on_error
         self._shared_down_until = 0.0
@@ -134,11 +173,11 @@ class TagCache:
                 entry = TagEntry.from_value(value)
                 if entry is not None:
                     return entry
-        return await self._local.get(key)
+        return self._local.get(key)
 
     async def put(self, upstream: str, repo: str, tag: str, entry: TagEntry) -> None:
         key = self.key(upstream, repo, tag)
-        await self._local.set(key, entry, ttl=KEEP_SECONDS)
+        self._local.set(key, entry)
         if self._shared_usable():
             try:
                 await self._shared.set(key, asdict(entry), ttl=KEEP_SECONDS)  # type: ignore[union-attr]
@@ -147,7 +186,7 @@ class TagCache:
 
     async def delete(self, upstream: str, repo: str, tag: str) -> None:
         key = self.key(upstream, repo, tag)
-        await self._local.delete(key)
+        self._local.delete(key)
         if self._shared_usable():
             try:
                 await self._shared.delete(key)  # type: ignore[union-attr]
@@ -155,7 +194,7 @@ class TagCache:
                 self._shared_failed("delete", exc)
 
     async def close(self) -> None:
-        await self._local.clear()
+        self._local.clear()
         if self._shared is not None:
             with contextlib.suppress(Exception):
                 await self._shared.close()

@@ -14,7 +14,8 @@ lie a second apart the page says "measuring".
 Like ``/metrics``, the page shows aggregate figures only (no repository names, no client
 addresses, no credentials) and is not behind authentication. ``GET /ui`` redirects to
 ``/ui/``; the page and its stylesheet (``/ui/edge.css``) carry a Content-Security-Policy that
-allows no scripts, and ``Cache-Control: no-store``.
+allows no scripts, and ``Cache-Control: no-store``. The template is compiled on the first view
+(:class:`PageTemplate`), so jinja2 is not loaded at start-up.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 from prometheus_client import Counter
 
 if TYPE_CHECKING:
+    import jinja2
+
     from edge.node import EdgeNode
 
-__all__ = ["CSS", "EdgeStats", "install"]
+__all__ = ["CSS", "EdgeStats", "PageTemplate", "install"]
 
 WINDOW = 300.0
 INTERVAL = 10.0
@@ -126,6 +128,23 @@ def _duration(seconds: float) -> str:
     if s < 7200:
         return f"{s // 60} min"
     return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+class PageTemplate:
+    """The page's jinja2 template (autoescaped, undefined names are errors), compiled on the
+    first render: jinja2 is imported then, so a node whose page nobody opens never loads it."""
+
+    def __init__(self, source: str = _PAGE) -> None:
+        self.source = source
+        self._template: jinja2.Template | None = None
+
+    def render(self, **context: Any) -> str:
+        if self._template is None:
+            import jinja2
+
+            env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+            self._template = env.from_string(self.source)
+        return self._template.render(**context)
 
 
 class EdgeStats:
@@ -235,9 +254,7 @@ def install(
     """Add ``/ui``, ``/ui/`` and ``/ui/edge.css`` to ``app`` and the sampler to its
     lifecycle; returns the :class:`EdgeStats`."""
     stats = EdgeStats(node, clock=clock)
-    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        _PAGE
-    )
+    template = PageTemplate()
     headers = {
         "Content-Security-Policy": _CSP,
         "X-Content-Type-Options": "nosniff",

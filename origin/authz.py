@@ -31,7 +31,7 @@ from origin.access import ACCESS, AccessControl
 from regcore import errors
 from regcore.auth.authenticator import LoginFailed, LoginThrottled
 from regcore.auth.principal import Principal
-from regcore.auth.tokens import Access
+from regcore.auth.scopes import Access
 from regcore.http import Handler
 from regcore.reference import is_valid_tag, validate_name
 

@@ -99,7 +99,7 @@ from regcore.eventsconfig import (
     replication_config,
 )
 from regcore.opsconfig import OPS_SCHEMA, OpsConfig, ops_config
-from regcore.policy.config import POLICIES_SCHEMA, PoliciesConfig, policies_config
+from regcore.policyconfig import POLICIES_SCHEMA, PoliciesConfig, policies_config
 
 __all__ = [
     "ConfigError",

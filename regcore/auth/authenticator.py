@@ -22,14 +22,17 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from regcore import errors
-from regcore.auth.htpasswd import Htpasswd
 from regcore.auth.principal import ROBOT_PREFIX, Principal
 from regcore.auth.ratelimit import LoginLimiter
-from regcore.auth.robots import RobotStore
-from regcore.auth.tokens import Access, TokenVerifier, access_from_claims
+from regcore.auth.scopes import Access, access_from_claims
+
+if TYPE_CHECKING:  # built by the caller; PyJWT and bcrypt load only where configured
+    from regcore.auth.htpasswd import Htpasswd
+    from regcore.auth.robots import RobotStore
+    from regcore.auth.tokens import TokenVerifier
 
 __all__ = ["Authenticator", "LoginFailed", "LoginThrottled", "parse_basic"]
 

@@ -27,7 +27,7 @@ from types import MappingProxyType
 
 from regcore.auth.principal import Network, Principal, in_networks
 from regcore.auth.robots import RobotStore
-from regcore.auth.tokens import Access
+from regcore.auth.scopes import Access
 
 __all__ = ["ACTIONS", "ROLES", "AccessRule", "Authorizer"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from regcore.auth.tokens import Access
+from regcore.auth.scopes import Access
 
 __all__ = [
     "ANONYMOUS",

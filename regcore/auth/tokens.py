@@ -16,8 +16,9 @@ with ``kid`` the id must be the libtrust fingerprint of a bundle certificate's k
 
 :class:`TokenIssuer` signs; :class:`TokenVerifier` checks (for our origin). Verification
 failures raise :class:`regcore.errors.Unauthorized` with the reason (never the token).
-Scope strings (``repository:name:pull,push``) are parsed by :meth:`Access.parse`. Keys and
-certificates live in :mod:`regcore.auth.keys` (its names are re-exported here).
+Scope strings (``repository:name:pull,push``) are parsed by :meth:`Access.parse`; scopes live
+in :mod:`regcore.auth.scopes` (no JWT there), keys and certificates in :mod:`regcore.auth.keys`
+(the names of both are re-exported here).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
@@ -48,6 +49,7 @@ from regcore.auth.keys import (
     make_certificate,
     pem_bundle,
 )
+from regcore.auth.scopes import Access, access_from_claims, allows, parse_scopes
 
 __all__ = [
     "ALGORITHMS",
@@ -74,69 +76,6 @@ __all__ = [
 KeyHeader = Literal["x5c", "kid", "both"]
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
 LEEWAY = 60
-
-
-@dataclass(frozen=True, slots=True)
-class Access:
-    """One resource and the actions on it: ``repository:team/app:pull,push``."""
-
-    type: str
-    name: str
-    actions: tuple[str, ...] = field(default=())
-
-    @classmethod
-    def parse(cls, scope: str) -> Access:
-        """Parse ``type:name:actions`` (the name may itself contain ``:``, e.g. a port).
-
-        Raises :class:`ValueError` on malformed input.
-        """
-        kind, sep, rest = scope.partition(":")
-        name, sep2, actions = rest.rpartition(":")
-        if not (sep and sep2 and kind and name):
-            raise ValueError(f"malformed scope {scope[:100]!r}")
-        acts = tuple(dict.fromkeys(a for a in actions.split(",") if a))
-        return cls(kind, name, acts)
-
-    def __str__(self) -> str:
-        return f"{self.type}:{self.name}:{','.join(self.actions)}"
-
-    def to_claim(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
-
-
-def parse_scopes(values: Iterable[str]) -> list[Access]:
-    """All scopes in ``values`` (each may hold several, space separated); malformed ones are
-    skipped; actions of the same resource are merged in order."""
-    merged: dict[tuple[str, str], list[str]] = {}
-    for value in values:
-        for scope in value.split():
-            try:
-                acc = Access.parse(scope)
-            except ValueError:
-                continue
-            acts = merged.setdefault((acc.type, acc.name), [])
-            acts.extend(a for a in acc.actions if a not in acts)
-    return [Access(t, n, tuple(a)) for (t, n), a in merged.items()]
-
-
-def access_from_claims(claims: dict[str, Any]) -> list[Access]:
-    """The ``access`` claim as :class:`Access` entries (malformed entries skipped)."""
-    out: list[Access] = []
-    for item in claims.get("access") or []:
-        if not isinstance(item, dict):
-            continue
-        kind, name, actions = item.get("type"), item.get("name"), item.get("actions")
-        if isinstance(kind, str) and isinstance(name, str) and isinstance(actions, list):
-            out.append(Access(kind, name, tuple(a for a in actions if isinstance(a, str))))
-    return out
-
-
-def allows(claims: dict[str, Any], kind: str, name: str, action: str) -> bool:
-    """Whether verified ``claims`` grant ``action`` on ``kind:name`` (``*`` grants all)."""
-    return any(
-        a.type == kind and a.name == name and (action in a.actions or "*" in a.actions)
-        for a in access_from_claims(claims)
-    )
 
 
 # -- issuing --------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ Modules, one concern each:
 - :mod:`regcore.policy.verdicts`: verdicts, exemptions of artifacts, the verdict cache;
 - :mod:`regcore.policy.gate`: :class:`~regcore.policy.gate.PolicyGate`, the one call a
   server's manifest handler makes;
-- :mod:`regcore.policy.config`: the ``policies`` configuration section.
+- :mod:`regcore.policyconfig` (beside this package, so that reading a configuration without
+  policies loads none of it): the ``policies`` configuration section.
 """
 
 from __future__ import annotations
 
-from regcore.policy.config import PoliciesConfig, ScanPolicy, VerifyPolicy
 from regcore.policy.evidence import ArtifactSource, FetchedManifest
 from regcore.policy.gate import PolicyGate
+from regcore.policyconfig import PoliciesConfig, ScanPolicy, VerifyPolicy
 
 __all__ = [
     "ArtifactSource",

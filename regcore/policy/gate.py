@@ -1,6 +1,6 @@
 """The pull gate: may this manifest be served from this repository under the policies?
 
-One :class:`PolicyGate` per server, built from :class:`~regcore.policy.config.PoliciesConfig`.
+One :class:`PolicyGate` per server, built from :class:`~regcore.policyconfig.PoliciesConfig`.
 A server calls :meth:`PolicyGate.check` from its manifest GET/HEAD handler with the repository,
 the digest being served, an :class:`~regcore.policy.evidence.ArtifactSource` on that repository
 and, when it has them, the manifest bytes. For the verify and the scan policy that match the
@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from regcore import errors
-from regcore.policy.config import PoliciesConfig, ScanPolicy, VerifyPolicy
 from regcore.policy.evidence import ArtifactSource, ReportMemo, scan_reports, signature_messages
 from regcore.policy.verdicts import (
     SignatureChecker,
@@ -46,6 +45,7 @@ from regcore.policy.verdicts import (
     judge_scan,
     verify_signatures,
 )
+from regcore.policyconfig import PoliciesConfig, ScanPolicy, VerifyPolicy
 
 if TYPE_CHECKING:
     from regcore.policy.evidence import FetchedManifest

@@ -25,10 +25,10 @@ from typing import Any
 
 from regcore import mediatypes as mt
 from regcore.policy import signatures as sg
-from regcore.policy.config import ScanPolicy, VerifyPolicy
 from regcore.policy.evidence import FoundReport, newest_scan
 from regcore.policy.keys import PublicKey
 from regcore.policy.reports import severity_rank
+from regcore.policyconfig import ScanPolicy, VerifyPolicy
 
 __all__ = [
     "SignatureChecker",

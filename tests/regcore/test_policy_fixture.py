@@ -13,10 +13,10 @@ from pathlib import Path
 
 from harness.attachments import SigningKey, _referrer
 from regcore.policy import signatures as sg
-from regcore.policy.config import VerifyPolicy
 from regcore.policy.evidence import signature_messages
 from regcore.policy.keys import key_from_certificate, load_public_key
 from regcore.policy.verdicts import SignatureChecker, verify_signatures
+from regcore.policyconfig import VerifyPolicy
 
 FIXTURE = Path(__file__).parent / "data" / "cosign" / "oci-attestation.sigstore.json"
 SUBJECT = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4"

@@ -18,9 +18,9 @@ from harness.attachments import (
 )
 from regcore import errors
 from regcore.policy import signatures as sg
-from regcore.policy.config import PoliciesConfig, ScanPolicy, VerifyPolicy
 from regcore.policy.gate import PolicyGate
 from regcore.policy.keys import load_public_key
+from regcore.policyconfig import PoliciesConfig, ScanPolicy, VerifyPolicy
 
 IMAGE = (
     b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from harness.attachments import MemoryRepository, descriptor, report_artifact, trivy_report
-from regcore.policy.config import ScanPolicy
 from regcore.policy.evidence import ReportMemo, scan_reports
 from regcore.policy.reports import Finding, parse_report, report_format
 from regcore.policy.verdicts import judge_scan
+from regcore.policyconfig import ScanPolicy
 
 IMAGE = (
     b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'

@@ -17,10 +17,10 @@ from harness.attachments import (
     simple_signing_payload,
 )
 from regcore.policy import signatures as sg
-from regcore.policy.config import VerifyPolicy
 from regcore.policy.evidence import signature_messages
 from regcore.policy.keys import load_public_key, load_public_key_file
 from regcore.policy.verdicts import SignatureChecker, verify_signatures
+from regcore.policyconfig import VerifyPolicy
 
 IMAGE = (
     b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'

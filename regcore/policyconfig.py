@@ -26,6 +26,10 @@ Both servers read the same shape::
 The first policy of each kind whose globs match a repository applies to it. Keys are read at
 start-up: an unreadable file or one that is not an accepted public key stops start-up with the
 key named (``quayside.policies.verify[0].keys[1]``).
+
+This module sits outside :mod:`regcore.policy` and imports the policy engine (key loading,
+report parsing: cryptography among them) only while parsing a policy that needs it, so a
+server whose configuration has no ``policies`` never loads that package.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regcore.configschema import ConfigError, Getter, Leaf, SubKeyError, typename
 from regcore.configvalues import DURATION, as_str, as_str_list, as_url
-from regcore.policy.keys import PublicKey, load_public_key_file
-from regcore.policy.reports import SEVERITIES
 from regcore.sizes import parse_duration
+
+if TYPE_CHECKING:
+    from regcore.policy.keys import PublicKey
 
 __all__ = [
     "EDGE_POLICIES_SCHEMA",
@@ -171,6 +176,8 @@ def _keys(v: Any) -> tuple[PublicKey, ...]:
     paths = as_str_list(v)
     if not paths:
         raise ValueError("at least one public key is required")
+    from regcore.policy.keys import load_public_key_file
+
     keys: list[PublicKey] = []
     for i, path in enumerate(paths):
         try:
@@ -199,6 +206,8 @@ def _verify(v: Any) -> tuple[VerifyPolicy, ...]:
 
 
 def _severity(v: Any) -> str:
+    from regcore.policy.reports import SEVERITIES
+
     s = as_str(v).strip().upper()
     if s not in SEVERITIES:
         raise ValueError(f"expected one of {', '.join(x.lower() for x in SEVERITIES)}, got {v!r}")
