@@ -70,10 +70,13 @@ class LocalTags:
     write at most every :data:`SWEEP_INTERVAL` seconds, so tags nobody asks for again do not
     stay in memory."""
 
-    def __init__(self, keep: float = KEEP_SECONDS) -> None:
+    def __init__(
+        self, keep: float = KEEP_SECONDS, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.keep = keep
+        self._clock = clock
         self._entries: dict[str, tuple[TagEntry, float]] = {}
-        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self._next_sweep = clock() + SWEEP_INTERVAL
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,13 +85,13 @@ class LocalTags:
         item = self._entries.get(key)
         if item is None:
             return None
-        if time.monotonic() >= item[1]:
+        if self._clock() >= item[1]:
             del self._entries[key]
             return None
         return item[0]
 
     def set(self, key: str, entry: TagEntry) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._entries[key] = (entry, now + self.keep)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL

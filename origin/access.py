@@ -7,6 +7,8 @@ issuer (signing key created under the root on first start) and the verifier of `
 (trusting ``rootcertbundle`` plus, with the token service on, the origin's own certificate),
 the :class:`~regcore.auth.authenticator.Authenticator`, the
 :class:`~regcore.auth.authorizer.Authorizer` and the :class:`~origin.audit.AuditLog`.
+bcrypt (users file) and PyJWT/cryptography (token service, ``auth.token``) are imported only
+when the configuration has them.
 
 :func:`warn_if_open` logs a loud warning when the origin listens beyond loopback with no
 authentication (anyone who can reach it may push, overwrite tags and delete).
@@ -19,7 +21,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -27,12 +29,13 @@ from origin.audit import AuditLog
 from regcore.auth.authenticator import Authenticator
 from regcore.auth.authorizer import Authorizer
 from regcore.auth.config import AuthConfig
-from regcore.auth.htpasswd import Htpasswd
 from regcore.auth.principal import Network, client_address, in_networks
 from regcore.auth.ratelimit import LoginLimiter
 from regcore.auth.robots import RobotStore
-from regcore.auth.signing import load_or_create
-from regcore.auth.tokens import TokenIssuer, TokenVerifier, load_certificates
+
+if TYPE_CHECKING:
+    from regcore.auth.htpasswd import Htpasswd
+    from regcore.auth.tokens import TokenIssuer, TokenVerifier
 
 __all__ = ["ACCESS", "AccessControl", "build_access_control", "warn_if_open"]
 
@@ -79,7 +82,11 @@ def build_access_control(config: AuthConfig) -> AccessControl:
     """Assemble the parts (see the module docstring). Raises ValueError/OSError for an
     unusable signing key or trust bundle."""
     users_path = config.users_path
-    users = Htpasswd(users_path) if users_path else None
+    users: Htpasswd | None = None
+    if users_path:
+        from regcore.auth.htpasswd import Htpasswd
+
+        users = Htpasswd(users_path)
     robots = RobotStore(config.robots_path)
     limiter = LoginLimiter(
         per_user=config.limits.failures_per_user,
@@ -89,6 +96,8 @@ def build_access_control(config: AuthConfig) -> AccessControl:
     ts = config.tokenservice
     issuer: TokenIssuer | None = None
     if ts.enabled:
+        from regcore.auth.signing import load_or_create
+
         issuer, created = load_or_create(
             ts.key, ts.certificate, issuer=ts.issuer, service=ts.service, algorithm=ts.algorithm
         )
@@ -97,10 +106,12 @@ def build_access_control(config: AuthConfig) -> AccessControl:
                 "created the token signing key; registries trust it with auth.token.rootcertbundle",
                 extra={"certificate": ts.certificate},
             )
-    verifier = None
+    verifier: TokenVerifier | None = None
     realm = config.htpasswd.realm if config.htpasswd else "quayside"
     service = None
     if config.token is not None:
+        from regcore.auth.tokens import TokenVerifier, load_certificates
+
         roots = []
         if config.token.rootcertbundle:
             with open(config.token.rootcertbundle, "rb") as fh:

@@ -19,7 +19,7 @@ Metrics (namespace ``quayside_origin``)::
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,13 +30,15 @@ from origin.repository import Repositories
 from regcore import errors
 from regcore import manifest as mf
 from regcore.digest import Digest
-from regcore.policy import FetchedManifest, PolicyGate
 from regcore.reference import Tag, parse_reference
 from regcore.storage.interfaces import BlobReader
 
+if TYPE_CHECKING:
+    from regcore.policy import FetchedManifest, PolicyGate
+
 __all__ = ["POLICY", "OriginArtifacts", "check_pull", "install"]
 
-POLICY: web.AppKey[PolicyGate] = web.AppKey("origin_policy_gate", PolicyGate)
+POLICY: web.AppKey[PolicyGate] = web.AppKey("origin_policy_gate")
 
 
 def install(app: web.Application, config: Any, metrics: Any) -> None:
@@ -44,6 +46,8 @@ def install(app: web.Application, config: Any, metrics: Any) -> None:
     policies = config.policies
     if not policies.active:
         return
+    from regcore.policy import PolicyGate  # the policy engine (cryptography) only when active
+
     decisions = metrics.counter(
         "policy_decisions", "Pulls judged by a policy", ["kind", "policy", "outcome"]
     )
@@ -93,6 +97,8 @@ class OriginArtifacts:
         self.persist = persist  # may build the referrers index of a registry:2 root
 
     async def manifest(self, reference: str) -> FetchedManifest | None:
+        from regcore.policy import FetchedManifest
+
         try:
             ref = parse_reference(reference)
             digest = (

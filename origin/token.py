@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
 from aiohttp import hdrs, web
 
 from origin.access import ACCESS, AccessControl
 from origin.authz import PRINCIPAL, REQUEST_ID
 from regcore.auth.authenticator import LoginFailed, LoginThrottled, parse_basic
 from regcore.auth.principal import Principal
-from regcore.auth.signing import jwks_document
-from regcore.auth.tokens import TokenIssuer, parse_scopes
+from regcore.auth.scopes import parse_scopes
+
+if TYPE_CHECKING:
+    from regcore.auth.tokens import TokenIssuer
 
 __all__ = ["REFRESH_TTL", "add_routes"]
 
@@ -63,6 +64,8 @@ def _binding(ac: AccessControl, principal: Principal) -> str | None:
 
 
 def _refresh_token(ac: AccessControl, issuer: TokenIssuer, principal: Principal) -> str | None:
+    import jwt  # with the token service only (an issuer exists): PyJWT is loaded with it
+
     bound = _binding(ac, principal)
     if bound is None:
         return None
@@ -83,6 +86,8 @@ def _refresh_token(ac: AccessControl, issuer: TokenIssuer, principal: Principal)
 def _principal_from_refresh(
     ac: AccessControl, issuer: TokenIssuer, token: str, address: str
 ) -> Principal:
+    import jwt
+
     try:
         claims = jwt.decode(
             token,
@@ -219,6 +224,8 @@ async def post_token(request: web.Request) -> web.Response:
 
 
 async def jwks(request: web.Request) -> web.Response:
+    from regcore.auth.signing import jwks_document
+
     issuer = request.app[ACCESS].issuer
     assert issuer is not None
     return web.json_response(jwks_document(issuer), headers={"Cache-Control": "max-age=300"})

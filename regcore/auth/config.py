@@ -45,7 +45,6 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from regcore.auth.authorizer import ACTIONS, ROLES, AccessRule
-from regcore.auth.htpasswd import HtpasswdError, read_entries
 from regcore.auth.principal import Network, parse_networks
 from regcore.configschema import ConfigError, Getter, Leaf, SubKeyError, typename
 from regcore.configvalues import (
@@ -262,6 +261,8 @@ def _err(key: str, problem: str) -> ConfigError:
 
 
 def _check_htpasswd(key: str, path: str) -> None:
+    from regcore.auth.htpasswd import HtpasswdError, read_entries  # bcrypt: only when configured
+
     if not os.path.isfile(path):
         raise _err(key, f"file {path!r} does not exist (create it with 'quayside users add')")
     try:
