@@ -1,9 +1,9 @@
 """What a real ``quayside edge serve`` process loads: the libraries of optional features only
 when the configuration asks for them.
 
-Each edge here is the real command (``python -m quayside edge serve``, run by a small launcher
-that writes ``sorted(sys.modules)`` to a file at exit), started with a config, asked a few
-requests, stopped with SIGTERM. A bare edge serving a blob fill and warm reads never loads
+Each edge here is the real command (``python -m quayside edge serve``, run by the launcher of
+:mod:`harness.moduledump`, which writes ``sorted(sys.modules)`` to a file at exit), started
+with a config, asked a few requests, stopped with SIGTERM. A bare edge serving a blob fill and warm reads never loads
 token verification (PyJWT, cryptography), bcrypt, jinja2, the policy engine or redis-py; an
 edge configured with token-mode upstreams, edge users, a verify policy, a region (Redis) or
 whose status page is opened loads exactly what that feature needs, and the feature answers.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -28,20 +27,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness import oci_http
+from harness.moduledump import ModuleDumping, loaded
 from harness.redis import RedisServer
 from harness.registry import DockerRegistry
 from harness.servers import EdgeProcess
-
-# Runs `quayside` as `python -m quayside` would, after registering a dump of sys.modules.
-LAUNCHER = """
-import atexit, json, runpy, sys
-out = sys.argv.pop(1)
-def dump():
-    with open(out, "w") as f:
-        json.dump(sorted(sys.modules), f)
-atexit.register(dump)
-runpy.run_module("quayside", run_name="__main__", alter_sys=True)
-"""
 
 OPTIONAL = {
     "token": ("jwt", "cryptography", "edge.authtokens", "regcore.auth.tokens"),
@@ -53,18 +42,8 @@ OPTIONAL = {
 EVERY_OPTIONAL = {m for modules in OPTIONAL.values() for m in modules}
 
 
-class ModuleDumpingEdge(EdgeProcess):
-    """``quayside edge serve`` through :data:`LAUNCHER`; :meth:`modules` after :meth:`stop`."""
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-c", LAUNCHER, str(self.modules_file), "edge", "serve"]
-
-    @property
-    def modules_file(self) -> Path:
-        return self.workdir / "modules.json"
-
-    def modules(self) -> set[str]:
-        return set(json.loads(self.modules_file.read_text()))
+class ModuleDumpingEdge(ModuleDumping, EdgeProcess):
+    """``quayside edge serve`` that reports its modules (:mod:`harness.moduledump`)."""
 
 
 @pytest.fixture
@@ -103,11 +82,6 @@ def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
 def stopped_modules(edge: ModuleDumpingEdge) -> set[str]:
     assert edge.stop() == 0, edge.log_tail()
     return edge.modules()
-
-
-def loaded(modules: set[str], names: tuple[str, ...] | set[str]) -> set[str]:
-    """Which of ``names`` (or their submodules) were imported."""
-    return {n for n in names if any(m == n or m.startswith(n + ".") for m in modules)}
 
 
 async def test_a_bare_edge_serving_a_blob_loads_no_optional_feature(
