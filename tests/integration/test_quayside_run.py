@@ -190,6 +190,12 @@ def test_a_server_that_dies_is_named_with_its_log(tmp_path: Path) -> None:
     proc = _run(tmp_path / "data", start_new_session=True)
     try:
         _read_banner(proc)
+        # The edge prints its listening event, then logs "listening": kill it after both
+        # (a SIGKILL between the two, under load, left the log without the line).
+        log = tmp_path / "data" / "edge.log"
+        deadline = time.monotonic() + 10
+        while '"msg":"listening"' not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         edge_pid = next(
             pid
             for pid in _children(proc.pid)
