@@ -33,6 +33,35 @@ def running_processes() -> list[Process]:
     return list(_STARTED)
 
 
+def _stat_fields(path: str) -> list[str] | None:
+    """Fields of a /proc stat file after the ``(comm)`` field (state first), or None if gone."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def group_threads_running(pgid: int) -> list[int]:
+    """Thread ids in process group ``pgid`` that are not stopped (state other than T/t, Z, X)."""
+    running: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(f"/proc/{entry}/stat")
+        if fields is None or int(fields[2]) != pgid:  # state, ppid, pgrp
+            continue
+        try:
+            tids = os.listdir(f"/proc/{entry}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            task = _stat_fields(f"/proc/{entry}/task/{tid}/stat")
+            if task is not None and task[0] not in ("T", "t", "Z", "X"):
+                running.append(int(tid))
+    return running
+
+
 class ProcessError(RuntimeError):
     """A child could not start, or died while it was expected to run (message has its log tail)."""
 
@@ -157,10 +186,26 @@ class Process:
             self._popen.wait(5.0)
         return self._popen.returncode
 
-    def pause(self) -> None:
-        """SIGSTOP the process group: sockets stay open, nothing answers (a hung peer)."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP the process group: sockets stay open, nothing answers (a hung peer).
+
+        Returns once every thread of every process in the group is stopped: SIGSTOP is
+        delivered asynchronously, and a thread still running for a moment after ``killpg``
+        answered requests a test expected to hang (its stale-serve tests flaked under load).
+        Raises :class:`ProcessError` if the group is not stopped within ``timeout`` s.
+        """
         self._signal_group(signal.SIGSTOP)
         self._paused = True
+        if self._popen is None or self._popen.poll() is not None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            running = group_threads_running(self._popen.pid)
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.name}: threads {running} still running after SIGSTOP")
+            time.sleep(0.002)
 
     def resume(self) -> None:
         """SIGCONT the process group after :meth:`pause`."""

@@ -69,3 +69,44 @@ def test_signals_after_exit_never_reach_a_process_that_reused_the_pid(tmp_path: 
     finally:
         os.killpg(bystander.pid, signal.SIGKILL)
         bystander.wait()
+
+
+def test_pause_returns_only_once_every_thread_of_the_group_is_stopped(tmp_path: Path) -> None:
+    """SIGSTOP lands asynchronously; pause() must not return while a thread still runs (a test
+    that expects a hung peer would otherwise get answers from it for a moment)."""
+    spin = (
+        "import os,sys,threading\n"
+        "def busy():\n    while True: pass\n"
+        "for _ in range(3): threading.Thread(target=busy, daemon=True).start()\n"
+        "if os.fork() == 0:\n    busy()\n"
+        "print('up', flush=True); busy()\n"
+    )
+    proc = Process([sys.executable, "-c", spin], cwd=tmp_path, name="spin").start()
+    try:
+        assert wait_until(lambda: "up" in proc.log_text(), timeout=10)
+        for _ in range(5):
+            proc.pause()
+            states = _group_thread_states(proc.pid)
+            assert len(states) >= 5  # leader's 4 threads + the forked child
+            assert set(states) == {"T"}, states
+            proc.resume()
+            assert wait_until(lambda: "R" in _group_thread_states(proc.pid), timeout=5)
+    finally:
+        proc.kill()
+
+
+def _group_thread_states(pgid: int) -> list[str]:
+    states = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[2]) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{entry}/task"):
+                task = Path(f"/proc/{entry}/task/{tid}/stat").read_text()
+                states.append(task[task.rfind(")") + 2 :].split()[0])
+        except (OSError, ValueError):
+            continue
+    return states
