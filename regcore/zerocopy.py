@@ -30,7 +30,8 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 
@@ -74,29 +75,41 @@ async def send_file_body(
         while transport.get_write_buffer_size():  # headers still queued: let them go first
             await _writable(loop, dup)
             await asyncio.sleep(0)
-        sent_since_yield = 0
-        while count > 0:
-            if transport.is_closing():
-                raise ConnectionResetError("client closed the connection")
-            try:
-                n = os.sendfile(dup, fd, offset, min(count, _MAX_SENDFILE))
-            except BlockingIOError:
-                await _writable(loop, dup)
-                continue
-            except OSError as exc:
-                if exc.errno in _CLIENT_GONE:  # reset, closed, timed out: not our bug
-                    raise ConnectionResetError(str(exc)) from exc
-                raise
-            if n == 0:
-                raise EOFError(f"file ended {count} bytes short")
-            offset += n
-            count -= n
-            sent_since_yield += n
-            if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
-                sent_since_yield = 0
-                await asyncio.sleep(0)
+        with _corked(request):
+            await _sendfile_loop(loop, transport, dup, fd, offset, count)
     finally:
         os.close(dup)
+
+
+async def _sendfile_loop(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    dup: int,
+    fd: int,
+    offset: int,
+    count: int,
+) -> None:
+    sent_since_yield = 0
+    while count > 0:
+        if transport.is_closing():
+            raise ConnectionResetError("client closed the connection")
+        try:
+            n = os.sendfile(dup, fd, offset, min(count, _MAX_SENDFILE))
+        except BlockingIOError:
+            await _writable(loop, dup)
+            continue
+        except OSError as exc:
+            if exc.errno in _CLIENT_GONE:  # reset, closed, timed out: not our bug
+                raise ConnectionResetError(str(exc)) from exc
+            raise
+        if n == 0:
+            raise EOFError(f"file ended {count} bytes short")
+        offset += n
+        count -= n
+        sent_since_yield += n
+        if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
+            sent_since_yield = 0
+            await asyncio.sleep(0)
 
 
 Locate = Callable[[int, int], tuple[memoryview | None, int]]
@@ -145,33 +158,45 @@ async def _send_live(
         while transport.get_write_buffer_size():  # headers still queued: let them go first
             await _writable(loop, dup)
             await asyncio.sleep(0)
-        sent_since_yield = 0
-        while offset < stop:
-            if transport.is_closing():
-                raise ConnectionResetError("client closed the connection")
-            view, _ = locate(offset, stop)
-            if view is None:
-                break
-            try:
-                n = os.write(dup, view)
-            except BlockingIOError:
-                n = -1
-            except OSError as exc:
-                if exc.errno in _CLIENT_GONE:
-                    raise ConnectionResetError(str(exc)) from exc
-                raise
-            finally:
-                del view
-            if n < 0:
-                await _writable(loop, dup)
-                continue
-            offset += n
-            sent_since_yield += n
-            if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
-                sent_since_yield = 0
-                await asyncio.sleep(0)
+        with _corked(request):
+            return await _write_live(loop, transport, dup, locate, offset, stop)
     finally:
         os.close(dup)
+
+
+async def _write_live(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.BaseTransport,
+    dup: int,
+    locate: Locate,
+    offset: int,
+    stop: int,
+) -> int:
+    sent_since_yield = 0
+    while offset < stop:
+        if transport.is_closing():
+            raise ConnectionResetError("client closed the connection")
+        view, _ = locate(offset, stop)
+        if view is None:
+            break
+        try:
+            n = os.write(dup, view)
+        except BlockingIOError:
+            n = -1
+        except OSError as exc:
+            if exc.errno in _CLIENT_GONE:
+                raise ConnectionResetError(str(exc)) from exc
+            raise
+        finally:
+            del view
+        if n < 0:
+            await _writable(loop, dup)
+            continue
+        offset += n
+        sent_since_yield += n
+        if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
+            sent_since_yield = 0
+            await asyncio.sleep(0)
     return offset
 
 
@@ -182,6 +207,34 @@ async def prepare_unbuffered(request: web.Request, response: web.StreamResponse)
     send_headers = getattr(writer, "send_headers", None)
     if send_headers is not None:
         send_headers()
+
+
+@contextlib.contextmanager
+def _corked(request: web.Request) -> Iterator[None]:
+    """``TCP_CORK`` on the connection while a burst of body bytes goes out past the
+    transport, cleared after it (which pushes the last partial segment at once).
+
+    What nginx's ``tcp_nopush`` does for sendfile: corked, the kernel sends only full
+    segments; uncorked, a socket with ``TCP_NODELAY`` (aiohttp sets it) pushes a segment for
+    every piece sendfile or a write hands over, and one client's warm throughput over loopback
+    was ~30% lower (2.5 vs 3.2 GB/s on 200 MiB here). Nothing waits corked: every burst ends
+    (or fails) by leaving this block, and a wait for the client (EAGAIN) only happens while
+    the socket buffer is full.
+    """
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    cork = getattr(socket, "TCP_CORK", None)  # Linux
+    corked = False
+    if sock is not None and cork is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+            corked = True
+    try:
+        yield
+    finally:
+        if corked:
+            with contextlib.suppress(OSError):  # the client may be gone
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
