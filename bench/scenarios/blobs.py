@@ -13,17 +13,17 @@ import hashlib
 import os
 import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from bench.dataset import BlobRef
 from bench.loadgen import JobResult
 from bench.params import MiB, Params
+from bench.relayfloor import relay_floor
 from bench.results import HIGHER, LOWER, Metric, ScenarioRecord
 from bench.scenarios.context import Budget, RunContext, Scenario
 from bench.topologies import Contender
 from bench.upstreamlog import UpstreamLog
+from harness.registry import DockerRegistry
 
 MB = 1e6
 
@@ -123,9 +123,7 @@ _COLD_METRICS = [
     Metric("upstream_mb", "upstream MB for the blob", "MB", LOWER),
     Metric("cpu_s_per_gib", "contender CPU (user+sys) per GiB", "s", LOWER),
     Metric("cpu_vs_sha256", "contender CPU / SHA-256 time, same bytes", "x", LOWER),
-    Metric(
-        "cpu_vs_floor", "contender CPU / (SHA-256 + new page-cache write), same bytes", "x", LOWER
-    ),
+    Metric("cpu_vs_floor", "contender CPU / verifying relay floor, same bytes", "x", LOWER),
 ]
 
 
@@ -166,26 +164,6 @@ def rotated(contenders: list[Contender], rep: int) -> list[Contender]:
     return contenders[k:] + contenders[:k]
 
 
-def page_cache_write_seconds_per_gib(directory: Path, sample: int = 64 << 20) -> float:
-    """CPU seconds this machine needs to write a GiB into a *new* file (``pwrite`` of 1 MiB
-    pieces into fresh page-cache pages, no fsync): the part of a cold fill no cache can skip.
-
-    The file is left in ``directory`` (the caller removes it after the timed steps): freeing
-    its pages now would hand warm, recycled pages to the next contender's fill. On some
-    virtual machines first-touch pages cost ten times recycled ones, so this floor is
-    measured beside every repetition."""
-    piece = memoryview(os.urandom(1 << 20))
-    fd, _ = tempfile.mkstemp(prefix="floor-", dir=directory)
-    try:
-        start = time.process_time()
-        for i in range(max(1, sample >> 20)):
-            os.pwrite(fd, piece, i << 20)
-        used = time.process_time() - start
-    finally:
-        os.close(fd)
-    return used * (1 << 30) / (max(1, sample >> 20) << 20)
-
-
 def _cold_steps(ctx: RunContext) -> int:
     return len(ctx.contenders_for("cold_blob")) * ctx.params.repeats
 
@@ -211,11 +189,18 @@ def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
     sha_per_gib = sha256_seconds_per_gib()
     floors = ctx.workdir / "cold-floor"
     floors.mkdir(parents=True, exist_ok=True)
+    assert ctx.topology.registry is not None
+    # the floor's own view of the upstream storage: its GETs stay out of every contender's log
+    view = DockerRegistry(ctx.topology.registry.root, workdir=ctx.workdir / "upstream-floor")
     try:
+        view.start()
         for rep, blob in enumerate(ctx.dataset.cold[: ctx.params.repeats]):
-            write_per_gib = page_cache_write_seconds_per_gib(floors)
-            _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, write_per_gib)
+            budget.check()
+            ctx.quiesce(budget)
+            floor = relay_floor(view.url, blob.repo, blob.digest, floors)
+            _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, floor.seconds_per_gib)
     finally:
+        view.close()
         shutil.rmtree(floors, ignore_errors=True)
     count_upstream(ctx, record, logs, budget)
 
@@ -227,7 +212,7 @@ def _cold_rep(
     rep: int,
     blob: BlobRef,
     sha_per_gib: float,
-    write_per_gib: float,
+    floor_per_gib: float,
 ) -> None:
     contenders = ctx.contenders_for("cold_blob")
     for contender in rotated(contenders, rep):
@@ -249,8 +234,8 @@ def _cold_rep(
             run.update(cpu_s=cpu, cpu_s_per_gib=per_gib, cpu_vs_sha256=per_gib / sha_per_gib)
             run.update(
                 sha256_s_per_gib=sha_per_gib,
-                write_s_per_gib=write_per_gib,
-                cpu_vs_floor=per_gib / (sha_per_gib + write_per_gib),
+                floor_s_per_gib=floor_per_gib,
+                cpu_vs_floor=per_gib / floor_per_gib,
             )
         record.add_run(contender.name, run)
         ctx.reporter.advance()
@@ -265,8 +250,10 @@ COLD_BLOB = Scenario(
         "(from its access log). CPU = user+sys of the contender's serving processes (from "
         "/proc/<pid>/stat) during the request, per GiB of blob, and over what hashlib.sha256 "
         "needs for as many bytes on this machine (for the direct contender: the upstream's own), "
-        "and over that plus what writing as many bytes into a new file costs here (the floor "
-        "of any verifying cache; measured before each repetition). Before each request the "
+        "and over the verifying relay floor measured before each repetition on the same blob: "
+        "one thread that receives it from the upstream, hashes it, writes it with O_DIRECT and "
+        "sends it to a loopback client, each byte once, with no event loop or hand-offs "
+        "(bench/relayfloor.py; no verifying cache can use less here). Before each request the "
         "bench waits until every server it started is idle (the reference proxy fetches its "
         "second copy after answering), and each repetition starts one contender further along."
     ),
