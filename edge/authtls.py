@@ -12,8 +12,10 @@ context, and the client-certificate check of the peer endpoint.
   ``tls.peer.certificate``/``key`` presented when asked. None when nothing is configured
   (the system's defaults apply).
 
-A plain-HTTP request to the TLS port fails the handshake at once: the server closes the
-connection (no hang, nothing served). Raises ``ssl.SSLError``/``OSError`` for unusable files.
+A plain-HTTP request to the TLS port is answered as Go's net/http answers it, ``400 Client
+sent an HTTP request to an HTTPS server.``, and closed (nothing served; a client that sends
+nothing is closed after a few seconds): :mod:`regcore.tlssniff`, through
+``regcore.serving.serve_app``. Raises ``ssl.SSLError``/``OSError`` for unusable files.
 """
 
 from __future__ import annotations

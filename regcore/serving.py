@@ -7,7 +7,10 @@
   ``{"event": "listening", "url": ...}`` to stdout (launchers read it to learn the port), waits
   for a signal and shuts down gracefully (requests in flight get ``shutdown_timeout``; the
   app's cleanup contexts drain background work). Signal handlers are installed before the
-  line is printed, so a launcher may signal as soon as it has read it.
+  line is printed, so a launcher may signal as soon as it has read it. With an
+  ``ssl_context`` the site is a :class:`regcore.tlssniff.TLSSniffSite`: a plain-HTTP client
+  on the TLS port gets Go's ``400 Client sent an HTTP request to an HTTPS server.``; without
+  one it is aiohttp's ``web.SockSite``, nothing in between.
 - :class:`ServerLogger` is the logger aiohttp's connection handler reports with. Client faults
   it would log at error level with a full traceback become one line without one: a malformed
   request (bad request line or header: aiohttp answers 400) one info line with the parser's
@@ -35,6 +38,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from regcore.http import first_line
 from regcore.logging import JSONAccessLogger
+from regcore.tlssniff import TLSSniffSite
 
 log = logging.getLogger("quayside.serving")
 
@@ -159,7 +163,12 @@ async def serve_app(
         log.exception("%s failed to start", name)
         print(f"quayside {name}: cannot start: {exc}", file=sys.stderr)
         return 1
-    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    site: web.BaseSite
+    if ssl_context is None:
+        site = web.SockSite(runner, sock)
+    else:  # answers plain HTTP with a 400 instead of a dropped connection
+        site = TLSSniffSite(runner, sock, ssl_context=ssl_context)
+    await site.start()
     freeze_startup_heap()
     print(json.dumps({"event": "listening", "url": url}), flush=True)
     log.info("listening", extra={"server": name, "url": url, **dict(log_extra or {})})

@@ -7,7 +7,9 @@ one image. Shown:
   right ones pass (skopeo ``--src-creds`` pulls identical bytes); repeated failures from one
   address → 429 with ``Retry-After`` while the same user from another address still signs in;
 - TLS: skopeo pulls through the edge over HTTPS, verifying it with ``--src-cert-dir`` (the CA
-  of ``quayside certs init``); plain HTTP to the TLS port fails at once, no hang;
+  of ``quayside certs init``); plain HTTP to the TLS port gets Go's ``400 Client sent an
+  HTTP request to an HTTPS server.``, a silent client is closed after the first-byte timeout,
+  garbage at once;
 - mTLS on the peer endpoint (``tls.clientcas``): no client certificate → 403, a certificate of
   a foreign CA → handshake refused, the region's client certificate + peer token → served;
   the peer client context built from ``tls.peer`` reads a blob from the node;
@@ -19,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
-import socket
 import ssl
-import time
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +40,12 @@ from harness.edgeorigin import request
 from harness.images import KiB, make_image
 from harness.redis import RedisServer
 from harness.servers import EdgeProcess, OriginProcess
+from harness.tlsprobe import GO_MESSAGE, probe
 from regcore.auth.htpasswd import hash_password, write_entries
 from regcore.auth.tlscerts import init_certs
 from regcore.client import RegistryClient
 from regcore.digest import Digest
+from regcore.tlssniff import FIRST_BYTE_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -225,23 +227,38 @@ def test_skopeo_pulls_over_tls_with_cert_dir(stack: Stack, tmp_path: Path) -> No
         skopeo.run(["inspect", "--raw", f"docker://{stack.tls_edge.host}/{REPO}:v1"])
 
 
-def test_plain_http_to_the_tls_port_does_not_hang(stack: Stack) -> None:
+def test_plain_http_to_the_tls_port_gets_gos_400(stack: Stack) -> None:
     assert stack.tls_edge is not None
     port = stack.tls_edge.port
-    started = time.monotonic()
-    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
-        request(f"http://127.0.0.1:{port}/v2/", timeout=20)
-    assert time.monotonic() - started < 5, "plain HTTP to the TLS port hung"
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        started = time.monotonic()
-        try:
-            data = sock.recv(4096)
-        except ConnectionResetError:
-            data = b""
-        assert time.monotonic() - started < 5
-        assert not data.startswith(b"HTTP/1.1 200")
+    reply = request(f"http://127.0.0.1:{port}/v2/", timeout=20)  # what `curl http://...` does
+    assert reply.status == 400
+    assert reply.body == GO_MESSAGE
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    got = probe("127.0.0.1", port, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.status_line == b"HTTP/1.0 400 Bad Request" and got.body == GO_MESSAGE
+    assert got.ended == "closed" and got.seconds < 5
+    assert "plain HTTP on the TLS port refused" in stack.tls_edge.log_text()
     assert stack.tls_edge.running
+
+
+def test_silent_and_garbage_clients_on_the_tls_port_are_closed(stack: Stack) -> None:
+    assert stack.tls_edge is not None
+    port = stack.tls_edge.port
+    garbage = probe("127.0.0.1", port, b"\x00\x01\x02\x03 not tls, not http\r\n")
+    assert garbage.data == b"" and garbage.ended in ("closed", "reset")
+    assert garbage.seconds < 5
+    silent = probe("127.0.0.1", port, b"", timeout=30)
+    assert silent.data == b"" and silent.ended == "closed"
+    assert FIRST_BYTE_TIMEOUT - 1 <= silent.seconds < FIRST_BYTE_TIMEOUT + 5
+    # TLS clients are still served (aiohttp with the CA, no client certificate)
+    assert asyncio.run(_tls_status(f"{stack.tls_edge.url}/v2/", stack.client_context(None))) == 200
+    assert stack.tls_edge.running
+
+
+async def _tls_status(url: str, ctx: ssl.SSLContext) -> int:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        async with session.get(url) as resp:
+            return resp.status
 
 
 def test_peer_endpoint_requires_a_client_certificate_of_the_region(

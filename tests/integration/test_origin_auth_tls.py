@@ -1,24 +1,28 @@
 """TLS from ``quayside certs init``: skopeo trusts the CA through ``--cert-dir`` and logs in
-over TLS; a plain-HTTP client on the TLS port gets a prompt refusal, not a hang."""
+over TLS, aiohttp with the CA too; a plain-HTTP client on the TLS port gets Go's answer
+(``400 Client sent an HTTP request to an HTTPS server.``), a silent client is closed after the
+first-byte timeout and garbage at once."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-import socket
-import time
-import urllib.error
-import urllib.request
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from harness.authclients import skopeo, skopeo_login
+from harness.edgeorigin import request
 from harness.images import make_image, write_layout
 from harness.servers import OriginProcess
+from harness.tlsprobe import GO_MESSAGE, probe
 from quayside.cli import certs as certs_cli
 from regcore.auth.htpasswd import hash_password, write_entries
+from regcore.tlssniff import FIRST_BYTE_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +32,9 @@ if shutil.which("skopeo") is None:  # pragma: no cover
 PASSWORD = "Tls-user-pw-88"
 
 
-@pytest.fixture
-def tls_origin(tmp_path: Path) -> Iterator[tuple[OriginProcess, Path]]:
+@pytest.fixture(scope="module")
+def tls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginProcess, Path]]:
+    tmp_path = tmp_path_factory.mktemp("origin-tls")
     certs = tmp_path / "certs"
     result = CliRunner().invoke(
         certs_cli.command, ["init", "--hosts", "127.0.0.1,localhost", "--out", str(certs)]
@@ -73,20 +78,37 @@ def test_skopeo_over_tls_with_cert_dir(
     assert raw == image.manifest
 
 
-def test_plain_http_to_tls_port_fails_fast(tls_origin: tuple[OriginProcess, Path]) -> None:
+def test_plain_http_to_the_tls_port_gets_gos_400(tls_origin: tuple[OriginProcess, Path]) -> None:
+    origin, certs = tls_origin
+    host, port = origin.url.split("//", 1)[1].rsplit(":", 1)
+    reply = request(f"http://{host}:{port}/v2/", timeout=20)  # what `curl http://...` does
+    assert reply.status == 400
+    assert reply.body == GO_MESSAGE
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    got = probe(host, int(port), b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.status_line == b"HTTP/1.0 400 Bad Request" and got.body == GO_MESSAGE
+    assert got.ended == "closed" and got.seconds < 5
+    # TLS clients are served as before on the same port (401: the origin wants a login)
+    assert asyncio.run(_tls_status(origin.url + "/v2/", certs / "ca.crt")) == 401
+    assert origin.running
+
+
+def test_silent_and_garbage_clients_on_the_tls_port_are_closed(
+    tls_origin: tuple[OriginProcess, Path],
+) -> None:
     origin, _ = tls_origin
     host, port = origin.url.split("//", 1)[1].rsplit(":", 1)
-    started = time.monotonic()
-    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
-        urllib.request.urlopen(f"http://{host}:{port}/v2/", timeout=20)
-    assert time.monotonic() - started < 5, "plain HTTP to the TLS port hung"
-    with socket.create_connection((host, int(port)), timeout=20) as sock:
-        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-        started = time.monotonic()
-        try:
-            data = sock.recv(4096)
-        except ConnectionResetError:
-            data = b""
-        assert time.monotonic() - started < 5
-        assert not data.startswith(b"HTTP/1.1 200")
-    assert origin.running  # the server shrugged it off
+    garbage = probe(host, int(port), b"\x00\x01\x02\x03 not tls, not http\r\n")
+    assert garbage.data == b"" and garbage.ended in ("closed", "reset")
+    assert garbage.seconds < 5
+    silent = probe(host, int(port), b"", timeout=30)
+    assert silent.data == b"" and silent.ended == "closed"
+    assert FIRST_BYTE_TIMEOUT - 1 <= silent.seconds < FIRST_BYTE_TIMEOUT + 5
+    assert origin.running
+
+
+async def _tls_status(url: str, cafile: Path) -> int:
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        async with session.get(url) as resp:
+            return resp.status
