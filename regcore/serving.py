@@ -42,6 +42,11 @@ from regcore.tlssniff import TLSSniffSite
 
 log = logging.getLogger("quayside.serving")
 
+# pending connections the kernel queues before accept (capped by net.core.somaxconn): a fleet's
+# nodes reconnecting at once after a restart must not find the queue full (aiohttp's sites
+# default to 128 and re-listen with their own value)
+BACKLOG = 1024
+
 
 class ServerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """aiohttp's ``aiohttp.server`` logger with client faults demoted (see the module
@@ -103,7 +108,7 @@ def bind(host: str, port: int, *, tls: bool = False) -> tuple[socket.socket, str
         if family == socket.AF_INET6 and host in ("::", ""):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -163,11 +168,11 @@ async def serve_app(
         log.exception("%s failed to start", name)
         print(f"quayside {name}: cannot start: {exc}", file=sys.stderr)
         return 1
-    site: web.BaseSite
+    site: web.BaseSite  # both listen again on the socket: they must be given the backlog
     if ssl_context is None:
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, backlog=BACKLOG)
     else:  # answers plain HTTP with a 400 instead of a dropped connection
-        site = TLSSniffSite(runner, sock, ssl_context=ssl_context)
+        site = TLSSniffSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG)
     await site.start()
     freeze_startup_heap()
     print(json.dumps({"event": "listening", "url": url}), flush=True)

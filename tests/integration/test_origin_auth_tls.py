@@ -19,9 +19,10 @@ from harness.authclients import skopeo, skopeo_login
 from harness.edgeorigin import request
 from harness.images import make_image, write_layout
 from harness.servers import OriginProcess
-from harness.tlsprobe import GO_MESSAGE, probe
+from harness.tlsprobe import GO_MESSAGE, listen_backlog, probe
 from quayside.cli import certs as certs_cli
 from regcore.auth.htpasswd import hash_password, write_entries
+from regcore.serving import BACKLOG
 from regcore.tlssniff import FIRST_BYTE_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -112,3 +113,19 @@ async def _tls_status(url: str, cafile: Path) -> int:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
         async with session.get(url) as resp:
             return resp.status
+
+
+def test_tls_and_plain_listeners_keep_the_servers_accept_backlog(
+    tls_origin: tuple[OriginProcess, Path], tmp_path: Path
+) -> None:
+    """Both kinds of site listen again on the bound socket: each must be given the server's
+    backlog (aiohttp's own default, 128, overrode it before), capped by somaxconn."""
+    want = min(BACKLOG, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    origin, _ = tls_origin
+    assert listen_backlog(origin.port) == want
+    plain = OriginProcess(workdir=tmp_path / "plain")
+    plain.start()
+    try:
+        assert listen_backlog(plain.port) == want
+    finally:
+        plain.close()
