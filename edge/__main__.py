@@ -13,6 +13,8 @@ The socket is bound *before* the application starts, so with ``--listen HOST:0``
 and SIGINT stop gracefully: the listener closes, requests in flight get 5 s, running fills
 get their drain time to finish and commit, then everything is closed. With ``--redis`` the
 tag cache's timestamps use wall-clock time so nodes on different machines agree.
+With ``metrics.listen`` a second (plain HTTP) listener serves the metrics at ``metrics.path``
+(the line then also has ``"debug_url"``) and ``listen`` serves no ``/metrics``.
 Exit status: 0 after a clean stop, 2 for a configuration error (the message names the key),
 1 when the address cannot be bound.
 """
@@ -23,6 +25,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
 import ssl
 import sys
 import time
@@ -33,6 +36,7 @@ from edge.config import EdgeConfig, load_edge_config
 from regcore import serving
 from regcore.configschema import ConfigError
 from regcore.logging import setup_logging
+from regcore.metrics import METRICS_REGISTRY, metrics_app
 
 log = logging.getLogger("quayside.edge")
 SHUTDOWN_TIMEOUT = 5.0
@@ -81,7 +85,12 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"quayside edge: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(
+        config.log.level,
+        config.log.format,
+        fields=config.log.fields,
+        caller=config.log.reportcaller,
+    )
     return serving.run(serve(config))
 
 
@@ -99,11 +108,29 @@ async def serve(config: EdgeConfig) -> int:
             file=sys.stderr,
         )
         return 1
+    metrics_bound: tuple[socket.socket, str] | None = None
+    if config.metrics_enabled and config.metrics_listen is not None:
+        try:
+            metrics_bound = serving.bind(*config.metrics_bind)
+        except OSError as exc:
+            sock.close()
+            print(
+                f"quayside edge: cannot listen on metrics.listen {config.metrics_listen}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
     if config.advertise is None:
         config = dataclasses.replace(config, advertise=url)
     clock = time.time if config.redis.enabled else time.monotonic
+    app = create_app(config, clock=clock)
+    site = None
+    if metrics_bound is not None:
+        site = serving.DebugSite(
+            metrics_app(app[METRICS_REGISTRY], config.metrics_path), *metrics_bound
+        )
     return await serving.serve_app(
-        create_app(config, clock=clock),
+        app,
         sock,
         url,
         name="edge",
@@ -116,6 +143,7 @@ async def serve(config: EdgeConfig) -> int:
             "cache_dir": config.cache.dir,
             "cache_size": config.cache.size,
         },
+        debug=site,
     )
 
 

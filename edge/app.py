@@ -97,7 +97,8 @@ def _add_routes(app: web.Application, node: EdgeNode) -> None:
     r.add_get(f"/v2/{NAME}/tags/list", manifests.tags_list, name="tags")
     r.add_get(f"/v2/{NAME}/referrers/{DIGEST}", manifests.referrers, name="referrers")
     r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse")
-    r.add_get("/metrics", metrics_handler(node.registry), name="metrics")
+    if node.config.metrics_on_main_port:  # else off, or on metrics.listen (edge.__main__)
+        r.add_get("/metrics", metrics_handler(node.registry), name="metrics")
     EdgeHealth(node.config, serving=lambda: node.serving, extra=node.health).add_routes(app)
 
 

@@ -4,8 +4,10 @@ Edge files use our own schema (:data:`EDGE_SCHEMA`); environment ``QUAYSIDE_EDGE
 (``QUAYSIDE_EDGE_CACHE_SIZE``,
 ``QUAYSIDE_EDGE_UPSTREAMS="docker.io=https://registry-1.docker.io,http://127.0.0.1:5000"``).
 An ``upstreams`` value from a higher source replaces the whole list; ``cache.manifest_ttl`` is
-an alias of ``tags.ttl``. Upstream entries are parsed by :mod:`edge.upstreamconfig`. The
-schema machinery and the value coercers are regcore's (:mod:`regcore.configschema`,
+an alias of ``tags.ttl``. ``metrics.enabled: false`` serves no ``/metrics``; ``metrics.listen``
+serves them (at ``metrics.path``) on a listener of their own instead of on ``listen``.
+``limits.max_blob_bytes`` takes only 0 (unlimited). Upstream entries are parsed by
+:mod:`edge.upstreamconfig`. The schema machinery and the value coercers are regcore's (:mod:`regcore.configschema`,
 :mod:`regcore.configvalues`), shared with the origin's :mod:`regcore.config`.
 
 Guarantees: as :mod:`regcore.config`'s (every failure is a ``ConfigError`` naming source and key;
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.upstreamconfig import UpstreamConfig, as_upstreams
+from regcore.configdist import as_metrics_path
 from regcore.configschema import ConfigError, EnvIndex, Leaf, getter, load_layers
 from regcore.configvalues import (
     BOOL,
@@ -133,6 +136,8 @@ class EdgeConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metrics_enabled: bool = True
+    metrics_listen: str | None = None  # metrics on this HOST:PORT instead of on ``listen``
+    metrics_path: str = "/metrics"
     auth: EdgeAuthConfig = field(default_factory=EdgeAuthConfig)
     tls: EdgeTLSConfig = field(default_factory=EdgeTLSConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
@@ -165,6 +170,19 @@ class EdgeConfig:
         host, port = split_hostport(self.listen)
         return host or "0.0.0.0", port
 
+    @property
+    def metrics_on_main_port(self) -> bool:
+        """``/metrics`` on ``listen``: metrics on and no ``metrics.listen`` of their own."""
+        return self.metrics_enabled and self.metrics_listen is None
+
+    @property
+    def metrics_bind(self) -> tuple[str, int]:
+        """(host, port) of ``metrics.listen``. Raises ValueError when it is not set."""
+        if self.metrics_listen is None:
+            raise ValueError("no metrics.listen")
+        host, port = split_hostport(self.metrics_listen)
+        return host or "0.0.0.0", port
+
 
 def _redis_url(v: Any) -> str:
     s = as_str(v).strip()
@@ -174,6 +192,15 @@ def _redis_url(v: Any) -> str:
             "invalid Redis URL: expected redis://host:port[/db] or rediss:// or unix://"
         )
     return s
+
+
+def _no_blob_limit(v: Any) -> int:
+    if as_size(v) != 0:
+        raise ValueError(
+            "a blob size limit is not supported by Quayside on the edge (it serves what its "
+            "upstream serves; set the limit on the origin, quayside.limits.max_blob_bytes)"
+        )
+    return 0
 
 
 def as_existing_files(v: Any) -> tuple[str, ...]:
@@ -197,9 +224,9 @@ EDGE_SCHEMA: dict[str, Any] = {
     "default_upstream": STR,
     "limits": {
         "max_manifest_bytes": Leaf(as_positive_size),
-        "max_blob_bytes": Leaf(as_size),
+        "max_blob_bytes": Leaf(_no_blob_limit),
     },
-    "metrics": {"enabled": BOOL},
+    "metrics": {"enabled": BOOL, "listen": Leaf(as_addr), "path": Leaf(as_metrics_path)},
     "auth": {"htpasswd": {"realm": STR, "path": Leaf(as_existing_file)}},
     "tls": {
         "certificate": Leaf(as_existing_file),
@@ -331,6 +358,12 @@ def load_edge_config(
         )
     listen = g("listen", "127.0.0.1:5001")
     advertise = g("advertise")
+    metrics_enabled = g("metrics.enabled", True)
+    metrics_listen = g("metrics.listen")
+    if metrics_listen is not None and not metrics_enabled:
+        raise ConfigError(
+            "metrics.listen: conflicts with metrics.enabled: false", key="metrics.listen"
+        )
     tls = _edge_tls(g)
     if advertise is None:
         host, port = split_hostport(listen)
@@ -359,7 +392,9 @@ def load_edge_config(
             max_manifest_bytes=g("limits.max_manifest_bytes", 4 * MiB),
             max_blob_bytes=g("limits.max_blob_bytes", 0),
         ),
-        metrics_enabled=g("metrics.enabled", True),
+        metrics_enabled=metrics_enabled,
+        metrics_listen=metrics_listen,
+        metrics_path=g("metrics.path", "/metrics"),
         auth=_edge_auth(g, upstreams),
         tls=tls,
         policies=policies_config(g, "policies"),

@@ -6,7 +6,9 @@ Once the socket is bound, one JSON line goes to stdout (and the log)::
 
 so a launcher that passed ``--listen 127.0.0.1:0`` learns the port. SIGTERM and SIGINT stop the
 server gracefully: the listener closes, requests in flight get ``http.draintimeout`` (default
-5 s) to finish, background tasks are cancelled and awaited. Exit status: 0 after a clean stop,
+5 s) to finish, background tasks are cancelled and awaited. With ``http.debug.addr`` and
+``http.debug.prometheus.enabled`` a second listener serves the metrics (the line then also
+has ``"debug_url"``) and ``http.addr`` serves no ``/metrics``. Exit status: 0 after a clean stop,
 2 for a configuration error (the message names the key), 1 when the address cannot be bound.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import ssl
 import sys
 from typing import Any
@@ -25,6 +28,7 @@ from origin.app import create_app
 from regcore import serving
 from regcore.config import ConfigError, load_origin_config
 from regcore.logging import setup_logging
+from regcore.metrics import METRICS_REGISTRY, metrics_app
 
 log = logging.getLogger("quayside.origin")
 
@@ -58,7 +62,12 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"quayside origin: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(
+        config.log.level,
+        config.log.format,
+        fields=config.log.fields,
+        caller=config.log.reportcaller,
+    )
     return serving.run(serve(config))
 
 
@@ -68,7 +77,7 @@ def _ssl_context(config: Any) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tls.certificate, tls.key)
-    if tls.minimumtls in ("tls1.3", "tls13"):
+    if tls.minimumtls == "tls1.3":
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     else:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -92,8 +101,25 @@ async def serve(config: Any) -> int:
             file=sys.stderr,
         )
         return 1
+    debug = config.http.debug
+    debug_bound: tuple[socket.socket, str] | None = None
+    if debug.serves_metrics:
+        try:
+            debug_bound = serving.bind(*debug.bind)
+        except OSError as exc:
+            sock.close()
+            print(
+                f"quayside origin: cannot listen on http.debug.addr {debug.addr}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
     app = create_app(config)
     app[state.OPS].announce(url)  # quayside/origin.json: where `quayside gc` sends its runs
+    site = None
+    if debug_bound is not None:  # metrics there, not on http.addr (origin.app)
+        metrics = metrics_app(app[METRICS_REGISTRY], debug.prometheus_path)
+        site = serving.DebugSite(metrics, *debug_bound)
     return await serving.serve_app(
         app,
         sock,
@@ -103,6 +129,7 @@ async def serve(config: Any) -> int:
         shutdown_timeout=config.http.draintimeout or 5.0,
         access_log=not config.log.accesslog_disabled,
         log_extra={"root": config.storage.rootdirectory},
+        debug=site,
     )
 
 

@@ -6,8 +6,11 @@ route module (each exposes ``add_routes(app)``).
 
 Behaviour owned here:
 - ``GET``/``HEAD /v2/``: 200 ``{}`` with ``Docker-Distribution-API-Version: registry/2.0``.
-- ``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` (:mod:`origin.health`: 503
+- ``/metrics`` (Prometheus text; on the ``http.debug`` listener instead when that serves it,
+  see :mod:`origin.__main__`), ``/healthz`` and ``/readyz`` (:mod:`origin.health`: 503
   when the storage root is not writable / not readable; read-only mode writes nothing).
+- ``http.headers`` added to every answer that does not set them; ``health.storagedriver``
+  (:mod:`origin.storagewatch`): 503 for everything but health and metrics while failing.
 - Read-only mode (``storage.maintenance.readonly.enabled``): every ``POST``/``PUT``/``PATCH``/
   ``DELETE`` under ``/v2/`` answers 405 ``UNSUPPORTED``; reads keep working.
 - Access control (:mod:`origin.authz`, one middleware for every route; parts built by
@@ -42,6 +45,7 @@ from origin import (
     ops,
     referrers,
     state,
+    storagewatch,
     tags,
     token,
     uploads,
@@ -96,6 +100,7 @@ def create_app(
         middlewares=[
             metrics.http.middleware(),
             *standard_middlewares(),
+            *storagewatch.middlewares(config),  # health.storagedriver: 503 while failing
             access_middleware,
             *notifications.middlewares(config),
             _readonly_middleware,
@@ -127,7 +132,10 @@ def create_app(
     )
 
     install_policies(app, config, metrics)  # signature / scan policies (origin/policy.py)
+    storagewatch.install(app, config, layout)
     app.on_response_prepare.append(on_prepare_api_header)
+    if config.http.headers:
+        app.on_response_prepare.append(_configured_headers)
     app.on_response_prepare.append(_count_bytes_out)
     app.cleanup_ctx.append(_lifecycle)
     # Events, webhooks, replication (if configured); after _lifecycle, so they stop before the
@@ -137,7 +145,7 @@ def create_app(
     base = app.router.add_resource("/v2/", name="base")
     base.add_route("GET", _base)
     base.add_route("HEAD", _base)
-    if config.metrics_enabled:
+    if config.metrics_on_main_port:  # else off, or on the http.debug listener (__main__)
         app.router.add_get("/metrics", metrics_handler(metrics.registry), name="metrics")
     health.add_routes(app)
 
@@ -162,6 +170,14 @@ async def _readonly_middleware(request: web.Request, handler: Handler) -> web.St
     ):
         raise errors.ReadOnly(f"{request.method} refused")
     return await handler(request)
+
+
+async def _configured_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``http.headers``: each configured header on every answer that does not set it."""
+    for name, values in request.app[state.CONFIG].http.headers.items():
+        if name not in response.headers:
+            for value in values:
+                response.headers.add(name, value)
 
 
 async def _count_bytes_out(request: web.Request, response: web.StreamResponse) -> None:

@@ -41,11 +41,19 @@ def request_digest(request: web.Request, key: str = "digest") -> Digest:
 
 
 def location(request: web.Request, path: str) -> str:
-    """``path`` as a Location: relative, or absolute under ``http.host`` when configured."""
-    config = request.app[state.CONFIG]
-    host = getattr(getattr(config, "http", None), "host", None)
+    """``path`` as a Location. ``http.relativeurls: true``: the path; ``false``: absolute,
+    under ``http.host`` or else the request's own scheme and Host (``X-Forwarded-*`` are not
+    read: behind a proxy, set ``http.host``); not set: under ``http.host`` when configured,
+    else the path."""
+    http = getattr(request.app[state.CONFIG], "http", None)
+    relative = getattr(http, "relativeurls", None)
+    host = getattr(http, "host", None)
+    if relative:
+        return path
     if host:
         return host.rstrip("/") + path
+    if relative is False:
+        return f"{request.scheme}://{request.host}{path}"
     return path
 
 

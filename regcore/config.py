@@ -9,7 +9,10 @@ The edge's configuration (:mod:`edge.config`) is loaded the same way, on the sam
 
 Origin files use distribution's ``config.yml`` schema where it overlaps (``version``, ``log``,
 ``storage.filesystem``, ``storage.delete``, ``storage.maintenance``, ``storage.cache``, ``http``,
-``health``, ``auth``) plus our own ``quayside:`` section. ``auth`` and ``quayside.auth``/``audit``
+``health``, ``auth``) plus our own ``quayside:`` section. Every key accepted does what it says:
+the keys and values Quayside implements only in part (``storage.cache``, ``http.prefix``,
+``http.debug``, ``health.file``...) are listed, with the reason, in :mod:`regcore.configdist`;
+the rest stop start-up. ``auth`` and ``quayside.auth``/``audit``
 are parsed by :mod:`regcore.auth.config`; ``notifications`` and ``quayside.notifications``/
 ``replication`` by :mod:`regcore.eventsconfig`; deletes are off unless
 ``storage.delete.enabled``, as in registry:2. Environment:
@@ -55,6 +58,17 @@ from regcore.auth.config import (
     AuthConfig,
     auth_config,
 )
+from regcore.configdist import (
+    DEBUG_SCHEMA,
+    HEALTH_REFUSED,
+    STORAGE_CACHE_SCHEMA,
+    DebugConfig,
+    as_http2_disabled,
+    as_minimumtls,
+    as_prefix,
+    debug_config,
+    refuse,
+)
 from regcore.configschema import (
     ConfigError,
     EnvIndex,
@@ -67,12 +81,11 @@ from regcore.configschema import (
     typename,
 )
 from regcore.configvalues import (
-    ANY,
     BOOL,
     DURATION,
+    DURATION_POSITIVE,
     LOG_SCHEMA,
     PATH,
-    RAW,
     STR,
     LimitsConfig,
     LogConfig,
@@ -103,6 +116,7 @@ from regcore.policyconfig import POLICIES_SCHEMA, PoliciesConfig, policies_confi
 
 __all__ = [
     "ConfigError",
+    "DebugConfig",
     "HTTPConfig",
     "HealthConfig",
     "LimitsConfig",
@@ -136,8 +150,8 @@ class StorageConfig:
     rootdirectory: str = "./data/origin"
     delete_enabled: bool = False
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
-    cache: Mapping[str, Any] = field(default_factory=empty_mapping)
-    redirect_disable: bool = False
+    cache: Mapping[str, Any] = field(default_factory=empty_mapping)  # see regcore.configdist
+    redirect_disable: bool = False  # accepted either way: filesystem blobs are never redirected
 
 
 @dataclass(frozen=True)
@@ -154,17 +168,21 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
-    """``addr`` is ``HOST:PORT`` (``:5000`` = all interfaces); ``host`` the external base URL."""
+    """``addr`` is ``HOST:PORT`` (``:5000`` = all interfaces); ``host`` the external base URL.
+
+    ``relativeurls``: ``True`` Location headers are paths; ``False`` absolute (under ``host``,
+    else the request's scheme and Host); ``None`` (not set) absolute under ``host`` when set,
+    else paths. ``headers`` are added to every answer that does not set them itself."""
 
     addr: str = "127.0.0.1:5000"
     host: str | None = None
     prefix: str = "/"
     secret: str | None = field(default=None, repr=False)
-    relativeurls: bool = False
+    relativeurls: bool | None = None
     draintimeout: float = 0.0
     tls: TLSConfig = field(default_factory=TLSConfig)
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=empty_mapping)
-    debug: Mapping[str, Any] = field(default_factory=empty_mapping)
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
     @property
     def bind(self) -> tuple[str, int]:
@@ -175,10 +193,13 @@ class HTTPConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """``health.storagedriver``: with ``enabled``, the storage is checked every ``interval``
+    seconds and ``threshold`` failures in a row make the origin answer 503
+    (:mod:`origin.storagewatch`)."""
+
     storagedriver_enabled: bool = False
     storagedriver_interval: float = 10.0
     storagedriver_threshold: int = 1
-    extra: Mapping[str, Any] = field(default_factory=empty_mapping)
 
 
 @dataclass(frozen=True)
@@ -200,19 +221,17 @@ class OriginConfig:
     def readonly(self) -> bool:
         return self.storage.maintenance.readonly
 
+    @property
+    def metrics_on_main_port(self) -> bool:
+        """``/metrics`` on ``http.addr``: metrics on, and no debug listener serving them."""
+        return self.metrics_enabled and not self.http.debug.serves_metrics
+
 
 def _version(v: Any) -> str:
     s = as_str(v).strip()
     if s != "0.1":
         raise ValueError(f"unsupported version {s!r} (only '0.1')")
     return s
-
-
-def _prefix(v: Any) -> str:
-    s = as_str(v).strip()
-    if not s.startswith("/"):
-        raise ValueError(f"must start with '/', got {s!r}")
-    return s if s.endswith("/") else s + "/"
 
 
 def _headers(v: Any) -> dict[str, tuple[str, ...]]:
@@ -237,7 +256,10 @@ ORIGIN_SCHEMA: dict[str, Any] = {
     "version": Leaf(_version),
     "log": LOG_SCHEMA,
     "storage": {
-        "filesystem": {"rootdirectory": PATH, "maxthreads": Leaf(int_at_least(1))},
+        "filesystem": {
+            "rootdirectory": PATH,
+            "maxthreads": refuse("blocking file work runs on Python's default thread pool"),
+        },
         "delete": {"enabled": BOOL},
         "maintenance": {
             "readonly": {"enabled": BOOL},
@@ -248,14 +270,14 @@ ORIGIN_SCHEMA: dict[str, Any] = {
                 "dryrun": BOOL,
             },
         },
-        "cache": RAW,
+        "cache": STORAGE_CACHE_SCHEMA,
         "redirect": {"disable": BOOL},
     },
     "http": {
         "addr": Leaf(as_addr),
         "net": Leaf(one_of("tcp")),
         "host": Leaf(as_url),
-        "prefix": Leaf(_prefix),
+        "prefix": Leaf(as_prefix),
         "secret": STR,
         "relativeurls": BOOL,
         "draintimeout": DURATION,
@@ -263,21 +285,19 @@ ORIGIN_SCHEMA: dict[str, Any] = {
             "certificate": Leaf(as_existing_file),
             "key": Leaf(as_existing_file),
             "clientcas": Leaf(as_str_list),
-            "minimumtls": STR,
+            "minimumtls": Leaf(as_minimumtls),
         },
         "headers": Leaf(_headers, yaml_env=True),
-        "debug": RAW,
-        "http2": RAW,
+        "debug": DEBUG_SCHEMA,
+        "http2": {"disabled": Leaf(as_http2_disabled)},
     },
     "health": {
         "storagedriver": {
             "enabled": BOOL,
-            "interval": DURATION,
+            "interval": DURATION_POSITIVE,
             "threshold": Leaf(int_at_least(1)),
         },
-        "file": ANY,
-        "http": ANY,
-        "tcp": ANY,
+        **HEALTH_REFUSED,
     },
     "auth": AUTH_SCHEMA,
     "notifications": NOTIFICATIONS_SCHEMA,
@@ -327,7 +347,6 @@ def load_origin_config(
         raise ConfigError(
             "http.tls: 'certificate' and 'key' must be given together", key="http.tls.key"
         )
-    health_extra = {k: v for k, v in g("health", {}).items() if k != "storagedriver"}
     root = g("storage.filesystem.rootdirectory", "./data/origin")
     return OriginConfig(
         version=g("version", "0.1"),
@@ -352,17 +371,16 @@ def load_origin_config(
             host=g("http.host"),
             prefix=g("http.prefix", "/"),
             secret=g("http.secret"),
-            relativeurls=g("http.relativeurls", False),
+            relativeurls=g("http.relativeurls"),
             draintimeout=g("http.draintimeout", 0.0),
             tls=tls,
             headers=MappingProxyType(dict(g("http.headers", {}))),
-            debug=frozen(g("http.debug", {})),
+            debug=debug_config(g, metrics_enabled=g("quayside.metrics.enabled", True)),
         ),
         health=HealthConfig(
             storagedriver_enabled=g("health.storagedriver.enabled", False),
             storagedriver_interval=g("health.storagedriver.interval", 10.0),
             storagedriver_threshold=g("health.storagedriver.threshold", 1),
-            extra=frozen(health_extra),
         ),
         auth=auth_config(g, g("storage.filesystem.rootdirectory", "./data/origin")),
         limits=LimitsConfig(

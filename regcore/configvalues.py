@@ -116,7 +116,20 @@ _level = one_of(
     "error",
     aliases={"warn": "warning", "fatal": "error", "panic": "error", "critical": "error"},
 )
-_log_format = one_of("json", "text", aliases={"logstash": "json"})
+_json_or_text = one_of("json", "text")
+
+
+def _log_format(v: Any) -> str:
+    if as_str(v).strip().lower() == "logstash":
+        raise ValueError(
+            "'logstash' is not supported by Quayside (its JSON lines have other field names: "
+            "use json)"
+        )
+    return _json_or_text(v)
+
+
+def _no_hooks(v: Any) -> Any:
+    raise ValueError("not supported by Quayside (no log hooks: ship the JSON log from stdout)")
 
 
 def as_size(v: Any) -> int:
@@ -211,12 +224,15 @@ ANY = Leaf(_any, yaml_env=True)
 # ----------------------------------------------------------------------------- shared sections
 @dataclass(frozen=True)
 class LogConfig:
-    """``log.level`` is one of debug|info|warning|error; ``format`` json|text."""
+    """``log.level`` is one of debug|info|warning|error; ``format`` json|text; ``fields`` are
+    added to every line and ``reportcaller`` adds the calling ``file`` and ``func``
+    (:func:`regcore.logging.setup_logging`)."""
 
     level: str = "info"
     format: str = "json"
     fields: Mapping[str, Any] = field(default_factory=empty_mapping)
     accesslog_disabled: bool = False
+    reportcaller: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,7 @@ LOG_SCHEMA: dict[str, Any] = {
     "fields": RAW,
     "accesslog": {"disabled": BOOL},
     "reportcaller": BOOL,
-    "hooks": ANY,
+    "hooks": Leaf(_no_hooks, yaml_env=True),
 }
 
 
@@ -245,4 +261,5 @@ def log_config(g: Getter) -> LogConfig:
         format=g("log.format", "json"),
         fields=frozen(g("log.fields", {})),
         accesslog_disabled=g("log.accesslog.disabled", False),
+        reportcaller=g("log.reportcaller", False),
     )

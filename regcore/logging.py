@@ -38,6 +38,7 @@ from aiohttp.web_response import StreamResponse
 
 __all__ = [
     "JSONAccessLogger",
+    "StaticFieldsFilter",
     "JSONFormatter",
     "RedactingFilter",
     "TextFormatter",
@@ -298,11 +299,40 @@ _LEVELS = {
 }
 
 
+class StaticFieldsFilter(logging.Filter):
+    """Adds ``fields`` (distribution's ``log.fields``) to every record, access lines included,
+    without replacing a field the record has; with ``caller`` (``log.reportcaller``) also
+    ``file`` (``path:line``) and ``func`` of the logging call. Never drops a record."""
+
+    def __init__(self, fields: Mapping[str, Any], caller: bool = False) -> None:
+        super().__init__()
+        self.fields = {str(k): v for k, v in fields.items() if str(k) not in _RESERVED}
+        self.caller = caller
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attrs = record.__dict__
+        access = attrs.get(_ACCESS)
+        if access is not None:
+            attrs[_ACCESS] = {**self.fields, **access}
+        elif self.caller:
+            attrs.setdefault("file", f"{record.pathname}:{record.lineno}")
+            attrs.setdefault("func", record.funcName)
+        for k, v in self.fields.items():
+            attrs.setdefault(k, v)
+        return True
+
+
 def setup_logging(
-    level: str = "info", fmt: str = "json", stream: IO[str] | None = None
+    level: str = "info",
+    fmt: str = "json",
+    stream: IO[str] | None = None,
+    *,
+    fields: Mapping[str, Any] | None = None,
+    caller: bool = False,
 ) -> logging.Handler:
     """Configure the root logger: one stream handler with :class:`RedactingFilter` and the
-    JSON (``fmt="json"``) or text formatter. Idempotent: a handler installed by an earlier
+    JSON (``fmt="json"``) or text formatter, plus :class:`StaticFieldsFilter` when ``fields``
+    or ``caller`` are given. Idempotent: a handler installed by an earlier
     call is replaced, other handlers (pytest's capture) are left alone. Returns the handler.
 
     Raises:
@@ -321,6 +351,8 @@ def setup_logging(
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler._quayside = True  # type: ignore[attr-defined]
     handler.addFilter(RedactingFilter())
+    if fields or caller:
+        handler.addFilter(StaticFieldsFilter(fields or {}, caller))
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(lvl)

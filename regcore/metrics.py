@@ -171,3 +171,11 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return _handler
+
+
+def metrics_app(registry: CollectorRegistry, path: str = "/metrics") -> web.Application:
+    """An application that serves ``registry`` at ``path`` (GET and HEAD) and 404 elsewhere:
+    the debug listener's (``http.debug.prometheus``)."""
+    app = web.Application()
+    app.router.add_get(path, metrics_handler(registry), name="metrics")
+    return app

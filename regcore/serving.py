@@ -3,7 +3,7 @@
 - :func:`run` runs a coroutine on uvloop (the stdlib loop where uvloop is missing).
 - :func:`bind` binds the listening socket *before* the application is built, so a server
   started with port 0 knows the URL it is reachable at (the edge advertises it to peers).
-- :func:`serve_app` installs SIGTERM/SIGINT handlers, starts the site, prints one JSON line
+- :func:`serve_app` (with an optional :class:`DebugSite`, a second listener) installs SIGTERM/SIGINT handlers, starts the site, prints one JSON line
   ``{"event": "listening", "url": ...}`` to stdout (launchers read it to learn the port), waits
   for a signal and shuts down gracefully (requests in flight get ``shutdown_timeout``; the
   app's cleanup contexts drain background work). Signal handlers are installed before the
@@ -30,6 +30,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -86,6 +87,15 @@ def _exception(exc_info: object) -> BaseException | None:
     if isinstance(exc_info, tuple) and len(exc_info) == 3:
         return exc_info[1] if isinstance(exc_info[1], BaseException) else None
     return None
+
+
+@dataclass(frozen=True)
+class DebugSite:
+    """A second listener for :func:`serve_app`: its application, bound socket and URL."""
+
+    app: web.Application
+    sock: socket.socket
+    url: str
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -146,9 +156,14 @@ async def serve_app(
     shutdown_timeout: float = 5.0,
     access_log: bool = True,
     log_extra: Mapping[str, Any] | None = None,
+    debug: DebugSite | None = None,
 ) -> int:
     """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT. Returns the exit status:
-    0 after a clean stop, 1 when the application failed to start."""
+    0 after a clean stop, 1 when the application failed to start.
+
+    ``debug``: a second application on its own bound socket (the metrics-only debug
+    listener), started before the listening line (which then also carries ``debug_url``) and
+    stopped after the main one; no access log."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,12 +176,19 @@ async def serve_app(
         handle_signals=False,
         logger=ServerLogger(),
     )
+    debug_runner = None
+    if debug is not None:
+        debug_runner = web.AppRunner(debug.app, access_log=None, handle_signals=False)
+        await debug_runner.setup()
+        await web.SockSite(debug_runner, debug.sock).start()
     try:
         await runner.setup()
     except Exception as exc:
         sock.close()
         log.exception("%s failed to start", name)
         print(f"quayside {name}: cannot start: {exc}", file=sys.stderr)
+        if debug_runner is not None:
+            await debug_runner.cleanup()
         return 1
     site: web.BaseSite  # both listen again on the socket: they must be given the backlog
     if ssl_context is None:
@@ -175,11 +197,17 @@ async def serve_app(
         site = TLSSniffSite(runner, sock, ssl_context=ssl_context, backlog=BACKLOG)
     await site.start()
     freeze_startup_heap()
-    print(json.dumps({"event": "listening", "url": url}), flush=True)
-    log.info("listening", extra={"server": name, "url": url, **dict(log_extra or {})})
+    line: dict[str, str] = {"event": "listening", "url": url}
+    if debug is not None:
+        line["debug_url"] = debug.url
+    print(json.dumps(line), flush=True)
+    extra = {k: v for k, v in line.items() if k != "event"}
+    log.info("listening", extra={"server": name, **extra, **dict(log_extra or {})})
     try:
         await stop.wait()
     finally:
         log.info("shutting down", extra={"server": name})
         await runner.cleanup()
+        if debug_runner is not None:
+            await debug_runner.cleanup()
     return 0

@@ -250,3 +250,32 @@ def test_deploy_edge_example_parses(tmp_path: Path) -> None:
     assert cfg.default().name == "docker.io"
     assert cfg.upstream_for_ns("docker.io") is cfg.upstreams[0]
     assert cfg.cache.size == 50 * 1024**3
+
+
+def test_edge_blob_size_limit_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """limits.max_blob_bytes did nothing on the edge: anything but 0 now stops start-up."""
+    up = {"upstreams": ["http://127.0.0.1:5000"]}
+    path = write(tmp_path, "limits: {max_blob_bytes: 1GiB}\n")
+    with pytest.raises(ConfigError) as info:
+        load_edge_config(path, {}, up)
+    assert str(info.value).startswith(f"{path}: limits.max_blob_bytes: ")
+    assert "not supported by Quayside" in str(info.value)
+    env = {"QUAYSIDE_EDGE_LIMITS_MAX_BLOB_BYTES": "5MiB"}
+    with pytest.raises(ConfigError, match="QUAYSIDE_EDGE_LIMITS_MAX_BLOB_BYTES"):
+        load_edge_config(None, env, up)
+    assert load_edge_config(None, {"QUAYSIDE_EDGE_LIMITS_MAX_BLOB_BYTES": "0"}, up)
+
+
+def test_edge_metrics_listener_settings() -> None:
+    up = {"upstreams": ["http://127.0.0.1:5000"]}
+    cfg = load_edge_config(None, {}, up)
+    assert cfg.metrics_on_main_port and cfg.metrics_listen is None
+    env = {"QUAYSIDE_EDGE_METRICS_LISTEN": "127.0.0.1:9101", "QUAYSIDE_EDGE_METRICS_PATH": "/m"}
+    cfg = load_edge_config(None, env, up)
+    assert cfg.metrics_bind == ("127.0.0.1", 9101) and cfg.metrics_path == "/m"
+    assert not cfg.metrics_on_main_port
+    assert not load_edge_config(None, {}, {**up, "metrics.enabled": False}).metrics_on_main_port
+    with pytest.raises(ConfigError, match=r"metrics\.listen: conflicts with metrics\.enabled"):
+        load_edge_config(None, env, {**up, "metrics.enabled": False})
+    with pytest.raises(ConfigError, match=r"metrics\.path: expected an absolute"):
+        load_edge_config(None, {}, {**up, "metrics.path": "m"})

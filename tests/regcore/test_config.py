@@ -331,3 +331,116 @@ def test_split_hostport() -> None:
     for bad in ("5000", "host:", "h:port", "::1:5000", "h:70000"):
         with pytest.raises(ValueError):
             split_hostport(bad)
+
+
+# ----------------------------------------------------------------------------- partly supported
+# regcore/configdist.py: what registry:2 keys the origin refuses, and why.
+@pytest.mark.parametrize(
+    ("text", "dotted"),
+    [
+        ("storage: {filesystem: {maxthreads: 100}}\n", "storage.filesystem.maxthreads"),
+        ("storage: {cache: {blobdescriptor: redis}}\n", "storage.cache.blobdescriptor"),
+        ("http: {prefix: /registry/}\n", "http.prefix"),
+        ("http: {http2: {disabled: false}}\n", "http.http2.disabled"),
+        ("http: {tls: {minimumtls: tls1.0}}\n", "http.tls.minimumtls"),
+        ("health: {file: [{file: /tmp/down}]}\n", "health.file"),
+        ("health: {http: [{uri: 'http://x'}]}\n", "health.http"),
+        ("health: {tcp: [{addr: 'db:5432'}]}\n", "health.tcp"),
+        ("log: {hooks: [{type: mail}]}\n", "log.hooks"),
+        ("log: {formatter: logstash}\n", "log.formatter"),
+    ],
+)
+def test_unimplemented_distribution_keys_stop_start_up(
+    tmp_path: Path, text: str, dotted: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_origin_config(path, {}, {})
+    assert str(info.value).startswith(f"{path}: {dotted}: ")
+    assert "not supported by Quayside" in str(info.value)
+    assert info.value.key == dotted
+
+
+@pytest.mark.parametrize(
+    ("text", "dotted"),
+    [
+        ("storage: {cache: {layerinfo: inmemory}}\n", "storage.cache.layerinfo"),
+        ("http: {debug: {pprof: {enabled: true}}}\n", "http.debug.pprof"),
+        ("http: {http2: {enabled: true}}\n", "http.http2.enabled"),
+    ],
+)
+def test_distribution_subkeys_once_stored_raw_are_now_unknown(
+    tmp_path: Path, text: str, dotted: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"unknown key '{dotted}'"):
+        load_origin_config(write(tmp_path, text), {}, {})
+
+
+def test_unimplemented_key_from_the_environment_names_variable_and_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_origin_config(None, {"REGISTRY_STORAGE_FILESYSTEM_MAXTHREADS": "50"}, {})
+    message = str(info.value)
+    assert "REGISTRY_STORAGE_FILESYSTEM_MAXTHREADS" in message
+    assert "storage.filesystem.maxthreads: not supported by Quayside" in message
+
+
+def test_no_op_distribution_values_accepted(tmp_path: Path) -> None:
+    text = """\
+storage:
+  cache: {blobdescriptor: inmemory, blobdescriptorsize: 10000}
+  redirect: {disable: true}
+http: {prefix: /, http2: {disabled: true}, tls: {minimumtls: tls1.3}}
+log: {reportcaller: true}
+"""
+    cfg = load_origin_config(write(tmp_path, text), {}, {})
+    assert cfg.storage.cache == {"blobdescriptor": "inmemory", "blobdescriptorsize": 10000}
+    assert cfg.http.prefix == "/" and cfg.http.tls.minimumtls == "tls1.3"
+    assert cfg.log.reportcaller is True
+    # filesystem blobs are never redirected, in distribution as here: both values mean that
+    assert load_origin_config(None, {"REGISTRY_STORAGE_REDIRECT_DISABLE": "false"}, {})
+
+
+def test_debug_listener_settings_from_file_and_environment(tmp_path: Path) -> None:
+    text = "http: {debug: {addr: 'localhost:5001', prometheus: {enabled: true}}}\n"
+    cfg = load_origin_config(write(tmp_path, text), {}, {})
+    assert cfg.http.debug.serves_metrics and cfg.http.debug.bind == ("localhost", 5001)
+    assert cfg.http.debug.prometheus_path == "/metrics"
+    assert cfg.metrics_on_main_port is False
+    env = {
+        "REGISTRY_HTTP_DEBUG_ADDR": "127.0.0.1:0",
+        "REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED": "true",
+        "REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH": "/m",
+    }
+    cfg = load_origin_config(None, env, {})
+    assert (cfg.http.debug.addr, cfg.http.debug.prometheus_path) == ("127.0.0.1:0", "/m")
+    assert load_origin_config(None, {}, {}).metrics_on_main_port is True
+
+
+@pytest.mark.parametrize(
+    ("settings", "dotted", "fragment"),
+    [
+        ({"http.debug.addr": "127.0.0.1:5001"}, "http.debug.addr", "not supported by Quayside"),
+        ({"http.debug.prometheus.enabled": True}, "http.debug.prometheus.enabled", "needs"),
+        (
+            {
+                "http.debug": {"addr": "127.0.0.1:5001", "prometheus": {"enabled": True}},
+                "quayside.metrics.enabled": False,
+            },
+            "http.debug.prometheus.enabled",
+            "conflicts",
+        ),
+        ({"http.debug.prometheus.path": "metrics"}, "http.debug.prometheus.path", "absolute"),
+    ],
+)
+def test_debug_listener_settings_that_would_do_nothing_are_refused(
+    settings: dict[str, object], dotted: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_origin_config(None, {}, settings)
+    assert f"{dotted}: " in str(info.value) and fragment in str(info.value)
+    assert info.value.key == dotted
+
+
+def test_storagedriver_interval_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"health\.storagedriver\.interval: must be > 0"):
+        load_origin_config(None, {}, {"health.storagedriver.interval": 0})

@@ -324,3 +324,38 @@ async def test_access_log_is_one_record_per_request_with_every_field(
     assert secret_path["path"] == "/v2/team/app/manifests/token=***"
     assert records[0].__dict__["path"] == "/v2/team/app/manifests/latest"  # extras as attributes
     assert records[1].getMessage() == query["msg"]
+
+
+async def test_log_fields_and_reportcaller_on_every_line_access_lines_included(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    """distribution's ``log.fields`` and ``log.reportcaller`` (regcore.configvalues)."""
+    buf = io.StringIO()
+    root = logging.getLogger()
+    old_level = root.level
+    handler = setup_logging(
+        "info", "json", stream=buf, fields={"service": "registry", "msg": "x"}, caller=True
+    )
+    try:
+        logging.getLogger("quayside.test").info("hello", extra={"service": "mine"})
+
+        async def ok(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/", ok)
+        server = await aiohttp_server(
+            app, access_log_class=JSONAccessLogger, access_log=logging.getLogger("quayside.access")
+        )
+        assert (await (await aiohttp_client(server)).get("/")).status == 200
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    hello, access = [r for r in lines(buf) if r["logger"] in ("quayside.test", "quayside.access")]
+    assert hello["service"] == "mine"  # a record's own field wins
+    assert hello["msg"] == "hello"  # reserved names are never replaced
+    path, _, line = str(hello["file"]).rpartition(":")
+    assert path.endswith("test_logging.py") and line.isdigit()
+    assert hello["func"] == "test_log_fields_and_reportcaller_on_every_line_access_lines_included"
+    assert access["service"] == "registry" and access["status"] == 200
+    assert "file" not in access  # the access logger has no caller to report
