@@ -31,7 +31,7 @@ from regcore import errors
 if TYPE_CHECKING:
     from origin.quota import Quotas, Usage
 
-__all__ = ["InFlight", "UploadDenied", "UploadMeter"]
+__all__ = ["NO_METER", "InFlight", "Meter", "UploadDenied", "UploadMeter"]
 
 
 class UploadDenied(errors.Denied):
@@ -140,3 +140,23 @@ class UploadMeter:
     def release(self) -> None:
         """The upload is over (committed, cancelled, refused): drop its charge."""
         self.quotas.in_flight.release(self.key)
+
+
+class _NoMeter:
+    """The meter of an upload no quota applies to: every method does nothing."""
+
+    def reserve(self, total: int) -> None:
+        pass
+
+    def check(self, total: int) -> None:
+        pass
+
+    def settle(self, total: int | None = None) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+NO_METER = _NoMeter()
+Meter = UploadMeter | _NoMeter

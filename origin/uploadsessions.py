@@ -48,7 +48,7 @@ from aiohttp import hdrs
 
 from origin.metrics import OriginMetrics
 from origin.quota import Quotas
-from origin.quotameter import UploadDenied, UploadMeter
+from origin.quotameter import NO_METER, Meter, UploadDenied
 from origin.repository import Repositories
 from origin.uploadchunks import announced_size, append_chunk, hash_file, range_misfit, write_atomic
 from origin.uploadtimes import rfc3339, stale_sessions
@@ -201,7 +201,7 @@ class Uploads:
             raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
         meter = await self._meter(name, upload_id, offset, digest)
         try:
-            if meter is not None and announced is not None:
+            if announced is not None:
                 meter.reserve(announced)  # refused before a byte of the body is read
             size = await self._append_metered(sess, name, upload_id, offset, body, meter)
         except UploadDenied:
@@ -209,23 +209,19 @@ class Uploads:
             self.metrics.uploads_cancelled.labels("quota").inc()
             raise
         except errors.RegistryError:
-            if meter is not None:
-                meter.settle(offset)
+            meter.settle(offset)
             raise
         except BaseException:
-            if meter is not None:
-                meter.settle()
+            meter.settle()
             raise
-        if meter is not None:
-            meter.settle(size)
+        meter.settle(size)
         return size
 
-    async def _meter(
-        self, name: str, upload_id: str, offset: int, digest: Digest | None
-    ) -> UploadMeter | None:
-        if self.quotas is None:
-            return None
-        return await self.quotas.meter(name, upload_id, offset=offset, digest=digest)
+    async def _meter(self, name: str, key: str, offset: int, digest: Digest | None) -> Meter:
+        meter = None
+        if self.quotas is not None:
+            meter = await self.quotas.meter(name, key, offset=offset, digest=digest)
+        return NO_METER if meter is None else meter
 
     async def _append_metered(
         self,
@@ -234,12 +230,12 @@ class Uploads:
         upload_id: str,
         offset: int,
         body: AsyncIterable[bytes],
-        meter: UploadMeter | None,
+        meter: Meter,
     ) -> int:
         path = self.layout.upload_data(name, upload_id)
         hasher = await self._hasher(sess, path, offset, "sha256")
         saved = hasher.copy()
-        admit = None if meter is None else meter.check
+        admit = None if meter is NO_METER else meter.check
         try:
             size = await append_chunk(
                 self.store,
@@ -333,9 +329,7 @@ class Uploads:
                 await self.store.install(path, digest)
                 await self.repos.link_blob(name, digest)
         except errors.Denied:
-            meter = await self._meter(name, upload_id, size, digest)
-            if meter is not None:
-                meter.settle(size)
+            (await self._meter(name, upload_id, size, digest)).settle(size)
             raise
 
     async def cancel(self, name: str, upload_id: str) -> None:
@@ -364,35 +358,21 @@ class Uploads:
             raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
         meter = await self._meter(name, f"post-{uuid.uuid4().hex}", 0, digest)
         try:
-            if meter is not None and length is not None:
-                meter.reserve(length)
-            return await self._put_monolithic(name, digest, body, length, meter)
-        finally:
-            if meter is not None:
-                meter.release()
-
-    async def _put_monolithic(
-        self,
-        name: str,
-        digest: Digest,
-        body: AsyncIterable[bytes],
-        length: int | None,
-        meter: UploadMeter | None,
-    ) -> Digest:
-        limit = self.max_blob_bytes
-        async with self.store.writer(digest.algorithm) as w:
-            async for chunk in body:
-                if limit and w.size + len(chunk) > limit:
-                    raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
-                if meter is not None:
+            if length is not None:
+                meter.reserve(length)  # refused before a byte of the body is read
+            async with self.store.writer(digest.algorithm) as w:
+                async for chunk in body:
+                    if limit and w.size + len(chunk) > limit:
+                        raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
                     meter.check(w.size + len(chunk))
-                await w.write(chunk)
-            self.metrics.upload_bytes.inc(w.size)
-            if meter is not None:
+                    await w.write(chunk)
+                self.metrics.upload_bytes.inc(w.size)
                 meter.release()  # the commit's admission counts the bytes from here on
-            async with commit_scope(self.commit_hook, name, digest, w.size):
-                await w.commit(digest, length)
-                await self.repos.link_blob(name, digest)
+                async with commit_scope(self.commit_hook, name, digest, w.size):
+                    await w.commit(digest, length)
+                    await self.repos.link_blob(name, digest)
+        finally:
+            meter.release()
         self.metrics.blobs_committed.labels("monolithic").inc()
         return digest
 
