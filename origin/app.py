@@ -129,6 +129,7 @@ def create_app(
         clock=clock,
         max_blob_bytes=int(config.limits.max_blob_bytes),
         commit_hook=hooks,
+        quotas=hooks.quotas,
     )
 
     install_policies(app, config, metrics)  # signature / scan policies (origin/policy.py)

@@ -19,6 +19,8 @@ Hooks (each cheap when the corresponding feature is not configured):
 * :meth:`OriginOps.manifest_put` around a manifest PUT from its reference checks to its tag
   write: shared guard, per-tag immutability lock and check, quota admission of the manifest
   bytes, touch of the manifest and everything it references as the section ends;
+* :attr:`OriginOps.quotas` meters upload bodies as they arrive (the upload manager asks
+  :meth:`~origin.quota.Quotas.meter`; refusals are audited and counted like commit ones);
 * :meth:`OriginOps.blob_check` around a blob HEAD's existence check: shared guard, touch;
 * :meth:`OriginOps.check_delete` before a manifest/tag DELETE (immutability);
 * :meth:`OriginOps.pulled` on manifest GET/HEAD (in memory only).
@@ -46,7 +48,6 @@ from origin.quota import Quotas, namespace_of, scan_usage
 from origin.retention import Retention
 from origin.rootlock import RootLock, ensure_token, publish, unpublish
 from origin.writeguard import WriteGuard
-from regcore import errors
 from regcore.digest import Digest
 from regcore.opsconfig import OpsConfig
 
@@ -75,7 +76,9 @@ class OriginOps:
         self.guard = WriteGuard(clock=clock, keep=max(config.gc.grace, 3600.0), max_entries=200_000)
         self.maintenance = asyncio.Lock()
         self.rules = TagRules(config.immutability)
-        self.quotas = Quotas(config.quotas, layout, audit=self.audit)
+        self.quotas = Quotas(
+            config.quotas, layout, audit=self.audit, on_denied=self._count_quota_denial
+        )
         self.pulls = PullRecorder(layout, clock=clock)
         self.gc = GarbageCollector(
             layout,
@@ -151,13 +154,12 @@ class OriginOps:
                 raise
 
     async def _admit(self, name: str, digest: Digest, size: int) -> Any:
-        try:
-            return await self.quotas.admit(name, [(digest, size)])
-        except errors.Denied:
-            m = self.metrics
-            if m is not None and hasattr(m, "counter"):
-                m.counter("quota_denials", "Blob/manifest commits refused by a quota").inc()
-            raise
+        return await self.quotas.admit(name, [(digest, size)])
+
+    def _count_quota_denial(self) -> None:
+        m = self.metrics
+        if m is not None and hasattr(m, "counter"):
+            m.counter("quota_denials", "Blob/manifest commits and uploads refused by a quota").inc()
 
     @asynccontextmanager
     async def blob_check(self, digest: Digest, verify: bool) -> AsyncIterator[None]:

@@ -10,7 +10,8 @@ not yet written per request, and the file's dirty pages written back every
 Guarantees of :func:`append_chunk` (the caller holds the session's lock throughout):
 
 - Success: every byte of the body reached the file and the session's hasher, in order.
-- Refused (a ``RegistryError`` such as SizeTooLarge, raised while receiving): the writer
+- Refused (a ``RegistryError`` such as SizeTooLarge or the quota meter's DENIED, raised
+  while receiving, before the refused chunk is written): the writer
   thread is waited for, *then* the file is truncated back to where it was, so nothing the
   thread still held lands after the truncation.
 - Any other failure (the client went away mid-body, cancellation, a write error): the writer
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 
 from regcore import errors
@@ -39,7 +40,15 @@ IN_FLIGHT = 4 << 20  # bytes received but not yet written, per request
 SYNC_EVERY = 32 << 20  # background writeback step of a session's data file
 HASH_CHUNK = 1 << 20
 
-__all__ = ["IN_FLIGHT", "SYNC_EVERY", "append_chunk", "hash_file", "write_atomic"]
+__all__ = [
+    "IN_FLIGHT",
+    "SYNC_EVERY",
+    "announced_size",
+    "append_chunk",
+    "hash_file",
+    "range_misfit",
+    "write_atomic",
+]
 
 
 async def append_chunk(
@@ -50,9 +59,12 @@ async def append_chunk(
     *,
     offset: int,
     limit: int = 0,
+    admit: Callable[[int], None] | None = None,
 ) -> int:
     """Append ``body`` to ``path`` (``offset`` bytes long, hashed by ``hasher``); returns the
-    new size. ``limit`` (> 0) bounds the whole blob: SizeTooLarge beyond it. See the module
+    new size. ``limit`` (> 0) bounds the whole blob: SizeTooLarge beyond it. ``admit`` is
+    called with the size the file is about to reach before each chunk is written (the quota
+    meter); a ``RegistryError`` it raises refuses the chunk like SizeTooLarge. See the module
     docstring for what each outcome leaves behind; ``hasher`` is updated in place."""
     writer = BlobWriter(store, path, append=True, hasher=hasher)
     writer.pipeline(max_in_flight=IN_FLIGHT, sync_every=SYNC_EVERY)
@@ -60,6 +72,8 @@ async def append_chunk(
         async for chunk in body:
             if limit and writer.size + len(chunk) > limit:
                 raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
+            if admit is not None:
+                admit(writer.size + len(chunk))
             await writer.write(chunk)
         await writer.flush()
     except errors.RegistryError:
@@ -95,6 +109,23 @@ async def _to_the_end(cleanup: Awaitable[None]) -> None:
     task.result()
     if cancelled:
         raise asyncio.CancelledError
+
+
+# -- a chunk's Content-Range -----------------------------------------------------------------
+def range_misfit(at: int, start: int | None, end: int | None, size: int | None) -> str | None:
+    """Why a chunk's ``Content-Range`` (``start``-``end``) does not continue an upload at
+    offset ``at`` or disagrees with its ``Content-Length`` ``size``; ``None`` when it fits."""
+    if start is None or start != at:
+        return None if start is None else f"chunk starts at {start}, upload is at {at}"
+    if end is not None and size is not None and size != end - start + 1:
+        return f"Content-Length {size} does not match Content-Range"
+    return None
+
+
+def announced_size(at: int, size: int | None, end: int | None) -> int | None:
+    """The session's size after a chunk of ``Content-Length`` ``size`` / ``Content-Range``
+    end ``end`` appended at offset ``at``, when the client said (checked before reading)."""
+    return at + size if size is not None else None if end is None else end + 1
 
 
 # -- disk helpers (blocking) --------------------------------------------------------------------

@@ -11,18 +11,24 @@ Guarantees (beyond the manager's):
 - A ``Content-Range`` (on a PATCH or on the closing PUT) that does not parse, does not
   continue the upload or disagrees with ``Content-Length`` answers 416 ``RANGE_INVALID`` with
   the session's current ``Range`` and ``Location``, before any byte is read.
+- A request refused while its body is not fully read (quota, size limit, bad range) gets the
+  error envelope with ``Connection: close``; the rest of its body is discarded for a moment,
+  then the connection is closed (:func:`regcore.unreadbody.refuse_unread_body`), so no unread
+  byte is ever taken for the next request of a keep-alive connection.
 - ``POST ?mount=&from=`` that cannot be honoured (bad digest or name, blob not in ``from``)
   falls back to a new session (202), as distribution does.
 
 Errors: ``BLOB_UPLOAD_UNKNOWN`` (404), ``RANGE_INVALID`` (416, with the current ``Range``),
 ``DIGEST_INVALID`` (400), ``SIZE_INVALID`` (413 over ``quayside.limits.max_blob_bytes``),
-``NAME_INVALID`` (400).
+``NAME_INVALID`` (400), ``DENIED`` (403: the namespace's quota; while the body arrives the
+session is cancelled and its bytes dropped, see :mod:`origin.quota`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 
@@ -33,6 +39,7 @@ from regcore import errors
 from regcore.digest import Digest
 from regcore.http import NAME, UPLOAD_ID
 from regcore.reference import validate_name
+from regcore.unreadbody import body_unread, refuse_unread_body
 
 __all__ = [
     "Uploads",
@@ -64,6 +71,24 @@ def parse_content_range(header: str) -> tuple[int, int]:
 
 
 # -- handlers ------------------------------------------------------------------------------
+def _closing_unread_body(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A body-reading handler whose refusals close the connection when the body was not
+    read to its end (see the module docstring)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.RegistryError as err:
+            if not body_unread(request):
+                raise
+            return await refuse_unread_body(request, err)
+
+    return wrapped
+
+
 def _uploads(request: web.Request) -> Uploads:
     return request.app[state.UPLOADS]
 
@@ -92,6 +117,7 @@ def _blob_created(request: web.Request, name: str, digest: Digest) -> web.Respon
     )
 
 
+@_closing_unread_body
 async def start_upload(request: web.Request) -> web.Response:
     """POST: new session (202), monolithic ``?digest=`` (201) or ``?mount=&from=`` (201/202)."""
     name = request_name(request)
@@ -123,6 +149,7 @@ async def upload_status(request: web.Request) -> web.Response:
     return _upload_response(request, 204, name, upload_id, offset)
 
 
+@_closing_unread_body
 async def patch_upload(request: web.Request) -> web.Response:
     """PATCH: append a chunk (``Content-Range`` checked when present); 202."""
     name = request_name(request)
@@ -161,6 +188,7 @@ def _absolute_location(request: web.Request, err: errors.RegistryError) -> None:
         err.headers[hdrs.LOCATION] = location(request, err.headers[hdrs.LOCATION])
 
 
+@_closing_unread_body
 async def put_upload(request: web.Request) -> web.Response:
     """PUT ``?digest=``: final chunk (optional; its ``Content-Range`` must continue the
     upload, else 416 with the session unchanged), verify, commit, link; 201."""

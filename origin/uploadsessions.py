@@ -19,6 +19,10 @@ Guarantees:
   offset. A client that disconnects mid-chunk leaves what reached the disk; the session's
   offset tells where to resume. Either way the writer thread has finished before the
   session's lock is released: no write lands after a rollback or a later request's offset.
+- With ``quotas``, every body is metered as it arrives (:mod:`origin.quotameter`): over the
+  namespace's quota the request is refused with 403 DENIED before the chunk that would not fit
+  is written (before any byte, when ``Content-Length``/``Content-Range`` announce the size),
+  and the session is cancelled, its bytes dropped at once.
 - Upload ids are uuid4 (hex, or dashed as registry:2 writes them); anything else is
   ``BLOB_UPLOAD_UNKNOWN`` and never reaches a path.
 
@@ -30,7 +34,6 @@ The HTTP handlers are in :mod:`origin.uploads`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -44,9 +47,11 @@ from pathlib import Path
 from aiohttp import hdrs
 
 from origin.metrics import OriginMetrics
+from origin.quota import Quotas
+from origin.quotameter import NO_METER, Meter, UploadDenied
 from origin.repository import Repositories
-from origin.uploadchunks import append_chunk, hash_file, write_atomic
-from origin.uploadtimes import rfc3339, started_at
+from origin.uploadchunks import announced_size, append_chunk, hash_file, range_misfit, write_atomic
+from origin.uploadtimes import rfc3339, stale_sessions
 from origin.writeguard import CommitHook, commit_scope
 from regcore import errors
 from regcore.digest import Digest, Hasher
@@ -90,9 +95,11 @@ class Uploads:
         clock: Callable[[], float] = time.time,
         max_blob_bytes: int = 0,
         commit_hook: CommitHook | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.layout = layout
         self.commit_hook = commit_hook
+        self.quotas = quotas
         self.store = store
         self.repos = repos
         self.metrics = metrics if metrics is not None else OriginMetrics()
@@ -163,15 +170,19 @@ class Uploads:
 
         ``start``/``end`` come from ``Content-Range``: ``start`` must equal the current offset
         and ``length`` (Content-Length, when known) must equal ``end - start + 1``; otherwise
-        RangeInvalid (416) with the current ``Range``. Raises BlobUploadUnknown, SizeTooLarge.
+        RangeInvalid (416) with the current ``Range``. Raises BlobUploadUnknown, SizeTooLarge,
+        and :class:`~origin.quotameter.UploadDenied` (403) when the namespace's quota cannot
+        take the session's bytes: checked against ``length``/``end`` before reading, then per
+        chunk; the session is cancelled then (its bytes dropped).
         """
         valid_upload_id(upload_id)
         sess = self._session(name, upload_id)
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
-            if (mismatch := _range_misfit(offset, start, end, length)) is not None:
+            if (mismatch := range_misfit(offset, start, end, length)) is not None:
                 raise self.range_error(name, upload_id, offset, mismatch)
-            return await self._append_locked(sess, name, upload_id, offset, body, length)
+            announced = announced_size(offset, length, end)
+            return await self._append_locked(sess, name, upload_id, offset, body, announced, None)
 
     async def _append_locked(
         self,
@@ -180,16 +191,61 @@ class Uploads:
         upload_id: str,
         offset: int,
         body: AsyncIterable[bytes],
-        length: int | None,
+        announced: int | None,
+        digest: Digest | None,
     ) -> int:
+        """Append ``body``; ``announced``: the size the session will have after it, when the
+        client said so. ``digest``: the blob's, when known (closing PUT)."""
         limit = self.max_blob_bytes
-        if limit and length is not None and offset + length > limit:
+        if limit and announced is not None and announced > limit:
             raise errors.SizeTooLarge(f"blob would exceed {limit} bytes")
+        meter = await self._meter(name, upload_id, offset, digest)
+        try:
+            if announced is not None:
+                meter.reserve(announced)  # refused before a byte of the body is read
+            size = await self._append_metered(sess, name, upload_id, offset, body, meter)
+        except UploadDenied:
+            await self._remove(name, upload_id)
+            self.metrics.uploads_cancelled.labels("quota").inc()
+            raise
+        except errors.RegistryError:
+            meter.settle(offset)
+            raise
+        except BaseException:
+            meter.settle()
+            raise
+        meter.settle(size)
+        return size
+
+    async def _meter(self, name: str, key: str, offset: int, digest: Digest | None) -> Meter:
+        meter = None
+        if self.quotas is not None:
+            meter = await self.quotas.meter(name, key, offset=offset, digest=digest)
+        return NO_METER if meter is None else meter
+
+    async def _append_metered(
+        self,
+        sess: _Session,
+        name: str,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterable[bytes],
+        meter: Meter,
+    ) -> int:
         path = self.layout.upload_data(name, upload_id)
         hasher = await self._hasher(sess, path, offset, "sha256")
         saved = hasher.copy()
+        admit = None if meter is NO_METER else meter.check
         try:
-            size = await append_chunk(self.store, path, hasher, body, offset=offset, limit=limit)
+            size = await append_chunk(
+                self.store,
+                path,
+                hasher,
+                body,
+                offset=offset,
+                limit=self.max_blob_bytes,
+                admit=admit,
+            )
         except errors.RegistryError:  # refused: the file was rolled back to ``offset``
             sess.hasher = saved
             raise
@@ -234,15 +290,20 @@ class Uploads:
         end: int | None = None,
     ) -> Digest:
         """Append the final chunk (if any; ``start``/``end`` as in :meth:`append`), verify,
-        commit, link. Raises DigestInvalid, BlobUploadUnknown, SizeTooLarge, RangeInvalid."""
+        commit, link. Raises DigestInvalid, BlobUploadUnknown, SizeTooLarge, RangeInvalid,
+        UploadDenied (the body's bytes do not fit the quota: session cancelled) and DENIED
+        (the commit does not fit the quota: session kept)."""
         valid_upload_id(upload_id)
         sess = self._session(name, upload_id)
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
-            if (mismatch := _range_misfit(offset, start, end, length)) is not None:
+            if (mismatch := range_misfit(offset, start, end, length)) is not None:
                 raise self.range_error(name, upload_id, offset, mismatch)
             if body is not None:
-                offset = await self._append_locked(sess, name, upload_id, offset, body, length)
+                announced = announced_size(offset, length, end)
+                offset = await self._append_locked(
+                    sess, name, upload_id, offset, body, announced, digest
+                )
             path = self.layout.upload_data(name, upload_id)
             hasher = await self._hasher(sess, path, offset, digest.algorithm)
             if hasher.digest() != digest:
@@ -250,13 +311,26 @@ class Uploads:
                 self.metrics.uploads_cancelled.labels("digest_invalid").inc()
                 raise errors.DigestInvalid({"expected": str(digest), "size": offset})
             await asyncio.to_thread(fsync_path, path)
-            async with commit_scope(self.commit_hook, name, digest, offset):
-                await self.store.install(path, digest)
-                await self.repos.link_blob(name, digest)
+            await self._commit(name, upload_id, digest, path, offset)
             await self._remove(name, upload_id)
         self.metrics.uploads_completed.inc()
         self.metrics.blobs_committed.labels("upload").inc()
         return digest
+
+    async def _commit(
+        self, name: str, upload_id: str, digest: Digest, path: Path, size: int
+    ) -> None:
+        # The commit's admission counts the bytes from here on: the session's upload charge
+        # goes first (no double count), and comes back if the commit is refused (kept).
+        if self.quotas is not None:
+            self.quotas.in_flight.release(upload_id)
+        try:
+            async with commit_scope(self.commit_hook, name, digest, size):
+                await self.store.install(path, digest)
+                await self.repos.link_blob(name, digest)
+        except errors.Denied:
+            (await self._meter(name, upload_id, size, digest)).settle(size)
+            raise
 
     async def cancel(self, name: str, upload_id: str) -> None:
         """Drop the session and its bytes. Raises BlobUploadUnknown."""
@@ -269,25 +343,36 @@ class Uploads:
 
     async def _remove(self, name: str, upload_id: str) -> None:
         self._sessions.pop((name, upload_id), None)
+        if self.quotas is not None:
+            self.quotas.in_flight.release(upload_id)
         await asyncio.to_thread(shutil.rmtree, self.layout.upload_dir(name, upload_id), True)
 
     # -- single-request pushes ---------------------------------------------------------------
     async def put_monolithic(
         self, name: str, digest: Digest, body: AsyncIterable[bytes], length: int | None
     ) -> Digest:
-        """POST ``?digest=`` with the whole blob. Raises DigestInvalid, SizeInvalid, SizeTooLarge."""
+        """POST ``?digest=`` with the whole blob. Raises DigestInvalid, SizeInvalid, SizeTooLarge,
+        UploadDenied (quota: checked against ``length`` before reading, then per chunk)."""
         limit = self.max_blob_bytes
         if limit and length is not None and length > limit:
             raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
-        async with self.store.writer(digest.algorithm) as w:
-            async for chunk in body:
-                if limit and w.size + len(chunk) > limit:
-                    raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
-                await w.write(chunk)
-            self.metrics.upload_bytes.inc(w.size)
-            async with commit_scope(self.commit_hook, name, digest, w.size):
-                await w.commit(digest, length)
-                await self.repos.link_blob(name, digest)
+        meter = await self._meter(name, f"post-{uuid.uuid4().hex}", 0, digest)
+        try:
+            if length is not None:
+                meter.reserve(length)  # refused before a byte of the body is read
+            async with self.store.writer(digest.algorithm) as w:
+                async for chunk in body:
+                    if limit and w.size + len(chunk) > limit:
+                        raise errors.SizeTooLarge(f"blob exceeds {limit} bytes")
+                    meter.check(w.size + len(chunk))
+                    await w.write(chunk)
+                self.metrics.upload_bytes.inc(w.size)
+                meter.release()  # the commit's admission counts the bytes from here on
+                async with commit_scope(self.commit_hook, name, digest, w.size):
+                    await w.commit(digest, length)
+                    await self.repos.link_blob(name, digest)
+        finally:
+            meter.release()
         self.metrics.blobs_committed.labels("monolithic").inc()
         return digest
 
@@ -309,7 +394,9 @@ class Uploads:
 
         Returns the (name, id) pairs purged (or that would be, with ``dryrun``)."""
         now = self.clock()
-        stale = await asyncio.to_thread(self._stale, now - older_than)
+        stale = await asyncio.to_thread(
+            stale_sessions, self.layout.repositories, _ID_RE, now - older_than
+        )
         purged = []
         for name, upload_id in stale:
             if self.in_use(name, upload_id):
@@ -322,20 +409,6 @@ class Uploads:
             log.info("purged stale uploads", extra={"count": len(purged), "dryrun": dryrun})
         return purged
 
-    def _stale(self, cutoff: float) -> list[tuple[str, str]]:
-        root = self.layout.repositories
-        out: list[tuple[str, str]] = []
-        for dirpath, dirnames, _ in os.walk(root):
-            if "_uploads" in dirnames:
-                name = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                uploads = Path(dirpath) / "_uploads"
-                with contextlib.suppress(OSError):
-                    for entry in os.scandir(uploads):
-                        if _ID_RE.fullmatch(entry.name) and started_at(Path(entry.path)) < cutoff:
-                            out.append((name, entry.name))
-            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
-        return out
-
     async def purge_loop(self, age: float, interval: float, *, dryrun: bool = False) -> None:
         """Purge now and then every ``interval`` seconds, until cancelled."""
         while True:
@@ -344,13 +417,3 @@ class Uploads:
             except Exception:
                 log.exception("upload purge failed")
             await asyncio.sleep(max(interval, 1.0))
-
-
-def _range_misfit(at: int, start: int | None, end: int | None, size: int | None) -> str | None:
-    """Why a chunk's ``Content-Range`` (``start``-``end``) does not continue an upload at
-    offset ``at`` or disagrees with its ``Content-Length`` ``size``; ``None`` when it fits."""
-    if start is None or start != at:
-        return None if start is None else f"chunk starts at {start}, upload is at {at}"
-    if end is not None and size is not None and size != end - start + 1:
-        return f"Content-Length {size} does not match Content-Range"
-    return None

@@ -2,12 +2,14 @@
 
 Shared by the upload manager (which writes ``startedat`` and purges stale sessions) and garbage
 collection (which keeps the blobs a push in progress linked since its session started).
-Pure functions; :func:`started_at` reads one small file (blocking).
+Pure functions; :func:`started_at` reads one small file, :func:`stale_sessions` walks the
+repositories tree (both blocking).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,3 +40,19 @@ def started_at(upload_dir: Path) -> float:
         return upload_dir.stat().st_mtime
     except OSError:
         return float("inf")
+
+
+def stale_sessions(root: Path, ids: re.Pattern[str], cutoff: float) -> list[tuple[str, str]]:
+    """(repository, upload id) of the sessions under ``root`` (the ``repositories`` tree)
+    whose id matches ``ids`` and that started before ``cutoff``. Blocking (walks the tree)."""
+    out: list[tuple[str, str]] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        if "_uploads" in dirnames:
+            name = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            uploads = Path(dirpath) / "_uploads"
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(uploads):
+                    if ids.fullmatch(entry.name) and started_at(Path(entry.path)) < cutoff:
+                        out.append((name, entry.name))
+        dirnames[:] = [d for d in dirnames if not d.startswith("_")]
+    return out
