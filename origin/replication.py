@@ -10,6 +10,11 @@ queued before a restart or during an outage are done afterwards. A job the targe
 for good (a 4xx other than 401/408/429) is dropped, logged and audited: the next reconcile
 tries again.
 
+TLS: each target's ``tls`` settings become one set of SSL contexts, built in :meth:`Replicator.open`
+(:func:`regcore.tlsclient.client_contexts`) and used by its client for every request; a target
+with ``tls.insecureskipverify`` is named in a warning there. Credentials and tokens only go to
+the target's own origin (:class:`regcore.client.transport.Transport`).
+
 Reconcile (:meth:`Replicator.reconcile`, every ``reconcile.interval`` in the origin, or
 ``quayside replicate --reconcile``) compares every tag with the target and repairs drift,
 whatever caused it (a queue that overflowed, pushes made while replication was off, changes
@@ -45,6 +50,7 @@ from regcore.client import RegistryClient
 from regcore.digest import Digest
 from regcore.eventsconfig import ReplicationConfig, ReplicationTarget
 from regcore.storage.layout import Layout
+from regcore.tlsclient import client_contexts, warn_insecure
 
 __all__ = ["Replicator"]
 
@@ -215,11 +221,14 @@ class Replicator:
             if t.config.password_file:
                 text = await asyncio.to_thread(Path(t.config.password_file).read_text)
                 password = text.rstrip("\r\n")
+            warn_insecure(log, "replication target", t.config.name, t.config.tls)
+            tls = await asyncio.to_thread(client_contexts, t.config.tls)
             t.client = RegistryClient(
                 t.config.url,
                 username=t.config.username,
                 password=password,
                 read_timeout=t.config.timeout,
+                tls=tls,
             )
             t.pusher = TargetPusher(
                 t.config, self.layout, t.client, on_blob=self._on_blob(t.config.name)

@@ -15,6 +15,7 @@ Distribution's section, as registry:2 reads it::
           ignoredmediatypes: [application/octet-stream]
           ignore: {mediatypes: [...], actions: [pull]}
           disabled: false
+          tls: {ca: /etc/quayside/hooks-ca.crt}  # ours: see below and regcore/tlsclient.py
 
 Our own sections (paths default under ``<root>/quayside/``)::
 
@@ -33,6 +34,16 @@ Our own sections (paths default under ``<root>/quayside/``)::
             replicate_deletes: false
             timeout: 30s                         # per request to the target
             backoff: 5s                          # between retries once 3 in a row failed
+            tls:                                 # https targets only; all keys optional
+              ca: /etc/quayside/dr-ca.crt        # PEM bundle trusted besides the system store
+              certificate: /etc/quayside/rep.crt # client certificate (mTLS), with key
+              key: /etc/quayside/rep.key
+              servername: registry.dr.example    # SNI / name to verify, if not the URL's host
+              insecureskipverify: false          # true: no verification (warned at start-up)
+
+``tls`` (on endpoints and targets; registry:2's endpoints have none) is checked at load by
+:func:`regcore.tlsclient.as_client_tls`: files exist, are readable and hold PEM, the key
+matches the certificate; errors name the dotted key (``...targets[0].tls.key``).
 
 :func:`notifications_config` and :func:`replication_config` raise
 :class:`~regcore.configschema.ConfigError` naming the key (``notifications.endpoints[1].url``).
@@ -51,6 +62,7 @@ from typing import Any
 from regcore.configschema import ConfigError, Getter, Leaf, SubKeyError, typename
 from regcore.configvalues import BOOL, DURATION, PATH, as_str, as_str_list, as_url, int_at_least
 from regcore.sizes import parse_duration
+from regcore.tlsclient import ClientTLS, as_client_tls
 
 __all__ = [
     "ACTIONS",
@@ -83,6 +95,7 @@ class EndpointConfig:
     ignored_mediatypes: frozenset[str] = frozenset()
     ignored_actions: frozenset[str] = frozenset()
     disabled: bool = False
+    tls: ClientTLS | None = None
 
     def ignores(self, action: str, media_type: str | None) -> bool:
         """True when an event with this action / target media type is not for this endpoint."""
@@ -113,6 +126,7 @@ class ReplicationTarget:
     replicate_deletes: bool = False
     timeout: float = 30.0
     backoff: float = 5.0
+    tls: ClientTLS | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,7 @@ def _endpoints(v: Any) -> tuple[EndpointConfig, ...]:
         raise ValueError(f"expected a list of endpoints, got {typename(v)}")
     out: list[EndpointConfig] = []
     known = {"name", "url", "headers", "timeout", "threshold", "backoff"}
-    known |= {"ignoredmediatypes", "ignore", "disabled"}
+    known |= {"ignoredmediatypes", "ignore", "disabled", "tls"}
     for i, raw in enumerate(v):
         where = f"[{i}]"
         item = _mapping(raw, where)
@@ -207,11 +221,20 @@ def _endpoints(v: Any) -> tuple[EndpointConfig, ...]:
             ignored_mediatypes=frozenset(media),
             ignored_actions=_sub(where, "ignore.actions", _actions, ignore.get("actions", [])),
             disabled=_sub(where, "disabled", _bool, item.get("disabled", False)),
+            tls=_tls(where, item),
         )
         if any(e.name == ep.name for e in out):
             raise SubKeyError(f"{where}.name", f"duplicate endpoint name {ep.name!r}")
         out.append(ep)
     return tuple(out)
+
+
+def _tls(where: str, item: Mapping[str, Any]) -> ClientTLS | None:
+    """``tls`` of an endpoint or target (checked files); refused with an ``http://`` URL."""
+    tls = _sub(where, "tls", as_client_tls, item.get("tls"))
+    if tls is not None and not str(item["url"]).lower().startswith("https://"):
+        raise SubKeyError(f"{where}.tls", "TLS settings need an https:// url")
+    return tls
 
 
 def _positive(v: Any) -> float:
@@ -226,7 +249,7 @@ def _targets(v: Any) -> tuple[ReplicationTarget, ...]:
         raise ValueError(f"expected a list of targets, got {typename(v)}")
     out: list[ReplicationTarget] = []
     known = {"name", "url", "username", "password_file", "repositories", "replicate_deletes"}
-    known |= {"timeout", "backoff"}
+    known |= {"timeout", "backoff", "tls"}
     for i, raw in enumerate(v):
         where = f"[{i}]"
         item = _mapping(raw, where)
@@ -255,6 +278,7 @@ def _targets(v: Any) -> tuple[ReplicationTarget, ...]:
             ),
             timeout=_sub(where, "timeout", _positive, item.get("timeout", 30.0)),
             backoff=_sub(where, "backoff", _positive, item.get("backoff", 5.0)),
+            tls=_tls(where, item),
         )
         if any(t.name == target.name for t in out):
             raise SubKeyError(f"{where}.name", f"duplicate target name {target.name!r}")

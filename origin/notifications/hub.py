@@ -19,8 +19,16 @@ endpoint, events it does not ignore (``ignore.actions``, ``ignore.mediatypes`` /
 Listeners (replication) get every push, mount and delete event, in the same thread. Each
 endpoint's :class:`~origin.notifications.worker.QueueWorker` POSTs the envelopes in order with
 the endpoint's headers and ``timeout``; a 2xx answer removes the envelope from the queue,
-anything else (other status, refused connection, timeout) keeps it for a retry with the
-endpoint's ``threshold``/``backoff``.
+anything else (other status, refused connection, timeout, TLS failure) keeps it for a retry
+with the endpoint's ``threshold``/``backoff``.
+
+Redirects: a 307/308 to the endpoint's own origin (scheme, host, port) is followed (up to
+``MAX_REDIRECTS`` hops, same headers and body); any other redirect counts as a failed
+delivery, so the configured headers (tokens) and the events never reach a host the operator
+did not name. (registry:2 follows every redirect, turning 301/302/303 into a GET without
+the events.) TLS: the endpoint's ``tls`` settings become one set of SSL contexts when the hub
+starts (:func:`regcore.tlsclient.client_contexts`; ``tls.insecureskipverify`` is warned about
+there by name).
 
 Metrics (``quayside_origin_`` prefix): ``notification_events_total{endpoint,result}``
 (queued, ignored, dropped: queue or buffer full, or disk not writable),
@@ -41,13 +49,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from origin.metrics import OriginMetrics
 from origin.notifications.events import EVENTS_MEDIA_TYPE, envelope
 from origin.notifications.queue import DiskQueue
 from origin.notifications.worker import QueueWorker
 from regcore import USER_AGENT
+from regcore.client.auth import same_origin
 from regcore.eventsconfig import EndpointConfig, NotificationsConfig
+from regcore.tlsclient import ClientTLSContexts, client_contexts, warn_insecure
 
 __all__ = ["DeliveryFailed", "EventHub", "Listener", "enqueue_offline"]
 
@@ -62,6 +73,8 @@ MAX_BUFFERED = 10 * PULL_BATCH
 """Pull events held in memory per endpoint at most (more are dropped and counted)."""
 FLUSH_INTERVAL = 0.05
 """Seconds between writes of buffered pull events."""
+MAX_REDIRECTS = 5
+"""Same-origin 307/308 hops followed per delivery at most."""
 
 
 class DeliveryFailed(Exception):
@@ -78,6 +91,7 @@ class _Endpoint:
         self.queue = queue
         self.buffer: list[dict[str, Any]] = []  # pull events not yet written (hub's lock)
         self.session: aiohttp.ClientSession | None = None
+        self.tls: ClientTLSContexts | None = None  # set by EventHub.start
         self.worker = QueueWorker(
             config.name,
             queue,
@@ -88,7 +102,8 @@ class _Endpoint:
         )
 
     async def send(self, item: bytes) -> None:
-        """POST one queued envelope; raises DeliveryFailed / aiohttp errors / TimeoutError."""
+        """POST one queued envelope, following same-origin 307/308 redirects only (see the
+        module docstring); raises DeliveryFailed / aiohttp errors / TimeoutError."""
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
@@ -97,10 +112,28 @@ class _Endpoint:
         headers: list[tuple[str, str]] = [("Content-Type", EVENTS_MEDIA_TYPE)]
         for name, values in self.config.headers.items():
             headers.extend((name, v) for v in values)
-        async with self.session.post(self.config.url, data=item, headers=headers) as resp:
-            await resp.read()
-            if not 200 <= resp.status < 300:
-                raise DeliveryFailed(f"endpoint answered {resp.status}")
+        home = url = URL(self.config.url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with self.session.post(
+                url, data=item, headers=headers, allow_redirects=False, **self._tls_options(url)
+            ) as resp:
+                await resp.read()
+                if 200 <= resp.status < 300:
+                    return
+                location = resp.headers.get("Location")
+                if resp.status not in (307, 308) or not location:
+                    raise DeliveryFailed(f"endpoint answered {resp.status}")
+                url = resp.url.join(URL(location))
+                if not same_origin(url, home):
+                    raise DeliveryFailed(
+                        f"endpoint answered {resp.status} to another origin (not followed)"
+                    )
+        raise DeliveryFailed(f"more than {MAX_REDIRECTS} redirects")
+
+    def _tls_options(self, url: URL) -> dict[str, Any]:
+        if self.tls is None or url.scheme != "https":
+            return {}
+        return self.tls.request_options(own_origin=True)
 
     async def close(self) -> None:
         await self.worker.close(grace=self.config.timeout + 1.0)
@@ -242,8 +275,12 @@ class EventHub:
                     ep.worker.wake()
 
     def start(self) -> None:
-        """Start the delivery workers and the pull flusher (call from the application's loop)."""
+        """Build each endpoint's TLS contexts (warning about disabled verification), then start
+        the delivery workers and the pull flusher (call from the application's loop)."""
         for ep in self.endpoints:
+            if ep.tls is None and ep.config.tls is not None:
+                warn_insecure(log, "notification endpoint", ep.config.name, ep.config.tls)
+                ep.tls = client_contexts(ep.config.tls)
             ep.worker.start()
         if self.endpoints and self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="notification-flush")

@@ -24,6 +24,7 @@ from regcore.client.status import DigestMismatch
 from regcore.client.stream import BlobStream, ResumeHook
 from regcore.client.transport import RequestHook, Transport
 from regcore.digest import Digest, is_digest
+from regcore.tlsclient import ClientTLSContexts
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MANIFEST_ACCEPT: tuple[str, ...] = (
@@ -57,6 +58,8 @@ class RegistryClient(Exchange):
     Without ``session`` the client owns one (no cookie jar, no automatic decompression);
     with one, the caller owns it and :meth:`close` leaves it open. ``on_request`` counts
     every upstream HTTP exchange; ``on_resume(digest, offset)`` every blob stream resume.
+    ``tls``: the contexts of a peer with its own TLS settings (see
+    :class:`~regcore.client.transport.Transport`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class RegistryClient(Exchange):
         on_request: RequestHook | None = None,
         on_resume: ResumeHook | None = None,
         token_cache: TokenCache | None = None,
+        tls: ClientTLSContexts | None = None,
     ) -> None:
         super().__init__(
             Transport(
@@ -93,6 +97,7 @@ class RegistryClient(Exchange):
                 user_agent=user_agent,
                 on_request=on_request,
                 token_cache=token_cache,
+                tls=tls,
             )
         )
         self.max_resumes = max_resumes

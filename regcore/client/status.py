@@ -18,7 +18,8 @@ other 4xx             the upstream's envelope code when we know it (DIGEST_INVAL
 ====================  ==========================================================
 
 Details name the method, the upstream origin and path and the status; never credentials,
-tokens or query strings (signed URLs carry their signature there).
+tokens or query strings (signed URLs carry their signature there). :func:`tls_failure` words a
+failed TLS handshake (an untrusted certificate, a refused client certificate).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
+import aiohttp
 from yarl import URL
 
 from regcore import errors
@@ -181,3 +183,17 @@ def _refused(status: int, code: str | None, detail: str) -> errors.RegistryError
     err.status = status  # type: ignore[misc]
     err.code = code if code and _CODE_RE.fullmatch(code) else "UNKNOWN"  # type: ignore[misc]
     return err
+
+
+def tls_failure(exc: aiohttp.ClientSSLError) -> str:
+    """What went wrong in a TLS handshake, in OpenSSL's words (no secrets in there)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause: Any = exc.certificate_error
+        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+        return (
+            f"TLS certificate of {exc.host}:{exc.port} not accepted "
+            f"(certificate verify failed: {reason or cause})"
+        )
+    cause = getattr(exc, "os_error", None) or exc
+    reason = getattr(cause, "reason", None) or str(cause)
+    return f"TLS handshake with {exc.host}:{exc.port} failed: {reason}"

@@ -12,6 +12,13 @@ caller maps it with :func:`regcore.client.status.error_for`) and guarantees:
   Once the upstream is known to use Bearer, tokens are fetched *before* the request.
 * **Redirects** are never followed by aiohttp; up to ``max_redirects`` hops are followed
   here, ``Authorization`` is stripped for any hop to another origin (CDNs, signed URLs).
+* **TLS.** With ``tls`` (:class:`regcore.tlsclient.ClientTLSContexts`), ``https`` hops to the
+  upstream's own origin use its ``own`` context (extra CA, client certificate, server name);
+  hops anywhere else use ``foreign`` (extra CA only): a client certificate or disabled
+  verification never reaches another host. A certificate that is not accepted, or a failed
+  handshake, is not retried and raises :class:`errors.UpstreamUnavailable` naming the
+  reason OpenSSL gave (``certificate verify failed: unable to get local issuer
+  certificate``).
 * **Retries** only for idempotent requests (GET/HEAD): connection errors and 502/503/504/429,
   exponential backoff with jitter; ``Retry-After`` is respected up to ``max_retry_after``
   (longer → no retry, the 429 is returned at once). Timeouts are not retried, so a hung
@@ -50,7 +57,8 @@ from regcore.client.auth import (
     same_origin,
     token_from_response,
 )
-from regcore.client.status import error_for, redact, retry_after_seconds
+from regcore.client.status import error_for, redact, retry_after_seconds, tls_failure
+from regcore.tlsclient import ClientTLSContexts
 
 RequestHook = Callable[[str, str, int], None]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -80,6 +88,7 @@ class Transport:
         user_agent: str = USER_AGENT,
         on_request: RequestHook | None = None,
         token_cache: TokenCache | None = None,
+        tls: ClientTLSContexts | None = None,
     ) -> None:
         self.base = URL(base_url.rstrip("/"))
         if not self.base.is_absolute() or self.base.scheme not in ("http", "https"):
@@ -107,6 +116,7 @@ class Transport:
         self._bearer: Challenge | None = None
         self._inflight: dict[tuple[str, ...], asyncio.Task[str]] = {}
         self._random = random.Random()
+        self.tls = tls
 
     # -- session ------------------------------------------------------------------------
 
@@ -193,6 +203,11 @@ class Transport:
             except TimeoutError as exc:
                 self._hook(method, url, 0)
                 raise errors.UpstreamTimeout(f"{method} {redact(url)} timed out") from exc
+            except aiohttp.ClientSSLError as exc:
+                self._hook(method, url, 0)
+                raise errors.UpstreamUnavailable(
+                    f"{method} {redact(url)} failed: {tls_failure(exc)}"
+                ) from exc
             except aiohttp.ClientConnectionError as exc:
                 self._hook(method, url, 0)
                 if idempotent and attempt < self.retries:
@@ -201,6 +216,7 @@ class Transport:
                     continue
                 raise errors.UpstreamUnavailable(
                     f"{method} {redact(url)} failed: {type(exc).__name__}"
+                    + self._disconnect_hint(url, exc)
                 ) from exc
             except aiohttp.ClientError as exc:
                 self._hook(method, url, 0)
@@ -238,6 +254,7 @@ class Transport:
                 allow_redirects=False,
                 timeout=self.timeout,
                 auto_decompress=False,
+                **self._tls_options(url),
             )
             self._hook(method, url, resp.status)
             location = resp.headers.get("Location")
@@ -252,6 +269,23 @@ class Transport:
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                 method, data = "GET", None
         raise errors.UpstreamUnavailable(f"too many redirects from {redact(self.base)}")
+
+    def _tls_options(self, url: URL) -> dict[str, Any]:
+        if self.tls is None or url.scheme != "https":
+            return {}
+        return self.tls.request_options(own_origin=same_origin(url, self.base))
+
+    def _disconnect_hint(self, url: URL, exc: BaseException) -> str:
+        """Under TLS 1.3 a server that wants a client certificate and got none closes the
+        connection after the handshake: aiohttp only sees a disconnect. Say so."""
+        if not isinstance(exc, aiohttp.ServerDisconnectedError) or url.scheme != "https":
+            return ""
+        if self.tls is not None and self.tls.client_certificate:
+            return ""
+        return (
+            " (no TLS client certificate was presented: a server that requires one closes"
+            " the connection)"
+        )
 
     def _delay(self, attempt: int) -> float:
         base = min(self.max_backoff, self.backoff * (2**attempt))

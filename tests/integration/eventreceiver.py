@@ -2,13 +2,15 @@
 
 It records every POSTed envelope (endpoint, headers, body) and can be stopped and started again on
 the same port (an outage: connections refused meanwhile). ``fail_next(n)`` answers the next
-``n`` posts with 503 (a receiver that is up but failing).
+``n`` posts with 503 (a receiver that is up but failing). With ``ssl_context`` it serves
+HTTPS (a receiver behind a private CA).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from typing import Any
@@ -17,8 +19,9 @@ from aiohttp import web
 
 
 class EventReceiver:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = port
+        self.ssl_context = ssl_context
         self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._failures = 0
@@ -29,7 +32,8 @@ class EventReceiver:
 
     def url(self, endpoint: str) -> str:
         """The URL an endpoint posts to (``endpoint`` tells envelopes apart)."""
-        return f"http://127.0.0.1:{self.port}/events?endpoint={endpoint}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/events?endpoint={endpoint}"
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -46,7 +50,13 @@ class EventReceiver:
         app.router.add_post("/events", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            "127.0.0.1",
+            self.port,
+            reuse_address=True,
+            ssl_context=self.ssl_context,
+        )
         await site.start()
         if self.port == 0:
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import collections
 import shutil
+import ssl
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from harness import skopeo
 from harness.fixtures import ImageFactory
 from harness.images import Image, KiB, write_layout
 from harness.procs import wait_until
 from harness.servers import OriginProcess
+from quayside.cli import certs as certs_cli
 from regcore.auth.htpasswd import hash_password, write_entries
 from tests.integration.eventreceiver import EventReceiver
 
@@ -236,3 +239,57 @@ def test_events_queued_before_an_origin_kill_are_delivered_after_the_restart(
             assert len(receiver.events(endpoint)) == count
     finally:
         origin.close()
+
+
+def test_endpoint_behind_a_private_ca_receives_events_with_tls_ca(
+    tmp_path: Path, image_factory: ImageFactory
+) -> None:
+    """An HTTPS receiver whose certificate comes from ``quayside certs init``: the endpoint with
+    ``tls.ca`` gets the events, the same receiver without it is refused with the certificate
+    error logged and gets nothing."""
+    certs = tmp_path / "certs"
+    result = CliRunner().invoke(
+        certs_cli.command, ["init", "--hosts", "127.0.0.1", "--out", str(certs)]
+    )
+    assert result.exit_code == 0, result.output
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs / "server.crt", certs / "server.key")
+    receiver = EventReceiver(ssl_context=server_ctx).start()
+    common = {"ignore": {"actions": ["pull"]}, "backoff": "300ms", "threshold": 2}
+    config = {
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "trusted",
+                    "url": receiver.url("trusted"),
+                    "headers": {"X-Hook-Token": ["s3cret-hook"]},
+                    "tls": {"ca": str(certs / "ca.crt")},
+                    **common,
+                },
+                {"name": "untrusted", "url": receiver.url("untrusted"), **common},
+            ]
+        }
+    }
+    origin = start_origin(tmp_path, config)
+    try:
+        assert receiver.url("trusted").startswith("https://")
+        image = image_factory.image(layer_sizes=(16 * KiB,))
+        skopeo.push(image, origin.host, "team/tls", "1", workdir=tmp_path)
+        events = receiver.wait_for(3, "trusted")  # config, layer, manifest
+        assert any(e["target"].get("tag") == "1" for e in events)
+        assert_once(events)
+
+        def untrusted_errors() -> list[str]:
+            return [
+                line
+                for line in origin.log_text().splitlines()
+                if '"worker": "untrusted"' in line or '"worker":"untrusted"' in line
+            ]
+
+        assert wait_until(untrusted_errors, timeout=20), origin.log_tail()
+        assert "certificate verify failed" in untrusted_errors()[0]
+        assert receiver.events("untrusted") == []
+        assert "s3cret-hook" not in origin.log_text()
+    finally:
+        origin.close()
+        receiver.close()

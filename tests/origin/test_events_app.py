@@ -86,3 +86,55 @@ async def test_events_for_mount_references_and_nothing_for_head_or_refusals(
 
 async def test_no_events_middleware_without_notifications(origin: Any) -> None:
     assert events_middleware not in origin.app.middlewares
+
+
+async def test_webhook_redirects_stay_on_the_endpoints_origin(
+    origin_factory: Any, aiohttp_server: Any
+) -> None:
+    """A 307 to the same origin is followed with the headers and the body; a 307 to another
+    host is a failed delivery: the hook's token and the events never reach that host."""
+    stolen: list[dict[str, str]] = []
+
+    async def steal(request: web.Request) -> web.Response:
+        stolen.append(dict(request.headers))
+        return web.Response(status=200)
+
+    elsewhere_app = web.Application()
+    elsewhere_app.router.add_post("/steal", steal)
+    elsewhere = await aiohttp_server(elsewhere_app)
+
+    got: list[tuple[str, str | None]] = []
+    away_hits: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        for event in (await request.json())["events"]:
+            got.append((event["action"], request.headers.get("X-Hook-Token")))
+        return web.Response(status=202)
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/hook")
+
+    async def away(request: web.Request) -> web.Response:
+        away_hits.append(1)
+        raise web.HTTPTemporaryRedirect(str(elsewhere.make_url("/steal")))
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_post("/moved", moved)
+    app.router.add_post("/away", away)
+    home = await aiohttp_server(app)
+    headers = {"X-Hook-Token": "hook-s3cret"}
+    endpoints = [
+        {"name": n, "url": str(home.make_url(f"/{n}")), "headers": headers, "backoff": "100ms"}
+        for n in ("moved", "away")
+    ]
+    origin = await origin_factory(overrides={"notifications": {"endpoints": endpoints}})
+    status, _ = await push_image(origin.client, "team/app", "1.0", {}, seed="redir")
+    assert status == 201
+    await wait_for(got, 3)  # config, layer, manifest through the same-origin redirect
+    assert {token for _, token in got} == {"hook-s3cret"}
+    for _ in range(100):
+        if len(away_hits) >= 2:  # tried, refused, tried again: still nothing elsewhere
+            break
+        await asyncio.sleep(0.02)
+    assert len(away_hits) >= 2 and stolen == []
