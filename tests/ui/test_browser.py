@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.fixtures import ImageFactory
@@ -47,11 +47,20 @@ def _sign_in(b: webdriver.Chrome, user: str, password: str) -> None:
 
 
 def _follow(b: webdriver.Chrome, by: str, value: str) -> None:
-    """Click what navigates, and wait until the old page is gone: a click does not wait for
-    the answer, so the URL and page read next could still be the old page's (seen in CI)."""
-    page = b.find_element(By.TAG_NAME, "html")
+    """Click what navigates, and wait until the new page has loaded: a click does not wait for
+    the answer, so the URL and page read next could still be the old page's (seen in CI).
+
+    The old page is marked with a window property (a new document does not have it); its
+    elements are never touched again: asking chromedriver about an element while its document
+    is being replaced can fail with "Node with given id does not belong to the document"
+    instead of the stale-element error selenium's ``staleness_of`` expects (seen in CI)."""
+    b.execute_script("window.quaysideOldPage = true")
     b.find_element(by, value).click()
-    WebDriverWait(b, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(b, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.quaysideOldPage === undefined && document.readyState === 'complete'"
+        )
+    )
 
 
 def origin_scenario(b: webdriver.Chrome, base: str, pages: Pages, p: Published) -> dict[str, str]:
