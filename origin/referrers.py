@@ -56,6 +56,16 @@ async def list_referrers(request: web.Request) -> web.Response:
 async def _descriptor(store: BlobReader, digest: Digest) -> dict[str, Any] | None:
     try:
         raw = await store.read_bytes(digest)
+    except errors.RegistryError:
+        return None
+    return referrer_entry(raw, digest)
+
+
+def referrer_entry(raw: bytes, digest: Digest) -> dict[str, Any] | None:
+    """The descriptor this API lists for the stored manifest ``raw`` (also what replication
+    writes into a referrers tag schema index); None when ``raw`` does not parse or does not
+    hash to ``digest``."""
+    try:
         parsed = mf.parse_manifest(
             raw, detect_media_type(raw), digest_algorithm=digest.algorithm, max_bytes=len(raw)
         )

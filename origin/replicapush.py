@@ -12,9 +12,19 @@
   target's globs), else uploaded, streamed from the local file (one ``PATCH``).
 - A manifest that is no longer in the local repository is skipped (``"gone"``): a later
   delete event or reconcile settles it.
+- A manifest with a ``subject`` (a signature, SBOM, attestation: a referrer) needs nothing
+  more on a target with the referrers API. On a target without it (docker-registry 2.8) it is
+  then listed in its subject's referrers tag schema index (``sha256-<hex>``,
+  :class:`~origin.replicaindex.TargetReferrers`), also when the target already had the
+  manifest; a manifest deleted by digest there is first dropped from that index.
 - :meth:`TargetPusher.reconcile` compares every tag of the local repositories matching the
   target's globs with the target (``HEAD``) and pushes what differs; with ``replicate_deletes``
-  it also removes tags the target has and the local repository does not.
+  it also removes tags the target has and the local repository does not. Then it compares the
+  referrers of every tagged manifest (and of the children of a tagged index, and referrers of
+  referrers) and pushes what the target does not list, or removes what it lists and the
+  origin does not have (:mod:`origin.replicareferrers`). On a target without the referrers
+  API, tags of the form ``sha256-<hex>`` are those indexes: the tag walk leaves them to the
+  referrers part (neither copied over nor deleted).
 
 Errors from the target raise :mod:`regcore.errors` exceptions (the caller retries).
 """
@@ -31,6 +41,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from origin.manifests import detect_media_type
+from origin.referrers import referrer_entry
+from origin.replicaindex import TargetReferrers, is_fallback_tag
+from origin.replicareferrers import ReferrerSync
+from origin.repository import subject_digest
 from origin.snapshot import (
     NoProgress,
     Progress,
@@ -49,6 +63,7 @@ __all__ = ["PushResult", "ReconcileReport", "TargetPusher", "matches"]
 
 _CHUNK = 1 << 20
 _KNOWN_LOCATIONS = 50_000
+_PROBE = Digest.of(b"")  # any digest tells whether the target answers the referrers API
 
 
 def matches(target: ReplicationTarget, repository: str) -> bool:
@@ -68,11 +83,18 @@ class PushResult:
 
 @dataclass
 class ReconcileReport:
+    """One target's reconcile: ``pushed``/``deleted`` name tags (``repo:tag``),
+    ``referrers_pushed``/``referrers_deleted`` referrers (``repo@digest``, see
+    :mod:`origin.replicareferrers`); with ``dry_run`` what would have been done."""
+
     target: str
     repositories: int = 0
     tags_checked: int = 0
     pushed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    referrers_checked: int = 0
+    referrers_pushed: list[str] = field(default_factory=list)
+    referrers_deleted: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     dry_run: bool = False
 
@@ -102,9 +124,12 @@ class TargetPusher:
         self._locations: OrderedDict[Digest, str] = OrderedDict()
         self._repos: list[str] = []
         self._repos_at = -1e9
+        self.referrers = TargetReferrers(client)
+        self._referrer_sync = ReferrerSync(self)
 
     # -- local side -------------------------------------------------------------------------
-    def _local_manifest(self, repo: str, digest: Digest) -> bytes | None:
+    def local_manifest(self, repo: str, digest: Digest) -> bytes | None:
+        """The bytes of manifest ``digest`` if it is a revision of local ``repo`` (blocking)."""
         if read_link(self.layout.revision_link(repo, digest)) != digest:
             return None
         try:
@@ -182,21 +207,24 @@ class TargetPusher:
     ) -> PushResult:
         """Replicate manifest ``digest`` of local ``repo`` (see the module docstring)."""
         result = result or PushResult()
-        raw = await asyncio.to_thread(self._local_manifest, repo, digest)
+        raw = await asyncio.to_thread(self.local_manifest, repo, digest)
         if raw is None:
             result.gone = True
             return result
         ref = tag or str(digest)
-        if await self._remote_digest(repo, ref) == str(digest):
-            return result
-        blobs, children = manifest_refs(raw)
-        for child in children:
-            if await self._remote_digest(repo, str(child)) != str(child):
-                await self.push_manifest(repo, child, None, result)
-        for blob in blobs:
-            await self.ensure_blob(repo, blob, result)
-        await self.client.push_manifest(repo, ref, raw, detect_media_type(raw))
-        result.manifests += 1
+        if await self._remote_digest(repo, ref) != str(digest):
+            blobs, children = manifest_refs(raw)
+            for child in children:
+                if await self._remote_digest(repo, str(child)) != str(child):
+                    await self.push_manifest(repo, child, None, result)
+            for blob in blobs:
+                await self.ensure_blob(repo, blob, result)
+            await self.client.push_manifest(repo, ref, raw, detect_media_type(raw))
+            result.manifests += 1
+        subject = subject_digest(raw)
+        entry = referrer_entry(raw, digest) if subject is not None else None
+        if subject is not None and entry is not None:
+            await self.referrers.announce(repo, subject, entry)
         return result
 
     async def delete(self, repo: str, digest: str | None, tag: str | None) -> bool:
@@ -220,10 +248,22 @@ class TargetPusher:
                         if str(digest) == current and other != tag:
                             await self.push_manifest(repo, digest, other)
                 return True
+            await self._unlist(repo, Digest.parse(ref))
             await self.client.delete_manifest(repo, ref)
             return True
         except (errors.ManifestUnknown, errors.NameUnknown):
             return False
+
+    async def _unlist(self, repo: str, digest: Digest) -> None:
+        """Before the target deletes manifest ``digest``: on a target without the referrers
+        API, drop it from its subject's fallback index (else that index would list a manifest
+        the target no longer has, and docker-registry refuses an index naming one)."""
+        if await self.referrers.has_api(repo, digest):
+            return
+        raw = (await self.client.get_manifest(repo, str(digest))).body
+        subject = subject_digest(raw)
+        if subject is not None:
+            await self.referrers.withdraw(repo, subject, {str(digest)})
 
     # -- reconcile --------------------------------------------------------------------------
     async def _remote_tags(self, repo: str) -> list[str]:
@@ -260,8 +300,10 @@ class TargetPusher:
             report.repositories += 1
             state = await asyncio.to_thread(read_repository, self.layout, repo)
             for tag, digest in sorted(state.tags.items()):
-                report.tags_checked += 1
                 try:
+                    if await self._index_owned(repo, tag, digest):
+                        continue
+                    report.tags_checked += 1
                     if await self._remote_digest(repo, tag) == str(digest):
                         continue
                     if not dry_run:
@@ -269,10 +311,15 @@ class TargetPusher:
                     report.pushed.append(f"{repo}:{tag}")
                 except errors.RegistryError as exc:
                     report.failed.append({"ref": f"{repo}:{tag}", "error": _brief(exc)})
+            await self._referrer_sync.reconcile(repo, state, report, dry_run)
             if not self.target.replicate_deletes:
                 continue
             try:
-                extra = [t for t in await self._remote_tags(repo) if t not in state.tags]
+                extra = [
+                    t
+                    for t in await self._remote_tags(repo)
+                    if t not in state.tags and not await self._index_owned(repo, t, None)
+                ]
                 for tag in extra:
                     if not dry_run:
                         await self.delete(repo, None, tag)
@@ -280,6 +327,14 @@ class TargetPusher:
             except errors.RegistryError as exc:
                 report.failed.append({"ref": repo, "error": _brief(exc)})
         return report
+
+    async def _index_owned(self, repo: str, tag: str, probe: Digest | None) -> bool:
+        """Whether ``tag`` is a referrers tag schema tag on a target without the referrers
+        API: :mod:`origin.replicareferrers` keeps those indexes (merging entries), so the tag
+        walk neither copies the local tag of that name over them nor deletes them."""
+        if not is_fallback_tag(tag):
+            return False
+        return not await self.referrers.has_api(repo, probe or _PROBE)
 
 
 def _brief(exc: BaseException) -> str:

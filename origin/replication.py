@@ -17,14 +17,22 @@ the target's own origin (:class:`regcore.client.transport.Transport`).
 
 Reconcile (:meth:`Replicator.reconcile`, every ``reconcile.interval`` in the origin, or
 ``quayside replicate --reconcile``) compares every tag with the target and repairs drift,
-whatever caused it (a queue that overflowed, pushes made while replication was off, changes
-made on the target).
+whatever caused it (a queue that overflowed, a job dropped after the retry budget, pushes made
+while replication was off, changes made on the target). It also compares the referrers
+(signatures, SBOMs, attestations pushed by digest with a ``subject``) of every tagged manifest,
+of the children of tagged indexes and of referrers, down to four levels, through the target's
+referrers API or, without one, the referrers tag schema index the jobs maintain there (see
+:mod:`origin.replicareferrers`); missing ones are pushed, and with ``replicate_deletes`` extra
+ones removed. Each tag or referrer repaired is one audit line (action ``reconcile push``,
+``reconcile delete``, ``reconcile push referrer``, ``reconcile delete referrer``) and one count
+of the drift metric.
 
 Observability: audit lines (action ``replicate``, actor ``system:replication``, ``reason``
 naming the target) for each job and reconcile repair; metrics ``quayside_origin_replication_
 jobs_total{target,result}`` (queued, ok, failed, dropped, skipped), ``..._attempts_total
 {target,result}``, ``..._blobs_total{target,how}`` (uploaded, mounted, present),
-``..._bytes_total{target}``, ``..._drift_repaired_total{target}``, ``..._reconcile_runs_total
+``..._bytes_total{target}``, ``..._drift_repaired_total{target}`` (tags and referrers),
+``..._reconcile_runs_total
 {target,result}``, ``..._pending{target}`` and ``..._last_success_timestamp_seconds{target}``.
 """
 
@@ -270,6 +278,31 @@ class Replicator:
             except Exception:
                 log.exception("replication reconcile failed")
 
+    def _repaired(self, name: str, report: ReconcileReport) -> None:
+        """Count and audit every tag and referrer a (non dry) reconcile run repaired."""
+        jobs: list[dict[str, Any]] = []
+        for action, refs in (("push", report.pushed), ("delete", report.deleted)):
+            for ref in refs:
+                repo, _, tag = ref.rpartition(":")
+                jobs.append({"action": f"reconcile {action}", "repository": repo, "tag": tag})
+        for action, refs in (
+            ("push", report.referrers_pushed),
+            ("delete", report.referrers_deleted),
+        ):
+            for ref in refs:
+                repo, _, digest = ref.partition("@")
+                jobs.append(
+                    {"action": f"reconcile {action} referrer", "repository": repo, "digest": digest}
+                )
+        self._count(
+            "replication_drift_repaired",
+            "Tags and referrers repaired by reconcile",
+            {"target": name},
+            len(jobs),
+        )
+        for job in jobs:
+            self._audit(name, job, "ok")
+
     async def reconcile(
         self,
         *,
@@ -296,20 +329,7 @@ class Replicator:
                     {"target": name, "result": "ok" if report.ok else "failed"},
                 )
                 if not dry_run:
-                    self._count(
-                        "replication_drift_repaired",
-                        "Tags repaired by reconcile",
-                        {"target": name},
-                        len(report.pushed) + len(report.deleted),
-                    )
-                    for ref in report.pushed + report.deleted:
-                        repo, _, tag = ref.rpartition(":")
-                        action = "push" if ref in report.pushed else "delete"
-                        self._audit(
-                            name,
-                            {"action": f"reconcile {action}", "repository": repo, "tag": tag},
-                            "ok",
-                        )
+                    self._repaired(name, report)
                 for failure in report.failed:
                     self._audit(
                         name,

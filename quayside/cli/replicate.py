@@ -2,7 +2,10 @@
 
 ``--reconcile`` compares every tag of the repositories each target takes with the target and
 pushes what differs (and, with ``replicate_deletes``, removes tags the origin no longer has),
-as the origin's periodic reconcile does; ``--dry-run`` lists the drift only. ``--status``
+then the referrers of the tagged manifests (signatures, SBOMs, attestations; see
+:mod:`origin.replicareferrers`), as the origin's periodic reconcile does; ``--dry-run`` lists
+the drift only. The JSON report adds ``referrers_checked``, ``referrers_pushed`` and
+``referrers_deleted`` (``repo@digest``) to the tag fields. ``--status``
 shows the jobs and notification events waiting in the on-disk queues. Targets, credentials and
 queues come from the origin's ``--config``. Exit status: 0, 1 when a repair failed.
 """
@@ -103,6 +106,14 @@ def command(
                 click.echo(f"  {verb} {ref}")
             for ref in r["deleted"]:
                 click.echo(f"  deleted {ref}")
+            click.echo(
+                f"  referrers: {r['referrers_checked']} checked; {verb} "
+                f"{len(r['referrers_pushed'])}, deleted {len(r['referrers_deleted'])}"
+            )
+            for ref in r["referrers_pushed"]:
+                click.echo(f"  {verb} referrer {ref}")
+            for ref in r["referrers_deleted"]:
+                click.echo(f"  deleted referrer {ref}")
             for f in r["failed"]:
                 click.echo(f"  FAILED {f['ref']}: {f['error']}")
     ctx.exit(0 if all(r.ok for r in reports) else 1)

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -271,6 +272,31 @@ class RegistryClient(Exchange):
             body = await read_body(resp, MAX_MANIFEST_BYTES)
             headers = CIMultiDict(resp.headers)
         return body, headers
+
+    async def list_referrers(
+        self, repo: str, digest: str, *, max_pages: int = 16
+    ) -> list[dict[str, Any]] | None:
+        """Every referrer descriptor of ``digest`` (``Link`` pages followed, at most
+        ``max_pages``), or ``None`` when the registry has no referrers API (it answers 404, as
+        docker-registry 2.8 does). Entries without a string ``digest`` are left out."""
+        out: list[dict[str, Any]] = []
+        path: str | None = f"/v2/{repo}/referrers/{digest}"
+        for page_no in range(max_pages):
+            if path is None:
+                break
+            resp = await self.expect(
+                "GET", path, (200, 404) if not page_no else (200,), "referrers"
+            )
+            async with resp:
+                if resp.status == 404:
+                    return None
+                doc = json.loads(await read_body(resp, MAX_MANIFEST_BYTES))
+                path = _next_link(resp.headers.get("Link"))
+            page = doc.get("manifests") if isinstance(doc, dict) else None
+            out.extend(
+                d for d in page or () if isinstance(d, dict) and isinstance(d.get("digest"), str)
+            )
+        return out
 
     # -- write API (tests, bench) -----------------------------------------------------------
 

@@ -1,0 +1,307 @@
+"""Replication of referrers (signatures, SBOMs, signatures of SBOMs: manifests pushed by digest
+with a ``subject``) from a real origin to a real docker-registry (no referrers API: the
+referrers tag schema's ``sha256-<hex>`` index) and to a second Quayside origin (the referrers
+API), when the event-driven jobs never carried them: pushed before replication was configured,
+or dropped while the target was down. Reconcile repairs them, a dry run only names them, a
+second run finds nothing, and with ``replicate_deletes`` extra referrers on the target go."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from harness import skopeo
+from harness.attachments import (
+    Artifact,
+    SigningKey,
+    cosign_signature,
+    descriptor,
+    push_artifact,
+    report_artifact,
+)
+from harness.images import Image, KiB, make_image
+from harness.procs import wait_until
+from harness.registry import DockerRegistry
+from harness.servers import OriginProcess
+from quayside.cli import replicate as replicate_cli
+from regcore import errors
+from regcore.client import RegistryClient
+
+pytestmark = pytest.mark.slow
+
+if shutil.which("skopeo") is None:  # pragma: no cover - installed by `make install`
+    pytest.skip("skopeo is not installed", allow_module_level=True)
+
+SPDX = "application/spdx+json"
+
+
+def replication(url: str, **options: Any) -> dict[str, Any]:
+    target = {"name": "dr", "url": url, "repositories": ["team/*"], "replicate_deletes": True}
+    return {
+        "storage": {"delete": {"enabled": True}},
+        "quayside": {
+            "replication": {
+                "reconcile": {"interval": options.pop("interval", 0)},
+                "maxpending": options.pop("maxpending", 10000),
+                "targets": [target | {"backoff": "300ms", "timeout": "10s"} | options],
+            }
+        },
+    }
+
+
+def source(tmp: Path, config: dict[str, Any] | None = None) -> OriginProcess:
+    config = config or {"storage": {"delete": {"enabled": True}}}
+    return OriginProcess(root=tmp / "root", workdir=tmp / "origin", config=config).start()
+
+
+def reconcile(tmp: Path, config: dict[str, Any], *extra: str) -> dict[str, Any]:
+    path = tmp / "reconcile-config.json"
+    path.write_text(json.dumps(config))
+    args = ["--reconcile", "--json", "--config", str(path), "--root", str(tmp / "root"), *extra]
+    out = CliRunner().invoke(replicate_cli.command, args)
+    assert out.exit_code == 0, out.output
+    [report] = json.loads(out.stdout)
+    return report  # type: ignore[no-any-return]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _push(url: str, repo: str, *artifacts: Artifact) -> None:
+    async with RegistryClient(url) as client:
+        for artifact in artifacts:
+            await push_artifact(client, repo, artifact)
+
+
+def subject_of(item: Image | Artifact) -> dict[str, Any]:
+    media_type = item.media_type
+    return descriptor(media_type, item.manifest)
+
+
+def signed_with_sbom(image: Image, key: SigningKey) -> tuple[Artifact, Artifact, Artifact]:
+    """A cosign signature and an SBOM of ``image``, and a signature of the SBOM."""
+    sig = cosign_signature(image.digest, key, subject=subject_of(image))
+    sbom = report_artifact(SPDX, b'{"spdxVersion":"SPDX-2.3"}', subject_of(image))
+    sbom_sig = cosign_signature(sbom.digest, key, subject=subject_of(sbom))
+    return sig, sbom, sbom_sig
+
+
+async def _manifest(url: str, repo: str, ref: str) -> bytes | None:
+    async with RegistryClient(url) as client:
+        try:
+            return (await client.get_manifest(repo, ref)).body
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return None
+
+
+def manifest(url: str, repo: str, ref: str) -> bytes | None:
+    return run(_manifest(url, repo, ref))  # type: ignore[no-any-return]
+
+
+def fallback_index(url: str, repo: str, subject: str) -> list[str] | None:
+    """The digests the referrers tag schema index of ``subject`` lists (None: no such tag)."""
+    raw = manifest(url, repo, subject.replace(":", "-", 1))
+    return None if raw is None else sorted(d["digest"] for d in json.loads(raw)["manifests"])
+
+
+def referrers_api(url: str, repo: str, subject: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/v2/{repo}/referrers/{subject}", timeout=10) as resp:
+        return sorted(d["digest"] for d in json.loads(resp.read())["manifests"])
+
+
+def audit_actions(tmp: Path) -> list[tuple[str, str]]:
+    lines = (tmp / "root" / "quayside" / "audit.log").read_text().splitlines()
+    return [
+        (e["reason"].split(": ", 1)[1], e.get("digest") or "")
+        for e in map(json.loads, lines)
+        if e["action"] == "replicate"
+    ]
+
+
+def test_referrers_pushed_before_replication_was_configured_reach_docker_registry_by_reconcile(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    key = SigningKey()
+    image = make_image(layer_sizes=(64 * KiB,), seed=401)
+    sig, sbom, sbom_sig = signed_with_sbom(image, key)
+    origin = source(tmp_path)
+    try:
+        skopeo.push(image, origin.host, "team/app", "v1", workdir=tmp_path)
+        run(_push(origin.url, "team/app", sig, sbom, sbom_sig))
+    finally:
+        origin.close()
+    config = replication(docker_registry.url)
+    expected = sorted(f"team/app@{a.digest}" for a in (sig, sbom, sbom_sig))
+
+    dry = reconcile(tmp_path, config, "--dry-run")
+    assert dry["pushed"] == ["team/app:v1"] and sorted(dry["referrers_pushed"]) == expected
+    assert dry["referrers_checked"] == 3 and dry["referrers_deleted"] == []
+    assert manifest(docker_registry.url, "team/app", "v1") is None  # dry run: nothing pushed
+    assert manifest(docker_registry.url, "team/app", sig.digest) is None
+
+    done = reconcile(tmp_path, config)
+    assert done["pushed"] == ["team/app:v1"] and sorted(done["referrers_pushed"]) == expected
+    url = docker_registry.url
+    assert fallback_index(url, "team/app", image.digest) == sorted([sig.digest, sbom.digest])
+    assert fallback_index(url, "team/app", sbom.digest) == [sbom_sig.digest]  # referrer's referrer
+    for artifact in (sig, sbom, sbom_sig):
+        assert manifest(url, "team/app", artifact.digest) == artifact.manifest
+    pulled = skopeo.inspect_raw(docker_registry.ref("team/app", sig.digest))
+    assert pulled == sig.manifest
+    index = json.loads(manifest(url, "team/app", image.digest.replace(":", "-", 1)) or b"")
+    assert {d["digest"]: d.get("artifactType") for d in index["manifests"]}[sbom.digest] == SPDX
+    assert {(a, d) for a, d in audit_actions(tmp_path)} >= {
+        ("reconcile push referrer", artifact.digest) for artifact in (sig, sbom, sbom_sig)
+    }
+
+    again = reconcile(tmp_path, config)  # nothing left; the fallback tags are not "extra" tags
+    assert again["pushed"] == again["deleted"] == again["referrers_pushed"] == []
+    assert again["referrers_deleted"] == [] and again["referrers_checked"] == 3
+    assert fallback_index(url, "team/app", image.digest) == sorted([sig.digest, sbom.digest])
+
+
+def test_jobs_keep_the_fallback_index_and_deletes_rewrite_it_on_docker_registry(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    key, url = SigningKey(), docker_registry.url
+    image = make_image(layer_sizes=(32 * KiB,), seed=402)
+    first = cosign_signature(image.digest, key, subject=subject_of(image))
+    second = cosign_signature(image.digest, SigningKey(), subject=subject_of(image))
+    third = cosign_signature(image.digest, SigningKey(), subject=subject_of(image))
+    config = replication(url)
+    origin = source(tmp_path, config)
+    try:
+        skopeo.push(image, origin.host, "team/app", "v1", workdir=tmp_path)
+        run(_push(origin.url, "team/app", first))
+        assert wait_until(lambda: fallback_index(url, "team/app", image.digest), timeout=30)
+        run(_push(origin.url, "team/app", second))  # the job adds to the index, keeps `first`
+        both = sorted([first.digest, second.digest])
+        assert wait_until(lambda: fallback_index(url, "team/app", image.digest) == both, 30)
+        req = urllib.request.Request(
+            f"{origin.url}/v2/team/app/manifests/{first.digest}", method="DELETE"
+        )
+        assert urllib.request.urlopen(req, timeout=10).status == 202
+        assert wait_until(
+            lambda: fallback_index(url, "team/app", image.digest) == [second.digest], timeout=30
+        )
+        assert manifest(url, "team/app", first.digest) is None
+        # `second` deleted on the target behind our back: the next job's index drops it
+        # (docker-registry refuses an index naming a manifest it does not have)
+        run(_delete(url, "team/app", second.digest))
+        run(_push(origin.url, "team/app", third))
+        assert wait_until(
+            lambda: fallback_index(url, "team/app", image.digest) == [third.digest], timeout=30
+        )
+    finally:
+        origin.close()
+    assert origin.server_errors() == []
+
+    # A referrer someone put on the target only (listed in the index as a client would):
+    # with replicate_deletes, reconcile takes it out of the index and deletes it.
+    stray = cosign_signature(image.digest, SigningKey(), subject=subject_of(image))
+    run(_push(url, "team/app", stray))
+    raw = manifest(url, "team/app", image.digest.replace(":", "-", 1)) or b""
+    doc = json.loads(raw)
+    doc["manifests"].append(
+        {"mediaType": stray.media_type, "digest": stray.digest, "size": len(stray.manifest)}
+    )
+    run(_put_index(url, "team/app", image.digest.replace(":", "-", 1), doc))
+
+    # ...and `second`, which the origin still has, is missing there: reconcile pushes it back.
+    dry = reconcile(tmp_path, config, "--dry-run")
+    assert dry["referrers_deleted"] == [f"team/app@{stray.digest}"]
+    assert dry["referrers_pushed"] == [f"team/app@{second.digest}"]
+    assert fallback_index(url, "team/app", image.digest) == sorted([third.digest, stray.digest])
+    done = reconcile(tmp_path, config)
+    assert done["referrers_deleted"] == [f"team/app@{stray.digest}"]
+    assert done["referrers_pushed"] == [f"team/app@{second.digest}"] and done["deleted"] == []
+    listed = sorted([second.digest, third.digest])
+    assert fallback_index(url, "team/app", image.digest) == listed
+    assert manifest(url, "team/app", stray.digest) is None
+    assert manifest(url, "team/app", second.digest) == second.manifest
+    again = reconcile(tmp_path, config)
+    assert again["referrers_deleted"] == again["referrers_pushed"] == []
+
+
+async def _delete(url: str, repo: str, digest: str) -> None:
+    async with RegistryClient(url) as client:
+        await client.delete_manifest(repo, digest)
+
+
+async def _put_index(url: str, repo: str, tag: str, doc: dict[str, Any]) -> None:
+    async with RegistryClient(url) as client:
+        body = json.dumps(doc).encode()
+        await client.push_manifest(repo, tag, body, "application/vnd.oci.image.index.v1+json")
+
+
+def test_referrers_dropped_while_a_quayside_target_was_down_are_repaired_by_reconcile(
+    tmp_path: Path,
+) -> None:
+    second = OriginProcess(
+        root=tmp_path / "second-root",
+        workdir=tmp_path / "second",
+        env={"REGISTRY_STORAGE_DELETE_ENABLED": "true"},
+    ).start()
+    key = SigningKey()
+    image = make_image(layer_sizes=(64 * KiB,), seed=403)
+    sig, sbom, sbom_sig = signed_with_sbom(image, key)
+    # one pending job at most: with the target down, every job after the image's is dropped
+    config = replication(second.url, interval="1s", maxpending=1)
+    origin = source(tmp_path, config)
+    try:
+        second.stop()
+        skopeo.push(image, origin.host, "team/app", "v1", workdir=tmp_path)
+        run(_push(origin.url, "team/app", sig, sbom, sbom_sig))
+        assert wait_until(
+            lambda: (
+                origin.metric("quayside_origin_replication_jobs", target="dr", result="dropped")
+                >= 3
+            ),
+            timeout=10,
+        )
+        second.start()
+        assert wait_until(
+            lambda: (
+                referrers_api(second.url, "team/app", image.digest)
+                == sorted([sig.digest, sbom.digest])
+                and referrers_api(second.url, "team/app", sbom.digest) == [sbom_sig.digest]
+            ),
+            timeout=60,
+        )
+        assert manifest(second.url, "team/app", "v1") == image.manifest
+        assert wait_until(
+            lambda: origin.metric("quayside_origin_replication_drift_repaired", target="dr") >= 3,
+            timeout=10,
+        )
+    finally:
+        origin.close()
+    assert {("reconcile push referrer", a.digest) for a in (sig, sbom, sbom_sig)} <= set(
+        audit_actions(tmp_path)
+    )
+    try:
+        once = reconcile(tmp_path, replication(second.url))
+        assert once["referrers_pushed"] == once["pushed"] == once["referrers_deleted"] == []
+        assert once["referrers_checked"] == 3
+
+        # replicate_deletes on a target with the referrers API: an extra referrer is deleted
+        stray = cosign_signature(image.digest, SigningKey(), subject=subject_of(image))
+        run(_push(second.url, "team/app", stray))
+        assert stray.digest in referrers_api(second.url, "team/app", image.digest)
+        done = reconcile(tmp_path, replication(second.url))
+        assert done["referrers_deleted"] == [f"team/app@{stray.digest}"]
+        assert referrers_api(second.url, "team/app", image.digest) == sorted(
+            [sig.digest, sbom.digest]
+        )
+        kept = reconcile(tmp_path, replication(second.url, replicate_deletes=False))
+        assert kept["referrers_deleted"] == [] and kept["referrers_pushed"] == []
+    finally:
+        second.close()
+    assert origin.server_errors() == [] and second.server_errors() == []
