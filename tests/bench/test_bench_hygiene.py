@@ -7,6 +7,7 @@ busy-machine meter is checked against processes whose CPU use is known.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -155,3 +156,23 @@ def test_each_repetition_starts_one_contender_further_along() -> None:
     # over a full turn each contender runs first once (right after a scenario's set-up)
     assert sorted(o[0] for o in orders[:3]) == sorted(names)
     assert rotated([], 2) == []
+
+
+def test_committed_results_ship_every_plot_they_show() -> None:
+    """bench/results/latest.md's images are files of the repository (the WAN and push plots
+    were once left out by .gitignore, so a clone showed broken images)."""
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    text = (results / "latest.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert shown, "latest.md shows no plot"
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files", "bench/results"],
+            cwd=results.parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    missing = [p for p in shown if f"bench/results/{p}" not in tracked]
+    assert not missing, f"latest.md shows plots the repository does not have: {missing}"
