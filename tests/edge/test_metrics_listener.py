@@ -5,23 +5,14 @@ with ``metrics.listen`` (checked on the real ``quayside edge serve``)."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from edge.app import create_app
 from edge.config import load_edge_config
+from harness.edgeorigin import request
 from harness.ports import free_port
 from harness.servers import EdgeProcess
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 async def test_metrics_enabled_false_serves_no_metrics(aiohttp_client: Any, tmp_path: Path) -> None:
@@ -47,10 +38,10 @@ def test_metrics_listen_serves_metrics_there_and_not_on_the_edge_port(tmp_path: 
     edge = EdgeProcess({"origin": "http://127.0.0.1:9"}, workdir=tmp_path / "edge", config=config)
     with edge:
         metrics = f"http://127.0.0.1:{port}"
-        status, body = _get(metrics + "/internal/metrics")
-        assert status == 200 and "quayside_edge_" in body
-        assert _get(edge.url + "/metrics")[0] == 404
-        assert _get(edge.url + "/healthz")[0] in (200, 503)  # the edge port still serves
-        assert _get(metrics + "/v2/")[0] == 404
+        reply = request(metrics + "/internal/metrics")
+        assert reply.status == 200 and "quayside_edge_" in reply.body.decode()
+        assert request(edge.url + "/metrics").status == 404
+        assert request(edge.url + "/healthz").status in (200, 503)  # the edge port still serves
+        assert request(metrics + "/v2/").status == 404
         line = next(json.loads(x) for x in edge.log_text().splitlines() if '"listening"' in x)
         assert line["debug_url"] == metrics

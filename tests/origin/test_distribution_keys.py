@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from harness.edgeorigin import request
 from harness.ports import free_port
 from harness.servers import OriginProcess
 from origin.storagewatch import WATCH, StorageWatch
 from regcore.storage.layout import Layout
 from tests.origin.conftest import OriginFactory
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_debug_listener_serves_metrics_and_the_registry_port_does_not(tmp_path: Path) -> None:
@@ -45,12 +36,12 @@ def test_debug_listener_serves_metrics_and_the_registry_port_does_not(tmp_path: 
     }
     with OriginProcess(workdir=tmp_path / "origin", config=config) as origin:
         debug = f"http://127.0.0.1:{debug_port}"
-        assert _get(origin.url + "/v2/")[0] == 200
-        status, body = _get(debug + "/debug/metrics")
-        assert status == 200 and "quayside_origin_http_requests_total" in body
-        assert _get(origin.url + "/metrics")[0] == 404  # not public on the registry port
-        assert _get(debug + "/metrics")[0] == 404  # only the configured path
-        assert _get(debug + "/v2/")[0] == 404  # the debug listener serves no API
+        assert request(origin.url + "/v2/").status == 200
+        reply = request(debug + "/debug/metrics")
+        assert reply.status == 200 and "quayside_origin_http_requests_total" in reply.body.decode()
+        assert request(origin.url + "/metrics").status == 404  # not public on the registry port
+        assert request(debug + "/metrics").status == 404  # only the configured path
+        assert request(debug + "/v2/").status == 404  # the debug listener serves no API
         line = next(json.loads(x) for x in origin.log_text().splitlines() if '"listening"' in x)
         assert line["debug_url"] == debug
 
