@@ -235,7 +235,7 @@ class FillRun:
                 direct_io=self.plan.direct_io,
             )
             self.writer.preallocate(total)
-            self.fill.open(total, self.writer.path, live=self.writer.locate)
+            self.fill.open(total, self.writer.path, live=self.writer.locate, followed=self.writer)
         elif total != self.total:
             raise errors.SizeInvalid(f"source now says {total} bytes, earlier {self.total}")
 

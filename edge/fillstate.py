@@ -39,8 +39,18 @@ from regcore.digest import Digest
 
 Locate = Callable[[int, int], tuple[memoryview | None, int]]
 
+
+class Followed(Protocol):
+    """The live bytes' owner (the staged blob): told where readers are, so an absorb can
+    hold a piece in memory while a reader still sends from it (:mod:`regcore.storage.absorb`)."""
+
+    def follow(self, need: Callable[[int], int | None]) -> None: ...
+    def readers_moved(self) -> None: ...
+
+
 READ_CHUNK = 256 * 1024
 FINAL_HOLD = 64 * 1024  # bytes at the blob's end withheld from readers until it is committed
+LIVE_SPAN = 1 << 20  # while streaming, spans end this far on: a reader's place is known to 1 MiB
 _INLINE_READ = 64 * 1024
 
 
@@ -65,7 +75,9 @@ class FillSink(Protocol):
     source: str
 
     def announce(self, total: int) -> None: ...
-    def open(self, total: int, path: Path, live: Locate | None = None) -> None: ...
+    def open(
+        self, total: int, path: Path, live: Locate | None = None, followed: Followed | None = None
+    ) -> None: ...
     def advance(self, written: int) -> None: ...
     def commit(self, blob: CachedBlob) -> None: ...
     def fail(self, exc: BaseException) -> None: ...
@@ -84,6 +96,8 @@ class Fill:
         self._written = 0
         self._path: Path | None = None
         self._live: Locate | None = None
+        self._followed: Followed | None = None
+        self._places: dict[object, int] = {}  # reader -> first offset it has yet to send
         self._error: FillFailed | None = None
         self._progress = asyncio.Event()
         self.source = ""
@@ -199,6 +213,7 @@ class Fill:
             return
         fd = await self._open()
         self.readers += 1
+        me = object()
         try:
             pos, stop = start, last + 1
             tail = total - FINAL_HOLD if stop == total else stop  # held until the commit
@@ -210,10 +225,15 @@ class Fill:
                     else:
                         await self.result()
                         upto = stop  # committed: every byte is in the file
+                if self._followed is not None:
+                    upto = min(upto, pos + LIVE_SPAN)
+                    self._places[me] = pos
                 yield fd, pos, upto - pos
                 pos = upto
+                self._moved(me, pos)
         finally:
             self.readers -= 1
+            self._moved(me, None)
             os.close(fd)
 
     # -- fill side (FillSink) ---------------------------------------------------------------
@@ -222,12 +242,18 @@ class Fill:
         self._move(FillState.PENDING, FillState.ANNOUNCED)
         self._announced.set_result(total)
 
-    def open(self, total: int, path: Path, live: Locate | None = None) -> None:
+    def open(
+        self, total: int, path: Path, live: Locate | None = None, followed: Followed | None = None
+    ) -> None:
         """``total`` bytes are reserved and will land in ``path`` (ANNOUNCED -> STREAMING);
-        ``live`` locates readable bytes that are not in the file yet."""
+        ``live`` locates readable bytes that are not in the file yet; ``followed`` (their
+        owner) is told where the readers are."""
         self._move(FillState.ANNOUNCED, FillState.STREAMING)
         self._path = path
         self._live = live
+        if followed is not None:
+            self._followed = followed
+            followed.follow(self._need)
         self._size.set_result(total)
 
     def advance(self, written: int) -> None:
@@ -243,7 +269,7 @@ class Fill:
         """Verified and committed (STREAMING -> COMMITTED): readers get the last bytes."""
         self._move(FillState.STREAMING, FillState.COMMITTED)
         self._path = blob.path
-        self._live = None
+        self._live = self._followed = None
         self._done.set_result(blob)
         self._publish(blob.size)
 
@@ -256,7 +282,7 @@ class Fill:
         if self.state in (FillState.COMMITTED, FillState.FAILED):
             raise RuntimeError(f"fill {self.digest}: fail() after {self.state.value}")
         self.state = FillState.FAILED
-        self._live = None
+        self._live = self._followed = None
         failed = (
             exc if isinstance(exc, FillFailed) else FillFailed(f"{self.digest}: {describe(exc)}")
         )
@@ -283,6 +309,22 @@ class Fill:
                 f"(expected {expected.value})"
             )
         self.state = to
+
+    def _need(self, floor: int) -> int | None:
+        """The lowest offset from ``floor`` on that a reader still has to send (None: no
+        reader there; one further behind reads the file anyway)."""
+        return min((p for p in self._places.values() if p >= floor), default=None)
+
+    def _moved(self, reader: object, pos: int | None) -> None:
+        """``reader`` sent everything before ``pos`` (None: it left)."""
+        if reader not in self._places:
+            return
+        if pos is None:
+            del self._places[reader]
+        else:
+            self._places[reader] = pos
+        if self._followed is not None:
+            self._followed.readers_moved()
 
     def _publish(self, written: int) -> None:
         self._written = written

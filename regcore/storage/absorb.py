@@ -25,6 +25,17 @@ let go once it is in the file, so a reader behind the window reads the file, and
 reader never holds the fill back. Invariant, on the loop: bytes before the window's first
 piece are in the file; bytes from there to :attr:`Absorber.received` are in slots.
 
+**Hold-back.** A reader a few milliseconds behind (the loop had the core, not the client's
+socket) would otherwise fall out of the window and read the rest from the file, which
+``O_DIRECT`` left out of the page cache: a disk read per piece, slower than the fill, so it
+never catches up (measured: a cold 200 MiB client took 0.45-0.57 s instead of 0.25-0.30 s in
+the runs where it fell behind). So with :attr:`Absorber.need` set (where the readers in the window
+are, on the loop), the loop keeps a piece live while a reader still needs it:
+the fill waits for its readers, like a plain copy loop would. Only briefly: when the receiver
+waits :data:`HOLD_GRACE` for a slot, hold-back ends for the rest of the absorb and readers
+behind the window read the file (a slow client never holds the fill back for long). Call
+:meth:`Absorber.readers_moved` when a reader moved on.
+
 A slot is reused only when its write thread, the hash thread and the loop are all done with
 it (three holds). ``on_progress(readable, written)`` runs on the loop as bytes arrive
 (at least every :data:`REPORT_STEP` bytes, and whenever the receiver is about to wait) and as
@@ -54,6 +65,7 @@ ALIGN = 4096  # O_DIRECT offset, length and memory alignment
 REPORT_STEP = 1 << 20  # received bytes between progress reports while bytes flow
 WAKE_BYTES = 256 << 10  # the receiver waits for this much (or the piece's rest) at once
 WRITERS = 2  # direct writes in flight at once (one at a time leaves the disk idle between)
+HOLD_GRACE = 0.05  # seconds the receiver waits for a slot a reader holds before letting go
 _HOLDS = 3  # a write thread, the hash thread, the event loop
 
 
@@ -117,6 +129,10 @@ class Absorber:
         self._hash: ThreadPoolExecutor | None = None
         self._pieces: collections.deque[_Slot] = collections.deque()  # the live window
         self._report_queued = False
+        self._holding = True  # hold-back still on for this absorb (off: HOLD_GRACE ran out)
+        self.need: Callable[[int], int | None] | None = None
+        """On the loop: the lowest offset from the given one on that a reader still has to
+        send (None: no reader there)."""
         self.closed = False
         self.write_error: OSError | None = None  # a write failed: the absorb ends
         # set by the threads, read anywhere (plain ints: atomic under the GIL)
@@ -135,6 +151,7 @@ class Absorber:
         assert self._hash is not None
         self.received = self.written = start
         self._done_writes.clear()
+        self._holding = True
         to_hash: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
         hashing = self._hash.submit(self._hash_pieces, to_hash)
         writes: list[Future[None]] = []
@@ -163,7 +180,7 @@ class Absorber:
         try:
             while pos < end and not self.closed and self.write_error is None:
                 if slot is None:
-                    slot = self._free.get()  # waits while the hash or the loop holds them all
+                    slot = self._take()
                     slot.start, slot.size, slot.holds = pos, 0, _HOLDS
                     slot.cap = min(end - pos, PIECE - pos % PIECE)
                     self._pieces.append(slot)  # thread-safe; the loop only reads and pops left
@@ -191,6 +208,18 @@ class Absorber:
                     self._drop(slot, 2)  # never handed on; the loop drops its own hold
         if pos < end and self.write_error is None:
             raise OSError("blob write abandoned")
+
+    def _take(self) -> _Slot:
+        """A free slot; waits while the writes, the hash or the loop hold them all. A wait
+        longer than :data:`HOLD_GRACE` ends hold-back: the loop lets its window go."""
+        if not self._holding:
+            return self._free.get()
+        try:
+            return self._free.get(timeout=HOLD_GRACE)
+        except queue.Empty:
+            self._holding = False
+            self._report()
+            return self._free.get()
 
     def _hand_on(
         self, slot: _Slot, to_hash: queue.SimpleQueue[_Slot | None], writes: list[Future[None]]
@@ -279,15 +308,24 @@ class Absorber:
         """After :meth:`run` returned (on the loop): let the whole window go."""
         self._retire(ended=True)
 
+    def readers_moved(self) -> None:
+        """On the loop: a reader sent more (or left); pieces it held back may go."""
+        self._retire(ended=False)
+
     def _retire(self, *, ended: bool) -> None:
         pieces = self._pieces
         ended = ended or self.write_error is not None
+        holding = self.need is not None and self._holding and not ended
+        need = self.need(pieces[0].start) if holding and pieces and self.need else None
         while pieces:
             oldest = pieces[0]
             if not ended:
                 behind = sum(1 for s in tuple(pieces) if s.size == s.cap) - 1
-                if behind < LIVE_PIECES or self.written < oldest.start + oldest.cap:
+                end = oldest.start + oldest.cap
+                if behind < LIVE_PIECES or self.written < end:
                     return
+                if need is not None and need < end and self._holding:
+                    return  # a reader still sends from it (until HOLD_GRACE runs out)
             pieces.popleft()
             self._drop(oldest)
 

@@ -116,6 +116,15 @@ class BlobWriter:
             return None, stop
         return self._pipe.locate(pos, stop)
 
+    def follow(self, need: Callable[[int], int | None]) -> None:
+        """After :meth:`pipeline`: readers of the live bytes (:meth:`WritePipeline.follow`)."""
+        self._pipeline().follow(need)
+
+    def readers_moved(self) -> None:
+        """A reader of :meth:`follow` sent more or left (:meth:`WritePipeline.readers_moved`)."""
+        if self._pipe is not None:
+            self._pipe.readers_moved()
+
     def _pipeline(self) -> WritePipeline:
         if self._pipe is None:
             raise RuntimeError("call pipeline() first")

@@ -121,6 +121,16 @@ class StagedBlob(BlobSink, Protocol):
         """After ``pipeline``: reserve room for ``size`` bytes (best effort)."""
         ...
 
+    def follow(self, need: Callable[[int], int | None]) -> None:
+        """After ``pipeline``: ``need(floor)`` is the lowest offset from ``floor`` on that
+        a reader of the live bytes still has to send (None: no reader there); an absorb keeps those bytes in memory a little
+        while for it (:meth:`regcore.storage.writepipeline.WritePipeline.follow`)."""
+        ...
+
+    def readers_moved(self) -> None:
+        """A reader of ``follow`` sent more or left."""
+        ...
+
     async def absorb(
         self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
     ) -> int:

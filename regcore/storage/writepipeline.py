@@ -90,6 +90,7 @@ class WritePipeline:
         self._closed = False
         self._direct_path = direct_path
         self._absorber: Absorber | None = None  # threads and slots of absorb(), made once
+        self._need: Callable[[int], int | None] | None = None  # see follow()
         self.written = hasher.size
         self._readable = hasher.size  # reported to on_written: in the file, or live
 
@@ -161,6 +162,7 @@ class WritePipeline:
             self._absorber = Absorber(
                 self._loop, self._fd, self._hasher, self._absorbing, self._direct_path
             )
+            self._absorber.need = self._need
         absorber = self._absorber
         self._in_flight = count  # ``accepted`` stays an upper bound while the threads work
         job = self._loop.run_in_executor(self._executor, absorber.run, reader, self._pos, count)
@@ -189,6 +191,19 @@ class WritePipeline:
         if self._absorber is None or not self._in_flight:
             return None, stop
         return self._absorber.locate(pos, stop)
+
+    def follow(self, need: Callable[[int], int | None]) -> None:
+        """Readers of the live bytes: ``need(floor)`` (on the loop) is the lowest offset from
+        ``floor`` on that one of them still has to send, None when there is none; an absorb holds those bytes in
+        memory a little while for them (hold-back, see :mod:`regcore.storage.absorb`)."""
+        self._need = need
+        if self._absorber is not None:
+            self._absorber.need = need
+
+    def readers_moved(self) -> None:
+        """On the loop: a reader of :meth:`follow` sent more or left."""
+        if self._absorber is not None and self._in_flight:
+            self._absorber.readers_moved()
 
     @property
     def direct_writes(self) -> int:

@@ -10,6 +10,8 @@ filesystem allows it. Shown with a real docker-registry upstream:
   with ``direct_io=False`` they are (the flag does what it says);
 - a client that stops reading does not hold the fill back: the blob is committed while the
   client sleeps, and the client then gets every byte right (from the file);
+- a client that pauses briefly is waited for (hold-back): its bytes come from the buffers,
+  not from a file whose pages ``O_DIRECT`` kept out of the page cache;
 - a TLS body (received on the loop: the SSL object lives there) takes the same path.
 """
 
@@ -37,6 +39,7 @@ from regcore import zerocopy
 from regcore.auth.tlscerts import init_certs
 from regcore.client import RegistryClient
 from regcore.digest import Digest
+from regcore.storage import absorb
 from tests.edge.conftest import MakeEdge
 from tests.edge.test_fill_socket import Node
 
@@ -166,6 +169,84 @@ async def test_a_client_that_stops_reading_does_not_hold_the_fill_back(
         sock.close()
     _head, _, body = bytes(received).partition(b"\r\n\r\n")
     assert body == data
+
+
+async def _read_with_pauses(host: str, port: int, path: str, size: int) -> bytes:
+    """GET ``path`` on a socket with a small receive buffer, pausing 5 ms after every MiB:
+    a client slower than the fill, though never for long."""
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
+    sock.settimeout(20)
+
+    def run() -> bytes:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        received, mark = bytearray(), 0
+        while True:
+            chunk = sock.recv(256 * 1024)
+            if not chunk:
+                break
+            received += chunk
+            _, sep, body = bytes(received).partition(b"\r\n\r\n")
+            if sep and len(body) >= size:
+                break
+            if len(received) - mark >= MiB:
+                mark = len(received)
+                time.sleep(0.005)
+        return bytes(received)
+
+    try:
+        received = await asyncio.to_thread(run)
+    finally:
+        sock.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return body
+
+
+async def test_a_client_pausing_briefly_is_waited_for_and_served_from_memory(
+    docker_registry: DockerRegistry,
+    make_edge: MakeEdge,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Without hold-back the fill runs ahead of this client at once (a pause of 5 ms is
+    several pieces at loopback speed); the client then reads the rest from the file, most of
+    the blob. With it, only the last window comes from the file, once the absorb ended. The
+    grace is raised so a slow CI machine's scheduling cannot end hold-back here (that it ends
+    is shown by the client that stops reading, above)."""
+    if not _direct_io_here(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} refuses O_DIRECT")
+    monkeypatch.setattr(absorb, "HOLD_GRACE", 30.0)
+    size = 48 * MiB + 7
+    data, digest = await _push(docker_registry, size, seed=77)
+    from_memory: list[int] = []
+    from_file: list[int] = []
+    real_write, real_sendfile = os.write, os.sendfile
+
+    def counting_write(fd: int, buf: Any) -> int:
+        n = real_write(fd, buf)
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            from_memory.append(n)
+        return n
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        n = real_sendfile(out_fd, in_fd, offset, count)
+        from_file.append(n)
+        return n
+
+    monkeypatch.setattr(zerocopy.os, "write", counting_write)
+    monkeypatch.setattr(zerocopy.os, "sendfile", counting_sendfile)
+    edge = await make_edge({"hub": docker_registry.url})
+    server = edge.client.server
+    host, port = str(server.host), int(server.port)  # type: ignore[arg-type]
+    body = await _read_with_pauses(host, port, f"/v2/{REPO}/blobs/{digest}", size)
+    assert body == data
+    window = absorb.SLOTS * absorb.PIECE  # at most what the ended absorb let go of
+    assert sum(from_file) <= window, (
+        f"{sum(from_file) / MiB:.1f} MiB came from the file: the fill ran ahead of its reader"
+    )
+    assert sum(from_memory) + sum(from_file) == size
+    assert docker_registry.count("GET", f"/blobs/{digest}") == 1
 
 
 async def test_a_tls_body_received_on_the_loop_takes_the_same_byte_path(
