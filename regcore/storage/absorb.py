@@ -15,6 +15,9 @@ separate cores and the event loop touches no byte:
   otherwise (and on some virtual machines, first-touch page-cache pages cost ten times the
   copy). Unaligned pieces, and everything where ``O_DIRECT`` is refused, use the ordinary
   descriptor. ``written`` advances over the pieces written without a gap.
+  The pieces of an absorb's last :data:`SLOTS` x :data:`PIECE` bytes are written through
+  the page cache even so: readers still sending them when the absorb ends (and the window
+  goes) find them there instead of reading the disk from the event loop.
 - **hash**: the hasher sees every piece in order, from the slot (a memoryview, no copy).
 
 **Live bytes.** While a piece is in a slot, readers on the event loop can have its bytes
@@ -130,6 +133,7 @@ class Absorber:
         self._pieces: collections.deque[_Slot] = collections.deque()  # the live window
         self._report_queued = False
         self._holding = True  # hold-back still on for this absorb (off: HOLD_GRACE ran out)
+        self._cached_from = 0  # pieces ending past this offset skip O_DIRECT
         self.need: Callable[[int], int | None] | None = None
         """On the loop: the lowest offset from the given one on that a reader still has to
         send (None: no reader there)."""
@@ -152,6 +156,7 @@ class Absorber:
         self.received = self.written = start
         self._done_writes.clear()
         self._holding = True
+        self._cached_from = start + count - SLOTS * PIECE  # the last window: page cache
         to_hash: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
         hashing = self._hash.submit(self._hash_pieces, to_hash)
         writes: list[Future[None]] = []
@@ -250,6 +255,8 @@ class Absorber:
     def _write(self, slot: _Slot) -> None:
         view, offset = slot.view[: slot.size], slot.start
         aligned = slot.size - slot.size % ALIGN if offset % ALIGN == 0 else 0
+        if offset + slot.size > self._cached_from:
+            aligned = 0  # the absorb's last window: readers may still want it (page cache)
         if aligned and self._direct_fd >= 0 and self._direct_ok:
             try:
                 _pwrite_all(self._direct_fd, view[:aligned], offset)
