@@ -78,11 +78,12 @@ def _warm_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
         ctx.reporter.advance()
     repeats = ctx.params.warm_repeats
     for rep in range(repeats):
-        for contender in ready:
+        for contender in rotated(ready, rep):
             budget.check()
             ctx.reporter.step(f"warm_blob · {contender.name} · run {rep + 1}/{repeats}")
             run: dict[str, object] = {"rep": rep}
             for n in ctx.params.warm_clients:
+                run[f"settle_s_c{n}"] = ctx.quiesce(budget)["settle_s"]
                 res = ctx.fetch(ctx.spread(contender, blob, n), budget)
                 failures = _failures(res, blob)
                 if failures:
@@ -101,7 +102,9 @@ WARM_BLOB = Scenario(
     description=(
         "A blob already cached by the contender, downloaded by 1 and by 16 concurrent streaming "
         "clients (separate load-generator process; bytes counted and discarded). "
-        "MB/s = all bytes / wall time (MB = 10^6 B)."
+        "MB/s = all bytes / wall time (MB = 10^6 B). Before each download the bench waits "
+        "until every server it started is idle (the previous step's 16 connections are "
+        "closed and freed), and each repetition starts one contender further along."
     ),
     metrics=_warm_metrics,
     steps=_warm_steps,
