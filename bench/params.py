@@ -61,6 +61,7 @@ class Params:
     warm_blob_size: int
     warm_clients: tuple[int, ...]
     warm_repeats: int
+    warm_single_rounds: int  # 1-client downloads per contender per repetition, interleaved
     cold_blob_size: int
     herd_blob_size: int
     herd_clients: int
@@ -108,6 +109,7 @@ class Params:
             warm_blob_size=200 * MiB,
             warm_clients=(1, 16),
             warm_repeats=9,
+            warm_single_rounds=5,
             cold_blob_size=200 * MiB,
             herd_blob_size=64 * MiB,
             herd_clients=50,
@@ -130,6 +132,7 @@ class Params:
             warm_blob_size=32 * MiB,
             warm_clients=(1, 16),
             warm_repeats=3,
+            warm_single_rounds=2,
             cold_blob_size=32 * MiB,
             herd_blob_size=8 * MiB,
             herd_clients=20,

@@ -199,9 +199,13 @@ def _assert_complete_results(out: Path) -> None:
     for name in ("cold_blob", "herd"):
         for entry in results["scenarios"][name]["contenders"].values():
             assert all(isinstance(r["settled"], bool) and r["settle_s"] >= 0 for r in entry["runs"])
-    for entry in results["scenarios"]["warm_blob"]["contenders"].values():  # so did each warm one
-        for n in results["scenarios"]["warm_blob"]["params"]["clients"]:
+    warm = results["scenarios"]["warm_blob"]
+    for entry in warm["contenders"].values():  # so did each warm one
+        for n in warm["params"]["clients"]:
             assert all(r[f"settle_s_c{n}"] >= 0 for r in entry["runs"])
+        # one client's figure covers several downloads: its wall time per download is kept
+        assert warm["params"]["single_rounds"] >= 2
+        assert all(r["wall_s_c1"] > 0 for r in entry["runs"])
     cold_runs = results["scenarios"]["cold_blob"]["contenders"]["quayside-1"]["runs"]
     # the verifying relay floor hashes every byte, so it costs at least SHA-256 alone
     assert all(r["floor_s_per_gib"] > 0.9 * r["sha256_s_per_gib"] for r in cold_runs)
