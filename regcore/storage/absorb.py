@@ -24,17 +24,17 @@ separate cores and the event loop touches no byte:
 from memory (:meth:`Absorber.locate`): a waiter keeping up with the fill is served from the
 slots without the file (nor the page cache) in between. The loop keeps the newest
 :data:`LIVE_PIECES` complete pieces (and the one being received) readable; an older piece is
-let go once it is in the file, so a reader behind the window reads the file, and a slow
-reader never holds the fill back. Invariant, on the loop: bytes before the window's first
+let go once it is in the file (and no reader still needs it, see hold-back), so a reader
+behind the window reads the file. Invariant, on the loop: bytes before the window's first
 piece are in the file; bytes from there to :attr:`Absorber.received` are in slots.
 
 **Hold-back.** A reader a few milliseconds behind (the loop had the core, not the client's
 socket) would otherwise fall out of the window and read the rest from the file, which
 ``O_DIRECT`` left out of the page cache: a disk read per piece, slower than the fill, so it
 never catches up (measured: a cold 200 MiB client took 0.45-0.57 s instead of 0.25-0.30 s in
-the runs where it fell behind). So with :attr:`Absorber.need` set (where the readers in the window
-are, on the loop), the loop keeps a piece live while a reader still needs it:
-the fill waits for its readers, like a plain copy loop would. Only briefly: when the receiver
+the runs where it fell behind). So with :attr:`Absorber.need` set (where the readers in the
+window are, on the loop), the loop keeps a piece live while a reader still needs it: the fill
+waits for its readers, like a plain copy loop would. Only briefly: when the receiver
 waits :data:`HOLD_GRACE` for a slot, hold-back ends for the rest of the absorb and readers
 behind the window read the file (a slow client never holds the fill back for long). Call
 :meth:`Absorber.readers_moved` when a reader moved on.
