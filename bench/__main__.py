@@ -10,7 +10,9 @@ the upstream directly and nginx serving the blob file), runs the scenarios and w
 ``--out``). A full run with the default output directory also refreshes
 ``bench/results/latest.md`` and ``bench/results/latest/`` (``--latest``/``--no-latest``
 override). Exit status: 0 when every scenario ran (targets may still be missed: see the
-table), 1 when a scenario or contender failed, 130 on Ctrl-C.
+table), 1 when a scenario or contender failed, 130 on Ctrl-C, 143 on SIGTERM and 129 on SIGHUP
+(which stop the run the way Ctrl-C does: every process, namespace and the temp dir go, the
+partial results are written; see :mod:`bench.stopping`).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def _summary_tables(results: dict[str, Any]) -> list[Any]:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench import suite
+    from bench import stopping, suite
 
     console = Console()
     try:
@@ -137,7 +139,13 @@ def main(args: argparse.Namespace) -> int:
         latest = out is None and params.mode == "full"
     console.print(f"[bold]quayside bench[/] ({params.mode}) → {out_dir}")
     try:
-        results = suite.run(params, out_dir, console=console)
+        # SIGTERM/SIGHUP raise stopping.Terminated (a KeyboardInterrupt) here, in the main
+        # thread: the run stops its processes, namespaces and temp dir as on Ctrl-C
+        with stopping.terminate_like_ctrl_c():
+            results = suite.run(params, out_dir, console=console)
+    except stopping.Terminated as exc:
+        console.print(f"[yellow]terminated ({exc.name}); partial results in {out_dir}")
+        return exc.exit_status
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted; partial results in {out_dir}")
         return 130

@@ -278,7 +278,10 @@ def _worker_main(conn: Connection) -> None:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    conn.send("ready")  # imports done: a job's synchronized start no longer waits on them
+    try:
+        conn.send("ready")  # imports done: a job's synchronized start no longer waits on them
+    except OSError:  # the driver is gone already (stopped while we started): so are we
+        return
     while True:
         try:
             job = conn.recv()
@@ -290,7 +293,10 @@ def _worker_main(conn: Connection) -> None:
             result = runner(_run_job(job))
         except Exception as exc:  # report, never die silently
             result = JobResult(clients=[ClientResult(url="*", error=repr(exc))])
-        conn.send(result)
+        try:
+            conn.send(result)
+        except OSError:  # the driver stopped waiting (Ctrl-C, SIGTERM, a timeout)
+            return
 
 
 # -- driver side ------------------------------------------------------------------------------

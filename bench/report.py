@@ -199,6 +199,7 @@ def render(results: dict[str, Any], *, image_prefix: str = "") -> str:
         f"{m['memory_gib']} GiB RAM, kernel {m['kernel']}, Python {m['python']}. "
         f"Run took {results.get('duration_s', 0):.0f} s"
         + ("" if results.get("complete", True) else " (**incomplete**)")
+        + (f" (stopped by {results['terminated']})" if results.get("terminated") else "")
         + ".",
         "",
         "Tools: " + "; ".join(f"{k}: {v}" for k, v in tools.items()) + ".",

@@ -6,14 +6,16 @@ relay; skipped with the reason when namespaces cannot be made) and the origin pu
 
 Guarantees:
 - every process the run starts (upstreams, contenders, load-generator workers) is stopped in a
-  ``finally``, also on Ctrl-C or an unexpected error, and the run's temp dir is removed; the
-  WAN phase also removes its namespaces;
+  ``finally``, also on Ctrl-C, SIGTERM or SIGHUP (:mod:`bench.stopping`, installed by the CLI)
+  or an unexpected error, and the run's temp dir is removed; the WAN phase also removes its
+  namespaces; a termination signal that arrives during a teardown waits until it is done;
 - every scenario records how busy the machine was with other work meanwhile
   (:class:`bench.machine.CpuMeter`: load averages and the CPU share of foreign processes);
 - each scenario is bounded by ``Params.scenario_timeout``; a scenario that times out or fails
   is recorded with its error and the run goes on with the next one;
 - ``results.json``, ``results.md`` and the plots are written even for an interrupted run
-  (``"complete": false``), so partial figures are never lost.
+  (``"complete": false``, ``"interrupted": true``; ``"terminated": "SIGTERM"`` or ``"SIGHUP"``
+  when a signal ended it), so partial figures are never lost.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import machine, plots, report, targets, wan
+from bench import machine, plots, report, stopping, targets, wan
 from bench.dataset import Dataset, seed
 from bench.loadgen import LoadGenerator
 from bench.params import LOOPBACK_SCENARIOS, WAN_SCENARIOS, Params
@@ -180,15 +182,19 @@ def run(params: Params, out_dir: Path, *, console: Console) -> dict[str, Any]:
                 runner.run(ctx, ["origin_push"])
             progress.update(runner.overall, description="done")
         results["complete"] = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM/SIGHUP (stopping.Terminated) alike
         results["interrupted"] = True
         raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        results["duration_s"] = round(time.monotonic() - started, 1)
-        results["machine"]["load_average_end"] = machine.load_average()
-        results["conditions"] = meter.stop()
-        write(results, out_dir)
+        with stopping.teardown():  # a signal now waits until the results are written
+            shutil.rmtree(workdir, ignore_errors=True)
+            results["duration_s"] = round(time.monotonic() - started, 1)
+            results["machine"]["load_average_end"] = machine.load_average()
+            results["conditions"] = meter.stop()
+            signalled = stopping.received()
+            if signalled is not None:
+                results["terminated"] = signalled
+            write(results, out_dir)
     return results
 
 
@@ -220,8 +226,9 @@ def _loopback_phase(
         ctx = RunContext(params, topology, dataset, loadgen, workdir, runner.reporter)
         runner.run(ctx, names)
     finally:
-        loadgen.close()
-        topology.close()
+        with stopping.teardown():
+            loadgen.close()
+            topology.close()
 
 
 def write(results: dict[str, Any], out_dir: Path) -> None:

@@ -20,7 +20,8 @@ Guarantees:
   scenario is recorded as skipped with that reason; nothing is measured or invented;
 - leftovers of earlier runs that died (namespaces named with the bench prefix whose owner
   process is gone) are swept first; this run's namespaces, and every process inside them, are
-  removed in a ``finally``, also when a contender crashed, a scenario failed or on Ctrl-C;
+  removed in a ``finally``, also when a contender crashed, a scenario failed, on Ctrl-C and on
+  SIGTERM/SIGHUP (:mod:`bench.stopping`; a signal during the teardown waits for its end);
 - the thread leaves the namespaces on every exit path (:meth:`harness.netns.Netns.entered`).
 """
 
@@ -31,6 +32,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
+from bench import stopping
 from bench.dataset import Dataset, seed_wan
 from bench.loadgen import LoadGenerator
 from bench.params import WAN_CONTENDERS, Params
@@ -154,10 +156,15 @@ def run_phase(
             run_scenarios(ctx, names)
             info["link_total"] = link.counters().to_dict()
     finally:
-        while closers:
-            closer = closers.pop()
+        with stopping.teardown():  # a SIGTERM now waits until the namespaces are gone
             try:
-                closer()
-            except Exception as exc:  # teardown goes on; the namespaces go below anyway
-                info.setdefault("teardown_errors", []).append(f"{type(exc).__name__}: {exc}")
-        link.close()
+                while closers:
+                    closer = closers.pop()
+                    try:
+                        closer()
+                    except Exception as exc:  # teardown goes on; the namespaces go below
+                        info.setdefault("teardown_errors", []).append(
+                            f"{type(exc).__name__}: {exc}"
+                        )
+            finally:  # also when a second Ctrl-C cut the closers short
+                link.close()

@@ -15,6 +15,7 @@ import shutil
 import statistics
 import time
 
+from bench import stopping
 from bench.dataset import BlobRef
 from bench.loadgen import JobResult
 from bench.params import MiB, Params
@@ -238,8 +239,9 @@ def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
             floor = relay_floor(view.url, blob.repo, blob.digest, floors)
             _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, floor.seconds_per_gib)
     finally:
-        view.close()
-        shutil.rmtree(floors, ignore_errors=True)
+        with stopping.teardown():
+            view.close()
+            shutil.rmtree(floors, ignore_errors=True)
     count_upstream(ctx, record, logs, budget)
 
 

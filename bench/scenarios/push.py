@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench import stopping
 from bench.params import Params
 from bench.results import LOWER, NEUTRAL, Metric, ScenarioRecord
 from bench.scenarios.context import Budget, RunContext, Scenario
@@ -115,8 +116,9 @@ def _push_once(
             raise RuntimeError(f"{name} serves {served or 'nothing'} for the tag, not {digest}")
         return run
     finally:
-        server.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with stopping.teardown():
+            server.close()
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:

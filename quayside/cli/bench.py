@@ -71,7 +71,8 @@ def command(ctx: click.Context, **options: object) -> None:
 
     Starts every topology itself on loopback and writes results.json, results.md and PNG plots.
     Exit status: 0 when every scenario ran (targets may still be missed), 1 when a scenario or
-    contender failed, 130 on Ctrl-C.
+    contender failed, 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP (each stops every server
+    and removes the temp dir; partial results are written).
     """
     from bench.__main__ import main
 
