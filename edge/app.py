@@ -9,7 +9,8 @@ the first request is served and stops after the last. ``app[EDGE_NODE]`` is the 
 Routes: ``/v2/`` (200, no upstream ping), manifests and blobs GET/HEAD, tags list and
 referrers passed through, ``/v2/_catalog`` 404 (a mirror has no catalog of its own, and most
 upstreams -- Docker Hub among them -- do not serve one), every other method under ``/v2/``
-405 UNSUPPORTED ("read-only pull-through mirror"), the peer endpoints of
+405 UNSUPPORTED ("read-only pull-through mirror"; instead of a ``100 Continue`` when the
+client sent ``Expect: 100-continue``), the peer endpoints of
 :mod:`edge.peers`, ``/metrics`` and ``/healthz``. Every answer to a request with ``?ns=``
 carries ``OCI-Namespace``; errors relayed from an upstream lose their detail (which names
 upstream URLs) and a 401 always carries a challenge.
@@ -33,8 +34,10 @@ from edge.node import Clock, EdgeNode
 from edge.routing import NS_HEADER, Router, valid_ns
 from edge.ui import install as install_ui
 from regcore import errors
+from regcore.expectcontinue import continue_owed, defer_continue
 from regcore.http import DIGEST, NAME, REFERENCE, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, HttpMetrics, metrics_handler, process_metrics
+from regcore.unreadbody import refuse_unread_body
 
 if TYPE_CHECKING:
     from edge.upstreamclient import UpstreamClient
@@ -96,7 +99,8 @@ def _add_routes(app: web.Application, node: EdgeNode) -> None:
     r.add_get(f"/v2/{NAME}/blobs/{DIGEST}", node.blobs.get, name="blob")
     r.add_get(f"/v2/{NAME}/tags/list", manifests.tags_list, name="tags")
     r.add_get(f"/v2/{NAME}/referrers/{DIGEST}", manifests.referrers, name="referrers")
-    r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse")
+    # Writes are all refused: no 100 Continue for their bodies (see refuse).
+    r.add_route("*", "/v2/{tail:.*}", refuse, name="refuse", expect_handler=defer_continue)
     if node.config.metrics_on_main_port:  # else off, or on metrics.listen (edge.__main__)
         r.add_get("/metrics", metrics_handler(node.registry), name="metrics")
     EdgeHealth(node.config, serving=lambda: node.serving, extra=node.health).add_routes(app)
@@ -159,12 +163,18 @@ async def catalog(request: web.Request) -> web.Response:
     )
 
 
-async def refuse(request: web.Request) -> web.Response:
-    """Anything under ``/v2/`` that is not a pull: pushes and deletes are refused (405)."""
+async def refuse(request: web.Request) -> web.StreamResponse:
+    """Anything under ``/v2/`` that is not a pull: pushes and deletes are refused (405).
+
+    A push sent with ``Expect: 100-continue`` gets the 405 instead of a 100, as its
+    connection's last answer (:mod:`regcore.expectcontinue`): its body is never asked for."""
     if request.method in ("GET", "HEAD"):
         raise errors.NameUnknown(message="not found")
-    raise errors.Unsupported(
+    err = errors.Unsupported(
         {"method": request.method},
         message="this is a read-only pull-through mirror; push to the origin registry",
         headers={"Allow": "GET, HEAD"},
     )
+    if continue_owed(request):
+        return await refuse_unread_body(request, err)
+    raise err

@@ -16,6 +16,10 @@ Behaviour owned here:
 - Access control (:mod:`origin.authz`, one middleware for every route; parts built by
   :func:`origin.access.build_access_control` from ``config.auth``) and, when enabled, the
   token service (:mod:`origin.token`).
+- ``Expect: 100-continue`` on the routes that take a blob or manifest body: the 100 is sent
+  only when the handler reads the body, so access control, read-only mode, quotas and the
+  handlers' own checks answer their refusal instead of a 100 (:mod:`regcore.expectcontinue`;
+  other routes keep aiohttp's immediate 100).
 - The web UI at ``/ui/`` (:mod:`origin.ui`), behind the same users and roles.
 - Registry events (:mod:`origin.notifications`: webhooks and replication), inside access
   control, only when configured.
@@ -58,6 +62,7 @@ from origin.policy import install as install_policies
 from origin.repository import Repositories
 from origin.ui import install as install_ui
 from regcore import errors
+from regcore.expectcontinue import continue_middleware
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, metrics_handler
 from regcore.storage.blobstore import FilesystemBlobStore
@@ -99,6 +104,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             metrics.http.middleware(),
+            continue_middleware,  # outside the error rendering: sees every answer
             *standard_middlewares(),
             *storagewatch.middlewares(config),  # health.storagedriver: 503 while failing
             access_middleware,

@@ -2,6 +2,10 @@
 
 PUT guarantees:
 
+* ``Expect: 100-continue`` is answered when the body is about to be read (after access
+  control, the read-only check, the name, reference and ``?tag=`` checks and an announced
+  size over the limit); a refusal before that comes instead of the 100
+  (:mod:`regcore.expectcontinue`);
 * the body is read up to the manifest limit (app key ``MAX_MANIFEST_BYTES``, 4 MiB by
   default); a larger body is refused with 413 MANIFEST_INVALID before anything is stored;
 * the body is validated by :func:`regcore.manifest.parse_manifest` (schema 1, malformed JSON,
@@ -56,6 +60,7 @@ from regcore import errors
 from regcore import manifest as mf
 from regcore import mediatypes as mt
 from regcore.digest import Digest
+from regcore.expectcontinue import defer_continue, send_continue
 from regcore.http import NAME, REFERENCE, etag_matches
 from regcore.reference import Tag, is_valid_tag, parse_reference, validate_name
 
@@ -79,6 +84,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise errors.ManifestTooLarge({"size": declared, "limit": limit})
+    await send_continue(request)  # a deferred 100 Continue: the body is read now
     buf = bytearray()
     async for chunk in request.content.iter_chunked(_READ_CHUNK):
         buf += chunk
@@ -345,5 +351,5 @@ def add_routes(app: web.Application) -> None:
     resource = app.router.add_resource(path, name="manifest")
     resource.add_route("GET", get_manifest)
     resource.add_route("HEAD", get_manifest)
-    resource.add_route("PUT", put_manifest)
+    resource.add_route("PUT", put_manifest, expect_handler=defer_continue)
     resource.add_route("DELETE", delete_manifest)

@@ -15,6 +15,10 @@ Guarantees (beyond the manager's):
   error envelope with ``Connection: close``; the rest of its body is discarded for a moment,
   then the connection is closed (:func:`regcore.unreadbody.refuse_unread_body`), so no unread
   byte is ever taken for the next request of a keep-alive connection.
+- ``Expect: 100-continue`` (POST, PATCH, PUT): the ``100 Continue`` is sent when the body is
+  about to be read, after access control and every check above (session, range, size limit,
+  an announced size over the quota); a request refused before gets the final status instead,
+  as its connection's last answer (:mod:`regcore.expectcontinue`).
 - ``POST ?mount=&from=`` that cannot be honoured (bad digest or name, blob not in ``from``)
   falls back to a new session (202), as distribution does.
 
@@ -37,6 +41,7 @@ from origin.blobs import blob_path, location, request_name
 from origin.uploadsessions import Uploads, range_value, valid_upload_id
 from regcore import errors
 from regcore.digest import Digest
+from regcore.expectcontinue import defer_continue, send_continue
 from regcore.http import NAME, UPLOAD_ID
 from regcore.reference import validate_name
 from regcore.unreadbody import body_unread, refuse_unread_body
@@ -94,7 +99,10 @@ def _uploads(request: web.Request) -> Uploads:
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The body, read when first iterated: the deferred ``100 Continue`` goes out then, after
+    the checks the upload manager makes before reading (session, range, size, quota)."""
     if request.body_exists:
+        await send_continue(request)
         async for chunk in request.content.iter_any():
             yield chunk
 
@@ -219,11 +227,12 @@ async def cancel_upload(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    # The body-carrying methods send their 100 Continue only when they read the body.
     start = app.router.add_resource(f"/v2/{NAME}/blobs/uploads/", name="upload_start")
-    start.add_route("POST", start_upload)
+    start.add_route("POST", start_upload, expect_handler=defer_continue)
     session = app.router.add_resource(f"/v2/{NAME}/blobs/uploads/{UPLOAD_ID}", name="upload")
     session.add_route("GET", upload_status)
     session.add_route("HEAD", upload_status)
-    session.add_route("PATCH", patch_upload)
-    session.add_route("PUT", put_upload)
+    session.add_route("PATCH", patch_upload, expect_handler=defer_continue)
+    session.add_route("PUT", put_upload, expect_handler=defer_continue)
     session.add_route("DELETE", cancel_upload)

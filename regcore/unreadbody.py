@@ -1,4 +1,5 @@
-"""Refusing a request whose body has not been (fully) read: :func:`refuse_unread_body`.
+"""Refusing a request whose body has not been (fully) read: :func:`refuse_unread_body` (an
+error) and :func:`end_unread_body` (any answer not sent yet).
 
 An upload refused early (a quota, a size limit, a bad ``Content-Range``) leaves part of its
 body unread on the connection. Left there, the unread bytes would be parsed as the next
@@ -6,10 +7,13 @@ request of a keep-alive connection; aiohttp guards against that by reading and d
 rest for up to ten seconds (its *lingering* time) before it closes, which for a multi-GiB
 layer means receiving gigabytes for nothing.
 
-What :func:`refuse_unread_body` does instead, in this order:
+What :func:`refuse_unread_body` does instead, in this order (also used for a request whose
+deferred ``100 Continue`` was never sent, :mod:`regcore.expectcontinue`: the client may or may
+not send its body then):
 
-1. answers the spec's JSON error envelope with ``Connection: close`` (so the client knows the
-   connection ends with this answer and opens a new one for its next request);
+1. answers the spec's JSON error envelope (or the answer given to :func:`end_unread_body`)
+   with ``Connection: close`` (so the client knows the connection ends with this answer and
+   opens a new one for its next request);
 2. reads and discards what keeps arriving for at most ``linger`` seconds or ``drain_bytes``
    bytes, so a client still sending has time to read the answer before the connection goes
    (closing a socket with unread data makes the kernel send a reset, and a reset can destroy
@@ -32,7 +36,7 @@ from regcore import errors
 LINGER = 2.0  # seconds a refused client gets to read the answer while still sending
 DRAIN_BYTES = 64 << 20  # at most this many unread bytes are discarded before closing
 
-__all__ = ["DRAIN_BYTES", "LINGER", "body_unread", "refuse_unread_body"]
+__all__ = ["DRAIN_BYTES", "LINGER", "body_unread", "end_unread_body", "refuse_unread_body"]
 
 
 def body_unread(request: web.BaseRequest) -> bool:
@@ -49,7 +53,20 @@ async def refuse_unread_body(
 ) -> web.StreamResponse:
     """Answer ``err`` (status, envelope, headers), then end the connection as the module
     docstring says. Returns the answer, already sent (a client gone meanwhile is ignored)."""
-    resp = errors.error_response(err)
+    return await end_unread_body(
+        request, errors.error_response(err), linger=linger, drain_bytes=drain_bytes
+    )
+
+
+async def end_unread_body(
+    request: web.BaseRequest,
+    resp: web.StreamResponse,
+    *,
+    linger: float = LINGER,
+    drain_bytes: int = DRAIN_BYTES,
+) -> web.StreamResponse:
+    """Send ``resp`` (not prepared yet) as the connection's last answer, then end the
+    connection as the module docstring says. Returns ``resp``, already sent."""
     resp.force_close()
     try:
         await resp.prepare(request)
