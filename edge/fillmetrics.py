@@ -17,7 +17,7 @@ class EdgeFillMetrics:
     """Fill and cache collectors (namespace ``quayside_edge``; counters end in ``_total``).
 
     fills_started, fills_joined, fills_remote, fills_failed{reason}, fill_bytes{source},
-    fill_bodies{reader}, cache_evictions, cache_evicted_bytes, redis_fallbacks, lock_takeovers (counters);
+    fill_bodies{reader}, fill_holdbacks_ended, cache_evictions, cache_evicted_bytes, redis_fallbacks, lock_takeovers (counters);
     fills_active, cache_bytes, cache_reserved_bytes, cache_entries (gauges).
     """
 
@@ -47,6 +47,11 @@ class EdgeFillMetrics:
             "Source bodies read by fills, by reader (socket: the fill's own thread read the "
             "connection; loop: aiohttp's reader on the event loop)",
             ("reader",),
+        )
+        self.fill_holdbacks_ended = counter(
+            "fill_holdbacks_ended",
+            "Fills that stopped waiting for a reader behind their live window (it waited "
+            "HOLD_GRACE for a slot); such readers read the rest from the cache file",
         )
         self.evictions = counter("cache_evictions", "Blobs evicted from the cache")
         self.evicted_bytes = counter("cache_evicted_bytes", "Bytes evicted from the cache")

@@ -292,12 +292,14 @@ class FillRun:
         try:
             if body.prefix:
                 await self._write(body.prefix)
-            before = self.offset
+            before, ended = self.offset, self.writer.holdbacks_ended
             try:
                 await self.writer.absorb(body, body.remaining, interrupt=body.interrupt)
             finally:
                 if self.bytes_counter is not None:
                     self.bytes_counter.inc(self.offset - before)
+                if self.writer.holdbacks_ended > ended:
+                    self.plan.count("fill_holdbacks_ended")
         finally:
             body.close()
 

@@ -143,6 +143,7 @@ class Absorber:
         self.received = 0  # file offset up to which bytes were received
         self.written = 0  # file offset up to which the absorb's bytes are in the file
         self.direct_writes = 0  # pieces written with O_DIRECT
+        self.holdbacks_ended = 0  # absorbs whose hold-back ran out of HOLD_GRACE
 
     # -- the receive thread ---------------------------------------------------------------
     def run(self, reader: Reader, start: int, count: int) -> int:
@@ -223,6 +224,7 @@ class Absorber:
             return self._free.get(timeout=HOLD_GRACE)
         except queue.Empty:
             self._holding = False
+            self.holdbacks_ended += 1
             self._report()
             return self._free.get()
 

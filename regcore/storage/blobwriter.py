@@ -125,6 +125,11 @@ class BlobWriter:
         if self._pipe is not None:
             self._pipe.readers_moved()
 
+    @property
+    def holdbacks_ended(self) -> int:
+        """Absorbs whose hold-back ran out (:attr:`WritePipeline.holdbacks_ended`)."""
+        return self._pipe.holdbacks_ended if self._pipe is not None else 0
+
     def _pipeline(self) -> WritePipeline:
         if self._pipe is None:
             raise RuntimeError("call pipeline() first")

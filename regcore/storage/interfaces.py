@@ -131,6 +131,11 @@ class StagedBlob(BlobSink, Protocol):
         """A reader of ``follow`` sent more or left."""
         ...
 
+    @property
+    def holdbacks_ended(self) -> int:
+        """Absorbs so far whose hold-back ran out: a reader was too slow to wait for."""
+        ...
+
     async def absorb(
         self, reader: Reader, count: int, *, interrupt: Callable[[], None] | None = None
     ) -> int:

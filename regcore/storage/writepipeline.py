@@ -206,6 +206,11 @@ class WritePipeline:
             self._absorber.readers_moved()
 
     @property
+    def holdbacks_ended(self) -> int:
+        """Absorbs so far whose hold-back ran out (a reader too slow to wait for)."""
+        return self._absorber.holdbacks_ended if self._absorber is not None else 0
+
+    @property
     def direct_writes(self) -> int:
         """Pieces an absorb wrote with ``O_DIRECT`` so far."""
         return self._absorber.direct_writes if self._absorber is not None else 0

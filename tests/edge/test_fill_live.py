@@ -176,6 +176,8 @@ async def test_a_client_that_stops_reading_does_not_hold_the_fill_back(
         sock.close()
     _head, _, body = bytes(received).partition(b"\r\n\r\n")
     assert body == data
+    # the fill waited for the sleeper only HOLD_GRACE, once, and says so
+    assert edge.metric("fill_holdbacks_ended") == 1
 
 
 async def _read_with_pauses(host: str, port: int, path: str, size: int) -> bytes:
@@ -254,6 +256,7 @@ async def test_a_client_pausing_briefly_is_waited_for_and_served_from_memory(
     )
     assert sum(from_memory) + sum(from_file) == size
     assert docker_registry.count("GET", f"/blobs/{digest}") == 1
+    assert edge.metric("fill_holdbacks_ended") == 0  # waited for, not let go
 
 
 async def test_a_tls_body_received_on_the_loop_takes_the_same_byte_path(
