@@ -25,8 +25,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import socket
-import ssl
 import sys
 import time
 from typing import Any
@@ -98,43 +96,29 @@ async def serve(config: EdgeConfig) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
     from edge.app import create_app
 
-    host, port = config.bind
-    try:
-        ssl_context = server_context(config.tls)
-        sock, url = serving.bind(host, port, tls=ssl_context is not None)
-    except (OSError, ssl.SSLError) as exc:
-        print(
-            f"quayside edge: cannot listen on {config.listen}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+    listeners = serving.bind_listeners(
+        "edge",
+        serving.Listen(config.listen, *config.bind),
+        ssl_context=lambda: server_context(config.tls),
+        second=(
+            serving.Listen(f"metrics.listen {config.metrics_listen}", *config.metrics_bind)
+            if config.metrics_enabled and config.metrics_listen is not None
+            else None
+        ),
+    )
+    if listeners is None:
         return 1
-    metrics_bound: tuple[socket.socket, str] | None = None
-    if config.metrics_enabled and config.metrics_listen is not None:
-        try:
-            metrics_bound = serving.bind(*config.metrics_bind)
-        except OSError as exc:
-            sock.close()
-            print(
-                f"quayside edge: cannot listen on metrics.listen {config.metrics_listen}: "
-                f"{exc.strerror or exc}",
-                file=sys.stderr,
-            )
-            return 1
     if config.advertise is None:
-        config = dataclasses.replace(config, advertise=url)
+        config = dataclasses.replace(config, advertise=listeners.url)
     clock = time.time if config.redis.enabled else time.monotonic
     app = create_app(config, clock=clock)
-    site = None
-    if metrics_bound is not None:
-        site = serving.DebugSite(
-            metrics_app(app[METRICS_REGISTRY], config.metrics_path), *metrics_bound
-        )
+    site = listeners.debug_site(lambda: metrics_app(app[METRICS_REGISTRY], config.metrics_path))
     return await serving.serve_app(
         app,
-        sock,
-        url,
+        listeners.sock,
+        listeners.url,
         name="edge",
-        ssl_context=ssl_context,
+        ssl_context=listeners.ssl_context,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         access_log=not config.log.accesslog_disabled,
         log_extra={

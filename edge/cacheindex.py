@@ -19,7 +19,6 @@ Use from one event loop; :meth:`open` before anything else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 import diskcache
 
 from edge.cachelru import Entry
+from regcore.background import cancel_and_wait
 from regcore.digest import Digest
 
 log = logging.getLogger("edge.cache")
@@ -81,9 +81,7 @@ class CacheIndex:
     async def close(self) -> None:
         """Stop the periodic flush, persist the rest, close the index. Idempotent."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
             self._flusher = None
         if self._executor is not None:
             await self.flush()

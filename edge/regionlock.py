@@ -32,12 +32,12 @@ Guarantees and errors:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from regcore.background import cancel_and_wait
 from regcore.digest import Digest
 
 if TYPE_CHECKING:
@@ -174,9 +174,7 @@ class RegionLock:
     async def release(self, lease: Lease) -> None:
         """Stop renewing and delete the key if it is still ours. Never raises."""
         if lease._renewer is not None:
-            lease._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease._renewer
+            await cancel_and_wait(lease._renewer)
             lease._renewer = None
         if lease.lost:
             return

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import Counter
+
+from regcore.background import background
 
 if TYPE_CHECKING:
     import jinja2
@@ -191,13 +192,8 @@ class EdgeStats:
 
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         self.started = self._clock()
-        task = asyncio.create_task(self.run(), name="edge-ui-sampler")
-        try:
+        async with background(self.run(), name="edge-ui-sampler"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def figures(self) -> dict[str, Any]:
         m, fm, cache = self.node.metrics, self.node.fill_metrics, self.node.cache

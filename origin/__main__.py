@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import ssl
 import sys
 from typing import Any
@@ -92,40 +91,30 @@ async def serve(config: Any) -> int:
     """Serve until SIGTERM/SIGINT. Returns the exit status."""
     host, port = config.http.bind
     warn_if_open(config.auth, host)
-    try:
-        ctx = _ssl_context(config)
-        sock, url = serving.bind(host, port, tls=ctx is not None)
-    except (OSError, ssl.SSLError) as exc:
-        print(
-            f"quayside origin: cannot listen on {config.http.addr}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 1
     debug = config.http.debug
-    debug_bound: tuple[socket.socket, str] | None = None
-    if debug.serves_metrics:
-        try:
-            debug_bound = serving.bind(*debug.bind)
-        except OSError as exc:
-            sock.close()
-            print(
-                f"quayside origin: cannot listen on http.debug.addr {debug.addr}: "
-                f"{exc.strerror or exc}",
-                file=sys.stderr,
-            )
-            return 1
+    listeners = serving.bind_listeners(
+        "origin",
+        serving.Listen(config.http.addr, host, port),
+        ssl_context=lambda: _ssl_context(config),
+        second=(
+            serving.Listen(f"http.debug.addr {debug.addr}", *debug.bind)
+            if debug.serves_metrics
+            else None
+        ),
+    )
+    if listeners is None:
+        return 1
     app = create_app(config)
-    app[state.OPS].announce(url)  # quayside/origin.json: where `quayside gc` sends its runs
-    site = None
-    if debug_bound is not None:  # metrics there, not on http.addr (origin.app)
-        metrics = metrics_app(app[METRICS_REGISTRY], debug.prometheus_path)
-        site = serving.DebugSite(metrics, *debug_bound)
+    # quayside/origin.json: where `quayside gc` sends its runs
+    app[state.OPS].announce(listeners.url)
+    # metrics on the debug listener, not on http.addr (origin.app)
+    site = listeners.debug_site(lambda: metrics_app(app[METRICS_REGISTRY], debug.prometheus_path))
     return await serving.serve_app(
         app,
-        sock,
-        url,
+        listeners.sock,
+        listeners.url,
         name="origin",
-        ssl_context=ctx,
+        ssl_context=listeners.ssl_context,
         shutdown_timeout=config.http.draintimeout or 5.0,
         access_log=not config.log.accesslog_disabled,
         log_extra={"root": config.storage.rootdirectory},

@@ -31,7 +31,6 @@ Behaviour owned here:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +61,7 @@ from origin.policy import install as install_policies
 from origin.repository import Repositories
 from origin.ui import install as install_ui
 from regcore import errors
+from regcore.background import cancel_and_wait
 from regcore.expectcontinue import continue_middleware
 from regcore.http import API_VERSION_HEADER, Handler, on_prepare_api_header, standard_middlewares
 from regcore.metrics import METRICS_REGISTRY, metrics_handler
@@ -216,8 +216,4 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         app[ACCESS].close()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*tasks)

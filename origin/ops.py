@@ -48,6 +48,7 @@ from origin.quota import Quotas, namespace_of, scan_usage
 from origin.retention import Retention
 from origin.rootlock import RootLock, ensure_token, publish, unpublish
 from origin.writeguard import WriteGuard
+from regcore.background import cancel_and_wait
 from regcore.digest import Digest
 from regcore.opsconfig import OpsConfig
 
@@ -279,11 +280,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*tasks)
         with contextlib.suppress(Exception):
             await ops.pulls.flush()
         with contextlib.suppress(OSError):

@@ -39,7 +39,6 @@ jobs_total{target,result}`` (queued, ok, failed, dropped, skipped), ``..._attemp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -54,6 +53,7 @@ from origin.notifications.worker import QueueWorker
 from origin.replicapush import ReconcileReport, TargetPusher, matches
 from origin.snapshot import Progress
 from regcore import errors
+from regcore.background import cancel_and_wait
 from regcore.client import RegistryClient
 from regcore.digest import Digest
 from regcore.eventsconfig import ReplicationConfig, ReplicationTarget
@@ -258,11 +258,7 @@ class Replicator:
             )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         for t in self.targets:
             if t.worker is not None:
                 await t.worker.close(grace=t.config.timeout)

@@ -13,7 +13,6 @@ shutdown; a check that raises counts as a failure, never ends the task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from regcore import errors
+from regcore.background import background
 from regcore.health import PROBE_TIMEOUT, describe_error
 from regcore.http import Handler
 from regcore.storage.layout import Layout
@@ -103,13 +103,8 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[WATCH].run(), name="origin-storage-watch")
-    try:
+    async with background(app[WATCH].run(), name="origin-storage-watch"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def middlewares(config: Any) -> list[Any]:

@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
+from regcore.background import cancel_and_wait
 from regcore.sizes import format_size
 from regcore.storage.layout import Layout
 
@@ -204,9 +205,7 @@ class CachedCheck(Generic[T]):
         """Cancel a run in flight (at shutdown)."""
         task, self._running = self._running, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 - :func:`run` runs a coroutine on uvloop (the stdlib loop where uvloop is missing).
 - :func:`bind` binds the listening socket *before* the application is built, so a server
   started with port 0 knows the URL it is reachable at (the edge advertises it to peers).
+  :func:`bind_listeners` binds a server's main listener and its optional second (metrics/debug)
+  one, reporting a failure as ``quayside NAME: cannot listen on ...`` on stderr.
 - :func:`serve_app` (with an optional :class:`DebugSite`, a second listener) installs SIGTERM/SIGINT handlers, starts the site, prints one JSON line
   ``{"event": "listening", "url": ...}`` to stdout (launchers read it to learn the port), waits
   for a signal and shuts down gracefully (requests in flight get ``shutdown_timeout``; the
@@ -29,7 +31,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +130,70 @@ def bind(host: str, port: int, *, tls: bool = False) -> tuple[socket.socket, str
     if ":" in shown:
         shown = f"[{shown}]"
     return sock, f"{'https' if tls else 'http'}://{shown}:{bound_port}"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """An address for :func:`bind_listeners`: ``what`` names it in the error message (the
+    configured address, with the key in front for a second listener), ``host``/``port`` are
+    bound."""
+
+    what: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """What :func:`bind_listeners` bound: the main socket, its URL and TLS context, and the
+    second (plain HTTP) socket and URL when one was asked for."""
+
+    sock: socket.socket
+    url: str
+    ssl_context: ssl.SSLContext | None
+    second: tuple[socket.socket, str] | None
+
+    def debug_site(self, app: Callable[[], web.Application]) -> DebugSite | None:
+        """A :class:`DebugSite` serving ``app()`` on the second socket, or None without one
+        (``app`` is then not called)."""
+        if self.second is None:
+            return None
+        return DebugSite(app(), *self.second)
+
+
+def bind_listeners(
+    name: str,
+    main: Listen,
+    *,
+    ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None,
+    second: Listen | None = None,
+) -> Listeners | None:
+    """Build the main listener's TLS context (``ssl_context()``; None: plain HTTP), bind it,
+    then bind ``second`` (plain HTTP) if given. On failure print ``quayside NAME: cannot
+    listen on WHAT: REASON`` to stderr, close what was bound and return None (the server
+    then exits with status 1)."""
+    try:
+        ctx = ssl_context()
+        sock, url = bind(main.host, main.port, tls=ctx is not None)
+    except (OSError, ssl.SSLError) as exc:
+        _cannot_listen(name, main, exc)
+        return None
+    bound = None
+    if second is not None:
+        try:
+            bound = bind(second.host, second.port)
+        except OSError as exc:
+            sock.close()
+            _cannot_listen(name, second, exc)
+            return None
+    return Listeners(sock, url, ctx, bound)
+
+
+def _cannot_listen(name: str, where: Listen, exc: OSError) -> None:
+    print(
+        f"quayside {name}: cannot listen on {where.what}: {exc.strerror or exc}",
+        file=sys.stderr,
+    )
 
 
 def freeze_startup_heap() -> int:

@@ -39,7 +39,6 @@ them, so they pay nothing per connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -47,6 +46,8 @@ import ssl
 from typing import Final
 
 from aiohttp import web
+
+from regcore.background import cancel_and_wait
 
 __all__ = [
     "ACCEPT_RETRY_DELAY",
@@ -156,9 +157,7 @@ class TLSSniffSite(web.BaseSite):
         """Stop accepting and close every connection not yet handed to aiohttp (see the
         module docstring); returns once the accept loop and all handshakes have ended."""
         if self._accepting is not None:
-            self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
+            await cancel_and_wait(self._accepting)
             self._accepting = None
         self._sock.close()
         for waiting in list(self._waiting.values()):

@@ -40,7 +40,6 @@ request: it is logged and counted as dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -56,6 +55,7 @@ from origin.notifications.events import EVENTS_MEDIA_TYPE, envelope
 from origin.notifications.queue import DiskQueue
 from origin.notifications.worker import QueueWorker
 from regcore import USER_AGENT
+from regcore.background import cancel_and_wait
 from regcore.client.auth import same_origin
 from regcore.eventsconfig import EndpointConfig, NotificationsConfig
 from regcore.tlsclient import ClientTLSContexts, client_contexts, warn_insecure
@@ -289,9 +289,7 @@ class EventHub:
         """Write the buffered pulls, then stop the workers (each lets its attempt in flight
         finish)."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
             self._flusher = None
         await asyncio.to_thread(self.flush_blocking)
         await asyncio.gather(*(ep.close() for ep in self.endpoints))

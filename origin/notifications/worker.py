@@ -17,11 +17,11 @@ attempt (another process on the same root may hold it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from origin.notifications.queue import DiskQueue
+from regcore.background import cancel_and_wait
 
 __all__ = ["QueueWorker"]
 
@@ -74,9 +74,7 @@ class QueueWorker:
             try:
                 await asyncio.wait_for(asyncio.shield(task), grace)
             except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         await asyncio.to_thread(self.queue.unlock)
 
     async def _pause(self, seconds: float, event: asyncio.Event) -> None:
