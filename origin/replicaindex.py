@@ -11,7 +11,7 @@ client to do instead, the referrers tag schema: the tag :func:`fallback_tag` of 
 Guarantees:
 
 - :meth:`TargetReferrers.listed` answers from the API, else from the fallback index (a missing
-  tag is an empty list). Whether the target has the API is learned from that answer and
+  tag is an empty list; :meth:`TargetReferrers.listing` also says whether the tag exists). Whether the target has the API is learned from that answer and
   remembered for :data:`API_TTL` seconds.
 - :meth:`TargetReferrers.announce` and :meth:`TargetReferrers.withdraw` are idempotent
   read-modify-write updates of the fallback index (a no-op on a target with the API). They
@@ -21,9 +21,18 @@ Guarantees:
   process can still race the worker; the next reconcile puts a lost entry back. An entry whose
   manifest the target no longer has (deleted there directly) is dropped when the index is
   rewritten, since docker-registry refuses an index naming a manifest it does not have.
-- The index the tag pointed to before is not deleted: docker-registry deletes manifests by
-  digest only, which drops every tag on that digest, and equal indexes (two empty ones, two
-  subjects with the same referrers) share a digest.
+- An index that would list nothing is not written: :meth:`TargetReferrers.withdraw` of the
+  last entry removes the tag (:meth:`TargetReferrers.drop`, also used when the subject itself
+  is deleted). The spec makes the two states equal ("If the response to the referrers API is
+  a 404, and the tag schema does not return a valid image index, the client SHOULD assume
+  there are no referrers") and lets a client that deletes a manifest "also delete the
+  referrers tag". docker-registry refuses ``DELETE`` of a tag (``DIGEST_INVALID``) and
+  deleting by digest drops every tag on that digest (equal indexes share one), so the tag is
+  first pointed at an empty index only it can have (:func:`tombstone`, annotated with the
+  subject) and that digest is deleted. A target that refuses the delete keeps the tombstone:
+  an empty, valid index, which :meth:`TargetReferrers.listing` reports as no index.
+- The index the tag pointed to before is not deleted, for the same reason (garbage collection
+  on the target removes it once nothing points to it).
 
 Errors from the target raise :mod:`regcore.errors` exceptions.
 """
@@ -35,6 +44,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from regcore import errors
@@ -42,10 +52,27 @@ from regcore import mediatypes as mt
 from regcore.client import RegistryClient
 from regcore.digest import Digest
 
-__all__ = ["API_TTL", "TargetReferrers", "fallback_tag", "is_fallback_tag"]
+__all__ = [
+    "API_TTL",
+    "Listing",
+    "TargetReferrers",
+    "fallback_subject",
+    "fallback_tag",
+    "is_fallback_tag",
+    "tombstone",
+]
 
 API_TTL = 300.0
 _FALLBACK_TAG = re.compile(r"(sha256|sha384|sha512)-[0-9a-f]{64}")
+_TOMBSTONE_KEY = "org.quayside.referrers.dropped"
+# a tag DELETE refused by a registry that deletes manifests by digest only (docker-registry
+# answers DIGEST_INVALID), or one with tag deletes turned off
+_TAG_DELETE_REFUSED = (
+    errors.DigestInvalid,
+    errors.ManifestInvalid,
+    errors.TagInvalid,
+    errors.Unsupported,
+)
 
 
 def fallback_tag(subject: Digest) -> str:
@@ -57,6 +84,37 @@ def fallback_tag(subject: Digest) -> str:
 def is_fallback_tag(tag: str) -> bool:
     """Whether ``tag`` has the referrers tag schema's form (``sha256-<64 hex>``)."""
     return _FALLBACK_TAG.fullmatch(tag) is not None
+
+
+def fallback_subject(tag: str) -> Digest | None:
+    """The subject whose fallback tag is ``tag`` when the tag names it whole (``sha256-<hex>``;
+    sha384 and sha512 digests are truncated in their tags), else None."""
+    if not is_fallback_tag(tag) or not tag.startswith("sha256-"):
+        return None
+    return Digest.parse("sha256:" + tag[len("sha256-") :])
+
+
+def tombstone(subject: Digest) -> bytes:
+    """The empty index the fallback tag of ``subject`` is pointed at before it is deleted: its
+    annotation makes its digest one no other tag has (see the module docstring)."""
+    body = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [],
+        "annotations": {_TOMBSTONE_KEY: str(subject)},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass
+class Listing:
+    """What a target lists as referrers of one subject: ``api`` whether it has the referrers
+    API; ``entries`` digest -> descriptor; ``tagged`` whether the fallback tag exists and is
+    not a :func:`tombstone` (always False with the API)."""
+
+    api: bool
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tagged: bool = False
 
 
 class TargetReferrers:
@@ -81,23 +139,33 @@ class TargetReferrers:
         known = self._known()
         if known is not None:
             return known
-        api, _ = await self.listed(repo, subject)
-        return api
+        return (await self.listing(repo, subject)).api
 
     async def listed(self, repo: str, subject: Digest) -> tuple[bool, dict[str, dict[str, Any]]]:
         """(target has the API, digest -> descriptor of each referrer of ``subject`` it lists)."""
+        found = await self.listing(repo, subject)
+        return found.api, found.entries
+
+    async def listing(self, repo: str, subject: Digest) -> Listing:
+        """The target's referrers of ``subject`` (see :class:`Listing`)."""
         if self._known() is not False:
             found = await self.client.list_referrers(repo, str(subject))
             self._api = (found is not None, self.clock())
             if found is not None:
-                return True, {d["digest"]: d for d in found}
-        return False, {d["digest"]: d for d in await self._fallback(repo, subject)}
+                return Listing(True, {d["digest"]: d for d in found})
+        entries = await self._fallback(repo, subject)
+        if entries is None:
+            return Listing(False)
+        return Listing(False, {d["digest"]: d for d in entries}, tagged=True)
 
-    async def _fallback(self, repo: str, subject: Digest) -> list[dict[str, Any]]:
+    async def _fallback(self, repo: str, subject: Digest) -> list[dict[str, Any]] | None:
+        """The entries of the fallback index; None when there is no tag (or a tombstone)."""
         try:
             fetched = await self.client.get_manifest(repo, fallback_tag(subject))
         except (errors.ManifestUnknown, errors.NameUnknown):
-            return []
+            return None
+        if fetched.body == tombstone(subject):
+            return None
         try:
             doc = json.loads(fetched.body)
         except ValueError:
@@ -108,19 +176,27 @@ class TargetReferrers:
     async def _write(self, repo: str, subject: Digest, entries: list[dict[str, Any]]) -> None:
         """PUT the index; docker-registry refuses one naming a manifest it does not have
         (MANIFEST_BLOB_UNKNOWN), so when an entry's manifest was deleted on the target, the
-        entries it lacks are dropped and the index is written again (once)."""
+        entries it lacks are dropped and the index is written again (once), or removed when
+        none is left."""
         try:
             await self._put(repo, subject, entries)
         except errors.ManifestBlobUnknown:
             kept = [d for d in entries if await self._exists(repo, d["digest"])]
             if len(kept) == len(entries):
                 raise
-            await self._put(repo, subject, kept)
+            if kept:
+                await self._put(repo, subject, kept)
+            else:
+                await self._drop(repo, subject)
 
     async def _put(self, repo: str, subject: Digest, entries: list[dict[str, Any]]) -> None:
         body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
         raw = json.dumps(body, separators=(",", ":")).encode()
         await self.client.push_manifest(repo, fallback_tag(subject), raw, mt.OCI_INDEX)
+
+    async def missing(self, repo: str, digests: list[str]) -> set[str]:
+        """Those of ``digests`` that name no manifest on the target (one HEAD each)."""
+        return {d for d in digests if not await self._exists(repo, d)}
 
     async def _exists(self, repo: str, digest: str) -> bool:
         try:
@@ -135,21 +211,58 @@ class TargetReferrers:
         if await self.has_api(repo, subject):
             return False
         async with self._lock:
-            entries = await self._fallback(repo, subject)
+            entries = await self._fallback(repo, subject) or []
             if any(d["digest"] == entry["digest"] for d in entries):
                 return False
             await self._write(repo, subject, [*entries, entry])
         return True
 
     async def withdraw(self, repo: str, subject: Digest, digests: set[str]) -> bool:
-        """Drop ``digests`` from the fallback index of ``subject``; True when it was rewritten
-        (an emptied index stays, empty). False on a target with the API."""
+        """Drop ``digests`` from the fallback index of ``subject``; True when it was rewritten,
+        or removed when that left it empty (:meth:`drop`). False on a target with the API."""
         if await self.has_api(repo, subject):
             return False
         async with self._lock:
-            entries = await self._fallback(repo, subject)
+            entries = await self._fallback(repo, subject) or []
             kept = [d for d in entries if d["digest"] not in digests]
             if len(kept) == len(entries):
                 return False
-            await self._write(repo, subject, kept)
+            if kept:
+                await self._write(repo, subject, kept)
+            else:
+                await self._drop(repo, subject)
+        return True
+
+    async def drop(self, repo: str, subject: Digest) -> bool:
+        """Remove the fallback tag of ``subject`` (see the module docstring); True when the
+        target changed (the tag removed, or left on a tombstone when the target refuses
+        deletes). False when there was no tag, or on a target with the API."""
+        if await self.has_api(repo, subject):
+            return False
+        async with self._lock:
+            return await self._drop(repo, subject)
+
+    async def _drop(self, repo: str, subject: Digest) -> bool:
+        tag = fallback_tag(subject)
+        try:
+            current = (await self.client.head_manifest(repo, tag)).digest
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return False
+        grave = tombstone(subject)
+        changed = current != str(Digest.of(grave))
+        if changed:
+            try:
+                await self.client.delete_manifest(repo, tag)  # a registry that deletes tags
+                return True
+            except (errors.ManifestUnknown, errors.NameUnknown):
+                return False
+            except _TAG_DELETE_REFUSED:
+                pass
+            current = await self.client.push_manifest(repo, tag, grave, mt.OCI_INDEX)
+        try:
+            await self.client.delete_manifest(repo, current)
+        except (errors.ManifestUnknown, errors.NameUnknown, errors.Unsupported):
+            # gone meanwhile, or deletes turned off on the target: the tag keeps the
+            # tombstone, an empty index
+            return changed
         return True

@@ -16,7 +16,10 @@
   more on a target with the referrers API. On a target without it (docker-registry 2.8) it is
   then listed in its subject's referrers tag schema index (``sha256-<hex>``,
   :class:`~origin.replicaindex.TargetReferrers`), also when the target already had the
-  manifest; a manifest deleted by digest there is first dropped from that index.
+  manifest; a manifest deleted by digest there is first dropped from that index (the index
+  goes when that leaves it empty), and its own index (``sha256-<hex of the manifest>``, listing
+  its referrers) goes with it, as the spec allows ("clients MAY also delete the referrers
+  tag").
 - :meth:`TargetPusher.reconcile` compares every tag of the local repositories matching the
   target's globs with the target (``HEAD``) and pushes what differs; with ``replicate_deletes``
   it also removes tags the target has and the local repository does not. Then it compares the
@@ -24,7 +27,9 @@
   referrers) and pushes what the target does not list, or removes what it lists and the
   origin does not have (:mod:`origin.replicareferrers`). On a target without the referrers
   API, tags of the form ``sha256-<hex>`` are those indexes: the tag walk leaves them to the
-  referrers part (neither copied over nor deleted).
+  referrers part (neither copied over nor deleted as extra tags); with ``replicate_deletes``
+  the index of a subject the local repository no longer has is removed
+  (``indexes_repaired``).
 
 Errors from the target raise :mod:`regcore.errors` exceptions (the caller retries).
 """
@@ -42,7 +47,7 @@ from typing import Any
 
 from origin.manifests import detect_media_type
 from origin.referrers import referrer_entry
-from origin.replicaindex import TargetReferrers, is_fallback_tag
+from origin.replicaindex import TargetReferrers, fallback_subject, is_fallback_tag
 from origin.replicareferrers import ReferrerSync
 from origin.repository import subject_digest
 from origin.snapshot import (
@@ -85,7 +90,8 @@ class PushResult:
 class ReconcileReport:
     """One target's reconcile: ``pushed``/``deleted`` name tags (``repo:tag``),
     ``referrers_pushed``/``referrers_deleted`` referrers (``repo@digest``, see
-    :mod:`origin.replicareferrers`); with ``dry_run`` what would have been done."""
+    :mod:`origin.replicareferrers`), ``indexes_repaired`` referrers tag schema indexes
+    rewritten or removed (``repo:sha256-<hex>``); with ``dry_run`` what would have been done."""
 
     target: str
     repositories: int = 0
@@ -95,6 +101,7 @@ class ReconcileReport:
     referrers_checked: int = 0
     referrers_pushed: list[str] = field(default_factory=list)
     referrers_deleted: list[str] = field(default_factory=list)
+    indexes_repaired: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     dry_run: bool = False
 
@@ -248,11 +255,27 @@ class TargetPusher:
                         if str(digest) == current and other != tag:
                             await self.push_manifest(repo, digest, other)
                 return True
-            await self._unlist(repo, Digest.parse(ref))
-            await self.client.delete_manifest(repo, ref)
-            return True
         except (errors.ManifestUnknown, errors.NameUnknown):
             return False
+        manifest = Digest.parse(ref)
+        try:
+            await self._unlist(repo, manifest)
+            await self.client.delete_manifest(repo, ref)
+            deleted = True
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            deleted = False
+        # also when the target no longer had the manifest (a retried job, or deleted there)
+        await self._drop_index(repo, manifest)
+        return deleted
+
+    async def _drop_index(self, repo: str, subject: Digest) -> None:
+        """After manifest ``subject`` was deleted: on a target without the referrers API,
+        remove its referrers tag schema index, unless the local repository has the manifest
+        again (pushed back since the delete; its referrers stay listed)."""
+        if await asyncio.to_thread(self.local_manifest, repo, subject) is not None:
+            return
+        with contextlib.suppress(errors.ManifestUnknown, errors.NameUnknown):
+            await self.referrers.drop(repo, subject)
 
     async def _unlist(self, repo: str, digest: Digest) -> None:
         """Before the target deletes manifest ``digest``: on a target without the referrers
@@ -315,18 +338,37 @@ class TargetPusher:
             if not self.target.replicate_deletes:
                 continue
             try:
-                extra = [
-                    t
-                    for t in await self._remote_tags(repo)
-                    if t not in state.tags and not await self._index_owned(repo, t, None)
-                ]
+                extra, indexes = [], []
+                for t in await self._remote_tags(repo):
+                    if await self._index_owned(repo, t, None):
+                        indexes.append(t)
+                    elif t not in state.tags:
+                        extra.append(t)
                 for tag in extra:
                     if not dry_run:
                         await self.delete(repo, None, tag)
                     report.deleted.append(f"{repo}:{tag}")
+                await self._orphaned_indexes(repo, indexes, report, dry_run)
             except errors.RegistryError as exc:
                 report.failed.append({"ref": repo, "error": _brief(exc)})
         return report
+
+    async def _orphaned_indexes(
+        self, repo: str, tags: list[str], report: ReconcileReport, dry_run: bool
+    ) -> None:
+        """Remove the referrers tag schema indexes (``tags``) of subjects the local repository
+        no longer has: a subject deleted while the jobs did not remove its index (older
+        versions, a dropped job). A tag naming a sha384 or sha512 subject is left alone (the
+        tag truncates the digest)."""
+        for tag in tags:
+            subject = fallback_subject(tag)
+            if subject is None:
+                continue
+            if await asyncio.to_thread(self.local_manifest, repo, subject) is not None:
+                continue
+            if not dry_run and not await self.referrers.drop(repo, subject):
+                continue
+            report.indexes_repaired.append(f"{repo}:{tag}")
 
     async def _index_owned(self, repo: str, tag: str, probe: Digest | None) -> bool:
         """Whether ``tag`` is a referrers tag schema tag on a target without the referrers

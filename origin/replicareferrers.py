@@ -23,6 +23,15 @@ reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a 
   target without it the fallback index is rewritten without the entry first, then the manifest
   is deleted if the target allows (a refused delete leaves an unlisted manifest, which is
   not a failure). Without ``replicate_deletes`` extra referrers on the target are left alone.
+- On a target without the API each fallback index the walk reads is also checked against
+  the target itself (one ``HEAD`` per entry), with or without ``replicate_deletes``: an
+  entry whose manifest the target lacks names nothing, so it is pushed again when the origin
+  has it, else taken out of the index (the tag goes when that empties it); an index that
+  lists nothing, where the origin has no referrers of the subject, is removed (an emptied
+  index older versions left). Each index repaired is
+  named in ``indexes_repaired`` (``repo:sha256-<hex>``). Indexes of subjects the origin no
+  longer has are not reached by this walk: :meth:`~origin.replicapush.TargetPusher.reconcile`
+  removes them with ``replicate_deletes``.
 - The repository filters are the caller's: referrers live in the repository of their subject,
   so a repository the target does not take is never walked.
 
@@ -37,6 +46,7 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
+from origin.replicaindex import fallback_tag
 from origin.repository import Repositories
 from origin.snapshot import RepoState, manifest_refs
 from regcore import errors
@@ -85,7 +95,12 @@ class ReferrerSync:
                 local = await self.local.list_referrers(repo, subject, persist=False)
                 if not local and not deletes:
                     continue
-                api, remote = await self.pusher.referrers.listed(repo, subject)
+                listing = await self.pusher.referrers.listing(repo, subject)
+                api, remote = listing.api, listing.entries
+                dangling: set[str] = set()
+                if not api and remote:
+                    dangling = await self.pusher.referrers.missing(repo, sorted(remote))
+                    remote = {d: e for d, e in remote.items() if d not in dangling}
             except errors.RegistryError as exc:
                 report.failed.append({"ref": f"{repo}@{subject}", "error": _brief(exc)})
                 continue
@@ -106,6 +121,32 @@ class ReferrerSync:
             if deletes:
                 extra = sorted(set(remote) - {str(d) for d in local})
                 await self._remove(repo, subject, api, extra, report, dry_run)
+            if not api:
+                stale = dangling - {str(d) for d in local}
+                empty = listing.tagged and not listing.entries and not local
+                if stale or empty:
+                    await self._repair_index(repo, subject, stale, report, dry_run)
+
+    async def _repair_index(
+        self,
+        repo: str,
+        subject: Digest,
+        stale: set[str],
+        report: ReconcileReport,
+        dry_run: bool,
+    ) -> None:
+        """Take out of the fallback index of ``subject`` the entries naming manifests neither
+        the target nor the origin has (``stale``), or remove an index that lists nothing."""
+        referrers = self.pusher.referrers
+        try:
+            if not dry_run:
+                if stale:
+                    await referrers.withdraw(repo, subject, stale)
+                else:
+                    await referrers.drop(repo, subject)
+            report.indexes_repaired.append(f"{repo}:{fallback_tag(subject)}")
+        except errors.RegistryError as exc:
+            report.failed.append({"ref": f"{repo}:{fallback_tag(subject)}", "error": _brief(exc)})
 
     async def _remove(
         self,

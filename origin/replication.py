@@ -24,8 +24,8 @@ of the children of tagged indexes and of referrers, down to four levels, through
 referrers API or, without one, the referrers tag schema index the jobs maintain there (see
 :mod:`origin.replicareferrers`); missing ones are pushed, and with ``replicate_deletes`` extra
 ones removed. Each tag or referrer repaired is one audit line (action ``reconcile push``,
-``reconcile delete``, ``reconcile push referrer``, ``reconcile delete referrer``) and one count
-of the drift metric.
+``reconcile delete``, ``reconcile push referrer``, ``reconcile delete referrer``, ``reconcile
+repair referrers index``) and one count of the drift metric.
 
 Observability: audit lines (action ``replicate``, actor ``system:replication``, ``reason``
 naming the target) for each job and reconcile repair; metrics ``quayside_origin_replication_
@@ -290,6 +290,11 @@ class Replicator:
                 jobs.append(
                     {"action": f"reconcile {action} referrer", "repository": repo, "digest": digest}
                 )
+        for ref in report.indexes_repaired:
+            repo, _, tag = ref.rpartition(":")
+            jobs.append(
+                {"action": "reconcile repair referrers index", "repository": repo, "tag": tag}
+            )
         self._count(
             "replication_drift_repaired",
             "Tags and referrers repaired by reconcile",

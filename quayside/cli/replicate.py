@@ -5,7 +5,8 @@ pushes what differs (and, with ``replicate_deletes``, removes tags the origin no
 then the referrers of the tagged manifests (signatures, SBOMs, attestations; see
 :mod:`origin.replicareferrers`), as the origin's periodic reconcile does; ``--dry-run`` lists
 the drift only. The JSON report adds ``referrers_checked``, ``referrers_pushed`` and
-``referrers_deleted`` (``repo@digest``) to the tag fields. ``--status``
+``referrers_deleted`` (``repo@digest``) to the tag fields, and ``indexes_repaired``
+(``repo:sha256-<hex>``: referrers tag schema indexes rewritten or removed). ``--status``
 shows the jobs and notification events waiting in the on-disk queues. Targets, credentials and
 queues come from the origin's ``--config``. Exit status: 0, 1 when a repair failed.
 """
@@ -114,6 +115,8 @@ def command(
                 click.echo(f"  {verb} referrer {ref}")
             for ref in r["referrers_deleted"]:
                 click.echo(f"  deleted referrer {ref}")
+            for ref in r["indexes_repaired"]:
+                click.echo(f"  repaired referrers index {ref}")
             for f in r["failed"]:
                 click.echo(f"  FAILED {f['ref']}: {f['error']}")
     ctx.exit(0 if all(r.ok for r in reports) else 1)

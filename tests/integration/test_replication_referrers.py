@@ -3,7 +3,10 @@ with a ``subject``) from a real origin to a real docker-registry (no referrers A
 referrers tag schema's ``sha256-<hex>`` index) and to a second Quayside origin (the referrers
 API), when the event-driven jobs never carried them: pushed before replication was configured,
 or dropped while the target was down. Reconcile repairs them, a dry run only names them, a
-second run finds nothing, and with ``replicate_deletes`` extra referrers on the target go."""
+second run finds nothing, and with ``replicate_deletes`` extra referrers on the target go.
+Deletes keep docker-registry's fallback indexes consistent: a deleted referrer leaves its
+subject's index (the tag goes with the last one), a deleted subject takes its index along, and
+reconcile repairs indexes older versions left stale."""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ if shutil.which("skopeo") is None:  # pragma: no cover - installed by `make inst
     pytest.skip("skopeo is not installed", allow_module_level=True)
 
 SPDX = "application/spdx+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def replication(url: str, **options: Any) -> dict[str, Any]:
@@ -305,3 +309,144 @@ def test_referrers_dropped_while_a_quayside_target_was_down_are_repaired_by_reco
     finally:
         second.close()
     assert origin.server_errors() == [] and second.server_errors() == []
+
+
+def remote_tags(url: str, repo: str) -> list[str]:
+    """``GET /v2/<repo>/tags/list`` of the target, sorted."""
+    with urllib.request.urlopen(f"{url}/v2/{repo}/tags/list", timeout=10) as resp:
+        return sorted(json.loads(resp.read())["tags"] or [])
+
+
+def delete_on(url: str, repo: str, digest: str) -> None:
+    req = urllib.request.Request(f"{url}/v2/{repo}/manifests/{digest}", method="DELETE")
+    assert urllib.request.urlopen(req, timeout=10).status == 202
+
+
+def fallback_tag_of(item: Image | Artifact) -> str:
+    return item.digest.replace(":", "-", 1)
+
+
+def test_deleted_referrers_and_subjects_leave_no_stale_fallback_index_on_docker_registry(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    key, url = SigningKey(), docker_registry.url
+    kept = make_image(layer_sizes=(32 * KiB,), seed=404)
+    gone = make_image(layer_sizes=(32 * KiB,), seed=405)
+    first = cosign_signature(kept.digest, key, subject=subject_of(kept))
+    second = cosign_signature(kept.digest, SigningKey(), subject=subject_of(kept))
+    lone = cosign_signature(gone.digest, key, subject=subject_of(gone))
+    origin = source(tmp_path, replication(url))
+    try:
+        skopeo.push(kept, origin.host, "team/app", "v1", workdir=tmp_path)
+        skopeo.push(gone, origin.host, "team/app", "v2", workdir=tmp_path)
+        run(_push(origin.url, "team/app", first, second, lone))
+        both = sorted([first.digest, second.digest])
+        assert wait_until(
+            lambda: (
+                fallback_index(url, "team/app", kept.digest) == both
+                and fallback_index(url, "team/app", gone.digest) == [lone.digest]
+            ),
+            timeout=30,
+        )
+
+        # (1) a referrer deleted on the origin leaves the index; the last one takes the tag
+        delete_on(origin.url, "team/app", first.digest)
+        assert wait_until(
+            lambda: fallback_index(url, "team/app", kept.digest) == [second.digest], timeout=30
+        )
+        assert manifest(url, "team/app", first.digest) is None
+        delete_on(origin.url, "team/app", second.digest)
+        assert wait_until(
+            lambda: fallback_tag_of(kept) not in remote_tags(url, "team/app"), timeout=30
+        )
+        assert fallback_index(url, "team/app", kept.digest) is None  # the tag's GET is a 404
+        assert manifest(url, "team/app", second.digest) is None
+
+        # (2) the subject deleted on the origin (by digest): its index goes with it
+        delete_on(origin.url, "team/app", gone.digest)
+        assert wait_until(lambda: manifest(url, "team/app", gone.digest) is None, timeout=30)
+        assert wait_until(
+            lambda: fallback_tag_of(gone) not in remote_tags(url, "team/app"), timeout=30
+        )
+        assert fallback_index(url, "team/app", gone.digest) is None
+        # the referrer itself stays, as on the origin (a dangling subject's referrer)
+        assert manifest(url, "team/app", lone.digest) == lone.manifest
+        assert manifest(origin.url, "team/app", lone.digest) == lone.manifest
+        # removing the index tags touched no other tag
+        assert remote_tags(url, "team/app") == ["v1"]
+        assert manifest(url, "team/app", "v1") == kept.manifest
+    finally:
+        origin.close()
+    assert origin.server_errors() == []
+    again = reconcile(tmp_path, replication(url))
+    assert again["indexes_repaired"] == again["referrers_deleted"] == again["deleted"] == []
+    assert again["referrers_pushed"] == again["pushed"] == []
+
+
+def test_reconcile_repairs_stale_fallback_indexes_on_docker_registry(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    key, url = SigningKey(), docker_registry.url
+    signed = make_image(layer_sizes=(32 * KiB,), seed=406)
+    deleted = make_image(layer_sizes=(32 * KiB,), seed=407)
+    bare = make_image(layer_sizes=(32 * KiB,), seed=408)
+    sig = cosign_signature(signed.digest, key, subject=subject_of(signed))
+    ghost = cosign_signature(signed.digest, SigningKey(), subject=subject_of(signed))
+    orphan = cosign_signature(deleted.digest, key, subject=subject_of(deleted))
+    origin = source(tmp_path)
+    try:
+        for image, tag in ((signed, "v1"), (deleted, "v2"), (bare, "v3")):
+            skopeo.push(image, origin.host, "team/app", tag, workdir=tmp_path)
+        run(_push(origin.url, "team/app", sig, orphan))
+        config = replication(url)
+        first = reconcile(tmp_path, config)
+        assert sorted(first["pushed"]) == ["team/app:v1", "team/app:v2", "team/app:v3"]
+        assert fallback_index(url, "team/app", signed.digest) == [sig.digest]
+        assert fallback_index(url, "team/app", deleted.digest) == [orphan.digest]
+        # `deleted` is deleted on the origin while replication is off (no job ever runs)
+        delete_on(origin.url, "team/app", deleted.digest)
+    finally:
+        origin.close()
+
+    # What older versions (or a client on the target) left: `ghost` listed in the index of
+    # `signed`, then deleted on the target, and `sig` deleted there too; an emptied index
+    # kept for `bare`.
+    run(_push(url, "team/app", ghost))
+    doc = json.loads(manifest(url, "team/app", fallback_tag_of(signed)) or b"")
+    doc["manifests"].append(
+        {"mediaType": ghost.media_type, "digest": ghost.digest, "size": len(ghost.manifest)}
+    )
+    run(_put_index(url, "team/app", fallback_tag_of(signed), doc))
+    run(_delete(url, "team/app", ghost.digest))
+    run(_delete(url, "team/app", sig.digest))
+    empty = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    run(_put_index(url, "team/app", fallback_tag_of(bare), empty))
+    stale = sorted([sig.digest, ghost.digest])
+    assert fallback_index(url, "team/app", signed.digest) == stale
+    assert fallback_index(url, "team/app", bare.digest) == []
+    assert fallback_index(url, "team/app", deleted.digest) == [orphan.digest]
+    indexes = sorted(f"team/app:{fallback_tag_of(i)}" for i in (signed, deleted, bare))
+
+    dry = reconcile(tmp_path, config, "--dry-run")
+    assert sorted(dry["indexes_repaired"]) == indexes
+    assert dry["referrers_pushed"] == [f"team/app@{sig.digest}"]
+    assert dry["deleted"] == ["team/app:v2"] and dry["referrers_deleted"] == []
+    assert fallback_index(url, "team/app", signed.digest) == stale  # a dry run changes nothing
+    assert fallback_index(url, "team/app", bare.digest) == []
+
+    done = reconcile(tmp_path, config)
+    assert sorted(done["indexes_repaired"]) == indexes
+    assert done["referrers_pushed"] == [f"team/app@{sig.digest}"]
+    assert done["deleted"] == ["team/app:v2"] and done["referrers_deleted"] == []
+    assert done["failed"] == []
+    assert fallback_index(url, "team/app", signed.digest) == [sig.digest]
+    assert manifest(url, "team/app", sig.digest) == sig.manifest
+    assert fallback_index(url, "team/app", bare.digest) is None
+    assert fallback_index(url, "team/app", deleted.digest) is None
+    assert manifest(url, "team/app", deleted.digest) is None
+    assert remote_tags(url, "team/app") == sorted(["v1", "v3", fallback_tag_of(signed)])
+    assert ("reconcile repair referrers index", "") in audit_actions(tmp_path)
+
+    again = reconcile(tmp_path, config)
+    assert again["indexes_repaired"] == again["referrers_pushed"] == again["deleted"] == []
+    assert again["referrers_deleted"] == [] and again["failed"] == []
