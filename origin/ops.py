@@ -70,6 +70,7 @@ class OriginOps:
         self.config = config
         layout, store, repos = app[state.LAYOUT], app[state.STORE], app[state.REPOS]
         self.layout = layout
+        self.repos = repos
         self.metrics = app.get(state.METRICS)
         self.audit = safe(audit)
         self.events = safe(events)
@@ -239,6 +240,7 @@ class OriginOps:
 
     async def _after_maintenance(self) -> None:
         self.quotas.invalidate()
+        self.repos.changed(None)  # the UI's inventory: anything may have been deleted
         with contextlib.suppress(Exception):
             await self.refresh_usage()
 

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from regcore import errors
@@ -34,13 +35,26 @@ from regcore.storage.layout import Layout
 
 
 class Repositories:
+    """``listeners`` are called (on the event loop) with a repository's name after each write
+    of its blob links, revisions or tags here, and with None when anything may have changed
+    (:meth:`changed`: garbage collection, retention); the web UI's inventory cache is one."""
+
     def __init__(self, layout: Layout, store: BlobReader) -> None:
         self.layout = layout
         self.store = store
+        self.listeners: list[Callable[[str | None], None]] = []
+
+    def changed(self, name: str | None) -> None:
+        """Tell the listeners that ``name`` (None: any repository) changed on disk."""
+        for listener in self.listeners:
+            listener(name)
 
     # -- links -----------------------------------------------------------------------------
     async def link_blob(self, name: str, digest: Digest) -> None:
-        await asyncio.to_thread(write_link, self.layout.layer_link(name, digest), digest)
+        try:
+            await asyncio.to_thread(write_link, self.layout.layer_link(name, digest), digest)
+        finally:
+            self.changed(name)
 
     async def blob_linked(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(
@@ -48,10 +62,16 @@ class Repositories:
         )
 
     async def unlink_blob(self, name: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(_remove_link_dir, self.layout.layer_link(name, digest))
+        try:
+            return await asyncio.to_thread(_remove_link_dir, self.layout.layer_link(name, digest))
+        finally:
+            self.changed(name)
 
     async def link_revision(self, name: str, digest: Digest) -> None:
-        await asyncio.to_thread(write_link, self.layout.revision_link(name, digest), digest)
+        try:
+            await asyncio.to_thread(write_link, self.layout.revision_link(name, digest), digest)
+        finally:
+            self.changed(name)
 
     async def revision_exists(self, name: str, digest: Digest) -> bool:
         return await asyncio.to_thread(
@@ -59,7 +79,12 @@ class Repositories:
         )
 
     async def unlink_revision(self, name: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(_remove_link_dir, self.layout.revision_link(name, digest))
+        try:
+            return await asyncio.to_thread(
+                _remove_link_dir, self.layout.revision_link(name, digest)
+            )
+        finally:
+            self.changed(name)
 
     # -- tags ------------------------------------------------------------------------------
     async def tag(self, name: str, tag: str, digest: Digest) -> None:
@@ -67,7 +92,10 @@ class Repositories:
             write_link(self.layout.tag_index_link(name, tag, digest), digest)
             write_link(self.layout.tag_current_link(name, tag), digest)
 
-        await asyncio.to_thread(_do)
+        try:
+            await asyncio.to_thread(_do)
+        finally:
+            self.changed(name)
 
     async def resolve_tag(self, name: str, tag: str) -> Digest:
         link = self.layout.tag_current_link(name, tag)
@@ -78,7 +106,10 @@ class Repositories:
 
     async def untag(self, name: str, tag: str) -> bool:
         d = self.layout.tag_dir(name, tag)
-        return await asyncio.to_thread(_rmtree, d)
+        try:
+            return await asyncio.to_thread(_rmtree, d)
+        finally:
+            self.changed(name)
 
     async def list_tags(self, name: str) -> list[str]:
         """Sorted tags that have a current link. Raises NameUnknown for an unknown repository."""

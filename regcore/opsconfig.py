@@ -31,6 +31,9 @@ own section)::
       inventory:
         pulls_flush_interval: 30s           # pull times are batched in memory this long
         usage_interval: 5m                  # namespace usage metric refresh
+        ui_refresh: 30s                     # web UI: changes made outside this process
+                                            # (another origin or registry:2 on the root,
+                                            # files removed by hand) show within this
 
 Durations take Go's syntax (``90m``, ``168h``) or days/weeks (``7d``, ``2w``). Environment
 overrides follow the usual rule (``QUAYSIDE_GC_GRACE=30m``, ``REGISTRY_QUAYSIDE_GC_ENABLED``).
@@ -211,6 +214,7 @@ class QuotaConfig:
 class InventoryConfig:
     pulls_flush_interval: float = 30.0
     usage_interval: float = 300.0
+    ui_refresh: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,7 @@ OPS_SCHEMA: dict[str, Any] = {
     "inventory": {
         "pulls_flush_interval": Leaf(_positive_age),
         "usage_interval": Leaf(_positive_age),
+        "ui_refresh": Leaf(_positive_age),
     },
 }
 
@@ -334,5 +339,6 @@ def ops_config(g: Getter) -> OpsConfig:
                 "quayside.inventory.pulls_flush_interval", d.inventory.pulls_flush_interval
             ),
             usage_interval=g("quayside.inventory.usage_interval", d.inventory.usage_interval),
+            ui_refresh=g("quayside.inventory.ui_refresh", d.inventory.ui_refresh),
         ),
     )

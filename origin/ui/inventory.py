@@ -2,34 +2,56 @@
 
 The UI asks an :class:`InventorySource` (two methods, rows defined here) and nothing else:
 
-* :class:`OpsInventory` adapts the origin's inventory (:mod:`origin.inventory`, built by the
-  operations features: unique and shared bytes, namespace quota use, recorded pull times) when
-  the application has them (``origin.state.OPS``);
-* :class:`DiskInventory` is the fallback: it reads the root itself (tags and their push times
-  from the tag links' mtimes, the bytes a repository holds: blobs linked into it and its
-  manifests, each once) and knows no pull times and no quotas.
+* :class:`OpsInventory` adds what the operations features know (``origin.state.OPS``: unique
+  and shared bytes, namespace quota use, recorded pull times), with the definitions of
+  :mod:`origin.inventory`;
+* :class:`DiskInventory` is the fallback: tags and their push times, the bytes a repository
+  holds (blobs linked into it and its manifests, each once); no pull times, no quotas.
 
-:func:`inventory_for` picks one per request, so the order of wiring does not matter. Both
-read the disk in a worker thread; neither raises for a repository that vanished meanwhile
-(it is left out, or ``None``).
+Both read the root through one :class:`InventoryCache` per application, so a page view does
+not walk the storage again (a registry with thousands of repositories or tags would make every
+view walk all of them). The cache holds the repository names (:meth:`InventoryCache.catalog`,
+the names ``Repositories.catalog`` gives) and, per repository, its scan (tags, revisions and
+layer links with their link mtimes) and the sizes of the blobs it holds. It is built lazily
+and kept correct by:
+
+* **this process's writes**: :class:`origin.repository.Repositories` calls its listeners
+  (here :meth:`InventoryCache.invalidate`) after every link, tag, untag and unlink, whoever
+  asked (manifest and blob PUT/DELETE, mounts, upload commits), so the next view rescans that
+  repository; garbage collection and retention (:class:`origin.ops.OriginOps`) invalidate
+  everything when a run ends, and while one runs (``ops.maintenance`` held) the UI reads the
+  disk without caching;
+* **changes made outside this process** (a second origin or a registry:2 on the same root, an
+  offline ``quayside restore``/``scrub``, files removed by hand): nothing tells this process,
+  and registry:2 rewrites an existing ``current/link`` in place (no directory mtime changes),
+  so no cheap stat can see every change. An entry is therefore used for at most ``ttl``
+  seconds (``quayside.inventory.ui_refresh``) counted from when its scan *started*: a change
+  finished outside the process shows on every view starting more than ``ttl`` seconds later.
+
+A scan raced by an invalidation is not trusted (generation numbers taken before it starts).
+Pull times are read per shown repository on each view (one small file, not a walk).
+Nothing raises for a repository that vanished meanwhile (it is left out, or ``None``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from origin import state
-from regcore import errors
+from origin.rootscan import RepoScan, scan_repository
 from regcore.digest import Digest
 from regcore.storage.layout import Layout
 
 __all__ = [
+    "DEFAULT_TTL",
     "DiskInventory",
+    "InventoryCache",
     "InventorySource",
     "OpsInventory",
     "QuotaUse",
@@ -37,6 +59,9 @@ __all__ = [
     "TagRow",
     "inventory_for",
 ]
+
+DEFAULT_TTL = 30.0
+"""Seconds a cached scan is trusted against changes made outside this process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +119,212 @@ def namespace_of(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-# -- the fallback: reading the root ----------------------------------------------------------
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+# -- the cache ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RepoEntry:
+    """One repository as scanned: ``held`` maps every blob linked into it and every manifest
+    it holds to its size (None: the blob is missing)."""
+
+    scan: RepoScan
+    has_manifests: bool
+    held: dict[Digest, int | None]
+    newest: float | None  # latest link mtime (tags, revisions, layers)
+
+
+@dataclass
+class _Stamped:
+    value: Any
+    started: float  # monotonic time the scan began
+    gen: tuple[int, int]  # (everything generation, own generation) when it began
+
+
+@dataclass
+class _Aggregate:
+    version: int
+    holders: dict[Digest, int] = field(default_factory=dict)
+    ns_bytes: dict[str, int] = field(default_factory=dict)
+
+
+class InventoryCache:
+    """The UI's view of one root (see the module docstring). Thread-safe: scans run in
+    worker threads, invalidations come from the event loop."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        ttl: float = DEFAULT_TTL,
+        busy: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.layout = layout
+        self.ttl = ttl
+        self.busy = busy  # True while maintenance rewrites the root: read through
+        self.clock = clock
+        self.scans = 0  # directory walks done (repository scans and catalog walks)
+        self._lock = threading.Lock()
+        self._all = 0  # bumped by invalidate(None)
+        self._gens: dict[str, int] = {}  # per repository, bumped by invalidate(name)
+        self._catalog_gen = 0
+        self._catalog: _Stamped | None = None  # (catalog names, every repository name)
+        self._repos: dict[str, _Stamped] = {}
+        self._sizes: dict[Digest, int] = {}  # blob sizes (content-addressed), present ones
+        self._sizes_started = clock()
+        self._version = 0  # bumped whenever a repository entry is replaced
+        self._aggregate: _Aggregate | None = None
+
+    # -- invalidation (event loop) --------------------------------------------------------
+    def invalidate(self, name: str | None = None) -> None:
+        """``name`` changed on disk (None: anything may have)."""
+        with self._lock:
+            if name is None:
+                self._all += 1
+                self._repos.clear()
+                self._catalog = None
+                self._sizes.clear()
+                self._aggregate = None
+                return
+            self._gens[name] = self._gens.get(name, 0) + 1
+            self._repos.pop(name, None)
+            self._aggregate = None
+            cat = self._catalog
+            if cat is not None and name not in cat.value[1]:
+                self._catalog_gen += 1  # a new repository: walk again
+                self._catalog = None
+
+    def _fresh(self, item: _Stamped | None, gen: tuple[int, int], now: float) -> bool:
+        return item is not None and item.gen == gen and now - item.started < self.ttl
+
+    # -- reads (worker threads) -----------------------------------------------------------
+    def catalog_sync(self) -> tuple[list[str], list[str]]:
+        """(names with ``_manifests``, as ``Repositories.catalog``; every repository:
+        ``_manifests``, ``_layers`` or ``_uploads``, as :func:`origin.rootscan.
+        list_repositories`)."""
+        now = self.clock()
+        with self._lock:
+            gen = (self._all, self._catalog_gen)
+            if not self.busy() and self._fresh(self._catalog, gen, now):
+                assert self._catalog is not None
+                return self._catalog.value  # type: ignore[no-any-return]
+        value = self._walk()
+        with self._lock:
+            self._catalog = _Stamped(value, now, gen)
+        return value
+
+    def _walk(self) -> tuple[list[str], list[str]]:
+        with self._lock:
+            self.scans += 1
+        root = self.layout.repositories
+        catalog: list[str] = []
+        every: list[str] = []
+        for dirpath, dirnames, _ in os.walk(root):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            if rel != ".":
+                if "_manifests" in dirnames:
+                    catalog.append(rel)
+                hidden = any(part.startswith(".") for part in rel.split("/"))
+                if not hidden and {"_manifests", "_layers", "_uploads"} & set(dirnames):
+                    every.append(rel)
+            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
+        return sorted(catalog), sorted(every)
+
+    def repo_sync(self, name: str) -> RepoEntry | None:
+        """The entry of ``name``; None when it cannot be read."""
+        now = self.clock()
+        with self._lock:
+            if now - self._sizes_started >= self.ttl:
+                self._sizes.clear()  # a blob removed outside this process
+                self._sizes_started = now
+            gen = (self._all, self._gens.get(name, 0))
+            item = self._repos.get(name)
+            if not self.busy() and self._fresh(item, gen, now):
+                assert item is not None
+                return item.value  # type: ignore[no-any-return]
+        entry = self._scan(name, gen[0])
+        with self._lock:
+            self._repos[name] = _Stamped(entry, now, gen)
+            self._version += 1
+            self._aggregate = None
+        return entry
+
+    def _scan(self, name: str, everything: int) -> RepoEntry | None:
+        with self._lock:
+            self.scans += 1
+        layout = self.layout
+        try:
+            scan = scan_repository(layout, name)
+        except (OSError, ValueError):
+            return None
+        held: dict[Digest, int | None] = {}
+        for digest in (*scan.layers, *scan.revisions):
+            held[digest] = self._size(digest, everything)
+        newest = _latest(
+            *(t for _, t in scan.tags.values()), *scan.revisions.values(), *scan.layers.values()
+        )
+        has_manifests = (layout.repo_dir(name) / "_manifests").is_dir()
+        return RepoEntry(scan, has_manifests, held, newest)
+
+    def _size(self, digest: Digest, everything: int) -> int | None:
+        size = self._sizes.get(digest)
+        if size is not None:
+            return size
+        try:
+            size = os.stat(self.layout.blob_data(digest)).st_size
+        except OSError:
+            return None  # missing: not remembered, a push may bring it
+        with self._lock:
+            if self._all == everything:  # not if a collection ended meanwhile
+                self._sizes[digest] = size
+        return size
+
+    def aggregate_sync(self) -> tuple[dict[str, RepoEntry], _Aggregate]:
+        """Every repository's entry, how many repositories hold each blob, and each
+        namespace's bytes (unique blobs of its repositories), as :mod:`origin.inventory`."""
+        _, every = self.catalog_sync()
+        entries: dict[str, RepoEntry] = {}
+        for name in every:
+            entry = self.repo_sync(name)
+            if entry is not None:
+                entries[name] = entry
+        with self._lock:
+            agg = self._aggregate
+            if agg is not None and agg.version == self._version and not self.busy():
+                return entries, agg
+            version = self._version
+        agg = _Aggregate(version)
+        ns_held: dict[str, set[Digest]] = {}
+        sizes: dict[Digest, int] = {}
+        for name, entry in entries.items():
+            present = {d for d, s in entry.held.items() if s is not None}
+            for d in present:
+                agg.holders[d] = agg.holders.get(d, 0) + 1
+                sizes[d] = entry.held[d] or 0
+            ns_held.setdefault(namespace_of(name), set()).update(present)
+        agg.ns_bytes = {ns: sum(sizes[d] for d in held) for ns, held in ns_held.items()}
+        with self._lock:
+            if self._version == version:
+                self._aggregate = agg
+        return entries, agg
+
+    async def catalog(self) -> list[str]:
+        """The repository names (as ``Repositories.catalog``), from the cache."""
+        names, _ = await asyncio.to_thread(self.catalog_sync)
+        return list(names)
+
+
+# -- the fallback: the root's own figures ------------------------------------------------------
 class DiskInventory:
-    """Reads the registry tree (see the module docstring)."""
+    """Tags, push times and held bytes from the cache (see the module docstring)."""
 
     pulls_recorded = False
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+    def __init__(self, cache: InventoryCache) -> None:
+        self.cache = cache
 
     async def repositories(self, names: Sequence[str]) -> list[RepoRow]:
         return await asyncio.to_thread(self._rows, list(names))
@@ -111,122 +334,74 @@ class DiskInventory:
         return rows[0] if rows else None
 
     def _rows(self, names: list[str]) -> list[RepoRow]:
-        sizes: dict[Digest, int] = {}
         out = []
         for name in names:
-            row = self._row(name, sizes)
-            if row is not None:
-                out.append(row)
+            entry = self.cache.repo_sync(name)
+            if entry is None or not entry.has_manifests:
+                continue
+            total = sum(size or 0 for size in entry.held.values())
+            tags = tuple(
+                TagRow(tag, str(digest), pushed, None)
+                for tag, (digest, pushed) in sorted(entry.scan.tags.items())
+            )
+            out.append(RepoRow(name, total, None, None, entry.newest, None, None, tags))
         return out
 
-    def _row(self, name: str, sizes: dict[Digest, int]) -> RepoRow | None:
-        layout = self.layout
-        if not (layout.repo_dir(name) / "_manifests").is_dir():
-            return None
-        held: set[Digest] = set()
-        newest: float | None = None
-        for base in (layout.layers_dir(name), layout.revisions_dir(name)):
-            for digest, mtime in _links(base):
-                held.add(digest)
-                newest = mtime if newest is None else max(newest, mtime)
-        total = 0
-        for digest in held:
-            if digest not in sizes:
-                try:
-                    sizes[digest] = os.stat(layout.blob_data(digest)).st_size
-                except OSError:
-                    sizes[digest] = 0
-            total += sizes[digest]
-        tags = []
-        for tag in _names(layout.tags_dir(name)):
-            link = layout.tag_current_link(name, tag)
-            digest, mtime = _read_link(link)
-            if digest is None:
-                continue
-            tags.append(TagRow(tag, str(digest), mtime, None))
-            newest = mtime if newest is None else max(newest, mtime or 0.0)
-        return RepoRow(name, total, None, None, newest, None, None, tuple(tags))
 
-
-def _names(path: Any) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
-    except OSError:
-        return []
-
-
-def _read_link(path: Any) -> tuple[Digest | None, float | None]:
-    try:
-        text = path.read_text().strip()
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return None, None
-    try:
-        return Digest.parse(text), mtime
-    except errors.RegistryError:
-        return None, None
-
-
-def _links(base: Any) -> list[tuple[Digest, float]]:
-    out = []
-    for alg in _names(base):
-        for hexdir in _names(base / alg):
-            digest, mtime = _read_link(base / alg / hexdir / "link")
-            if digest is not None and mtime is not None and digest.hex == hexdir:
-                out.append((digest, mtime))
-    return out
-
-
-# -- the operations features' inventory ---------------------------------------------------------
+# -- with the operations features -------------------------------------------------------------
 class OpsInventory:
-    """Adapts ``origin.inventory.build_inventory`` (unique/shared bytes, quotas, pull times)
-    of an application's operations object (``ops``: ``layout``, ``config.quotas``,
-    ``pulls_of(name)``)."""
+    """Unique/shared bytes, namespace quota use and pull times (the definitions of
+    :mod:`origin.inventory`) over the cache, for an application's operations object
+    (``ops``: ``config.quotas``, ``pulls_of(name)``)."""
 
     pulls_recorded = True
 
-    def __init__(self, ops: Any, build: Any) -> None:
+    def __init__(self, ops: Any, cache: InventoryCache) -> None:
         self.ops = ops
-        self._build = build
+        self.cache = cache
 
     async def repositories(self, names: Sequence[str]) -> list[RepoRow]:
         wanted = list(names)
         if not wanted:
             return []
-        inv = await asyncio.to_thread(self._inventory)
-        return self._rows(inv, wanted)
+        return await asyncio.to_thread(self._rows, wanted)
 
     async def repository(self, name: str) -> RepoRow | None:
-        inv = await asyncio.to_thread(self._inventory)
-        rows = self._rows(inv, [name])
+        rows = await asyncio.to_thread(self._rows, [name])
         return rows[0] if rows else None
 
-    def _inventory(self) -> Any:
-        return self._build(
-            self.ops.layout, None, quotas=self.ops.config.quotas, pulls_of=self.ops.pulls_of
-        )
-
-    @staticmethod
-    def _rows(inv: Any, names: list[str]) -> list[RepoRow]:
-        by_name = {r.name: r for r in inv.repositories}
+    def _rows(self, names: list[str]) -> list[RepoRow]:
+        entries, agg = self.cache.aggregate_sync()
+        quotas = self.ops.config.quotas
         out = []
         for name in names:
-            r = by_name.get(name)
-            if r is None:
+            entry = entries.get(name)
+            if entry is None:
                 continue
-            ns = inv.namespaces.get(r.namespace) or {}
-            quota = (
-                QuotaUse(r.namespace, int(ns.get("bytes") or 0), ns.get("limit")) if ns else None
+            unique = shared = 0
+            for d, size in entry.held.items():
+                if size is None:
+                    continue
+                if agg.holders.get(d, 0) > 1:
+                    shared += size
+                else:
+                    unique += size
+            ns = namespace_of(name)
+            limit = quotas.limit_for(ns) if quotas is not None else None
+            quota = QuotaUse(ns, agg.ns_bytes.get(ns, 0), limit[1] if limit else None)
+            pulls = self.ops.pulls_of(name)
+            tags = tuple(
+                TagRow(tag, str(digest), pushed, pulls.last(digest, tag))
+                for tag, (digest, pushed) in sorted(entry.scan.tags.items())
             )
-            tags = tuple(TagRow(t.tag, str(t.digest), t.pushed, t.pulled) for t in r.tags)
             out.append(
                 RepoRow(
-                    name=r.name,
-                    total_bytes=int(r.total_bytes),
-                    unique_bytes=int(r.unique_bytes),
-                    shared_bytes=int(r.shared_bytes),
-                    last_pushed=r.last_pushed,
-                    last_pulled=r.last_pulled,
+                    name=name,
+                    total_bytes=unique + shared,
+                    unique_bytes=unique,
+                    shared_bytes=shared,
+                    last_pushed=entry.newest,
+                    last_pulled=_latest(*pulls.manifests.values(), *pulls.tags.values()),
                     quota=quota,
                     tags=tags,
                 )
@@ -234,18 +409,14 @@ class OpsInventory:
         return out
 
 
-def inventory_for(app: Mapping[Any, Any], override: InventorySource | None) -> InventorySource:
+def inventory_for(
+    app: Mapping[Any, Any], override: InventorySource | None, cache: InventoryCache
+) -> InventorySource:
     """``override`` if given; the operations inventory when ``app`` (an application or a
-    request's ``config_dict``) has one; else the disk fallback."""
+    request's ``config_dict``) has one; else the disk fallback. Both read ``cache``."""
     if override is not None:
         return override
-    ops_key = getattr(state, "OPS", None)
-    ops = app.get(ops_key) if ops_key is not None else None
+    ops = app.get(state.OPS)
     if ops is not None:
-        try:
-            build = importlib.import_module("origin.inventory").build_inventory
-        except (ImportError, AttributeError):
-            build = None
-        if build is not None:
-            return OpsInventory(ops, build)
-    return DiskInventory(app[state.LAYOUT])
+        return OpsInventory(ops, cache)
+    return DiskInventory(cache)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from origin.ui.inventory import InventorySource
+from origin.ui.inventory import InventoryCache, InventorySource
 from origin.ui.trust import TrustSource
 from origin.ui.viewer import UiAccess, Viewer
 
@@ -29,12 +29,13 @@ INVENTORY_SOURCE: web.AppKey[Any] = web.AppKey("origin_ui_inventory", object)
 @dataclass
 class UiState:
     """What the UI's handlers share: access decisions and sessions, the origin's read-only
-    flag, whether the origin serves TLS itself, its external host, and the sources given to
-    ``install``."""
+    flag, whether the origin serves TLS itself, its external host, the sources given to
+    ``install`` and the inventory cache (:class:`~origin.ui.inventory.InventoryCache`)."""
 
     access: UiAccess
     readonly: bool
     tls: bool
+    cache: InventoryCache
     external_host: str = ""  # host[:port] of ``http.host``, if configured
     trust_override: TrustSource | None = None
     inventory_override: InventorySource | None = None

@@ -77,10 +77,10 @@ def _page_number(request: web.Request) -> int:
 async def repositories(request: web.Request) -> Any:
     ui = ui_state(request)
     viewer: Viewer = request[keys.VIEWER]
-    names = ui.access.visible(viewer, await request.config_dict[state.REPOS].catalog())
+    names = ui.access.visible(viewer, await ui.cache.catalog())
     page = _page_number(request)
     shown = names[(page - 1) * PAGE : page * PAGE]
-    source = inventory_for(request.config_dict, ui.inventory(request))
+    source = inventory_for(request.config_dict, ui.inventory(request), ui.cache)
     rows = await source.repositories(shown)
     quotas = {r.quota.namespace: r.quota for r in rows if r.quota is not None}
     return render(
@@ -138,7 +138,7 @@ async def repository_path(request: web.Request) -> Any:
 
 async def _tags(request: web.Request, name: str) -> Any:
     ui = ui_state(request)
-    source = inventory_for(request.config_dict, ui.inventory(request))
+    source = inventory_for(request.config_dict, ui.inventory(request), ui.cache)
     row = await source.repository(name)
     if row is None:
         raise PageError(404, f"No repository {name}.")

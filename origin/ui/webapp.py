@@ -37,7 +37,7 @@ from origin import state
 from origin.access import ACCESS
 from origin.ui import keys, routes
 from origin.ui.format import FILTERS, GLOBALS
-from origin.ui.inventory import InventorySource
+from origin.ui.inventory import DEFAULT_TTL, InventoryCache, InventorySource
 from origin.ui.render import PageError, render
 from origin.ui.session import SessionSigner, load_key
 from origin.ui.trust import TrustSource
@@ -71,10 +71,19 @@ def install(
     ``trust`` and ``inventory`` override what the application keys
     :data:`~origin.ui.keys.TRUST_SOURCE` and :data:`~origin.ui.keys.INVENTORY_SOURCE` give."""
     key = load_key(config.storage.rootdirectory, config.http.secret)
+    ops = app.get(state.OPS)
+    ops_config = getattr(config, "ops", None)
+    cache = InventoryCache(
+        app[state.LAYOUT],
+        ttl=ops_config.inventory.ui_refresh if ops_config is not None else DEFAULT_TTL,
+        busy=ops.maintenance.locked if ops is not None else (lambda: False),
+    )
+    app[state.REPOS].listeners.append(cache.invalidate)  # this process's writes
     app[keys.UI] = keys.UiState(
         access=UiAccess(app[ACCESS], SessionSigner(key, clock=clock), clock=clock),
         readonly=bool(app[state.READONLY]),
         tls=bool(config.http.tls.enabled),
+        cache=cache,
         external_host=urlsplit(config.http.host or "").netloc.lower(),
         trust_override=trust,
         inventory_override=inventory,

@@ -1,0 +1,203 @@
+"""The UI's inventory cache (origin/ui/inventory.py): a second view does not walk the root
+again; the origin's own writes (push, tag and manifest DELETE, retention) show on the next
+view; changes made outside the process (a second origin on the same root, files removed by
+hand) show within ``quayside.inventory.ui_refresh``; access control is unchanged.
+
+Real origin applications on loopback, real HTTP. Directory reads under the ``repositories``
+tree are counted by wrapping ``os.listdir``/``os.scandir`` (``os.walk`` uses the latter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from harness import oci_http
+from harness.images import KiB, make_image
+from origin.rootlock import TOKEN_HEADER, read_token
+from regcore.storage.layout import Layout
+from tests.ui.conftest import UiOrigin, UiOriginFactory
+from tests.ui.content import basic
+
+
+class ScanCounter:
+    """Directory listings of paths under ``root`` since :meth:`reset`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+        self.root = str(root)
+        self.calls: list[str] = []
+        listdir, scandir = os.listdir, os.scandir
+
+        def counted(real: Any) -> Any:
+            def wrapper(path: Any = ".") -> Any:
+                p = os.fspath(path)
+                if isinstance(p, str) and p.startswith(self.root):
+                    self.calls.append(p)
+                return real(path)
+
+            return wrapper
+
+        monkeypatch.setattr(os, "listdir", counted(listdir))
+        monkeypatch.setattr(os, "scandir", counted(scandir))
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+
+def tag_href(name: str, tag: str) -> str:
+    return f'href="/ui/r/{name}/-/tags/{tag}"'
+
+
+async def push(origin: UiOrigin, name: str, tag: str, seed: int) -> str:
+    image = make_image(layer_sizes=(4 * KiB,), seed=seed, label=f"{name}-{tag}")
+    async with aiohttp.ClientSession(headers=basic("alice")) as s:
+        return await oci_http.push_image(s, origin.base_url, name, tag, image)
+
+
+async def delete(origin: UiOrigin, name: str, reference: str) -> None:
+    async with (
+        aiohttp.ClientSession(headers=basic("alice")) as s,
+        s.delete(f"{origin.base_url}/v2/{name}/manifests/{reference}") as resp,
+    ):
+        assert resp.status == 202, await resp.text()
+
+
+async def page(v: Any, path: str) -> str:
+    resp, body = await v.get(path)
+    assert resp.status == 200, body
+    return body
+
+
+async def test_second_view_does_not_walk_the_storage_again(
+    ui_origin: UiOriginFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = await ui_origin()
+    v = origin.browser()
+    await v.sign_in("alice")
+    paths = ("/ui/", "/ui/r/team/app/", "/ui/r/public/base/")
+    for path in paths:
+        await page(v, path)
+    scans = ScanCounter(monkeypatch, Layout(origin.root).repositories)
+    for path in paths:
+        body = await page(v, path)
+        if path == "/ui/r/team/app/":
+            assert tag_href("team/app", "1.0") in body and tag_href("team/app", "multi") in body
+    assert scans.calls == []
+
+
+async def test_own_writes_show_on_the_next_view(
+    ui_origin: UiOriginFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = await ui_origin(
+        overrides={
+            "storage.delete.enabled": True,
+            "quayside.inventory.ui_refresh": "1h",  # only invalidation can explain a change
+            "quayside.retention.policies": [{"repositories": "team/ret", "keep_last": 1}],
+        }
+    )
+    v = origin.browser()
+    await v.sign_in("alice")
+    body = await page(v, "/ui/r/team/app/")
+    assert tag_href("team/app", "2.0") not in body
+    assert 'href="/ui/r/team/new/"' not in await page(v, "/ui/")
+
+    await push(origin, "team/app", "2.0", seed=101)  # a new tag
+    assert tag_href("team/app", "2.0") in await page(v, "/ui/r/team/app/")
+    await push(origin, "team/new", "a", seed=102)  # a new repository
+    assert 'href="/ui/r/team/new/"' in await page(v, "/ui/")
+
+    await delete(origin, "team/app", "2.0")  # a tag DELETE
+    assert tag_href("team/app", "2.0") not in await page(v, "/ui/r/team/app/")
+
+    digest = await push(origin, "team/app", "3.0", seed=103)
+    assert tag_href("team/app", "3.0") in await page(v, "/ui/r/team/app/")
+    await delete(origin, "team/app", digest)  # a manifest DELETE drops its tags
+    assert tag_href("team/app", "3.0") not in await page(v, "/ui/r/team/app/")
+
+    await push(origin, "team/ret", "old", seed=104)
+    await asyncio.sleep(0.02)  # distinct push times: keep_last keeps the newer one
+    await push(origin, "team/ret", "new", seed=105)
+    body = await page(v, "/ui/r/team/ret/")
+    assert tag_href("team/ret", "old") in body and tag_href("team/ret", "new") in body
+    token = read_token(Layout(origin.root))
+    assert token
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{origin.base_url}/_quayside/admin/retention", headers={TOKEN_HEADER: token}
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        await resp.read()
+    assert not (Layout(origin.root).tag_dir("team/ret", "old")).exists()
+    body = await page(v, "/ui/r/team/ret/")
+    assert tag_href("team/ret", "old") not in body and tag_href("team/ret", "new") in body
+
+
+async def wait_for(v: Any, path: str, want: Any, bound: float) -> float:
+    """Seconds until ``want(body)`` holds for a view of ``path``; fails after ``bound``."""
+    start = time.monotonic()
+    while True:
+        body = await page(v, path)
+        elapsed = time.monotonic() - start
+        if want(body):
+            return elapsed
+        assert elapsed < bound, f"{path} still stale after {elapsed:.2f}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_changes_outside_the_process_show_within_the_refresh_bound(
+    ui_origin: UiOriginFactory, tmp_path: Path
+) -> None:
+    ttl = 1.0
+    root = tmp_path / "shared"
+    origin = await ui_origin(root=root, overrides={"quayside.inventory.ui_refresh": f"{ttl}s"})
+    # A second origin on the same root: its own process state, its own cache, nothing shared
+    # with the first but the disk (what another process or a registry:2 would share).
+    other = await ui_origin(root=root, content=False)
+    v = origin.browser()
+    await v.sign_in("alice")
+    assert tag_href("team/app", "ext") not in await page(v, "/ui/r/team/app/")
+    assert 'href="/ui/r/team/other/"' not in await page(v, "/ui/")
+
+    await push(other, "team/app", "ext", seed=201)
+    await push(other, "team/other", "1", seed=202)
+    slack = 2.0  # one scan of this small root, the polling interval, a loaded machine
+    took = await wait_for(
+        v, "/ui/r/team/app/", lambda b: tag_href("team/app", "ext") in b, ttl + slack
+    )
+    assert took <= ttl + slack
+    await wait_for(v, "/ui/", lambda b: 'href="/ui/r/team/other/"' in b, ttl + slack)
+
+    # A tag removed by hand (as registry:2 deletes one: its directory goes).
+    assert tag_href("team/app", "1.0") in await page(v, "/ui/r/team/app/")
+    shutil.rmtree(Layout(root).tag_dir("team/app", "1.0"))
+    await wait_for(
+        v, "/ui/r/team/app/", lambda b: tag_href("team/app", "1.0") not in b, ttl + slack
+    )
+
+
+async def test_access_control_is_unchanged_with_a_warm_cache(ui_origin: UiOriginFactory) -> None:
+    origin = await ui_origin()
+    erin = origin.browser()
+    await erin.sign_in("erin")
+    assert 'href="/ui/r/other/secret/"' in await page(erin, "/ui/")
+    assert "1" in await page(erin, "/ui/r/other/secret/")  # cached now
+    carol = origin.browser()
+    await carol.sign_in("carol")
+    body = await page(carol, "/ui/")
+    assert 'href="/ui/r/other/secret/"' not in body and 'href="/ui/r/team/app/"' in body
+    resp, _ = await carol.get("/ui/r/other/secret/")
+    assert resp.status == 403
+    anonymous = origin.browser()
+    body = await page(anonymous, "/ui/")
+    assert "other/secret" not in body and "team/app" not in body
+    resp, _ = await anonymous.get("/ui/r/other/secret/")
+    assert resp.status == 303
