@@ -87,10 +87,9 @@ async def _push(registry: DockerRegistry, size: int, seed: int) -> tuple[bytes, 
     return data, digest
 
 
-async def test_a_client_keeping_up_gets_the_fills_bytes_from_memory(
-    docker_registry: DockerRegistry, make_edge: MakeEdge, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data, digest = await _push(docker_registry, 24 * MiB + 5, seed=71)
+def _count_body_sources(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Count what :mod:`regcore.zerocopy` sends: ``os.write`` on a socket (the fill's
+    buffers in memory) and ``os.sendfile`` (the file); returns the two lists of counts."""
     from_memory: list[int] = []
     from_file: list[int] = []
     real_write, real_sendfile = os.write, os.sendfile
@@ -108,6 +107,14 @@ async def test_a_client_keeping_up_gets_the_fills_bytes_from_memory(
 
     monkeypatch.setattr(zerocopy.os, "write", counting_write)
     monkeypatch.setattr(zerocopy.os, "sendfile", counting_sendfile)
+    return from_memory, from_file
+
+
+async def test_a_client_keeping_up_gets_the_fills_bytes_from_memory(
+    docker_registry: DockerRegistry, make_edge: MakeEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, digest = await _push(docker_registry, 24 * MiB + 5, seed=71)
+    from_memory, from_file = _count_body_sources(monkeypatch)
     edge = await make_edge({"hub": docker_registry.url})
     resp = await edge.client.get(f"/v2/{REPO}/blobs/{digest}")
     assert resp.status == 200
@@ -231,23 +238,7 @@ async def test_a_client_pausing_briefly_is_waited_for_and_served_from_memory(
     monkeypatch.setattr(absorb, "HOLD_GRACE", 30.0)
     size = 48 * MiB + 7
     data, digest = await _push(docker_registry, size, seed=77)
-    from_memory: list[int] = []
-    from_file: list[int] = []
-    real_write, real_sendfile = os.write, os.sendfile
-
-    def counting_write(fd: int, buf: Any) -> int:
-        n = real_write(fd, buf)
-        if stat.S_ISSOCK(os.fstat(fd).st_mode):
-            from_memory.append(n)
-        return n
-
-    def counting_sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
-        n = real_sendfile(out_fd, in_fd, offset, count)
-        from_file.append(n)
-        return n
-
-    monkeypatch.setattr(zerocopy.os, "write", counting_write)
-    monkeypatch.setattr(zerocopy.os, "sendfile", counting_sendfile)
+    from_memory, from_file = _count_body_sources(monkeypatch)
     edge = await make_edge({"hub": docker_registry.url})
     server = edge.client.server
     host, port = str(server.host), int(server.port)  # type: ignore[arg-type]
