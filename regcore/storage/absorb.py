@@ -324,8 +324,9 @@ class Absorber:
     def _retire(self, *, ended: bool) -> None:
         pieces = self._pieces
         ended = ended or self.write_error is not None
-        holding = self.need is not None and self._holding and not ended
-        need = self.need(pieces[0].start) if holding and pieces and self.need else None
+        need = None
+        if self.need is not None and self._holding and not ended and pieces:
+            need = self.need(pieces[0].start)
         while pieces:
             oldest = pieces[0]
             if not ended:
@@ -333,7 +334,7 @@ class Absorber:
                 end = oldest.start + oldest.cap
                 if behind < LIVE_PIECES or self.written < end:
                     return
-                if need is not None and need < end and self._holding:
+                if need is not None and need < end:
                     return  # a reader still sends from it (until HOLD_GRACE runs out)
             pieces.popleft()
             self._drop(oldest)
