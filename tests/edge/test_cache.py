@@ -97,7 +97,7 @@ async def test_commit_verifies_digest_and_size(cache: BlobCache) -> None:
     data = os.urandom(5 * KiB)
     digest = Digest.of(data)
     for wrong_data, wrong_size, exc in (
-        (data[:-1] + b"x", len(data), errors.DigestInvalid),
+        (data[:-1] + bytes([data[-1] ^ 0xFF]), len(data), errors.DigestInvalid),
         (data, len(data) + 1, errors.SizeInvalid),
     ):
         res = await cache.reserve(len(data) + 1)

@@ -298,7 +298,7 @@ async def test_resume_answered_with_another_range_fails(aiohttp_server: AiohttpS
 
 async def test_corrupt_blob_bytes_fail_verification(aiohttp_server: AiohttpServer) -> None:
     async def blob(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=DATA[:-1] + b"\x00")
+        return web.Response(body=DATA[:-1] + bytes([DATA[-1] ^ 0xFF]))
 
     server = await aiohttp_server(Recorder().app({("GET", BLOB_PATH): blob}))
     async with RegistryClient(str(server.make_url(""))) as client:
