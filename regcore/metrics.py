@@ -3,8 +3,10 @@
 ``HttpMetrics`` counts requests by route and status and bytes in/out; servers add their own
 counters on the same registry. :func:`process_metrics` adds what every Prometheus client
 exports about its process (``process_*``: CPU seconds, resident memory, open descriptors;
-``python_gc_*``) and ``python_gc_frozen_objects`` (the start-up heap the server froze, see
-:func:`regcore.serving.freeze_startup_heap`). :func:`metrics_handler` serves the text exposition format.
+``python_gc_*``), ``python_gc_frozen_objects`` (the start-up heap the server froze, see
+:func:`regcore.serving.freeze_startup_heap`) and ``quayside_sendfile_offloaded_{calls,bytes}_total``
+(file bodies whose range had to come from the disk, sent from a worker thread:
+:mod:`regcore.zerocopy`). :func:`metrics_handler` serves the text exposition format.
 
 The middleware keeps the labelled children it has used (up to :data:`MAX_CACHED_CHILDREN` per
 metric; past that it asks ``labels()`` each time), so a request costs dictionary lookups rather
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -28,9 +31,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from regcore import errors
 from regcore.http import Handler
+from regcore.zerocopy import OFFLOADED
 
 MAX_CACHED_CHILDREN = 1024
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
@@ -46,6 +52,25 @@ def process_metrics(registry: CollectorRegistry) -> None:
         "Objects moved out of the garbage collector's sight at start-up (gc.freeze)",
         registry=registry,
     ).set_function(gc.get_freeze_count)
+    registry.register(_OffloadCollector())
+
+
+class _OffloadCollector(Collector):
+    """``quayside_sendfile_offloaded_calls_total`` / ``..._bytes_total``: sendfile calls run in
+    a worker thread because their file range was not in the page cache, and their bytes
+    (:data:`regcore.zerocopy.OFFLOADED`; process-wide, like ``process_*``)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "quayside_sendfile_offloaded_calls",
+            "sendfile calls run in a worker thread (file range not in the page cache)",
+            value=OFFLOADED.calls,
+        )
+        yield CounterMetricFamily(
+            "quayside_sendfile_offloaded_bytes",
+            "Body bytes sent by sendfile calls run in a worker thread",
+            value=OFFLOADED.bytes,
+        )
 
 
 class HttpMetrics:

@@ -11,7 +11,19 @@ uvloop it silently falls back to reading chunks in a thread and copying them thr
 - it only writes when the transport's own buffer is empty (headers went out first), and the
   transport is not used for writing until it returns, so bytes never interleave;
 - TLS connections (bytes must go through the SSL object) and transports without a socket fall
-  back to reading in a thread and ``StreamResponse.write``.
+  back to reading in a thread and ``StreamResponse.write``;
+- the event loop never waits for the disk: each ``os.sendfile`` call covers at most
+  :data:`SENDFILE_STEP` bytes, and before it the first and last byte of that range are probed
+  with ``preadv(RWF_NOWAIT)`` (a read that fails rather than wait for I/O). When either is not
+  in the page cache (a blob written with O_DIRECT by a fill, evicted, or never read), that call
+  and every later one of the same body run in a worker thread instead, as nginx's ``aio
+  threads`` does for sendfile: the socket is non-blocking, so the thread returns as soon as the
+  socket buffer is full, and the disk read stalls only this response, not every connection on
+  the loop. (Sticky, because the probes see two pages: the kernel's readahead, which the
+  probes themselves start, leaves cached islands in a cold file, and a range whose two ends
+  are cached may still wait for the disk in between.) :data:`OFFLOADED` counts these
+  calls and their bytes (process-wide; exported as ``quayside_sendfile_offloaded_*_total`` by
+  :func:`regcore.metrics.process_metrics`).
 
 :func:`send_span` serves a span of a file that is still being filled: the bytes its
 ``locate`` callback says are still only in memory (the fill's newest pieces) are written from
@@ -31,18 +43,61 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
 from regcore.http import etag_matches, parse_range
 
 CHUNK = 1 << 20  # fallback read size
-_MAX_SENDFILE = 1 << 30
+SENDFILE_STEP = 8 << 20  # at most this per os.sendfile call; its two ends are probed first
 # sendfile errnos that mean the peer is gone (raised as ConnectionResetError: one info line)
 _CLIENT_GONE = frozenset(
     {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT}
 )
+
+
+class Offloaded:
+    """``os.sendfile`` calls run in a worker thread because their file range was not in the
+    page cache, and the bytes they sent (process-wide counters)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.bytes = 0
+
+
+OFFLOADED = Offloaded()
+_PROBE = bytearray(1)
+DISK_THREADS = 8  # sendfile calls waiting for the disk at once, process-wide (nginx: 32)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _disk_pool() -> ThreadPoolExecutor:
+    """The threads that run sendfile calls needing the disk: their own pool, so a slow disk
+    never queues the default executor's short jobs (password checks, manifest reads)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="sendfile")
+        return _pool
+
+
+def in_page_cache(fd: int, offset: int, count: int) -> bool:
+    """Whether the first and the last byte of ``offset..offset+count-1`` of ``fd`` can be read
+    without waiting for the disk (``preadv`` with ``RWF_NOWAIT``). True where the kernel or the
+    filesystem cannot tell (EOPNOTSUPP, EINVAL): the old behaviour, sendfile on the loop."""
+    try:
+        os.preadv(fd, (_PROBE,), offset, os.RWF_NOWAIT)
+        if count > 1:
+            os.preadv(fd, (_PROBE,), offset + count - 1, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def zero_copy_fd(request: web.Request) -> int | None:
@@ -90,11 +145,17 @@ async def _sendfile_loop(
     count: int,
 ) -> None:
     sent_since_yield = 0
+    from_disk = False  # once a range had to come from the disk, the rest goes the same way
     while count > 0:
         if transport.is_closing():
             raise ConnectionResetError("client closed the connection")
+        step = min(count, SENDFILE_STEP)
         try:
-            n = os.sendfile(dup, fd, offset, min(count, _MAX_SENDFILE))
+            if not from_disk and in_page_cache(fd, offset, step):
+                n = os.sendfile(dup, fd, offset, step)
+            else:
+                from_disk = True
+                n = await _sendfile_in_thread(loop, dup, fd, offset, step)
         except BlockingIOError:
             await _writable(loop, dup)
             continue
@@ -110,6 +171,27 @@ async def _sendfile_loop(
         if sent_since_yield >= 8 * CHUNK:  # fairness: let other connections run
             sent_since_yield = 0
             await asyncio.sleep(0)
+
+
+async def _sendfile_in_thread(
+    loop: asyncio.AbstractEventLoop, dup: int, fd: int, offset: int, count: int
+) -> int:
+    """``os.sendfile`` in the disk pool (the range must come from the disk). The
+    descriptors stay open until the thread is done with them: a cancelled caller waits for it
+    (not long: the socket is non-blocking and the read at most :data:`SENDFILE_STEP`)."""
+    fut = loop.run_in_executor(_disk_pool(), os.sendfile, dup, fd, offset, count)
+    try:
+        n = await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait((fut,))
+        with contextlib.suppress(BaseException):  # retrieved: no "never retrieved" warning
+            fut.result()
+        raise
+    OFFLOADED.calls += 1
+    OFFLOADED.bytes += n
+    return n
 
 
 Locate = Callable[[int, int], tuple[memoryview | None, int]]

@@ -13,7 +13,9 @@ filesystem allows it. Shown with a real docker-registry upstream:
   client sleeps, and the client then gets every byte right (from the file);
 - a client that pauses briefly is waited for (hold-back): its bytes come from the buffers,
   not from a file whose pages ``O_DIRECT`` kept out of the page cache;
-- a TLS body (received on the loop: the SSL object lives there) takes the same path.
+- a TLS body (received on the loop: the SSL object lives there) takes the same path;
+- a later hit on such a blob reads its pages from the disk in a worker thread
+  (:mod:`regcore.zerocopy`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -151,6 +153,26 @@ async def test_the_fill_writes_past_the_page_cache_only_with_direct_io(
     tail = resident_share(blob.path, window)
     assert tail > 0.9, f"only {tail:.0%} of the absorb's last window is in the page cache"
     assert blob.path.read_bytes() == data  # what the disk has is right either way
+
+
+async def test_a_hit_on_a_blob_written_past_the_page_cache_reads_the_disk_off_the_loop(
+    docker_registry: DockerRegistry, make_edge: MakeEdge, tmp_path: Path
+) -> None:
+    if not _direct_io_here(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} refuses O_DIRECT")
+    data, digest = await _push(docker_registry, 24 * MiB + 5, seed=77)
+    edge = await make_edge({"hub": docker_registry.url})
+    path = f"/v2/{REPO}/blobs/{digest}"
+    assert await (await edge.client.get(path)).read() == data  # the fill: O_DIRECT writes
+    offloaded = edge.registry.get_sample_value("quayside_sendfile_offloaded_bytes_total")
+    assert offloaded is not None
+    resp = await edge.client.get(path)  # a hit on a file whose pages are on disk only
+    assert resp.status == 200 and await resp.read() == data
+    after = edge.registry.get_sample_value("quayside_sendfile_offloaded_bytes_total")
+    # everything but the last window (written through the page cache) came from the disk, and
+    # was read by a worker thread, not by the event loop
+    assert after - offloaded >= len(data) - absorb.SLOTS * absorb.PIECE - absorb.PIECE
+    assert docker_registry.count("GET", f"/blobs/{digest}") == 1
 
 
 async def test_a_client_that_stops_reading_does_not_hold_the_fill_back(

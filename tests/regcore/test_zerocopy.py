@@ -252,3 +252,66 @@ def test_body_goes_out_corked_and_the_connection_is_uncorked_after_it(
             assert answer.startswith(b"HTTP/1.1 206")
         finally:
             sock.close()
+
+
+# -- the loop never waits for the disk ----------------------------------------------------------
+
+
+def _evict(path: Path) -> bool:
+    """Drop ``path``'s pages from the page cache; False when this filesystem keeps them
+    (tmpfs), so nothing here can be not resident."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return not zerocopy.in_page_cache(fd, 0, 1)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+async def test_ranges_not_in_the_page_cache_are_sent_from_a_worker_thread(
+    tmp_path: Path, monkeypatch, loop_kind: str
+) -> None:
+    path = tmp_path / "cold"
+    data = os.urandom(3 * zerocopy.SENDFILE_STEP + 4567)
+    path.write_bytes(data)
+    if not _evict(path):
+        pytest.skip("this filesystem keeps every page cached (tmpfs): nothing to read from disk")
+    calls: list[tuple[int, int]] = []  # (bytes, thread)
+    real = os.sendfile
+
+    def recording(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        n = real(out_fd, in_fd, offset, count)
+        calls.append((n, threading.get_ident()))
+        return n
+
+    monkeypatch.setattr(zerocopy.os, "sendfile", recording)
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
+    before = (zerocopy.OFFLOADED.calls, zerocopy.OFFLOADED.bytes)
+    with _ThreadServer(_app(path), factory) as srv:
+        loop_thread = srv.thread.ident
+        async with aiohttp.ClientSession() as s:
+            async with s.get(srv.url + "/blob") as r:  # cold: the file's pages are on disk only
+                assert r.status == 200 and await r.read() == data
+            cold = list(calls)
+            calls.clear()
+            async with s.get(srv.url + "/blob") as r:  # now every page is cached
+                assert await r.read() == data
+    off_loop = sum(n for n, thread in cold if thread != loop_thread)
+    assert sum(n for n, _ in cold) == len(data)
+    assert off_loop > 0  # the disk reads happened in a worker thread ...
+    assert zerocopy.OFFLOADED.calls - before[0] == sum(1 for _, t in cold if t != loop_thread)
+    assert zerocopy.OFFLOADED.bytes - before[1] == off_loop  # ... and were counted
+    assert sum(n for n, _ in calls) == len(data)
+    assert all(thread == loop_thread for _, thread in calls)  # cached: straight from the loop
+    assert all(n <= zerocopy.SENDFILE_STEP for n, _ in cold + calls)
+
+
+def test_probe_says_cached_where_the_kernel_cannot_tell(tmp_path: Path) -> None:
+    r, w = os.pipe()  # preadv on a pipe: ESPIPE, not a page cache answer
+    try:
+        assert zerocopy.in_page_cache(r, 0, 10) is True
+    finally:
+        os.close(r)
+        os.close(w)
