@@ -37,7 +37,11 @@ window are, on the loop), the loop keeps a piece live while a reader still needs
 waits for its readers, like a plain copy loop would. Only briefly: when the receiver
 waits :data:`HOLD_GRACE` for a slot, hold-back ends for the rest of the absorb and readers
 behind the window read the file (a slow client never holds the fill back for long). Call
-:meth:`Absorber.readers_moved` when a reader moved on.
+:meth:`Absorber.readers_moved` when a reader moved on. Each retire asks ``need`` once and
+lets pieces go only up to its answer, and whatever else lets a piece go (a write, a piece
+complete, hold-back's end) the threads report, which retires again: so while a reader is
+still at the place ``need`` last answered, the call may be skipped, since what it would let
+go the next report does (:meth:`edge.fillstate.Fill._moved` skips it).
 
 A slot is reused only when its write thread, the hash thread and the loop are all done with
 it (three holds). ``on_progress(readable, written)`` runs on the loop as bytes arrive
@@ -318,7 +322,8 @@ class Absorber:
         self._retire(ended=True)
 
     def readers_moved(self) -> None:
-        """On the loop: a reader sent more (or left); pieces it held back may go."""
+        """On the loop: a reader sent more (or left); pieces it held back may go (needed only
+        when no reader is left at the place ``need`` last answered, see the module docstring)."""
         self._retire(ended=False)
 
     def _retire(self, *, ended: bool) -> None:
