@@ -1,9 +1,9 @@
 """A raw-socket HTTP/1.1 client for ``Expect: 100-continue`` tests: it shows whether a
 ``100 Continue`` came before the answer and sends the body only after one did.
 
-:func:`send_expecting` writes the request head byte for byte; :func:`refused` checks a refusal
-answered instead of the 100 and that the server then ends the connection. Every wait is
-bounded (:data:`WAIT` s per answer).
+:func:`send_expecting` writes the request head byte for byte to a test server;
+:func:`refused` checks a refusal answered instead of the 100 and that the server then ends the
+connection. Every wait is bounded (:data:`WAIT` s per answer).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiohttp.test_utils import BaseTestServer
 
 from regcore.unreadbody import LINGER
 
@@ -63,8 +65,7 @@ async def raw_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
 
 
 async def send_expecting(
-    host: str,
-    port: int,
+    server: BaseTestServer,
     method: str,
     target: str,
     body: bytes,
@@ -73,8 +74,11 @@ async def send_expecting(
     length: int | None = None,
 ) -> Exchange:
     """Send the head with ``Expect: 100-continue`` and ``Content-Length`` (``length``, default
-    ``len(body)``), wait up to :data:`WAIT` s for the server's first answer, send ``body`` only
-    after a ``100 Continue``; return what came. The connection stays open (``close()``)."""
+    ``len(body)``) to ``server`` (a started test server, e.g. ``client.server``), wait up to
+    :data:`WAIT` s for its first answer, send ``body`` only after a ``100 Continue``; return
+    what came. The connection stays open (``close()``)."""
+    host, port = server.host, server.port
+    assert port is not None, "the test server is not started"
     reader, writer = await asyncio.open_connection(host, port)
     ex = Exchange(reader=reader, writer=writer)
     fields = {"Content-Type": "application/octet-stream", **(headers or {})}

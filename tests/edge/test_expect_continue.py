@@ -27,8 +27,7 @@ async def test_push_with_expect_gets_405_and_no_100(
     make_edge: MakeEdge, method: str, target: str
 ) -> None:
     e = await make_edge({"local": f"http://127.0.0.1:{free_port()}"})
-    server = e.client.server
-    ex = await send_expecting(server.host, server.port, method, target, BODY)
+    ex = await send_expecting(e.client.server, method, target, BODY)
     assert ex.headers.get("allow") == "GET, HEAD"
     body = await refused(ex, 405, "UNSUPPORTED")
     assert "read-only pull-through mirror" in body["errors"][0]["message"]

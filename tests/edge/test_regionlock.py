@@ -19,6 +19,23 @@ DIGEST = Digest.of(b"region lock test")
 
 @pytest.fixture
 async def locks(redis_server: RedisServer) -> AsyncIterator[tuple[RegionLock, RegionLock]]:
+    """Two nodes' locks with the shipped timing (TTL, op timeout, breaker), for tests of what
+    the scripts decide. Their ops then fail only when Redis does, not when a loaded machine
+    leaves this process unscheduled for a few tenths of a second (a connect needs ~1 ms of
+    CPU; a tight op timeout turns the run queue's wait into RegionUnavailable), and a TTL no
+    test waits out means a key gone after release() was deleted, not expired."""
+    a = RegionLock(redis_server.url)
+    b = RegionLock(redis_server.url)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+@pytest.fixture
+async def short_ttl_locks(
+    redis_server: RedisServer,
+) -> AsyncIterator[tuple[RegionLock, RegionLock]]:
+    """A 0.4 s TTL, so that renewals and expiry happen within the test (what it checks)."""
     a = RegionLock(redis_server.url, ttl=0.4, op_timeout=0.3, breaker_seconds=0.5)
     b = RegionLock(redis_server.url, ttl=0.4, op_timeout=0.3, breaker_seconds=0.5)
     yield a, b
@@ -33,16 +50,16 @@ async def test_one_owner_then_release(locks: tuple[RegionLock, RegionLock]) -> N
     assert await b.acquire(DIGEST, B) == Taken(DIGEST, A)
     assert await b.owner(DIGEST) == A
     await a.release(got)
-    assert await b.owner(DIGEST) is None
+    assert await b.owner(DIGEST) is None  # deleted (the shipped TTL is far from over)
     got_b = await b.acquire(DIGEST, B)
     assert isinstance(got_b, Lease)
     await b.release(got_b)
 
 
 async def test_renewal_keeps_a_slow_fill_locked_beyond_the_ttl(
-    locks: tuple[RegionLock, RegionLock],
+    short_ttl_locks: tuple[RegionLock, RegionLock],
 ) -> None:
-    a, b = locks
+    a, b = short_ttl_locks
     lease = await a.acquire(DIGEST, A)
     assert isinstance(lease, Lease)
     await asyncio.sleep(a.ttl * 3)
@@ -55,9 +72,9 @@ async def test_renewal_keeps_a_slow_fill_locked_beyond_the_ttl(
 
 
 async def test_release_never_deletes_a_lock_taken_over(
-    locks: tuple[RegionLock, RegionLock],
+    short_ttl_locks: tuple[RegionLock, RegionLock],
 ) -> None:
-    a, b = locks
+    a, b = short_ttl_locks
     lease = await a.acquire(DIGEST, A)
     assert isinstance(lease, Lease)
     assert await b.steal(DIGEST, "http://someone-else", B) is None  # held by A, not by them

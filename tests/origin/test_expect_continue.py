@@ -19,7 +19,7 @@ import pytest
 from yarl import URL
 
 from regcore.unreadbody import LINGER
-from tests.expect100 import Exchange, raw_head, refused, send_expecting
+from tests.expect100 import raw_head, refused, send_expecting
 from tests.origin.authfixtures import USERS, auth_overrides, basic, image, sha256
 from tests.origin.conftest import OriginFactory, OriginUnderTest
 
@@ -34,21 +34,6 @@ async def origin(origin_factory: OriginFactory, tmp_path: Path) -> OriginUnderTe
     overrides: dict[str, Any] = auth_overrides(tmp_path)
     overrides["quayside.quotas"] = {"namespaces": {"team": "1MiB"}}
     return await origin_factory(overrides=overrides)
-
-
-async def expect_continue(
-    origin: OriginUnderTest,
-    method: str,
-    target: str,
-    body: bytes,
-    headers: dict[str, str] | None = None,
-    *,
-    length: int | None = None,
-) -> Exchange:
-    server = origin.client.server
-    return await send_expecting(
-        server.host, server.port, method, target, body, headers, length=length
-    )
 
 
 def _upload_targets(repo: str, blob: bytes) -> list[tuple[str, str]]:
@@ -68,7 +53,7 @@ async def test_anonymous_upload_gets_401_with_challenge_and_no_100(
 ) -> None:
     blob = b"b" * 4096
     method, target = _upload_targets("team/app", blob)[index]
-    ex = await expect_continue(origin, method, target, blob)
+    ex = await send_expecting(origin.client.server, method, target, blob)
     assert ex.headers.get("www-authenticate") == 'Basic realm="qs-test"'
     body = await refused(ex, 401, "UNAUTHORIZED")
     assert body["errors"][0]["message"]
@@ -85,7 +70,10 @@ async def test_refused_connection_ends_though_the_client_neither_sends_nor_close
     loop = asyncio.get_running_loop()
     started = loop.time()
     await refused(
-        await expect_continue(origin, method, target, blob), 401, "UNAUTHORIZED", silent=True
+        await send_expecting(origin.client.server, method, target, blob),
+        401,
+        "UNAUTHORIZED",
+        silent=True,
     )
     assert loop.time() - started < LINGER + 3.0
 
@@ -93,7 +81,9 @@ async def test_refused_connection_ends_though_the_client_neither_sends_nor_close
 async def test_wrong_password_upload_gets_401_and_no_100(origin: OriginUnderTest) -> None:
     blob = b"w" * 4096
     method, target = _upload_targets("team/app", blob)[0]
-    ex = await expect_continue(origin, method, target, blob, basic("alice", "not-her-password"))
+    ex = await send_expecting(
+        origin.client.server, method, target, blob, basic("alice", "not-her-password")
+    )
     assert ex.headers.get("www-authenticate", "").startswith("Basic ")
     await refused(ex, 401, "UNAUTHORIZED")
 
@@ -104,7 +94,9 @@ async def test_user_without_push_rights_gets_403_denied_and_no_100(
 ) -> None:
     blob = b"c" * 4096
     method, target = _upload_targets("team/app", blob)[index]
-    await refused(await expect_continue(origin, method, target, blob, CAROL), 403, "DENIED")
+    await refused(
+        await send_expecting(origin.client.server, method, target, blob, CAROL), 403, "DENIED"
+    )
     assert origin.blob_files() == []
 
 
@@ -116,13 +108,13 @@ async def test_announced_push_over_quota_gets_403_denied_and_no_100(
     resp = await origin.client.post("/v2/team/app/blobs/uploads/", headers=ALICE)
     assert resp.status == 202, await resp.text()
     session = URL(resp.headers["Location"]).path
-    ex = await expect_continue(origin, "PATCH", session, b"", ALICE, length=1 << 30)
+    ex = await send_expecting(origin.client.server, "PATCH", session, b"", ALICE, length=1 << 30)
     err = (await refused(ex, 403, "DENIED"))["errors"][0]
     assert "quota exceeded for namespace 'team'" in err["message"]
     assert err["detail"]["requested"] == 1 << 30 and err["detail"]["limit"] == QUOTA
 
     target = f"/v2/team/app/blobs/uploads/?digest={sha256(b'q')}"
-    ex = await expect_continue(origin, "POST", target, b"", ALICE, length=1 << 30)
+    ex = await send_expecting(origin.client.server, "POST", target, b"", ALICE, length=1 << 30)
     assert "quota exceeded" in (await refused(ex, 403, "DENIED"))["errors"][0]["message"]
     assert origin.blob_files() == [] and origin.upload_dirs() == []
 
@@ -133,13 +125,13 @@ async def test_refusals_of_the_upload_handler_come_before_the_100(
     """Checks made by the handler itself, not only by access control: an unknown session
     (404) and a Content-Range that does not continue the upload (416)."""
     unknown = f"/v2/team/app/blobs/uploads/{uuid.uuid4().hex}"
-    ex = await expect_continue(origin, "PATCH", unknown, b"x" * 100, ALICE)
+    ex = await send_expecting(origin.client.server, "PATCH", unknown, b"x" * 100, ALICE)
     await refused(ex, 404, "BLOB_UPLOAD_UNKNOWN")
 
     resp = await origin.client.post("/v2/team/app/blobs/uploads/", headers=ALICE)
     session = URL(resp.headers["Location"]).path
-    ex = await expect_continue(
-        origin, "PATCH", session, b"x" * 100, {**ALICE, "Content-Range": "50-149"}
+    ex = await send_expecting(
+        origin.client.server, "PATCH", session, b"x" * 100, {**ALICE, "Content-Range": "50-149"}
     )
     await refused(ex, 416, "RANGE_INVALID")
     assert ex.headers["range"] == "0-0"
@@ -155,8 +147,8 @@ async def test_authorised_chunked_upload_gets_100_and_its_blob_is_stored(
     resp = await origin.client.post("/v2/team/app/blobs/uploads/", headers=ALICE)
     assert resp.status == 202, await resp.text()
     session = URL(resp.headers["Location"]).path
-    ex = await expect_continue(
-        origin, "PATCH", session, first, {**ALICE, "Content-Range": "0-99999"}
+    ex = await send_expecting(
+        origin.client.server, "PATCH", session, first, {**ALICE, "Content-Range": "0-99999"}
     )
     try:
         assert ex.interim == [100] and ex.body_sent
@@ -166,7 +158,7 @@ async def test_authorised_chunked_upload_gets_100_and_its_blob_is_stored(
     finally:
         ex.close()
     target = URL(ex.headers["location"]).update_query(digest=sha256(blob)).raw_path_qs
-    ex = await expect_continue(origin, "PUT", target, last, ALICE)
+    ex = await send_expecting(origin.client.server, "PUT", target, last, ALICE)
     try:
         assert ex.interim == [100] and ex.body_sent
         assert ex.status == 201, ex.body
@@ -186,15 +178,15 @@ async def test_authorised_monolithic_push_and_manifest_get_100(
     config, layer, manifest = image("expect")
     for blob in (config, layer):
         target = f"/v2/team/app/blobs/uploads/?digest={sha256(blob)}"
-        ex = await expect_continue(origin, "POST", target, blob, ALICE)
+        ex = await send_expecting(origin.client.server, "POST", target, blob, ALICE)
         try:
             assert ex.interim == [100] and ex.status == 201, ex.body
         finally:
             ex.close()
         resp = await origin.client.get(f"/v2/team/app/blobs/{sha256(blob)}", headers=ALICE)
         assert await resp.read() == blob
-    ex = await expect_continue(
-        origin, "PUT", "/v2/team/app/manifests/v1", manifest,
+    ex = await send_expecting(
+        origin.client.server, "PUT", "/v2/team/app/manifests/v1", manifest,
         {**ALICE, "Content-Type": MANIFEST_TYPE},
     )  # fmt: skip
     try:
