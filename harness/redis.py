@@ -63,7 +63,26 @@ class RedisServer(FixedPortService):
         ]  # fmt: skip
 
     def ready(self) -> bool:
-        return self.ping()
+        """Our own redis-server answers: ``INFO server`` on the port names this child's pid
+        (a server another test process started on the same port, after ours lost the race
+        for it and exited, must never pass for ours)."""
+        if self.process is None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+                reply = b""
+                while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return False
+                    reply += chunk
+        except OSError:
+            return False
+        for line in reply.decode("utf-8", "replace").splitlines():
+            if line.startswith("process_id:"):
+                return line.split(":", 1)[1].strip() == str(self.process.pid)
+        return False
 
     def ping(self) -> bool:
         """True when a raw ``PING`` gets ``+PONG`` right now."""

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from harness.procs import ProcessError
 from harness.redis import RedisServer
 
 
@@ -41,3 +42,15 @@ async def test_killed_redis_refuses_and_paused_redis_hangs(redis_server: RedisSe
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+def test_a_server_that_lost_its_port_never_passes_for_ready(
+    redis_server: RedisServer, tmp_path
+) -> None:
+    """Two test processes can pick the same free port: the one whose redis-server could not
+    bind must fail to start, not take the other's server (which answers PING) for its own."""
+    loser = RedisServer(workdir=tmp_path / "loser", port=redis_server.port, start_timeout=5.0)
+    with pytest.raises(ProcessError, match="did not answer PING"):
+        loser.start()
+    assert not loser.running
+    assert redis_server.ready()  # the winner is still ours and up
