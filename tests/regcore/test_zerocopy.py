@@ -315,3 +315,28 @@ def test_probe_says_cached_where_the_kernel_cannot_tell(tmp_path: Path) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+async def test_a_client_leaving_during_a_disk_read_leaves_the_server_serving(
+    tmp_path: Path, loop_kind: str
+) -> None:
+    path = tmp_path / "cold"
+    data = os.urandom(4 * zerocopy.SENDFILE_STEP)
+    path.write_bytes(data)
+    if not _evict(path):
+        pytest.skip("this filesystem keeps every page cached (tmpfs): nothing to read from disk")
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
+    before = zerocopy.OFFLOADED.calls
+    with _ThreadServer(_app(path), factory) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        for _ in range(3):  # gone while worker threads read the file for it
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await reader.read(65536)
+            writer.transport.abort()
+            _evict(path)
+        async with aiohttp.ClientSession() as s, s.get(srv.url + "/blob") as r:
+            assert r.status == 200 and await r.read() == data
+    assert zerocopy.OFFLOADED.calls > before
