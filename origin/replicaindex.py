@@ -29,8 +29,10 @@ Guarantees:
   referrers tag". docker-registry refuses ``DELETE`` of a tag (``DIGEST_INVALID``) and
   deleting by digest drops every tag on that digest (equal indexes share one), so the tag is
   first pointed at an empty index only it can have (:func:`tombstone`, annotated with the
-  subject) and that digest is deleted. A target that refuses the delete keeps the tombstone:
-  an empty, valid index, which :meth:`TargetReferrers.listing` reports as no index.
+  subject) and that digest is deleted (:func:`delete_tag`, which
+  :meth:`origin.replicapush.TargetPusher.delete` also uses for ordinary tags). A target that
+  refuses the delete keeps the tombstone: an empty, valid index, which
+  :meth:`TargetReferrers.listing` reports as no index.
 - The index the tag pointed to before is not deleted, for the same reason (garbage collection
   on the target removes it once nothing points to it).
 
@@ -40,6 +42,7 @@ Errors from the target raise :mod:`regcore.errors` exceptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -56,9 +59,11 @@ __all__ = [
     "API_TTL",
     "Listing",
     "TargetReferrers",
+    "delete_tag",
     "fallback_subject",
     "fallback_tag",
     "is_fallback_tag",
+    "placeholder",
     "tombstone",
 ]
 
@@ -94,16 +99,70 @@ def fallback_subject(tag: str) -> Digest | None:
     return Digest.parse("sha256:" + tag[len("sha256-") :])
 
 
-def tombstone(subject: Digest) -> bytes:
-    """The empty index the fallback tag of ``subject`` is pointed at before it is deleted: its
-    annotation makes its digest one no other tag has (see the module docstring)."""
+def placeholder(annotations: dict[str, str]) -> bytes:
+    """An empty OCI image index carrying ``annotations``: what :func:`delete_tag` points a tag
+    at before deleting it by digest. The annotations must make its digest one no other tag has."""
     body = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_INDEX,
         "manifests": [],
-        "annotations": {_TOMBSTONE_KEY: str(subject)},
+        "annotations": annotations,
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def tombstone(subject: Digest) -> bytes:
+    """The empty index the fallback tag of ``subject`` is pointed at before it is deleted: its
+    annotation makes its digest one no other tag has (see the module docstring)."""
+    return placeholder({_TOMBSTONE_KEY: str(subject)})
+
+
+async def delete_tag(
+    client: RegistryClient, repo: str, tag: str, grave: bytes, *, restore: bool = False
+) -> bool:
+    """Remove ``tag`` from the target's ``repo`` and nothing else; True when the target changed,
+    False when there was no tag.
+
+    ``DELETE`` of the tag is tried first (a registry that deletes tags). One that refuses it
+    (docker-registry deletes by digest only, and that drops every tag on the digest) gets
+    ``grave`` (a :func:`placeholder` no other tag can point to) under the tag, then ``DELETE``
+    of that digest: only this tag goes, the manifest it named and its other tags (also ones
+    only the target has) stay, and a puller sees the tag on the old manifest, on the empty
+    placeholder, or gone. A tag already on ``grave`` (a retried removal) skips to the delete.
+
+    A placeholder gone meanwhile took the tag with it (True when this call put it there).
+    When the target refuses the delete by digest too (deletes turned off): without ``restore``
+    the tag keeps the placeholder (True when that changed the target); with ``restore`` the
+    refusal is raised, after pointing the tag back at the manifest it named (as far as the
+    target allows; else the tag stays on the placeholder)."""
+    try:
+        current = (await client.head_manifest(repo, tag)).digest
+    except (errors.ManifestUnknown, errors.NameUnknown):
+        return False
+    original: str | None = None
+    if current != str(Digest.of(grave)):
+        try:
+            await client.delete_manifest(repo, tag)  # a registry that deletes tags
+            return True
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return False
+        except _TAG_DELETE_REFUSED:
+            pass
+        original = current
+        current = await client.push_manifest(repo, tag, grave, mt.OCI_INDEX)
+    try:
+        await client.delete_manifest(repo, current)
+    except (errors.ManifestUnknown, errors.NameUnknown):
+        return original is not None  # gone meanwhile
+    except errors.Unsupported:
+        if not restore:
+            return original is not None  # deletes turned off: the tag keeps the placeholder
+        if original is not None:
+            with contextlib.suppress(errors.RegistryError):  # else the placeholder stays
+                fetched = await client.get_manifest(repo, original)
+                await client.push_manifest(repo, tag, fetched.body, fetched.media_type)
+        raise
+    return True
 
 
 @dataclass
@@ -243,26 +302,4 @@ class TargetReferrers:
             return await self._drop(repo, subject)
 
     async def _drop(self, repo: str, subject: Digest) -> bool:
-        tag = fallback_tag(subject)
-        try:
-            current = (await self.client.head_manifest(repo, tag)).digest
-        except (errors.ManifestUnknown, errors.NameUnknown):
-            return False
-        grave = tombstone(subject)
-        changed = current != str(Digest.of(grave))
-        if changed:
-            try:
-                await self.client.delete_manifest(repo, tag)  # a registry that deletes tags
-                return True
-            except (errors.ManifestUnknown, errors.NameUnknown):
-                return False
-            except _TAG_DELETE_REFUSED:
-                pass
-            current = await self.client.push_manifest(repo, tag, grave, mt.OCI_INDEX)
-        try:
-            await self.client.delete_manifest(repo, current)
-        except (errors.ManifestUnknown, errors.NameUnknown, errors.Unsupported):
-            # gone meanwhile, or deletes turned off on the target: the tag keeps the
-            # tombstone, an empty index
-            return changed
-        return True
+        return await delete_tag(self.client, repo, fallback_tag(subject), tombstone(subject))

@@ -20,9 +20,21 @@
   goes when that leaves it empty), and its own index (``sha256-<hex of the manifest>``, listing
   its referrers) goes with it, as the spec allows ("clients MAY also delete the referrers
   tag").
+- :meth:`TargetPusher.delete` of a tag removes that tag and nothing else: a target that
+  deletes tags gets ``DELETE`` of the tag; one that refuses it (docker-registry deletes by
+  digest only, which would drop every tag on the digest) first gets the tag pointed at an
+  empty index unique to this removal (annotated with ``repo:tag`` and a nonce), then ``DELETE``
+  of that digest (:func:`origin.replicaindex.delete_tag`). The manifest and its other tags,
+  also ones only the target has, are never touched, so their pulls never fail meanwhile, and
+  a failure half way leaves at most the deleted tag on the placeholder (a retry finishes it).
+  A target that refuses deletes by digest too gets the tag pointed back at its manifest and
+  the refusal is raised.
 - :meth:`TargetPusher.reconcile` compares every tag of the local repositories matching the
   target's globs with the target (``HEAD``) and pushes what differs; with ``replicate_deletes``
-  it also removes tags the target has and the local repository does not. Then it compares the
+  it also removes tags the target has and the local repository does not (each as
+  :meth:`TargetPusher.delete` removes a tag, so a manifest the origin still has, say the
+  child of a tagged index, stays), and the manifest such a tag named when the local
+  repository no longer has it (as a delete by digest). Then it compares the
   referrers of every tagged manifest (and of the children of a tagged index, and referrers of
   referrers) and pushes what the target does not list, or removes what it lists and the
   origin does not have (:mod:`origin.replicareferrers`). On a target without the referrers
@@ -39,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -47,7 +60,13 @@ from typing import Any
 
 from origin.manifests import detect_media_type
 from origin.referrers import referrer_entry
-from origin.replicaindex import TargetReferrers, fallback_subject, is_fallback_tag
+from origin.replicaindex import (
+    TargetReferrers,
+    delete_tag,
+    fallback_subject,
+    is_fallback_tag,
+    placeholder,
+)
 from origin.replicareferrers import ReferrerSync
 from origin.repository import subject_digest
 from origin.snapshot import (
@@ -69,6 +88,8 @@ __all__ = ["PushResult", "ReconcileReport", "TargetPusher", "matches"]
 _CHUNK = 1 << 20
 _KNOWN_LOCATIONS = 50_000
 _PROBE = Digest.of(b"")  # any digest tells whether the target answers the referrers API
+_DELETED_TAG_KEY = "org.quayside.replication.deleted-tag"
+_NONCE_KEY = "org.quayside.replication.nonce"
 
 
 def matches(target: ReplicationTarget, repository: str) -> bool:
@@ -239,34 +260,30 @@ class TargetPusher:
         ref = tag or digest
         if not ref:
             return False
-        try:
-            if tag is not None:
-                current = await self._remote_digest(repo, tag)
-                if current is None:
-                    return False
-                try:
-                    await self.client.delete_manifest(repo, tag)
-                except (errors.Unsupported, errors.DigestInvalid, errors.ManifestInvalid):
-                    # registry:2 deletes by digest only, which drops every tag on it: put
-                    # back the tags the local repository still has on that digest.
-                    await self.client.delete_manifest(repo, current)
-                    state = await asyncio.to_thread(read_repository, self.layout, repo)
-                    for other, digest in sorted(state.tags.items()):
-                        if str(digest) == current and other != tag:
-                            await self.push_manifest(repo, digest, other)
-                return True
-        except (errors.ManifestUnknown, errors.NameUnknown):
-            return False
+        if tag is not None:
+            # registry:2 refuses DELETE by tag, and deleting by digest would drop every tag on
+            # that digest: the tag goes by way of a placeholder only it names (see the module)
+            try:
+                return await delete_tag(
+                    self.client, repo, tag, _tag_placeholder(repo, tag), restore=True
+                )
+            except (errors.ManifestUnknown, errors.NameUnknown):
+                return False
         manifest = Digest.parse(ref)
-        try:
-            await self._unlist(repo, manifest)
-            await self.client.delete_manifest(repo, ref)
-            deleted = True
-        except (errors.ManifestUnknown, errors.NameUnknown):
-            deleted = False
+        deleted = await self._delete_manifest(repo, manifest)
         # also when the target no longer had the manifest (a retried job, or deleted there)
         await self._drop_index(repo, manifest)
         return deleted
+
+    async def _delete_manifest(self, repo: str, manifest: Digest) -> bool:
+        """Delete ``manifest`` by digest (every tag on it goes too), after taking it out of its
+        subject's fallback index; False when the target did not have it."""
+        try:
+            await self._unlist(repo, manifest)
+            await self.client.delete_manifest(repo, str(manifest))
+        except (errors.ManifestUnknown, errors.NameUnknown):
+            return False
+        return True
 
     async def _drop_index(self, repo: str, subject: Digest) -> None:
         """After manifest ``subject`` was deleted: on a target without the referrers API,
@@ -346,12 +363,27 @@ class TargetPusher:
                         extra.append(t)
                 for tag in extra:
                     if not dry_run:
-                        await self.delete(repo, None, tag)
+                        await self._remove_extra_tag(repo, tag)
                     report.deleted.append(f"{repo}:{tag}")
                 await self._orphaned_indexes(repo, indexes, report, dry_run)
             except errors.RegistryError as exc:
                 report.failed.append({"ref": repo, "error": _brief(exc)})
         return report
+
+    async def _remove_extra_tag(self, repo: str, tag: str) -> None:
+        """Remove ``tag``, which the local repository does not have, from the target (only that
+        tag, :meth:`delete`); then the manifest it named too when the local repository no
+        longer has that manifest (deleted on the origin while no job carried the delete). Any
+        other tag still on that manifest is one the local repository lacks as well, an extra
+        tag of this same walk."""
+        current = await self._remote_digest(repo, tag)
+        await self.delete(repo, None, tag)
+        if current is None:
+            return
+        manifest = Digest.parse(current)
+        if await asyncio.to_thread(self.local_manifest, repo, manifest) is None:
+            # its referrers index, if any, is one of the orphaned indexes this reconcile removes
+            await self._delete_manifest(repo, manifest)
 
     async def _orphaned_indexes(
         self, repo: str, tags: list[str], report: ReconcileReport, dry_run: bool
@@ -377,6 +409,13 @@ class TargetPusher:
         if not is_fallback_tag(tag):
             return False
         return not await self.referrers.has_api(repo, probe or _PROBE)
+
+
+def _tag_placeholder(repo: str, tag: str) -> bytes:
+    """The empty index ``repo:tag`` is pointed at before it is deleted by digest on a target
+    that refuses tag deletes: named after the tag, with a fresh nonce, so no other tag (nor
+    another removal of this one) shares its digest."""
+    return placeholder({_DELETED_TAG_KEY: f"{repo}:{tag}", _NONCE_KEY: uuid.uuid4().hex})
 
 
 def _brief(exc: BaseException) -> str:

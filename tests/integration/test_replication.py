@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -87,6 +88,62 @@ def target_delete(target: DockerRegistry, repo: str, digest: str) -> None:
     assert urllib.request.urlopen(req, timeout=10).status == 202
 
 
+def target_request(
+    target: DockerRegistry,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request to the target, with its basic credentials."""
+    auth = base64.b64encode(":".join(TARGET_CREDS).encode()).decode()
+    req = urllib.request.Request(
+        f"{target.url}{path}",
+        method=method,
+        data=body,
+        headers={"Authorization": f"Basic {auth}", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+ACCEPT_ALL = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def target_digest(target: DockerRegistry, repo: str, ref: str) -> str | None:
+    """The digest ``repo:ref`` resolves to on the target (HEAD), None on a 404."""
+    status, headers, _ = target_request(
+        target, "HEAD", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT_ALL}
+    )
+    if status == 404:
+        return None
+    assert status == 200, status
+    return headers["Docker-Content-Digest"]
+
+
+def target_tag(target: DockerRegistry, repo: str, tag: str, item: Image | ImageIndex) -> None:
+    """Tag ``item`` (already in ``repo`` there) on the target only, as another client would."""
+    status, _, body = target_request(
+        target,
+        "PUT",
+        f"/v2/{repo}/manifests/{tag}",
+        body=item.manifest,
+        headers={"Content-Type": item.media_type},
+    )
+    assert status == 201, body
+
+
 def origin_delete(origin: OriginProcess, repo: str, ref: str) -> None:
     req = urllib.request.Request(f"{origin.url}/v2/{repo}/manifests/{ref}", method="DELETE")
     assert urllib.request.urlopen(req, timeout=10).status == 202
@@ -146,7 +203,7 @@ def test_pushes_replicate_to_docker_registry_with_identical_digests(
         # Deletes are replicated (this target has replicate_deletes).
         origin_delete(origin, "team/app", items["team/app:1.0"].digest)
         assert wait_until(lambda: target_manifest(target, "team/app", "1.0") is None, timeout=30)
-        # By tag: registry:2 deletes by digest only; the tag still on that digest comes back.
+        # By tag: registry:2 deletes by digest only; the other tag on that digest stays.
         lists = items["team/lists:v2"]
         skopeo.push(lists, origin.host, "team/lists", "keep", workdir=tmp_path / "keep")
         assert wait_until(lambda: replicated(target, {"team/lists:keep": lists}), timeout=30)
@@ -171,6 +228,128 @@ def test_pushes_replicate_to_docker_registry_with_identical_digests(
     finally:
         origin.close()
     assert origin.server_errors() == []
+
+
+def test_tag_delete_on_docker_registry_removes_that_tag_only(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    """registry:2 refuses DELETE by tag, and deleting the manifest by digest would drop every
+    tag on it: the replicated delete removes the one tag, while the origin's other tag on that
+    digest and a tag only the target has keep resolving to it (also during the delete)."""
+    origin = start_origin(tmp_path, target)
+    try:
+        image = image_factory.image(layer_sizes=(32 * KiB,))
+        for tag in ("gone", "kept"):
+            skopeo.push(image, origin.host, "team/tags", tag, workdir=tmp_path / tag)
+        both = {"team/tags:gone": image, "team/tags:kept": image}
+        assert wait_until(lambda: replicated(target, both), timeout=30)
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+        target_tag(target, "team/tags", "theirs", image)  # pushed to the target only
+        ok_before = jobs(origin, "ok")
+
+        missed: list[str] = []
+        stop = threading.Event()
+
+        def watch() -> None:  # a puller of the other tags while the delete replicates
+            while not stop.is_set():
+                for tag in ("kept", "theirs"):
+                    if target_digest(target, "team/tags", tag) != image.digest:
+                        missed.append(tag)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            origin_delete(origin, "team/tags", "gone")
+            assert wait_until(lambda: target_digest(target, "team/tags", "gone") is None, 30)
+            assert wait_until(lambda: not pending(tmp_path), timeout=10)
+        finally:
+            stop.set()
+            watcher.join(timeout=15)
+
+        status, _, body = target_request(target, "GET", "/v2/team/tags/manifests/gone")
+        assert status == 404
+        assert [e["code"] for e in json.loads(body)["errors"]] == ["MANIFEST_UNKNOWN"]
+        assert target_digest(target, "team/tags", "kept") == image.digest
+        assert target_digest(target, "team/tags", "theirs") == image.digest
+        assert target_manifest(target, "team/tags", image.digest) == image.manifest
+        assert missed == []
+        status, _, body = target_request(target, "GET", "/v2/team/tags/tags/list")
+        assert status == 200 and sorted(json.loads(body)["tags"]) == ["kept", "theirs"]
+        assert jobs(origin, "failed") == 0 and jobs(origin, "ok") == ok_before + 1
+        audit = [
+            json.loads(line)
+            for line in (tmp_path / "root" / "quayside" / "audit.log").read_text().splitlines()
+        ]
+        assert [
+            e["result"]
+            for e in audit
+            if e["action"] == "replicate"
+            and e.get("reference") == "gone"
+            and "delete" in e.get("reason", "")
+        ] == ["ok"]
+    finally:
+        origin.close()
+    assert origin.server_errors() == []
+
+
+def test_tag_delete_refused_by_a_docker_registry_without_deletes_leaves_the_tag_as_it_was(
+    tmp_path: Path, registry_factory: Any, image_factory: ImageFactory
+) -> None:
+    """A target with deletes turned off refuses the placeholder's delete too: the tag is
+    pointed back at its manifest and the job fails (dropped, reconcile retries)."""
+    users = tmp_path / "target-htpasswd"
+    write_entries(users, {TARGET_CREDS[0]: hash_password(TARGET_CREDS[1], cost=4)})
+    target = registry_factory(
+        htpasswd=users, extra_config={"storage": {"delete": {"enabled": False}}}
+    )
+    origin = start_origin(tmp_path, target)
+    try:
+        image = image_factory.image(layer_sizes=(32 * KiB,))
+        for tag in ("gone", "kept"):
+            skopeo.push(image, origin.host, "team/tags", tag, workdir=tmp_path / tag)
+        both = {"team/tags:gone": image, "team/tags:kept": image}
+        assert wait_until(lambda: replicated(target, both), timeout=30)
+        origin_delete(origin, "team/tags", "gone")
+        assert wait_until(lambda: jobs(origin, "failed") == 1, timeout=30)
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+        assert target_digest(target, "team/tags", "gone") == image.digest
+        assert target_digest(target, "team/tags", "kept") == image.digest
+        status, _, body = target_request(target, "GET", "/v2/team/tags/tags/list")
+        assert status == 200 and sorted(json.loads(body)["tags"]) == ["gone", "kept"]
+    finally:
+        origin.close()
+
+
+def test_reconcile_removes_a_target_only_tag_without_touching_its_manifest(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    """An extra tag on the target (here on a child of a replicated index) is removed by
+    reconcile with replicate_deletes; on registry:2 that must not delete the manifest by digest,
+    which would break the index that lists it."""
+    origin = start_origin(tmp_path, target)
+    try:
+        index = image_factory.index(layer_sizes=(32 * KiB,))
+        skopeo.push(index, origin.host, "team/multi", "all", workdir=tmp_path)
+        assert wait_until(lambda: replicated(target, {"team/multi:all": index}), timeout=60)
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+    finally:
+        origin.close()
+    child = index.images[0]
+    target_tag(target, "team/multi", "stray", child)
+
+    runner = CliRunner()
+    args = ["--reconcile", "--json", "--config", str(origin._written_config)]
+    done = runner.invoke(replicate_cli.command, [*args, "--root", str(tmp_path / "root")])
+    assert done.exit_code == 0, done.output
+    [report] = json.loads(done.stdout)
+    assert report["deleted"] == ["team/multi:stray"] and report["failed"] == []
+
+    assert target_digest(target, "team/multi", "stray") is None
+    assert target_digest(target, "team/multi", "all") == index.digest
+    for image in index.images:
+        assert target_manifest(target, "team/multi", image.digest) == image.manifest
+    status, _, body = target_request(target, "GET", "/v2/team/multi/tags/list")
+    assert status == 200 and json.loads(body)["tags"] == ["all"]
 
 
 def test_target_down_for_a_while_then_queue_and_reconcile_repair(
