@@ -1,5 +1,5 @@
 """The UI's inventory cache (origin/ui/inventory.py): a second view does not walk the root
-again; the origin's own writes (push, tag and manifest DELETE, retention) show on the next
+again; the origin's own writes (push, tag and manifest DELETE, retention, GC) show on the next
 view; changes made outside the process (a second origin on the same root, files removed by
 hand) show within ``quayside.inventory.ui_refresh``; access control is unchanged.
 
@@ -10,7 +10,9 @@ tree are counted by wrapping ``os.listdir``/``os.scandir`` (``os.walk`` uses the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 from harness import oci_http
 from harness.images import KiB, make_image
 from origin.rootlock import TOKEN_HEADER, read_token
+from regcore.digest import Digest
 from regcore.storage.layout import Layout
 from tests.ui.conftest import UiOrigin, UiOriginFactory
 from tests.ui.content import basic
@@ -49,6 +52,9 @@ class ScanCounter:
 
     def reset(self) -> None:
         self.calls.clear()
+
+
+SIZE_RE = re.compile(r'<dt>Size</dt><dd><span title="(\d+) bytes">')
 
 
 def tag_href(name: str, tag: str) -> str:
@@ -139,6 +145,66 @@ async def test_own_writes_show_on_the_next_view(
     assert not (Layout(origin.root).tag_dir("team/ret", "old")).exists()
     body = await page(v, "/ui/r/team/ret/")
     assert tag_href("team/ret", "old") not in body and tag_href("team/ret", "new") in body
+
+
+async def admin_run(origin: UiOrigin, job: str, **query: str) -> dict[str, Any]:
+    """POST ``/_quayside/admin/<job>`` (what an operator runs); the report of its last line."""
+    token = read_token(Layout(origin.root))
+    assert token
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{origin.base_url}/_quayside/admin/{job}",
+            params=query,
+            headers={TOKEN_HEADER: token},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        lines = (await resp.text()).splitlines()
+    last = json.loads(lines[-1])
+    assert "report" in last, last
+    return last["report"]  # type: ignore[no-any-return]
+
+
+def shown_bytes(body: str) -> int:
+    """The repository page's total size (``<dt>Size</dt><dd><span title="N bytes">``)."""
+    match = SIZE_RE.search(body)
+    assert match, body
+    return int(match.group(1))
+
+
+async def test_garbage_collection_shows_on_the_next_view(ui_origin: UiOriginFactory) -> None:
+    """GC removes files itself (not through ``Repositories``), so only the invalidation when a
+    run ends (``OriginOps._after_maintenance``) can make the next view rescan: a manifest
+    DELETE leaves its layer links, which the page counts; GC prunes them (and their blobs)."""
+    origin = await ui_origin(
+        overrides={
+            "storage.delete.enabled": True,
+            "quayside.inventory.ui_refresh": "1h",  # only invalidation can explain a change
+        }
+    )
+    v = origin.browser()
+    await v.sign_in("alice")
+    await push(origin, "team/gc", "keep", seed=301)
+    digest = await push(origin, "team/gc", "drop", seed=302)
+    await delete(origin, "team/gc", digest)  # its layer links (config, layer) stay
+    body = await page(v, "/ui/r/team/gc/")  # cached now
+    assert tag_href("team/gc", "keep") in body and tag_href("team/gc", "drop") not in body
+    before = shown_bytes(body)
+    assert shown_bytes(await page(v, "/ui/r/team/gc/")) == before  # the cache answers
+
+    report = await admin_run(origin, "gc", grace="0s")
+    pruned = {d for repo, d in report["links_pruned"] if repo == "team/gc"}
+    assert pruned, report  # the dropped image's config and layer
+    freed = sum(size for d, size in report["blobs_deleted"] if d in pruned)
+    assert {d for d, _ in report["blobs_deleted"]} >= pruned, report  # held nowhere else
+    assert freed > 0
+    layout = Layout(origin.root)
+    assert not any(layout.layer_link("team/gc", Digest.parse(d)).exists() for d in pruned)
+
+    body = await page(v, "/ui/r/team/gc/")
+    assert shown_bytes(body) == before - freed
+    assert tag_href("team/gc", "keep") in body
 
 
 async def wait_for(v: Any, path: str, want: Any, bound: float) -> float:
