@@ -1,16 +1,20 @@
 """The UI's inventory cache (origin/ui/inventory.py): a second view does not walk the root
-again; the origin's own writes (push, tag and manifest DELETE, retention) show on the next
-view; changes made outside the process (a second origin on the same root, files removed by
-hand) show within ``quayside.inventory.ui_refresh``; access control is unchanged.
+again; the origin's own writes (push, tag and manifest DELETE, retention, GC) show on the next
+view; changes made outside the process (a second origin process on the same root, files
+removed by hand) show once ``quayside.inventory.ui_refresh`` has passed, not before (the
+cache's clock is a fake one there); access control is unchanged.
 
-Real origin applications on loopback, real HTTP. Directory reads under the ``repositories``
+Real origin applications on loopback, real HTTP; the second origin is a child process
+(``harness.servers.OriginProcess``) running this checkout's code. Directory reads under the ``repositories``
 tree are counted by wrapping ``os.listdir``/``os.scandir`` (``os.walk`` uses the latter).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,10 +25,13 @@ import pytest
 
 from harness import oci_http
 from harness.images import KiB, make_image
+from harness.servers import OriginProcess
 from origin.rootlock import TOKEN_HEADER, read_token
+from origin.ui.keys import UI
+from regcore.digest import Digest
 from regcore.storage.layout import Layout
-from tests.ui.conftest import UiOrigin, UiOriginFactory
-from tests.ui.content import basic
+from tests.ui.conftest import UiOrigin, UiOriginFactory, write_users
+from tests.ui.content import RULES, USERS, basic
 
 
 class ScanCounter:
@@ -51,14 +58,22 @@ class ScanCounter:
         self.calls.clear()
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIZE_RE = re.compile(r'<dt>Size</dt><dd><span title="(\d+) bytes">')
+
+
 def tag_href(name: str, tag: str) -> str:
     return f'href="/ui/r/{name}/-/tags/{tag}"'
 
 
 async def push(origin: UiOrigin, name: str, tag: str, seed: int) -> str:
+    return await push_to(origin.base_url, name, tag, seed)
+
+
+async def push_to(base_url: str, name: str, tag: str, seed: int) -> str:
     image = make_image(layer_sizes=(4 * KiB,), seed=seed, label=f"{name}-{tag}")
     async with aiohttp.ClientSession(headers=basic("alice")) as s:
-        return await oci_http.push_image(s, origin.base_url, name, tag, image)
+        return await oci_http.push_image(s, base_url, name, tag, image)
 
 
 async def delete(origin: UiOrigin, name: str, reference: str) -> None:
@@ -141,47 +156,125 @@ async def test_own_writes_show_on_the_next_view(
     assert tag_href("team/ret", "old") not in body and tag_href("team/ret", "new") in body
 
 
-async def wait_for(v: Any, path: str, want: Any, bound: float) -> float:
-    """Seconds until ``want(body)`` holds for a view of ``path``; fails after ``bound``."""
-    start = time.monotonic()
-    while True:
-        body = await page(v, path)
-        elapsed = time.monotonic() - start
-        if want(body):
-            return elapsed
-        assert elapsed < bound, f"{path} still stale after {elapsed:.2f}s"
-        await asyncio.sleep(0.05)
+async def admin_run(origin: UiOrigin, job: str, **query: str) -> dict[str, Any]:
+    """POST ``/_quayside/admin/<job>`` (what an operator runs); the report of its last line."""
+    token = read_token(Layout(origin.root))
+    assert token
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{origin.base_url}/_quayside/admin/{job}",
+            params=query,
+            headers={TOKEN_HEADER: token},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        lines = (await resp.text()).splitlines()
+    last = json.loads(lines[-1])
+    assert "report" in last, last
+    return last["report"]  # type: ignore[no-any-return]
+
+
+def shown_bytes(body: str) -> int:
+    """The repository page's total size (``<dt>Size</dt><dd><span title="N bytes">``)."""
+    match = SIZE_RE.search(body)
+    assert match, body
+    return int(match.group(1))
+
+
+async def test_garbage_collection_shows_on_the_next_view(ui_origin: UiOriginFactory) -> None:
+    """GC removes files itself (not through ``Repositories``), so only the invalidation when a
+    run ends (``OriginOps._after_maintenance``) can make the next view rescan: a manifest
+    DELETE leaves its layer links, which the page counts; GC prunes them (and their blobs)."""
+    origin = await ui_origin(
+        overrides={
+            "storage.delete.enabled": True,
+            "quayside.inventory.ui_refresh": "1h",  # only invalidation can explain a change
+        }
+    )
+    v = origin.browser()
+    await v.sign_in("alice")
+    await push(origin, "team/gc", "keep", seed=301)
+    digest = await push(origin, "team/gc", "drop", seed=302)
+    await delete(origin, "team/gc", digest)  # its layer links (config, layer) stay
+    body = await page(v, "/ui/r/team/gc/")  # cached now
+    assert tag_href("team/gc", "keep") in body and tag_href("team/gc", "drop") not in body
+    before = shown_bytes(body)
+    assert shown_bytes(await page(v, "/ui/r/team/gc/")) == before  # the cache answers
+
+    report = await admin_run(origin, "gc", grace="0s")
+    pruned = {d for repo, d in report["links_pruned"] if repo == "team/gc"}
+    assert pruned, report  # the dropped image's config and layer
+    freed = sum(size for d, size in report["blobs_deleted"] if d in pruned)
+    assert {d for d, _ in report["blobs_deleted"]} >= pruned, report  # held nowhere else
+    assert freed > 0
+    layout = Layout(origin.root)
+    assert not any(layout.layer_link("team/gc", Digest.parse(d)).exists() for d in pruned)
+
+    body = await page(v, "/ui/r/team/gc/")
+    assert shown_bytes(body) == before - freed
+    assert tag_href("team/gc", "keep") in body
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (the cache's ``clock``)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_changes_outside_the_process_show_within_the_refresh_bound(
     ui_origin: UiOriginFactory, tmp_path: Path
 ) -> None:
-    ttl = 1.0
+    ttl = 0.5
     root = tmp_path / "shared"
     origin = await ui_origin(root=root, overrides={"quayside.inventory.ui_refresh": f"{ttl}s"})
-    # A second origin on the same root: its own process state, its own cache, nothing shared
-    # with the first but the disk (what another process or a registry:2 would share).
-    other = await ui_origin(root=root, content=False)
-    v = origin.browser()
-    await v.sign_in("alice")
-    assert tag_href("team/app", "ext") not in await page(v, "/ui/r/team/app/")
-    assert 'href="/ui/r/team/other/"' not in await page(v, "/ui/")
-
-    await push(other, "team/app", "ext", seed=201)
-    await push(other, "team/other", "1", seed=202)
-    slack = 2.0  # one scan of this small root, the polling interval, a loaded machine
-    took = await wait_for(
-        v, "/ui/r/team/app/", lambda b: tag_href("team/app", "ext") in b, ttl + slack
+    cache = origin.app[UI].cache
+    assert cache.ttl == ttl  # the setting reaches the cache
+    clock = cache.clock = FakeClock()  # time moves only when this test says
+    # A second origin on the same root, in its own process (this checkout's code, the same
+    # users and rules): nothing shared with the first but the disk, as with another origin
+    # or a registry:2 on that root.
+    users = write_users(tmp_path / "htpasswd-other", USERS)
+    other = OriginProcess(
+        root=root,
+        workdir=tmp_path / "other",
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        config={
+            "auth": {"htpasswd": {"realm": "qs-ui", "path": str(users)}},
+            "quayside": {"auth": {"access": RULES}},
+        },
     )
-    assert took <= ttl + slack
-    await wait_for(v, "/ui/", lambda b: 'href="/ui/r/team/other/"' in b, ttl + slack)
+    try:
+        await asyncio.to_thread(other.start)
+        v = origin.browser()
+        await v.sign_in("alice")
+        assert tag_href("team/app", "ext") not in await page(v, "/ui/r/team/app/")
+        assert 'href="/ui/r/team/other/"' not in await page(v, "/ui/")  # both cached now
 
-    # A tag removed by hand (as registry:2 deletes one: its directory goes).
-    assert tag_href("team/app", "1.0") in await page(v, "/ui/r/team/app/")
-    shutil.rmtree(Layout(root).tag_dir("team/app", "1.0"))
-    await wait_for(
-        v, "/ui/r/team/app/", lambda b: tag_href("team/app", "1.0") not in b, ttl + slack
-    )
+        await push_to(other.url, "team/app", "ext", seed=201)
+        await push_to(other.url, "team/other", "1", seed=202)
+        assert Layout(root).tag_dir("team/app", "ext").is_dir()  # on the shared disk
+        clock.now += 0.9 * ttl  # within the refresh bound the cached scan is used
+        assert tag_href("team/app", "ext") not in await page(v, "/ui/r/team/app/")
+        assert 'href="/ui/r/team/other/"' not in await page(v, "/ui/")
+        clock.now += 0.1 * ttl + 0.01  # the bound has passed since the scans started
+        assert tag_href("team/app", "ext") in await page(v, "/ui/r/team/app/")
+        assert 'href="/ui/r/team/other/"' in await page(v, "/ui/")
+
+        # A tag removed by hand (as registry:2 deletes one: its directory goes).
+        assert tag_href("team/app", "1.0") in await page(v, "/ui/r/team/app/")
+        shutil.rmtree(Layout(root).tag_dir("team/app", "1.0"))
+        clock.now += 0.9 * ttl
+        assert tag_href("team/app", "1.0") in await page(v, "/ui/r/team/app/")
+        clock.now += 0.1 * ttl + 0.01
+        assert tag_href("team/app", "1.0") not in await page(v, "/ui/r/team/app/")
+    finally:
+        await asyncio.to_thread(other.close)
+    assert other.server_errors() == []
 
 
 async def test_access_control_is_unchanged_with_a_warm_cache(ui_origin: UiOriginFactory) -> None:
