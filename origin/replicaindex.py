@@ -5,8 +5,10 @@ A target with the referrers API (a Quayside origin, any OCI 1.1 registry) indexe
 ``GET /v2/<name>/referrers/<digest>`` lists what it holds. A target without it
 (docker-registry 2.8 answers that route 404) gets what the OCI Distribution Spec 1.1 asks a
 client to do instead, the referrers tag schema: the tag :func:`fallback_tag` of the subject
-(``sha256-<hex>``) points to an image index whose ``manifests`` are the referrers' descriptors
-(as :func:`origin.referrers.referrer_entry` builds them, the same as our referrers API lists).
+(``<alg>-<ref>``: ``sha256-<64 hex>``; the spec limits ``<ref>`` to 64 characters, so a sha512
+subject's tag is ``sha512-`` and the first 64 of its 128 hex digits) points to an image index
+whose ``manifests`` are the referrers' descriptors (as :func:`origin.referrers.referrer_entry`
+builds them, the same as our referrers API lists).
 
 Guarantees:
 
@@ -35,6 +37,11 @@ Guarantees:
   :meth:`TargetReferrers.listing` reports as no index.
 - The index the tag pointed to before is not deleted, for the same reason (garbage collection
   on the target removes it once nothing points to it).
+- A tag alone names its subject only for sha256 (:func:`fallback_subject`); a sha384 or sha512
+  tag is truncated. :meth:`TargetReferrers.drop_tag` removes such a tag given only its name:
+  the subject is read back from the index (a tombstone's annotation, else the ``subject`` of a
+  listed referrer the target has), so the tombstone is the one :meth:`TargetReferrers.drop`
+  writes; when nothing there names it, the tag's placeholder is annotated with the tag itself.
 
 Errors from the target raise :mod:`regcore.errors` exceptions.
 """
@@ -50,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from origin.repository import subject_digest
 from regcore import errors
 from regcore import mediatypes as mt
 from regcore.client import RegistryClient
@@ -60,6 +68,7 @@ __all__ = [
     "Listing",
     "TargetReferrers",
     "delete_tag",
+    "fallback_prefix",
     "fallback_subject",
     "fallback_tag",
     "is_fallback_tag",
@@ -87,16 +96,27 @@ def fallback_tag(subject: Digest) -> str:
 
 
 def is_fallback_tag(tag: str) -> bool:
-    """Whether ``tag`` has the referrers tag schema's form (``sha256-<64 hex>``)."""
+    """Whether ``tag`` has the referrers tag schema's form: ``sha256-``, ``sha384-`` or
+    ``sha512-`` and 64 hex digits (the whole sha256 digest, the others truncated)."""
     return _FALLBACK_TAG.fullmatch(tag) is not None
 
 
 def fallback_subject(tag: str) -> Digest | None:
-    """The subject whose fallback tag is ``tag`` when the tag names it whole (``sha256-<hex>``;
-    sha384 and sha512 digests are truncated in their tags), else None."""
+    """The subject whose fallback tag is ``tag`` when the tag names it whole (``sha256-<hex>``),
+    else None: sha384 and sha512 digests are truncated in their tags (64 of 96 or 128 hex
+    digits), so such a tag names a prefix only (:func:`fallback_prefix`)."""
     if not is_fallback_tag(tag) or not tag.startswith("sha256-"):
         return None
     return Digest.parse("sha256:" + tag[len("sha256-") :])
+
+
+def fallback_prefix(tag: str) -> tuple[str, str] | None:
+    """(algorithm, leading hex digits) that the subject of fallback tag ``tag`` has: the whole
+    digest for sha256, the first 64 hex digits for sha384 and sha512; None for another tag."""
+    if not is_fallback_tag(tag):
+        return None
+    algorithm, _, prefix = tag.partition("-")
+    return algorithm, prefix
 
 
 def placeholder(annotations: dict[str, str]) -> bytes:
@@ -303,3 +323,46 @@ class TargetReferrers:
 
     async def _drop(self, repo: str, subject: Digest) -> bool:
         return await delete_tag(self.client, repo, fallback_tag(subject), tombstone(subject))
+
+    async def drop_tag(self, repo: str, tag: str) -> bool:
+        """Remove the fallback tag ``tag`` knowing only its name (a sha384 or sha512 tag
+        truncates its subject; see the module docstring). True/False as :meth:`drop`; False
+        too when ``tag`` is not a fallback tag."""
+        if not is_fallback_tag(tag):
+            return False
+        subject = fallback_subject(tag) or await self._subject_of(repo, tag)
+        if subject is not None:
+            return await self.drop(repo, subject)
+        if await self.has_api(repo, Digest.of(b"")):
+            return False
+        async with self._lock:
+            return await delete_tag(self.client, repo, tag, placeholder({_TOMBSTONE_KEY: tag}))
+
+    async def _subject_of(self, repo: str, tag: str) -> Digest | None:
+        """The subject whose fallback tag is ``tag``, as the index there names it: the
+        annotation of a tombstone, else the ``subject`` of the first listed referrer the target
+        has whose subject has this tag; None when nothing there names one."""
+        try:
+            doc = json.loads((await self.client.get_manifest(repo, tag)).body)
+        except (errors.ManifestUnknown, errors.NameUnknown, ValueError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        annotations = doc.get("annotations")
+        named = annotations.get(_TOMBSTONE_KEY) if isinstance(annotations, dict) else None
+        if isinstance(named, str):
+            with contextlib.suppress(errors.DigestInvalid):
+                if fallback_tag(subject := Digest.parse(named)) == tag:
+                    return subject
+        entries = doc.get("manifests")
+        for entry in entries if isinstance(entries, list) else ():
+            if not (isinstance(entry, dict) and isinstance(entry.get("digest"), str)):
+                continue
+            try:
+                raw = (await self.client.get_manifest(repo, entry["digest"])).body
+            except (errors.ManifestUnknown, errors.NameUnknown, errors.DigestInvalid):
+                continue
+            found = subject_digest(raw)
+            if found is not None and fallback_tag(found) == tag:
+                return found
+        return None

@@ -14,7 +14,8 @@
   delete event or reconcile settles it.
 - A manifest with a ``subject`` (a signature, SBOM, attestation: a referrer) needs nothing
   more on a target with the referrers API. On a target without it (docker-registry 2.8) it is
-  then listed in its subject's referrers tag schema index (``sha256-<hex>``,
+  then listed in its subject's referrers tag schema index (``sha256-<hex>``; ``sha512-`` and
+  the first 64 hex digits for a sha512 subject,
   :class:`~origin.replicaindex.TargetReferrers`), also when the target already had the
   manifest; a manifest deleted by digest there is first dropped from that index (the index
   goes when that leaves it empty), and its own index (``sha256-<hex of the manifest>``, listing
@@ -38,10 +39,12 @@
   referrers of every tagged manifest (and of the children of a tagged index, and referrers of
   referrers) and pushes what the target does not list, or removes what it lists and the
   origin does not have (:mod:`origin.replicareferrers`). On a target without the referrers
-  API, tags of the form ``sha256-<hex>`` are those indexes: the tag walk leaves them to the
+  API, tags of the form ``sha256-<hex>`` (or ``sha384-``/``sha512-`` and 64 hex digits) are
+  those indexes: the tag walk leaves them to the
   referrers part (neither copied over nor deleted as extra tags); with ``replicate_deletes``
   the index of a subject the local repository no longer has is removed
-  (``indexes_repaired``).
+  (``indexes_repaired``), also for sha512 subjects, whose tags (``sha512-`` and the first 64
+  of 128 hex digits, as the spec truncates them) name a digest prefix only.
 
 Errors from the target raise :mod:`regcore.errors` exceptions (the caller retries).
 """
@@ -63,12 +66,14 @@ from origin.referrers import referrer_entry
 from origin.replicaindex import (
     TargetReferrers,
     delete_tag,
+    fallback_prefix,
     fallback_subject,
+    fallback_tag,
     is_fallback_tag,
     placeholder,
 )
 from origin.replicareferrers import ReferrerSync
-from origin.repository import subject_digest
+from origin.repository import child_names, subject_digest
 from origin.snapshot import (
     NoProgress,
     Progress,
@@ -112,7 +117,7 @@ class ReconcileReport:
     """One target's reconcile: ``pushed``/``deleted`` name tags (``repo:tag``),
     ``referrers_pushed``/``referrers_deleted`` referrers (``repo@digest``, see
     :mod:`origin.replicareferrers`), ``indexes_repaired`` referrers tag schema indexes
-    rewritten or removed (``repo:sha256-<hex>``); with ``dry_run`` what would have been done."""
+    rewritten or removed (``repo:sha256-<hex>``, ``repo:sha512-<first 64 hex>``); with ``dry_run`` what would have been done."""
 
     target: str
     repositories: int = 0
@@ -390,17 +395,37 @@ class TargetPusher:
     ) -> None:
         """Remove the referrers tag schema indexes (``tags``) of subjects the local repository
         no longer has: a subject deleted while the jobs did not remove its index (older
-        versions, a dropped job). A tag naming a sha384 or sha512 subject is left alone (the
-        tag truncates the digest)."""
+        versions, a dropped job). A sha384 or sha512 tag truncates its subject's digest: it is
+        kept while the local repository has a manifest of that algorithm whose digest begins
+        with the tag's 64 hex digits, and is removed by name
+        (:meth:`~origin.replicaindex.TargetReferrers.drop_tag`) otherwise."""
         for tag in tags:
-            subject = fallback_subject(tag)
-            if subject is None:
+            if await asyncio.to_thread(self._local_subject, repo, tag) is not None:
                 continue
-            if await asyncio.to_thread(self.local_manifest, repo, subject) is not None:
-                continue
-            if not dry_run and not await self.referrers.drop(repo, subject):
+            if not dry_run and not await self.referrers.drop_tag(repo, tag):
                 continue
             report.indexes_repaired.append(f"{repo}:{tag}")
+
+    def _local_subject(self, repo: str, tag: str) -> Digest | None:
+        """A manifest of local ``repo`` whose fallback tag is ``tag`` (blocking): the digest the
+        tag names for sha256, else one whose digest begins with the tag's truncated hex."""
+        subject = fallback_subject(tag)
+        if subject is not None:
+            return subject if self.local_manifest(repo, subject) is not None else None
+        found = fallback_prefix(tag)
+        if found is None:
+            return None
+        algorithm, prefix = found
+        for name in child_names(self.layout.revisions_dir(repo) / algorithm):
+            if not name.startswith(prefix):
+                continue
+            try:
+                digest = Digest.parse(f"{algorithm}:{name}")
+            except errors.DigestInvalid:
+                continue
+            if fallback_tag(digest) == tag and self.local_manifest(repo, digest) is not None:
+                return digest
+        return None
 
     async def _index_owned(self, repo: str, tag: str, probe: Digest | None) -> bool:
         """Whether ``tag`` is a referrers tag schema tag on a target without the referrers

@@ -7,7 +7,7 @@ reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a 
   repository holds. For each root, the local referrers (the origin's referrers index,
   :meth:`origin.repository.Repositories.list_referrers`, read-only) are compared with what the
   target lists (:meth:`origin.replicaindex.TargetReferrers.listed`: its referrers API, else the
-  referrers tag schema's index ``sha256-<hex>``). A referrer the target does not list is pushed
+  referrers tag schema's index ``sha256-<hex>``, ``sha512-<first 64 hex>``). A referrer the target does not list is pushed
   with :meth:`~origin.replicapush.TargetPusher.push_manifest` (children, blobs first, mounted
   when possible; on a target without the API it then joins the subject's fallback index, as
   the event-driven jobs do), and named in ``ReconcileReport.referrers_pushed``; ``dry_run``
@@ -29,7 +29,7 @@ reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a 
   has it, else taken out of the index (the tag goes when that empties it); an index that
   lists nothing, where the origin has no referrers of the subject, is removed (an emptied
   index older versions left). Each index repaired is
-  named in ``indexes_repaired`` (``repo:sha256-<hex>``). Indexes of subjects the origin no
+  named in ``indexes_repaired`` (``repo:sha256-<hex>``, ``repo:sha512-<first 64 hex>``). Indexes of subjects the origin no
   longer has are not reached by this walk: :meth:`~origin.replicapush.TargetPusher.reconcile`
   removes them with ``replicate_deletes``.
 - The repository filters are the caller's: referrers live in the repository of their subject,

@@ -11,6 +11,7 @@ reconcile repairs indexes older versions left stale."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import urllib.request
@@ -450,3 +451,69 @@ def test_reconcile_repairs_stale_fallback_indexes_on_docker_registry(
     again = reconcile(tmp_path, config)
     assert again["indexes_repaired"] == again["referrers_pushed"] == again["deleted"] == []
     assert again["referrers_deleted"] == [] and again["failed"] == []
+
+
+def sha512_of(body: bytes) -> str:
+    return "sha512:" + hashlib.sha512(body).hexdigest()
+
+
+async def _put_image(url: str, repo: str, image: Image, ref: str) -> str:
+    async with RegistryClient(url) as client:
+        for digest, data in image.blobs().items():
+            await client.push_blob(repo, data, digest)
+        return await client.push_manifest(repo, ref, image.manifest, image.media_type)
+
+
+def test_sha512_subject_fallback_index_is_truncated_and_reconciled_on_docker_registry(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    """A subject whose digest is sha512 (the origin keeps a manifest PUT by its sha512 digest
+    under that digest) gets the spec's truncated tag ``sha512-<first 64 hex>``; reconcile
+    keeps it while the origin has the subject and removes it once the subject is gone.
+    docker-registry itself refuses a manifest PUT by a sha512 digest (DIGEST_INVALID: it
+    addresses manifests by sha256 only), so the subject reaches it only under its tag
+    (stored there under its sha256 digest), while its referrer and the fallback index do."""
+    url = docker_registry.url
+    image = make_image(layer_sizes=(16 * KiB,), seed=409)
+    subject = sha512_of(image.manifest)
+    with pytest.raises(errors.DigestInvalid):  # the limit of registry:2, shown
+        run(_put_image(url, "team/probe", image, subject))
+    sig = cosign_signature(
+        subject,
+        SigningKey(),
+        subject={"mediaType": image.media_type, "digest": subject, "size": len(image.manifest)},
+    )
+    tag = "sha512-" + subject.removeprefix("sha512:")[:64]
+    config = replication(url)
+    origin = source(tmp_path)  # no replication configured: reconcile alone reaches the target
+    try:
+        assert run(_put_image(origin.url, "team/app", image, f"{subject}?tag=v1")) == subject
+        run(_push(origin.url, "team/app", sig))
+
+        first = reconcile(tmp_path, config)
+        assert first["referrers_pushed"] == [f"team/app@{sig.digest}"]
+        # the tag walk pushes v1 under its tag, which docker-registry stores under sha256
+        assert first["pushed"] == ["team/app:v1"] and first["failed"] == []
+        assert remote_tags(url, "team/app") == sorted([tag, "v1"]) and len(tag) == 71
+        raw = manifest(url, "team/app", tag) or b""
+        assert [d["digest"] for d in json.loads(raw)["manifests"]] == [sig.digest]
+
+        kept = reconcile(tmp_path, config)  # the origin has the subject: its index stays
+        assert kept["indexes_repaired"] == kept["referrers_pushed"] == kept["deleted"] == []
+        assert remote_tags(url, "team/app") == sorted([tag, "v1"])
+
+        # the subject is deleted on the origin (no job removes the index: replication is off)
+        delete_on(origin.url, "team/app", subject)
+    finally:
+        origin.close()
+    dry = reconcile(tmp_path, config, "--dry-run")
+    assert dry["indexes_repaired"] == [f"team/app:{tag}"]
+    assert remote_tags(url, "team/app") == sorted([tag, "v1"])
+    done = reconcile(tmp_path, config)
+    assert done["indexes_repaired"] == [f"team/app:{tag}"] and done["failed"] == []
+    assert done["deleted"] == ["team/app:v1"]
+    assert remote_tags(url, "team/app") == []
+    assert manifest(url, "team/app", tag) is None
+    assert manifest(url, "team/app", sig.digest) == sig.manifest  # as on the origin
+    again = reconcile(tmp_path, config)
+    assert again["indexes_repaired"] == again["deleted"] == again["failed"] == []
