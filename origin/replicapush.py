@@ -6,7 +6,14 @@
 - :meth:`TargetPusher.push_manifest` sends children of an index first, then every blob the
   manifest needs, then the manifest (under its tag, or by digest), byte for byte: the target
   ends with the same digest. Anything the target already has is skipped (``HEAD`` first), so
-  replicating an unchanged image costs one ``HEAD`` per manifest.
+  replicating an unchanged image costs one ``HEAD`` per manifest. "Same" is by content: a
+  target that reports another digest algorithm for a tag than the origin's (docker-registry
+  files a manifest the origin keeps under its sha512 digest under the sha256 digest of the
+  same bytes) has it when that digest is the one of the local bytes under its algorithm.
+- A manifest pushed by a sha512 (or other non-sha256) digest that the target refuses by that
+  digest (docker-registry: ``DIGEST_INVALID``) is pushed by the sha256 digest of the same bytes
+  instead (remembered per target, so later checks ``HEAD`` that digest), not dropped; its tags
+  are pushed by tag (reconcile, or a job by tag).
 - A missing blob is mounted from another repository of the target when one is known to hold it
   (learned from earlier pushes and ``HEAD`` answers, or another local repository matching the
   target's globs), else uploaded, streamed from the local file (one ``PATCH``).
@@ -31,7 +38,8 @@
   A target that refuses deletes by digest too gets the tag pointed back at its manifest and
   the refusal is raised.
 - :meth:`TargetPusher.reconcile` compares every tag of the local repositories matching the
-  target's globs with the target (``HEAD``) and pushes what differs; with ``replicate_deletes``
+  target's globs with the target (``HEAD``, by content as above, so a sha512 manifest stored
+  under sha256 there is not pushed again on every run) and pushes what differs; with ``replicate_deletes``
   it also removes tags the target has and the local repository does not (each as
   :meth:`TargetPusher.delete` removes a tag, so a manifest the origin still has, say the
   child of a tagged index, stays), and the manifest such a tag named when the local
@@ -159,8 +167,14 @@ class TargetPusher:
         self._repos_at = -1e9
         self.referrers = TargetReferrers(client)
         self._referrer_sync = ReferrerSync(self)
+        # algorithms the target refused a manifest PUT by digest for (docker-registry: sha512)
+        self._refused: set[str] = set()
 
     # -- local side -------------------------------------------------------------------------
+    def _bytes(self, repo: str, digest: Digest) -> bytes:
+        """:meth:`local_manifest`, or no bytes when the repository lacks it (blocking)."""
+        return self.local_manifest(repo, digest) or b""
+
     def local_manifest(self, repo: str, digest: Digest) -> bytes | None:
         """The bytes of manifest ``digest`` if it is a revision of local ``repo`` (blocking)."""
         if read_link(self.layout.revision_link(repo, digest)) != digest:
@@ -209,6 +223,28 @@ class TargetPusher:
         except (errors.ManifestUnknown, errors.NameUnknown):
             return None
 
+    async def _target_has(self, repo: str, ref: str, digest: Digest, raw: bytes) -> bool:
+        """Whether the target's ``ref`` (a tag, or ``str(digest)``) names the bytes ``raw`` of
+        manifest ``digest`` (:func:`_same_content`). A target that refused a PUT by a digest of
+        this algorithm (docker-registry takes sha256 only, and answers 404 to a HEAD by a sha512
+        digest) is asked by the sha256 digest of ``raw``, the one it files those bytes under."""
+        remote = await self._remote_digest(repo, ref)
+        if _same_content(remote, digest, raw):
+            return True
+        if ref != str(digest) or digest.algorithm not in self._refused:
+            return False
+        return await self._remote_digest(repo, str(Digest.of(raw))) is not None
+
+    async def _child_present(self, repo: str, child: Digest) -> bool:
+        """Whether the target has manifest ``child`` (of an index), by content for one the
+        origin keeps under another algorithm than sha256 (:meth:`_target_has`)."""
+        raw = None
+        if child.algorithm != "sha256":
+            raw = await asyncio.to_thread(self.local_manifest, repo, child)
+        if raw is not None:
+            return await self._target_has(repo, str(child), child, raw)
+        return await self._remote_digest(repo, str(child)) == str(child)
+
     async def ensure_blob(self, repo: str, digest: Digest, result: PushResult) -> None:
         """The target's ``repo`` has the blob (HEAD, else mount, else streamed upload)."""
         try:
@@ -245,14 +281,23 @@ class TargetPusher:
             result.gone = True
             return result
         ref = tag or str(digest)
-        if await self._remote_digest(repo, ref) != str(digest):
+        if not await self._target_has(repo, ref, digest, raw):
             blobs, children = manifest_refs(raw)
             for child in children:
-                if await self._remote_digest(repo, str(child)) != str(child):
+                if not await self._child_present(repo, child):
                     await self.push_manifest(repo, child, None, result)
             for blob in blobs:
                 await self.ensure_blob(repo, blob, result)
-            await self.client.push_manifest(repo, ref, raw, detect_media_type(raw))
+            media_type = detect_media_type(raw)
+            try:
+                await self.client.push_manifest(repo, ref, raw, media_type)
+            except errors.DigestInvalid:
+                if tag is not None or digest.algorithm == "sha256":
+                    raise
+                # a target that takes manifests by sha256 digest only (docker-registry): the
+                # same bytes under their sha256 digest (a PUT by tag is filed there too)
+                self._refused.add(digest.algorithm)
+                await self.client.push_manifest(repo, str(Digest.of(raw)), raw, media_type)
             result.manifests += 1
         subject = subject_digest(raw)
         entry = referrer_entry(raw, digest) if subject is not None else None
@@ -349,7 +394,14 @@ class TargetPusher:
                     if await self._index_owned(repo, tag, digest):
                         continue
                     report.tags_checked += 1
-                    if await self._remote_digest(repo, tag) == str(digest):
+                    remote = await self._remote_digest(repo, tag)
+                    if remote == str(digest) or (
+                        remote is not None
+                        and not remote.startswith(f"{digest.algorithm}:")
+                        and _same_content(
+                            remote, digest, await asyncio.to_thread(self._bytes, repo, digest)
+                        )
+                    ):
                         continue
                     if not dry_run:
                         await self.push_manifest(repo, digest, tag)
@@ -434,6 +486,24 @@ class TargetPusher:
         if not is_fallback_tag(tag):
             return False
         return not await self.referrers.has_api(repo, probe or _PROBE)
+
+
+def _same_content(remote: str | None, digest: Digest, raw: bytes) -> bool:
+    """Whether the target's digest ``remote`` names the bytes ``raw`` of local manifest
+    ``digest``: the same digest, or, when the target reports another algorithm (docker-registry
+    files a manifest the origin keeps under its sha512 digest under the sha256 digest of the
+    same bytes), the digest of ``raw`` under that algorithm. Empty ``raw`` never matches."""
+    if remote is None:
+        return False
+    if remote == str(digest):
+        return True
+    try:
+        theirs = Digest.parse(remote)
+    except errors.DigestInvalid:
+        return False
+    if not raw or theirs.algorithm == digest.algorithm:
+        return False
+    return Digest.of(raw, theirs.algorithm) == theirs
 
 
 def _tag_placeholder(repo: str, tag: str) -> bytes:

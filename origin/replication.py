@@ -8,7 +8,9 @@ the jobs in order with :class:`~origin.replicapush.TargetPusher`; a job whose ta
 or failing stays queued and is retried (``retry_delay`` then the target's backoff), so jobs
 queued before a restart or during an outage are done afterwards. A job the target refuses
 for good (a 4xx other than 401/408/429) is dropped, logged and audited: the next reconcile
-tries again.
+tries again. (A manifest pushed by a sha512 digest is not refused so by a target that takes
+sha256 digests only, docker-registry: it goes there under the sha256 digest of the same bytes,
+see :mod:`origin.replicapush`.)
 
 TLS: each target's ``tls`` settings become one set of SSL contexts, built in :meth:`Replicator.open`
 (:func:`regcore.tlsclient.client_contexts`) and used by its client for every request; a target

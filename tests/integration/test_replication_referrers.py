@@ -527,6 +527,8 @@ def test_sha512_subject_fallback_index_is_truncated_and_reconciled_on_docker_reg
 
         kept = reconcile(tmp_path, config)  # the origin has the subject: its index stays
         assert kept["indexes_repaired"] == kept["referrers_pushed"] == kept["deleted"] == []
+        # v1 is there, under sha256 of the same bytes: no difference, nothing pushed again
+        assert kept["pushed"] == [] and kept["failed"] == [] and kept["tags_checked"] == 1
         assert remote_tags(url, "team/app") == sorted([tag, "v1"])
 
         # the subject is deleted on the origin (no job removes the index: replication is off)
@@ -544,3 +546,56 @@ def test_sha512_subject_fallback_index_is_truncated_and_reconciled_on_docker_reg
     assert manifest(url, "team/app", sig.digest) == sig.manifest  # as on the origin
     again = reconcile(tmp_path, config)
     assert again["indexes_repaired"] == again["deleted"] == again["failed"] == []
+
+
+def audit_results(tmp: Path) -> list[tuple[str, str, str]]:
+    lines = (tmp / "root" / "quayside" / "audit.log").read_text().splitlines()
+    return [
+        (e["reason"].split(": ", 1)[1], e.get("digest") or "", e.get("result") or "")
+        for e in map(json.loads, lines)
+        if e["action"] == "replicate"
+    ]
+
+
+def test_sha512_manifests_replicate_by_content_to_docker_registry(
+    tmp_path: Path, docker_registry: DockerRegistry
+) -> None:
+    """docker-registry refuses a manifest PUT by a sha512 digest and files one pushed by tag
+    under the sha256 digest of the same bytes. The job for a manifest the origin keeps under
+    its sha512 digest (a PUT by that digest, with or without ``?tag=``: the event names the
+    digest only) pushes it by its sha256 digest there instead of being refused for good;
+    reconcile then adds the tag once, and the next run finds nothing to push (the comparison
+    is by content, not by the digest string)."""
+    url = docker_registry.url
+    tagged = make_image(layer_sizes=(16 * KiB,), seed=411)
+    untagged = make_image(layer_sizes=(16 * KiB,), seed=412)
+    config = replication(url)
+    origin = source(tmp_path, config)
+    try:
+        digest = sha512_of(tagged.manifest)
+        assert run(_put_image(origin.url, "team/app", tagged, f"{digest}?tag=v1")) == digest
+        bare = sha512_of(untagged.manifest)
+        assert run(_put_image(origin.url, "team/app", untagged, bare)) == bare
+        for image in (tagged, untagged):
+            sha256 = "sha256:" + hashlib.sha256(image.manifest).hexdigest()
+            body = image.manifest
+            assert wait_until(lambda r=sha256, b=body: manifest(url, "team/app", r) == b, 30)
+        assert wait_until(
+            lambda: (
+                {(d, r) for _, d, r in audit_results(tmp_path)} == {(digest, "ok"), (bare, "ok")}
+            ),
+            30,
+        )
+    finally:
+        origin.close()
+    assert origin.server_errors() == []
+    assert len(audit_results(tmp_path)) == 2  # one job each, no retries
+
+    first = reconcile(tmp_path, config)
+    assert first["pushed"] == ["team/app:v1"] and first["failed"] == []  # the tag only
+    assert manifest(url, "team/app", "v1") == tagged.manifest
+    for _ in range(2):
+        again = reconcile(tmp_path, config)
+        assert again["tags_checked"] == 1 and again["failed"] == []
+        assert again["pushed"] == again["deleted"] == again["referrers_pushed"] == []
+    assert remote_tags(url, "team/app") == ["v1"]
