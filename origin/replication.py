@@ -140,7 +140,11 @@ class Replicator:
 
     # -- events in ----------------------------------------------------------------------------
     def accept(self, events: Sequence[dict[str, Any]]) -> None:
-        """Hub listener: queue a job per manifest push (and delete) for each matching target."""
+        """Hub listener: queue a job per manifest push (and delete) for each matching target.
+
+        A job pushes under the event's ``target.tag`` when it has one (else by digest); a PUT
+        by digest with ``?tag=`` arrives as one push event per tag (see
+        :mod:`origin.notifications.middleware`), so each of those tags gets its own job."""
         for e in events:
             target = e.get("target") or {}
             action, repo = e.get("action"), target.get("repository", "")

@@ -9,12 +9,19 @@ request                                        status  event
 =============================================  ======  ==============================
 ``GET /v2/<name>/manifests/<ref>``             200     pull (tag when ``ref`` is one)
 ``PUT /v2/<name>/manifests/<ref>``             201     push (tag when ``ref`` is one)
+``PUT /v2/<name>/manifests/<digest>?tag=...``  201     one push per tag set (``tag``)
 ``DELETE /v2/<name>/manifests/<digest|tag>``   202     delete (digest, or tag)
 ``GET /v2/<name>/blobs/<digest>``              200     pull
 ``DELETE /v2/<name>/blobs/<digest>``           202     delete
 ``PUT .../blobs/uploads/<id>``, ``POST ?digest``  201  push
 ``POST .../blobs/uploads/?mount=&from=``       201     mount (``fromRepository``)
 =============================================  ======  ==============================
+
+A PUT by digest that also set tags (the OCI ``?tag=`` parameter, echoed by the handler in
+its ``OCI-Tag`` header) makes one push event per tag, each carrying the digest and that one
+``target.tag``, as a PUT by each tag would (the envelope format has one tag per target); so
+listeners (replication) push the manifest under every tag set. A PUT by digest without
+``?tag=`` stays one push event without a tag.
 
 Delete events carry the deleted URL too (registry:2 leaves it empty), so that a listener can
 tell a manifest delete from a blob delete. ``HEAD`` requests, partial (206) blob reads, refused or failed requests make no event. A pushed
@@ -26,6 +33,7 @@ or pulled manifest's event carries its media type and size (and, with
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -66,15 +74,33 @@ async def events_middleware(request: web.Request, handler: Handler) -> web.Strea
             method=request.method,
             useragent=request.headers.get(hdrs.USER_AGENT, ""),
         )
-        event = make_event(
-            action,
-            target,
-            request=record,
-            actor=principal.login if principal is not None else "",
-            source=request.app[SOURCE],
-        )
-        await hub.emit([event])
+        events = [
+            make_event(
+                action,
+                t,
+                request=record,
+                actor=principal.login if principal is not None else "",
+                source=request.app[SOURCE],
+            )
+            for t in _per_tag(request, resp, action, target)
+        ]
+        await hub.emit(events)
     return resp
+
+
+def _per_tag(
+    request: web.Request, resp: web.StreamResponse, action: str, target: Target
+) -> list[Target]:
+    """A manifest push by digest that set tags (``?tag=``, echoed in ``OCI-Tag``): one target
+    per tag, like a push by each tag; any other event: ``[target]`` unchanged."""
+    if action != "push" or target.tag is not None or request.method != "PUT":
+        return [target]
+    resource = request.match_info.route.resource
+    if resource is None or "/manifests/" not in resource.canonical:
+        return [target]
+    echoed = resp.headers.get("OCI-Tag", "")
+    tags = [t.strip() for t in echoed.split(",") if is_valid_tag(t.strip())]
+    return [dataclasses.replace(target, tag=t) for t in tags] or [target]
 
 
 def _base_url(request: web.Request) -> str:

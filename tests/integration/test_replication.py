@@ -4,6 +4,7 @@ deletes replicated, and a target that was down catches up (queued jobs, then rec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -13,10 +14,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from harness import skopeo
+from harness import oci_http, skopeo
 from harness.fixtures import ImageFactory
 from harness.images import Image, ImageIndex, KiB, make_image
 from harness.procs import wait_until
@@ -491,3 +493,43 @@ def test_replication_to_a_second_quayside_origin(
         origin.close()
         second.close()
     assert origin.server_errors() == [] and second.server_errors() == []
+
+
+def test_manifest_put_by_digest_with_tag_parameters_replicates_the_tags(
+    tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
+) -> None:
+    """``PUT /v2/<name>/manifests/<digest>?tag=v9&tag=v10`` (OCI 1.1): the push events name
+    each tag, so the replication jobs put the manifest under both tags on the target without
+    a reconcile (this origin runs none: ``reconcile.interval`` 0)."""
+    origin = start_origin(tmp_path, target)
+    try:
+        image = image_factory.image()
+
+        async def push() -> dict[str, str]:
+            async with aiohttp.ClientSession() as session:
+                for data in image.blobs().values():
+                    await oci_http.push_blob(session, origin.url, "team/ptag", data)
+                async with session.put(
+                    f"{origin.url}/v2/team/ptag/manifests/{image.digest}?tag=v9&tag=v10",
+                    data=image.manifest,
+                    headers={"Content-Type": image.media_type},
+                ) as resp:
+                    assert resp.status == 201, await resp.text()
+                    return dict(resp.headers)
+
+        headers = asyncio.run(push())
+        assert headers["OCI-Tag"] == "v9, v10"
+        assert wait_until(
+            lambda: (
+                target_digest(target, "team/ptag", "v9") == image.digest
+                and target_digest(target, "team/ptag", "v10") == image.digest
+            ),
+            timeout=30,
+        ), (target_digest(target, "team/ptag", "v9"), target_digest(target, "team/ptag", "v10"))
+        assert target_manifest(target, "team/ptag", "v9") == image.manifest
+        assert wait_until(lambda: not pending(tmp_path), timeout=10)
+        assert jobs(origin, "failed") == 0
+        assert origin.metric("quayside_origin_replication_reconcile_runs") == 0
+    finally:
+        origin.close()
+    assert origin.server_errors() == []

@@ -138,3 +138,32 @@ async def test_webhook_redirects_stay_on_the_endpoints_origin(
             break
         await asyncio.sleep(0.02)
     assert len(away_hits) >= 2 and stolen == []
+
+
+async def test_put_by_digest_with_tag_parameters_makes_one_push_event_per_tag(
+    origin_factory: Any, aiohttp_server: Any
+) -> None:
+    """``?tag=`` on a PUT by digest: one push event per tag (each ``target.tag`` set, the
+    digest the same), as a PUT by each tag would make; without ``?tag=`` one event, no tag."""
+    server, got = await receiver(aiohttp_server)
+    endpoint = {"name": "hook", "url": str(server.make_url("/hook")), "backoff": "100ms"}
+    origin = await origin_factory(overrides={"notifications": {"endpoints": [endpoint]}})
+    digest = sha256(image("pt")[2])
+    status, _ = await push_image(origin.client, "team/pt", f"{digest}?tag=v9&tag=v10", {}, "pt")
+    assert status == 201
+    await wait_for(got, 4)  # two blob pushes, then the manifest's two
+    await asyncio.sleep(0.2)
+    manifests = [e for e in got if "/manifests/" in e["target"]["url"]]
+    assert [(e["action"], e["target"]["digest"], e["target"].get("tag")) for e in manifests] == [
+        ("push", digest, "v9"),
+        ("push", digest, "v10"),
+    ]
+    assert len(got) == 4 and len({e["id"] for e in got}) == 4
+
+    status, _ = await push_image(origin.client, "team/pt", digest, {}, "pt")
+    assert status == 201
+    await wait_for(got, 7)
+    await asyncio.sleep(0.2)
+    assert len(got) == 7
+    assert got[-1]["action"] == "push" and "tag" not in got[-1]["target"]
+    assert got[-1]["target"]["digest"] == digest
