@@ -153,8 +153,11 @@ async def delete_tag(
     A placeholder gone meanwhile took the tag with it (True when this call put it there).
     When the target refuses the delete by digest too (deletes turned off): without ``restore``
     the tag keeps the placeholder (True when that changed the target); with ``restore`` the
-    refusal is raised, after pointing the tag back at the manifest it named (as far as the
-    target allows; else the tag stays on the placeholder)."""
+    refusal is raised: with ``restore``, a ``DELETE`` of the placeholder's digest before it is
+    written finds that out (registry:2 with deletes off answers any DELETE 405, an unknown
+    digest 404 otherwise), and the target is left untouched; a refusal only after the write
+    points the tag back at the manifest it named (as far as the target allows; else the tag
+    stays on the placeholder)."""
     try:
         current = (await client.head_manifest(repo, tag)).digest
     except (errors.ManifestUnknown, errors.NameUnknown):
@@ -168,6 +171,9 @@ async def delete_tag(
             return False
         except _TAG_DELETE_REFUSED:
             pass
+        if restore:  # a target with deletes off refuses any DELETE: find out before writing
+            with contextlib.suppress(errors.ManifestUnknown, errors.NameUnknown):
+                await client.delete_manifest(repo, str(Digest.of(grave)))  # 404: not there yet
         original = current
         current = await client.push_manifest(repo, tag, grave, mt.OCI_INDEX)
     try:
