@@ -241,26 +241,6 @@ class ModelAbsorb:
         return gone
 
 
-_join = st.tuples(st.just("join"), st.integers(0, 4 * PIECE))  # this far behind the head
-_move = st.tuples(st.just("move"), st.integers(0, READERS - 1), st.integers(1, 2 * PIECE))
-_absorb_steps = st.lists(
-    st.one_of(
-        _join,
-        _join,
-        _move,
-        _move,
-        _move,
-        st.tuples(st.just("leave"), st.integers(0, READERS - 1)),
-        st.tuples(st.just("piece"), st.integers(1, 3)),  # received: no report yet
-        st.tuples(st.just("report"), st.integers(0, 3)),  # that many written, reported
-        st.tuples(st.just("report"), st.integers(0, 3)),
-        st.tuples(st.just("ended"), st.just(0)),  # the absorb is over; the next starts
-        st.tuples(st.just("let_go"), st.just(0)),  # HOLD_GRACE ran out
-    ),
-    max_size=60,
-)
-
-
 def run_model(steps: list[tuple[int | str, ...]]) -> None:
     """Play ``steps`` on a fill followed by a :class:`ModelAbsorb`; after every step, a
     retire (as the old fill asked after every move) would let nothing go. Readers join near

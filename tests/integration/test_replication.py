@@ -259,6 +259,18 @@ def test_pushes_replicate_to_docker_registry_with_identical_digests(
     assert origin.server_errors() == []
 
 
+def _gone_and_kept(
+    origin: OriginProcess, target: DockerRegistry, image_factory: ImageFactory, tmp_path: Path
+) -> Image:
+    """One image pushed to the origin as ``team/tags:gone`` and ``:kept``, both replicated."""
+    image = image_factory.image(layer_sizes=(32 * KiB,))
+    for tag in ("gone", "kept"):
+        skopeo.push(image, origin.host, "team/tags", tag, workdir=tmp_path / tag)
+    both = {"team/tags:gone": image, "team/tags:kept": image}
+    assert wait_until(lambda: replicated(target, both), timeout=30)
+    return image
+
+
 def test_tag_delete_on_docker_registry_removes_that_tag_only(
     tmp_path: Path, target: DockerRegistry, image_factory: ImageFactory
 ) -> None:
@@ -267,11 +279,7 @@ def test_tag_delete_on_docker_registry_removes_that_tag_only(
     digest and a tag only the target has keep resolving to it (also during the delete)."""
     origin = start_origin(tmp_path, target)
     try:
-        image = image_factory.image(layer_sizes=(32 * KiB,))
-        for tag in ("gone", "kept"):
-            skopeo.push(image, origin.host, "team/tags", tag, workdir=tmp_path / tag)
-        both = {"team/tags:gone": image, "team/tags:kept": image}
-        assert wait_until(lambda: replicated(target, both), timeout=30)
+        image = _gone_and_kept(origin, target, image_factory, tmp_path)
         assert wait_until(lambda: not pending(tmp_path), timeout=10)
         target_tag(target, "team/tags", "theirs", image)  # pushed to the target only
         ok_before = jobs(origin, "ok")
@@ -324,8 +332,9 @@ def test_tag_delete_on_docker_registry_removes_that_tag_only(
 def test_tag_delete_refused_by_a_docker_registry_without_deletes_leaves_the_tag_as_it_was(
     tmp_path: Path, registry_factory: Any, image_factory: ImageFactory
 ) -> None:
-    """A target with deletes turned off refuses the placeholder's delete too: the tag is
-    pointed back at its manifest and the job fails (dropped, reconcile retries)."""
+    """A target with deletes turned off refuses every DELETE: the job finds that out before
+    writing a placeholder, fails (dropped, reconcile retries) and leaves both tags as they
+    were."""
     users = tmp_path / "target-htpasswd"
     write_entries(users, {TARGET_CREDS[0]: hash_password(TARGET_CREDS[1], cost=4)})
     target = registry_factory(
@@ -333,11 +342,7 @@ def test_tag_delete_refused_by_a_docker_registry_without_deletes_leaves_the_tag_
     )
     origin = start_origin(tmp_path, target)
     try:
-        image = image_factory.image(layer_sizes=(32 * KiB,))
-        for tag in ("gone", "kept"):
-            skopeo.push(image, origin.host, "team/tags", tag, workdir=tmp_path / tag)
-        both = {"team/tags:gone": image, "team/tags:kept": image}
-        assert wait_until(lambda: replicated(target, both), timeout=30)
+        image = _gone_and_kept(origin, target, image_factory, tmp_path)
         origin_delete(origin, "team/tags", "gone")
         assert wait_until(lambda: jobs(origin, "failed") == 1, timeout=30)
         assert wait_until(lambda: not pending(tmp_path), timeout=10)
