@@ -237,7 +237,9 @@ def _cold_run(ctx: RunContext, record: ScenarioRecord, budget: Budget) -> None:
             budget.check()
             ctx.quiesce(budget)
             floor = relay_floor(view.url, blob.repo, blob.digest, floors)
-            _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, floor.seconds_per_gib)
+            unhashed = relay_floor(view.url, blob.repo, blob.digest, floors, verify=False)
+            floors_per_gib = (floor.seconds_per_gib, unhashed.seconds_per_gib)
+            _cold_rep(ctx, record, budget, rep, blob, sha_per_gib, floors_per_gib)
     finally:
         with stopping.teardown():
             view.close()
@@ -252,8 +254,11 @@ def _cold_rep(
     rep: int,
     blob: BlobRef,
     sha_per_gib: float,
-    floor_per_gib: float,
+    floors_per_gib: tuple[float, float],
 ) -> None:
+    """One repetition; ``floors_per_gib``: the verifying relay floor, and the same relay
+    without hashing (CPU seconds per GiB)."""
+    floor_per_gib, unhashed_per_gib = floors_per_gib
     contenders = ctx.contenders_for("cold_blob")
     for contender in rotated(contenders, rep):
         budget.check()
@@ -275,6 +280,7 @@ def _cold_rep(
             run.update(
                 sha256_s_per_gib=sha_per_gib,
                 floor_s_per_gib=floor_per_gib,
+                floor_unhashed_s_per_gib=unhashed_per_gib,
                 cpu_vs_floor=per_gib / floor_per_gib,
             )
         record.add_run(contender.name, run)
@@ -293,7 +299,8 @@ COLD_BLOB = Scenario(
         "and over the verifying relay floor measured before each repetition on the same blob: "
         "one thread that receives it from the upstream, hashes it, writes it with O_DIRECT and "
         "sends it to a loopback client, each byte once, with no event loop or hand-offs "
-        "(bench/relayfloor.py; no verifying cache can use less here). Before each request the "
+        "(bench/relayfloor.py; no verifying cache can use less here), and once more without "
+        "the hash: what receiving, writing and sending cost alone. Before each request the "
         "bench waits until every server it started is idle (the reference proxy fetches its "
         "second copy after answering), and each repetition starts one contender further along."
     ),

@@ -210,6 +210,8 @@ def _assert_complete_results(out: Path) -> None:
     # the verifying relay floor hashes every byte, so it costs at least SHA-256 alone
     assert all(r["floor_s_per_gib"] > 0.9 * r["sha256_s_per_gib"] for r in cold_runs)
     assert all(r["cpu_vs_floor"] > 0 for r in cold_runs)
+    # and the same relay without the hash was measured beside it, each repetition
+    assert all(r["floor_unhashed_s_per_gib"] > 0 for r in cold_runs)
     # its GETs went to its own view of the upstream, not into a contender's log
     direct_cold = results["scenarios"]["cold_blob"]["contenders"]["direct"]["runs"]
     assert [r["upstream_gets"] for r in direct_cold] == [1] * len(direct_cold)

@@ -37,6 +37,34 @@ def test_floor_relays_a_real_blob_and_costs_at_least_its_hash(tmp_path: Path) ->
     assert list(floors.iterdir()) == []  # its file is gone
 
 
+def test_unhashed_floor_relays_every_byte_without_checking_them(tmp_path: Path) -> None:
+    """``verify=False`` moves the bytes the same way but hashes nothing: a body that is not
+    the blob is relayed to the end (no digest to check), and a cut one still fails."""
+    data = random_blob(3 * 1024 * 1024, 9)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    cut = False
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if not cut:
+            return web.Response(body=data[:-1] + b"x")
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        await response.write(data[:4096])
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    with FaultServer().route("GET", "/v2/floor/blob/blobs/{digest}", serve) as server:
+        floor = relay_floor(server.url, "floor/blob", digest, tmp_path, verify=False)
+        assert floor.size == len(data) and floor.seconds_per_gib > 0
+        with pytest.raises(FloorError, match="hashing to"):
+            relay_floor(server.url, "floor/blob", digest, tmp_path)  # the same bytes, verified
+        cut = True
+        with pytest.raises(FloorError, match="upstream body ended at 4096"):
+            relay_floor(server.url, "floor/blob", digest, tmp_path, verify=False)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_floor_refuses_an_unknown_blob(tmp_path: Path) -> None:
     with DockerRegistry(workdir=tmp_path / "registry") as registry:
         missing = "sha256:" + "0" * 64
