@@ -24,7 +24,7 @@ import ssl
 
 from aiohttp import web
 
-from edge.config import EdgeTLSConfig
+from edge.accessconfig import EdgeTLSConfig
 
 __all__ = ["has_client_certificate", "peer_client_context", "server_context"]
 

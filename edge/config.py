@@ -7,7 +7,8 @@ An ``upstreams`` value from a higher source replaces the whole list; ``cache.man
 an alias of ``tags.ttl``. ``metrics.enabled: false`` serves no ``/metrics``; ``metrics.listen``
 serves them (at ``metrics.path``) on a listener of their own instead of on ``listen``.
 ``limits.max_blob_bytes`` takes only 0 (unlimited). Upstream entries are parsed by
-:mod:`edge.upstreamconfig`. The schema machinery and the value coercers are regcore's (:mod:`regcore.configschema`,
+:mod:`edge.upstreamconfig`; the ``auth`` and ``tls`` sections by :mod:`edge.accessconfig`. The
+schema machinery and the value coercers are regcore's (:mod:`regcore.configschema`,
 :mod:`regcore.configvalues`), shared with the origin's :mod:`regcore.config`.
 
 Guarantees: as :mod:`regcore.config`'s (every failure is a ``ConfigError`` naming source and key;
@@ -21,6 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.accessconfig import (
+    EDGE_AUTH_SCHEMA,
+    EDGE_TLS_SCHEMA,
+    EdgeAuthConfig,
+    EdgeTLSConfig,
+    edge_auth_config,
+    edge_tls_config,
+)
 from edge.upstreamconfig import UpstreamConfig, as_upstreams
 from regcore.configdist import as_metrics_path
 from regcore.configschema import ConfigError, EnvIndex, Leaf, getter, load_layers
@@ -35,15 +44,12 @@ from regcore.configvalues import (
     LogConfig,
     MiB,
     as_addr,
-    as_existing_file,
     as_positive_size,
     as_size,
     as_str,
-    as_str_list,
     as_url,
     join_hostport,
     log_config,
-    one_of,
     split_hostport,
 )
 from regcore.logging import redact_url
@@ -51,10 +57,8 @@ from regcore.policyconfig import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_
 
 __all__ = [
     "EDGE_SCHEMA",
-    "EdgeAuthConfig",
     "EdgeCacheConfig",
     "EdgeConfig",
-    "EdgeTLSConfig",
     "RedisConfig",
     "TagsConfig",
     "load_edge_config",
@@ -90,36 +94,6 @@ class RedisConfig:
     def __repr__(self) -> str:
         shown = redact_url(self.url) if self.url else None
         return f"RedisConfig(url={shown!r}, lock_ttl={self.lock_ttl!r})"
-
-
-@dataclass(frozen=True)
-class EdgeAuthConfig:
-    """Client authentication on the edge itself (``auth.htpasswd``): callers of upstreams
-    that are neither ``private`` nor in token mode must sign in with a bcrypt htpasswd user.
-    ``htpasswd_path`` None: off (anyone who reaches the edge may pull)."""
-
-    htpasswd_path: str | None = None
-    realm: str = "quayside-edge"
-
-
-@dataclass(frozen=True)
-class EdgeTLSConfig:
-    """``tls``: the listener serves HTTPS with ``certificate``/``key`` (None: plain HTTP).
-    ``clientcas``: the peer endpoint then requires a client certificate signed by one of these
-    CAs; ``peer_certificate``/``peer_key`` are what this node presents to other nodes, and
-    ``peer_cas`` what their server certificates are verified against (default: ``clientcas``)."""
-
-    certificate: str | None = None
-    key: str | None = None
-    minimumtls: str = "tls1.2"
-    clientcas: tuple[str, ...] = ()
-    peer_certificate: str | None = None
-    peer_key: str | None = None
-    peer_cas: tuple[str, ...] = ()
-
-    @property
-    def enabled(self) -> bool:
-        return self.certificate is not None
 
 
 @dataclass(frozen=True)
@@ -203,11 +177,6 @@ def _no_blob_limit(v: Any) -> int:
     return 0
 
 
-def as_existing_files(v: Any) -> tuple[str, ...]:
-    """A list of existing files (one path is a list of one)."""
-    return tuple(as_existing_file(p) for p in as_str_list(v))
-
-
 EDGE_SCHEMA: dict[str, Any] = {
     "listen": Leaf(as_addr),
     "advertise": Leaf(as_url),
@@ -227,77 +196,10 @@ EDGE_SCHEMA: dict[str, Any] = {
         "max_blob_bytes": Leaf(_no_blob_limit),
     },
     "metrics": {"enabled": BOOL, "listen": Leaf(as_addr), "path": Leaf(as_metrics_path)},
-    "auth": {"htpasswd": {"realm": STR, "path": Leaf(as_existing_file)}},
-    "tls": {
-        "certificate": Leaf(as_existing_file),
-        "key": Leaf(as_existing_file),
-        "minimumtls": Leaf(one_of("tls1.2", "tls1.3")),
-        "clientcas": Leaf(as_existing_files),
-        "peer": {
-            "certificate": Leaf(as_existing_file),
-            "key": Leaf(as_existing_file),
-            "cas": Leaf(as_existing_files),
-        },
-    },
+    "auth": EDGE_AUTH_SCHEMA,
+    "tls": EDGE_TLS_SCHEMA,
     "policies": EDGE_POLICIES_SCHEMA,
 }
-
-
-def _edge_tls(g: Any) -> EdgeTLSConfig:
-    """``tls`` checked: certificate and key together, a peer identity when peers must show
-    one. Raises ConfigError naming the key."""
-    tls = EdgeTLSConfig(
-        certificate=g("tls.certificate"),
-        key=g("tls.key"),
-        minimumtls=g("tls.minimumtls", "tls1.2"),
-        clientcas=tuple(g("tls.clientcas", ())),
-        peer_certificate=g("tls.peer.certificate"),
-        peer_key=g("tls.peer.key"),
-        peer_cas=tuple(g("tls.peer.cas", ())) or tuple(g("tls.clientcas", ())),
-    )
-    if (tls.certificate is None) != (tls.key is None):
-        raise ConfigError(
-            "tls.key: 'tls.certificate' and 'tls.key' must be given together", key="tls.key"
-        )
-    if (tls.peer_certificate is None) != (tls.peer_key is None):
-        raise ConfigError(
-            "tls.peer.key: 'tls.peer.certificate' and 'tls.peer.key' must be given together",
-            key="tls.peer.key",
-        )
-    if tls.clientcas and not tls.enabled:
-        raise ConfigError(
-            "tls.clientcas: client certificates need 'tls.certificate' and 'tls.key'",
-            key="tls.clientcas",
-        )
-    if tls.clientcas and tls.peer_certificate is None:
-        raise ConfigError(
-            "tls.peer.certificate: required with 'tls.clientcas' (nodes of the region show "
-            "a client certificate to each other's peer endpoint)",
-            key="tls.peer.certificate",
-        )
-    return tls
-
-
-def _edge_auth(g: Any, upstreams: tuple[UpstreamConfig, ...]) -> EdgeAuthConfig:
-    """``auth.htpasswd`` checked (bcrypt entries only, line named). Raises ConfigError."""
-    path = g("auth.htpasswd.path")
-    if g("auth.htpasswd") is not None and path is None:
-        raise ConfigError("auth.htpasswd.path: required", key="auth.htpasswd.path")
-    if path is None:
-        return EdgeAuthConfig()
-    from regcore.auth.htpasswd import HtpasswdError, read_entries
-
-    try:
-        read_entries(path)
-    except (HtpasswdError, OSError) as exc:
-        raise ConfigError(f"auth.htpasswd.path: {exc}", key="auth.htpasswd.path") from None
-    if all(u.private or u.auth is not None for u in upstreams):
-        raise ConfigError(
-            "auth.htpasswd: every upstream is private or in token mode; edge users would "
-            "guard nothing",
-            key="auth.htpasswd",
-        )
-    return EdgeAuthConfig(htpasswd_path=path, realm=g("auth.htpasswd.realm", "quayside-edge"))
 
 
 _EDGE_ENV = EnvIndex(EDGE_SCHEMA, [("QUAYSIDE_EDGE_", ())], strict_prefix="QUAYSIDE_EDGE_")
@@ -364,7 +266,7 @@ def load_edge_config(
         raise ConfigError(
             "metrics.listen: conflicts with metrics.enabled: false", key="metrics.listen"
         )
-    tls = _edge_tls(g)
+    tls = edge_tls_config(g)
     if advertise is None:
         host, port = split_hostport(listen)
         if host in ("", "0.0.0.0", "::"):
@@ -395,7 +297,7 @@ def load_edge_config(
         metrics_enabled=metrics_enabled,
         metrics_listen=metrics_listen,
         metrics_path=g("metrics.path", "/metrics"),
-        auth=_edge_auth(g, upstreams),
+        auth=edge_auth_config(g, upstreams),
         tls=tls,
         policies=policies_config(g, "policies"),
     )

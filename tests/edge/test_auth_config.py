@@ -1,5 +1,6 @@
-"""The edge's access-control and TLS keys: every accepted key does what it says, everything
-else stops start-up with the key named."""
+"""The edge's access-control and TLS keys (edge/accessconfig.py, upstreams' ``auth`` in
+edge/upstreamconfig.py): every accepted key does what it says, everything else stops start-up
+with the key named."""
 
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edge.accessconfig import EdgeTLSConfig
 from edge.authtls import peer_client_context
-from edge.config import EdgeTLSConfig
 from edge.peers import PeerSource
 from harness import skopeo
 from harness.authclients import source_request
