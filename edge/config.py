@@ -52,8 +52,8 @@ from regcore.configvalues import (
     log_config,
     split_hostport,
 )
-from regcore.logging import redact_url
 from regcore.policyconfig import EDGE_POLICIES_SCHEMA, PoliciesConfig, policies_config
+from regcore.redaction import redact_url
 
 __all__ = [
     "EDGE_SCHEMA",

@@ -13,7 +13,7 @@ tests/harness/test_skopeo.py pins it):
   skopeo 1.9's ``oci:`` source only resolves tags on OCI-typed descriptors and fails with
   ``no descriptor found for reference "TAG"``.
 - Docker schema2 manifests and Docker manifest lists go out unchanged from skopeo's ``dir:``
-  format instead (:func:`harness.images.write_dir`; ``dir:`` guesses the type from the bytes).
+  format instead (:func:`harness.layouts.write_dir`; ``dir:`` guesses the type from the bytes).
   :func:`push` picks the right source for an :mod:`harness.images` item.
 - ``docker:// -> oci:DIR`` converts Docker schema2 (and lists) to OCI: new digests. With
   ``--preserve-digests`` skopeo instead writes the Docker manifest unchanged into the layout
@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.images import Image, ImageIndex, write_dir, write_layout
+from harness.images import Image, ImageIndex
+from harness.layouts import write_dir, write_layout
 from harness.procs import CommandError
 
 SKOPEO_BIN = "skopeo"

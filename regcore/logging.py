@@ -7,11 +7,12 @@
 
 Fields passed with ``extra=`` become keys of the object. :class:`RedactingFilter` (attached to the
 handler, so it sees records from every logger) rewrites the message and string extras through
-:func:`redact`: URL credentials, ``Authorization:`` values, ``Bearer``/``Basic`` tokens,
-``password=``/``token=``-style parameters and signed-URL signatures become ``***``.
+:func:`regcore.redaction.redact`: URL credentials, ``Authorization:`` values,
+``Bearer``/``Basic`` tokens, ``password=``/``token=``-style parameters and signed-URL
+signatures become ``***``.
 :class:`JSONAccessLogger` is aiohttp's ``access_log_class`` for the same format.
 
-Cost: the access log runs once per request, so it is built to be cheap. :func:`redact` first
+Cost: the access log runs once per request, so it is built to be cheap. ``redact`` first
 checks (without a regex) whether the text could hold any secret it masks and returns it
 unchanged when not; the access logger redacts its few fields itself, hands one pre-redacted
 record to the handlers (no ``findCaller`` stack walk) and marks it so the filter does not redact
@@ -23,18 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+from regcore.redaction import redact, redact_query, redact_value
 
 __all__ = [
     "JSONAccessLogger",
@@ -42,53 +43,8 @@ __all__ = [
     "JSONFormatter",
     "RedactingFilter",
     "TextFormatter",
-    "redact",
-    "redact_headers",
-    "redact_url",
     "setup_logging",
 ]
-
-MASK = "***"
-
-SENSITIVE_PARAMS = frozenset(
-    {
-        "access_token",
-        "token",
-        "refresh_token",
-        "password",
-        "passwd",
-        "secret",
-        "client_secret",
-        "api_key",
-        "apikey",
-        "key",
-        "sig",
-        "signature",
-        "x-amz-signature",
-        "x-amz-credential",
-        "x-amz-security-token",
-        "x-goog-signature",
-        "x-goog-credential",
-        "auth",
-        "authorization",
-        "code",
-    }
-)
-SENSITIVE_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-registry-auth"}
-)
-
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]*(?::[^/\s@]*)?@")
-_AUTH_HEADER = re.compile(
-    r"(?i)\b(?P<name>(?:proxy-)?authorization|x-registry-auth|cookie)(?P<sep>\"?\s*[:=]\s*\"?)"
-    r"(?:(?P<scheme>bearer|basic|token)\s+)?[^\s\",;]+"
-)
-_SCHEME_TOKEN = re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
-_PARAM = re.compile(
-    r"(?i)(?P<name>\b(?:access_token|refresh_token|token|password|passwd|secret|client_secret|"
-    r"api_?key|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|"
-    r"x-goog-signature|x-goog-credential))(?P<sep>\"?\s*[=:]\s*\"?)[^\s&\",;]+"
-)
 
 # A record attribute holding the access log's (already redacted) fields; see JSONAccessLogger.
 _ACCESS = "_quayside_access"
@@ -97,96 +53,6 @@ _RESERVED = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "taskName", _ACCESS}
 )
-
-
-def _may_hold_secret(text: str) -> bool:
-    """False only when none of the patterns :func:`redact` applies can match ``text``.
-
-    Each pattern needs ``://``, a header name (``authorization``, ``x-registry-auth``,
-    ``cookie``), a scheme (``bearer``, ``basic``) or a parameter name (all contain ``token``,
-    ``passw``, ``secret``, ``apikey``/``api_key``, ``sig`` or ``credential``), matched without
-    case. For ASCII text ``str.lower`` is exactly that case folding; other text (where regex
-    case folding also maps e.g. U+017F to ``s``) is always treated as a candidate.
-    """
-    if not text.isascii():
-        return True
-    t = text.lower()
-    return (
-        "://" in t
-        or "auth" in t
-        or "cookie" in t
-        or "bearer" in t
-        or "basic" in t
-        or "token" in t
-        or "passw" in t
-        or "secret" in t
-        or "apikey" in t
-        or "api_key" in t
-        or "sig" in t
-        or "credential" in t
-    )
-
-
-def redact(text: str) -> str:
-    """Mask credentials in free text: URL userinfo, auth headers, tokens, secret parameters.
-
-    Idempotent; text without secrets is returned unchanged (cheaply, see :func:`_may_hold_secret`).
-    """
-    if not text or not _may_hold_secret(text):
-        return text
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    text = _AUTH_HEADER.sub(
-        lambda m: f"{m['name']}{m['sep']}{m['scheme'] + ' ' if m['scheme'] else ''}{MASK}", text
-    )
-    text = _SCHEME_TOKEN.sub(lambda m: f"{m['scheme']} {MASK}", text)
-    return _PARAM.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", text)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo password and with sensitive query values masked.
-
-    ``https://u:p@h/x?token=abc&n=1`` -> ``https://u:***@h/x?token=***&n=1``. Input that does not
-    parse as a URL goes through :func:`redact` instead.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_pw, _ = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{hostport}" if has_pw else f"{MASK}@{hostport}"
-    query = _redact_query(parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _redact_query(query: str) -> str:
-    if not query:
-        return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(k.lower() in SENSITIVE_PARAMS for k, _ in pairs):
-        return query
-    return "&".join(
-        f"{quote(k, safe='')}={MASK if k.lower() in SENSITIVE_PARAMS else quote(v, safe='')}"
-        for k, v in pairs
-    )
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Copy of ``headers`` with credential-bearing values (Authorization, Cookie...) masked."""
-    return {k: (MASK if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {
-            k: (MASK if str(k).lower() in SENSITIVE_HEADERS else _redact_value(v))
-            for k, v in value.items()
-        }
-    return value
 
 
 class RedactingFilter(logging.Filter):
@@ -207,7 +73,7 @@ class RedactingFilter(logging.Filter):
         record.args = None
         for key, value in list(record.__dict__.items()):
             if key not in _RESERVED:
-                record.__dict__[key] = _redact_value(value)
+                record.__dict__[key] = redact_value(value)
         return True
 
 
@@ -379,7 +245,7 @@ class JSONAccessLogger(AbstractAccessLogger):
         path = url.path
         query = url.raw_query_string
         if query:
-            path += "?" + _redact_query(query)
+            path += "?" + redact_query(query)
         method = request.method
         status = response.status
         remote = request.remote

@@ -17,7 +17,7 @@ import time
 
 from bench import stopping
 from bench.dataset import BlobRef
-from bench.loadgen import JobResult
+from bench.loadjob import JobResult
 from bench.params import MiB, Params
 from bench.relayfloor import relay_floor
 from bench.results import HIGHER, LOWER, Metric, ScenarioRecord

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.dataset import BlobRef, Dataset, WanDataset
-from bench.loadgen import FetchJob, JobResult, LoadGenerator
+from bench.loadgen import LoadGenerator
+from bench.loadjob import FetchJob, JobResult
 from bench.machine import wait_quiet
 from bench.params import Params
 from bench.results import Metric, ScenarioRecord

@@ -21,7 +21,7 @@ import math
 import time
 
 from bench.dataset import MANIFEST_ACCEPT, ImageRef
-from bench.loadgen import FetchJob, JobResult
+from bench.loadjob import FetchJob, JobResult
 from bench.results import HIGHER, LOWER, NEUTRAL, Metric, ScenarioRecord
 from bench.scenarios.context import Budget, RunContext, Scenario, WanContext
 from bench.scenarios.wan import wan

@@ -26,7 +26,7 @@ from quayside.doctor.results import Result
 from regcore import USER_AGENT, errors
 from regcore.client import RegistryClient, parse_challenges
 from regcore.client.auth import may_send_credentials
-from regcore.logging import redact_url
+from regcore.redaction import redact_url
 
 if TYPE_CHECKING:
     from quayside.doctor.setup import EdgeConfig, UpstreamConfig

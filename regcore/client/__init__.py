@@ -2,9 +2,9 @@
 
 Modules: :mod:`.registry` (``RegistryClient``, the API), :mod:`.stream` (resumable blob
 downloads), :mod:`.uploads` (push side), :mod:`.exchange` (requests, status check, bounded
-body reads), :mod:`.transport` (auth, redirects, retries, timeouts), :mod:`.auth`
-(challenges, scopes, token cache, where credentials may go), :mod:`.status` (HTTP status →
-:mod:`regcore.errors`).
+body reads), :mod:`.transport` (auth, redirects, retries, timeouts), :mod:`.authorizer`
+(the ``Authorization`` a transport sends, token fetches), :mod:`.auth` (challenges, scopes,
+token cache, where credentials may go), :mod:`.status` (HTTP status → :mod:`regcore.errors`).
 """
 
 from __future__ import annotations

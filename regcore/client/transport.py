@@ -10,6 +10,7 @@ caller maps it with :func:`regcore.client.status.error_for`) and guarantees:
   (single flight); the request is retried once with the fresh token. A ``Basic`` challenge
   is answered with the configured credentials. After that, a 401 is returned as is.
   Once the upstream is known to use Bearer, tokens are fetched *before* the request.
+  The header to send is decided by :class:`regcore.client.authorizer.Authorizer`.
 * **Redirects** are never followed by aiohttp; up to ``max_redirects`` hops are followed
   here, ``Authorization`` is stripped for any hop to another origin (CDNs, signed URLs).
 * **TLS.** With ``tls`` (:class:`regcore.tlsclient.ClientTLSContexts`), ``https`` hops to the
@@ -35,12 +36,9 @@ caller maps it with :func:`regcore.client.status.error_for`) and guarantees:
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import json
 import random
 from collections.abc import Callable, Iterable, Mapping
-from functools import partial
 from typing import Any
 
 import aiohttp
@@ -48,22 +46,14 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from regcore import USER_AGENT, errors
-from regcore.client.auth import (
-    Challenge,
-    TokenCache,
-    may_send_credentials,
-    merge_scopes,
-    parse_challenges,
-    same_origin,
-    token_from_response,
-)
-from regcore.client.status import error_for, redact, retry_after_seconds, tls_failure
+from regcore.client.auth import TokenCache, same_origin
+from regcore.client.authorizer import Authorizer
+from regcore.client.status import redact, retry_after_seconds, tls_failure
 from regcore.tlsclient import ClientTLSContexts
 
 RequestHook = Callable[[str, str, int], None]
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_TOKEN_BODY_LIMIT = 1 << 20
 _INLINE_BODY_LIMIT = 512 * 1024
 
 
@@ -95,9 +85,6 @@ class Transport:
             raise ValueError("base_url must be an absolute http(s) URL")
         self._session = session
         self._owns_session = session is None
-        self._basic = basic_header(username, password or "") if username is not None else None
-        self._username = username
-        self._static = f"Bearer {token}" if token else None
         self.timeout = aiohttp.ClientTimeout(
             total=None,
             connect=connect_timeout,
@@ -111,12 +98,21 @@ class Transport:
         self.max_redirects = max_redirects
         self.user_agent = user_agent
         self.on_request = on_request
-        self.tokens = token_cache if token_cache is not None else TokenCache()
-        self._scheme: str | None = None  # "bearer" / "basic" once the upstream told us
-        self._bearer: Challenge | None = None
-        self._inflight: dict[tuple[str, ...], asyncio.Task[str]] = {}
+        self._auth = Authorizer(
+            self.base,
+            self._with_retries,
+            username=username,
+            password=password,
+            token=token,
+            token_cache=token_cache,
+        )
         self._random = random.Random()
         self.tls = tls
+
+    @property
+    def tokens(self) -> TokenCache:
+        """The bearer token cache (the one given as ``token_cache``, if any)."""
+        return self._auth.tokens
 
     # -- session ------------------------------------------------------------------------
 
@@ -133,9 +129,7 @@ class Transport:
 
     async def close(self) -> None:
         """Cancel token fetches in flight; close the session if this transport created it."""
-        for task in list(self._inflight.values()):
-            task.cancel()
-        self._inflight.clear()
+        self._auth.close()
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -168,14 +162,14 @@ class Transport:
         replayable = data is None or isinstance(data, (bytes, bytearray, memoryview, str))
         base_headers = CIMultiDict(headers or {})
         base_headers.setdefault("Accept-Encoding", "identity")
-        auth = await self._authorization(scopes)
+        auth = await self._auth.authorization(scopes)
         resp = await self._with_retries(
             method, url, base_headers, data, auth, self.base, idempotent
         )
         if resp.status != 401 or not same_origin(resp.url, self.base) or not replayable:
             return resp
         try:
-            retry_auth = await self._answer_challenge(resp, scopes, used=auth)
+            retry_auth = await self._auth.answer_challenge(resp, scopes, used=auth)
         except BaseException:
             resp.release()
             raise
@@ -295,105 +289,6 @@ class Transport:
         if self.on_request is not None:
             self.on_request(method, redact(url), status)
 
-    # -- authentication --------------------------------------------------------------------
-
-    async def _authorization(self, scopes: tuple[str, ...]) -> str | None:
-        """What to send before any challenge: static token, Basic, or a cached/fresh Bearer."""
-        if self._static is not None:
-            return self._static
-        if self._scheme == "basic":
-            return self._basic
-        if self._scheme == "bearer" and self._bearer is not None:
-            return "Bearer " + await self._token(self._bearer, scopes)
-        return None
-
-    async def _answer_challenge(
-        self, resp: aiohttp.ClientResponse, scopes: tuple[str, ...], *, used: str | None
-    ) -> str | None:
-        """The ``Authorization`` to retry a 401 with, or ``None`` when retrying is pointless."""
-        if self._static is not None:
-            return None
-        challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
-        bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
-        if bearer is not None:
-            self._scheme, self._bearer = "bearer", bearer
-            want = merge_scopes(scopes, bearer.scopes)
-            stale = used[len("Bearer ") :] if used and used.startswith("Bearer ") else None
-            if stale is not None:  # the token we sent was refused: forget it (only it)
-                for key_scopes in {scopes, want}:
-                    self.tokens.invalidate(self._token_key(bearer, key_scopes), stale)
-            token = await self._token(bearer, want, alias=scopes)
-            if used == "Bearer " + token:
-                return None
-            return "Bearer " + token
-        if any(c.scheme == "basic" for c in challenges) and self._basic is not None:
-            self._scheme = "basic"
-            return None if used == self._basic else self._basic
-        return None
-
-    def _token_key(self, challenge: Challenge, scopes: tuple[str, ...]) -> tuple[str, ...]:
-        return (str(self.base), challenge.realm or "", challenge.service or "", *sorted(scopes))
-
-    async def _token(
-        self, challenge: Challenge, scopes: tuple[str, ...], *, alias: tuple[str, ...] | None = None
-    ) -> str:
-        """A cached token for ``scopes`` or one fetched (once, shared by concurrent callers)."""
-        key = self._token_key(challenge, scopes)
-        token = self.tokens.get(key)
-        if token is None:
-            task = self._inflight.get(key)
-            if task is None:
-                task = asyncio.get_running_loop().create_task(
-                    self._fetch_token(challenge, scopes, key)
-                )
-                self._inflight[key] = task
-                task.add_done_callback(partial(self._fetch_done, key))
-            token = await asyncio.shield(task)
-        if alias is not None and alias != scopes:
-            self.tokens.alias(key, self._token_key(challenge, alias))
-        return token
-
-    def _fetch_done(self, key: tuple[str, ...], task: asyncio.Task[str]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure is re-raised to every awaiting caller
-
-    async def _fetch_token(
-        self, challenge: Challenge, scopes: tuple[str, ...], key: tuple[str, ...]
-    ) -> str:
-        realm = URL(challenge.realm or "")
-        if not realm.is_absolute() or realm.scheme not in ("http", "https"):
-            raise errors.UpstreamUnavailable("token realm is not an absolute http(s) URL")
-        query: list[tuple[str, str]] = []
-        if challenge.service:
-            query.append(("service", challenge.service))
-        query.extend(("scope", s) for s in scopes)
-        auth = None
-        if self._basic is not None and may_send_credentials(self.base, realm):
-            auth = self._basic
-            if self._username:
-                query.append(("account", self._username))
-        url = realm.extend_query(query) if query else realm
-        headers = CIMultiDict({"Accept": "application/json", "Accept-Encoding": "identity"})
-        resp = await self._with_retries("GET", url, headers, None, auth, realm, True)
-        async with resp:
-            if resp.status != 200:
-                body = await resp.content.read(64 * 1024)
-                raise error_for(
-                    resp.status, "token", method="GET", url=realm, headers=resp.headers, body=body
-                )
-            body = await resp.content.read(_TOKEN_BODY_LIMIT)
-        try:
-            parsed = token_from_response(json.loads(body))
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise errors.UpstreamUnavailable(f"token service {redact(realm)} returned no token")
-        token, expires_in = parsed
-        self.tokens.put(key, token, float(expires_in))
-        return token
-
 
 def _fresh_body(data: Any) -> Any:
     """Large byte bodies go as a fresh BytesIO per send (aiohttp warns about big bytes and a
@@ -401,8 +296,3 @@ def _fresh_body(data: Any) -> Any:
     if isinstance(data, (bytes, bytearray, memoryview)) and len(data) > _INLINE_BODY_LIMIT:
         return io.BytesIO(data)
     return data
-
-
-def basic_header(username: str, password: str) -> str:
-    """``Basic base64(user:password)``."""
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()

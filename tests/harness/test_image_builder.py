@@ -18,14 +18,11 @@ from harness.images import (
     OCI_MANIFEST,
     REF_NAME,
     MiB,
-    layout_tags,
     make_image,
     make_index,
     make_layer,
-    read_layout_blob,
-    write_dir,
-    write_layout,
 )
+from harness.layouts import layout_tags, read_layout_blob, write_dir, write_layout
 
 
 def test_layer_is_deterministic_and_really_that_big() -> None:

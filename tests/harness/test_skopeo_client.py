@@ -9,14 +9,8 @@ import pytest
 
 from harness import skopeo
 from harness.fixtures import ImageFactory
-from harness.images import (
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    layout_tags,
-    write_layout,
-)
+from harness.images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from harness.layouts import layout_tags, write_layout
 from harness.registry import DockerRegistry
 
 

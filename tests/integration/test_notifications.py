@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from harness import skopeo
 from harness.fixtures import ImageFactory
-from harness.images import Image, KiB, write_layout
+from harness.images import Image, KiB
+from harness.layouts import write_layout
 from harness.procs import wait_until
 from harness.servers import OriginProcess
 from quayside.cli import certs as certs_cli

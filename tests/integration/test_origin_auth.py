@@ -61,7 +61,7 @@ class Stack:
         self.audit_path = self.root / "quayside" / "audit.log"
         self.image = make_image(layer_sizes=(64 * 1024,), seed=81)
         self.layout = tmp / "layout"
-        from harness.images import write_layout
+        from harness.layouts import write_layout
 
         write_layout(self.layout, {"v1": self.image})
 

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from harness.authclients import skopeo, skopeo_login
 from harness.edgeorigin import request
-from harness.images import make_image, write_layout
+from harness.images import make_image
+from harness.layouts import write_layout
 from harness.servers import OriginProcess
 from harness.tlsprobe import GO_MESSAGE, listen_backlog, probe
 from quayside.cli import certs as certs_cli

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from harness.authclients import basic_header, skopeo, skopeo_login
-from harness.images import make_image, write_layout
+from harness.images import make_image
+from harness.layouts import write_layout
 from harness.ports import free_port
 from harness.registry import DockerRegistry, TokenAuth
 from harness.servers import OriginProcess

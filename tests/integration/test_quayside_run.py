@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import images, skopeo
+from harness import images, layouts, skopeo
 
 
 def _read_urls(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:
@@ -108,14 +108,14 @@ def test_quayside_run_starts_origin_and_edge_that_push_and_pull(tmp_path: Path) 
         origin, edge = _read_urls(proc)
         img = images.make_image(layer_sizes=(1 << 20, 200_000), seed=4242)
         layout = tmp_path / "layout"
-        images.write_layout(layout, {"1.0": img})
+        layouts.write_layout(layout, {"1.0": img})
         skopeo.push_layout(layout, "1.0", origin.split("//")[1], "team/app")
         edge_host = edge.split("//")[1]
         assert skopeo.inspect_raw(f"docker://{edge_host}/team/app:1.0") == img.manifest
         pulled = tmp_path / "pulled"
         skopeo.pull_to_layout(edge_host, "team/app", "1.0", pulled)
         for layer in img.layers:
-            assert images.read_layout_blob(pulled, layer.digest) == layer.data
+            assert layouts.read_layout_blob(pulled, layer.digest) == layer.data
         # data landed where the README says: a registry:2 root and an edge cache
         assert (
             data / "origin" / "docker" / "registry" / "v2" / "repositories" / "team" / "app"
@@ -149,13 +149,13 @@ def test_banner_offline_example_pushes_and_pulls_as_printed(tmp_path: Path) -> N
         for cmd in skopeo_cmds:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             assert out.returncode == 0, out.stderr
-        demo = images.layout_tags(data / "demo-image")["latest"]
-        pulled = images.layout_tags(data / "pulled")["1.0"]
+        demo = layouts.layout_tags(data / "demo-image")["latest"]
+        pulled = layouts.layout_tags(data / "pulled")["1.0"]
         assert pulled["digest"] == demo["digest"]
-        manifest = json.loads(images.read_layout_blob(data / "pulled", pulled["digest"]))
+        manifest = json.loads(layouts.read_layout_blob(data / "pulled", pulled["digest"]))
         for blob in (manifest["config"], *manifest["layers"]):
-            assert images.read_layout_blob(data / "pulled", blob["digest"]) == (
-                images.read_layout_blob(data / "demo-image", blob["digest"])
+            assert layouts.read_layout_blob(data / "pulled", blob["digest"]) == (
+                layouts.read_layout_blob(data / "demo-image", blob["digest"])
             )
         assert any((data / "edge").rglob("data"))  # served through the edge's cache
     finally:

@@ -25,7 +25,8 @@ from aiohttp import web
 from click.testing import CliRunner, Result
 
 from harness import skopeo
-from harness.images import Image, Layer, make_image, write_layout
+from harness.images import Image, Layer, make_image
+from harness.layouts import write_layout
 from harness.servers import OriginProcess
 from quayside.cli import scan as scan_cli
 from regcore.auth.htpasswd import hash_password, write_entries

@@ -10,7 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from harness import images, skopeo
+from harness import images, layouts, skopeo
 from quayside.demoimage import GREETING, host_architecture, write_demo_layout
 
 
@@ -19,14 +19,14 @@ def test_layout_is_a_valid_image_for_this_machine(tmp_path: Path) -> None:
     info = json.loads(skopeo.run(["inspect", f"oci:{tmp_path / 'layout'}:latest"]))
     assert info["Digest"] == image.digest
     assert info["Os"] == "linux" and info["Architecture"] == host_architecture()
-    manifest = json.loads(images.read_layout_blob(tmp_path / "layout", image.digest))
+    manifest = json.loads(layouts.read_layout_blob(tmp_path / "layout", image.digest))
     assert len(manifest["layers"]) == 1
-    layer = images.read_layout_blob(tmp_path / "layout", manifest["layers"][0]["digest"])
+    layer = layouts.read_layout_blob(tmp_path / "layout", manifest["layers"][0]["digest"])
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
         member = tar.extractfile("hello.txt")
         assert member is not None and member.read() == GREETING
     for blob in (manifest["config"], *manifest["layers"]):
-        data = images.read_layout_blob(tmp_path / "layout", blob["digest"])
+        data = layouts.read_layout_blob(tmp_path / "layout", blob["digest"])
         assert images.sha256_digest(data) == blob["digest"] and len(data) == blob["size"]
 
 
@@ -36,7 +36,7 @@ def test_same_bytes_every_time_and_other_tags_kept(tmp_path: Path) -> None:
     assert first.digest == again.digest
     write_demo_layout(tmp_path / "a", "1.0")
     write_demo_layout(tmp_path / "a", "latest")  # rewriting a tag does not duplicate it
-    tags = images.layout_tags(tmp_path / "a")
+    tags = layouts.layout_tags(tmp_path / "a")
     assert sorted(tags) == ["1.0", "latest"]
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert len(index["manifests"]) == 2
@@ -52,4 +52,4 @@ def test_command_writes_and_prints_the_push(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"oci:{tmp_path / 'd'}:v1 docker://127.0.0.1:5000/team/app:1.0" in out.stdout
-    assert "v1" in images.layout_tags(tmp_path / "d")
+    assert "v1" in layouts.layout_tags(tmp_path / "d")

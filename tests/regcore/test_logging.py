@@ -11,14 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from regcore.logging import (
-    JSONAccessLogger,
-    RedactingFilter,
-    redact,
-    redact_headers,
-    redact_url,
-    setup_logging,
-)
+from regcore.logging import JSONAccessLogger, RedactingFilter, setup_logging
+from regcore.redaction import redact, redact_headers, redact_url
 
 
 @pytest.fixture
@@ -201,7 +195,7 @@ async def test_access_logger_writes_json_without_query_secrets(
 
 def _redact_every_pattern(text: str) -> str:
     """redact() without its fast path: every pattern applied."""
-    import regcore.logging as rl
+    import regcore.redaction as rl
 
     text = rl._URL_USERINFO.sub(lambda m: f"{m['scheme']}{rl.MASK}@", text)
     text = rl._AUTH_HEADER.sub(
