@@ -41,7 +41,7 @@ behind the window read the file (a slow client never holds the fill back for lon
 lets pieces go only up to its answer, and whatever else lets a piece go (a write, a piece
 complete, hold-back's end) the threads report, which retires again: so while a reader is
 still at the place ``need`` last answered, the call may be skipped, since what it would let
-go the next report does (:meth:`edge.fillstate.Fill._moved` skips it).
+go the next report does (:meth:`edge.fillplaces.ReaderPlaces._moved` skips it).
 
 A slot is reused only when its write thread, the hash thread and the loop are all done with
 it (three holds). ``on_progress(readable, written)`` runs on the loop as bytes arrive
