@@ -1,7 +1,7 @@
 """Reconcile of referrers: signatures, SBOMs and attestations of tagged images (``subject``).
 
-Such manifests are pushed by digest, so the tag walk of :meth:`origin.replicapush.TargetPusher.
-reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a time:
+Such manifests are pushed by digest, so the tag walk of :meth:`origin.replicareconcile.
+TargetReconciler.reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a time:
 
 - The roots are the repository's tagged manifests and the children of a tagged index that the
   repository holds. For each root, the local referrers (the origin's referrers index,
@@ -30,7 +30,7 @@ reconcile` never sees them; :class:`ReferrerSync` does, for one repository at a 
   lists nothing, where the origin has no referrers of the subject, is removed (an emptied
   index older versions left). Each index repaired is
   named in ``indexes_repaired`` (``repo:sha256-<hex>``, ``repo:sha512-<first 64 hex>``). Indexes of subjects the origin no
-  longer has are not reached by this walk: :meth:`~origin.replicapush.TargetPusher.reconcile`
+  longer has are not reached by this walk: :meth:`~origin.replicareconcile.TargetReconciler.reconcile`
   removes them with ``replicate_deletes``.
 - The repository filters are the caller's: referrers live in the repository of their subject,
   so a repository the target does not take is never walked.
@@ -54,7 +54,8 @@ from regcore.digest import Digest
 from regcore.storage.blobstore import FilesystemBlobStore
 
 if TYPE_CHECKING:
-    from origin.replicapush import ReconcileReport, TargetPusher
+    from origin.replicapush import TargetPusher
+    from origin.replicareconcile import ReconcileReport
 
 __all__ = ["MAX_DEPTH", "ReferrerSync"]
 

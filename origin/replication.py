@@ -28,6 +28,7 @@ referrers API or, without one, the referrers tag schema index the jobs maintain 
 ones removed. Each tag or referrer repaired is one audit line (action ``reconcile push``,
 ``reconcile delete``, ``reconcile push referrer``, ``reconcile delete referrer``, ``reconcile
 repair referrers index``) and one count of the drift metric.
+(One target's walk: :class:`~origin.replicareconcile.TargetReconciler`.)
 
 Observability: audit lines (action ``replicate``, actor ``system:replication``, ``reason``
 naming the target) for each job and reconcile repair; metrics ``quayside_origin_replication_
@@ -52,7 +53,8 @@ from origin.audit import AuditLog
 from origin.metrics import OriginMetrics
 from origin.notifications.queue import DiskQueue
 from origin.notifications.worker import QueueWorker
-from origin.replicapush import ReconcileReport, TargetPusher, matches
+from origin.replicapush import TargetPusher, matches
+from origin.replicareconcile import ReconcileReport, TargetReconciler
 from origin.snapshot import Progress
 from regcore import errors
 from regcore.background import cancel_and_wait
@@ -74,6 +76,7 @@ class _Target:
         self.config = config
         self.queue = queue
         self.pusher: TargetPusher | None = None
+        self.reconciler: TargetReconciler | None = None
         self.client: RegistryClient | None = None
         self.worker: QueueWorker | None = None
 
@@ -247,6 +250,7 @@ class Replicator:
             t.pusher = TargetPusher(
                 t.config, self.layout, t.client, on_blob=self._on_blob(t.config.name)
             )
+            t.reconciler = TargetReconciler(t.pusher)
             if workers:
                 t.worker = QueueWorker(
                     f"replication-{t.config.name}",
@@ -324,8 +328,8 @@ class Replicator:
             for t in self.targets:
                 if target is not None and t.config.name != target:
                     continue
-                assert t.pusher is not None, "open() first"
-                report = await t.pusher.reconcile(
+                assert t.reconciler is not None, "open() first"
+                report = await t.reconciler.reconcile(
                     repo_glob=repo_glob, dry_run=dry_run, progress=progress
                 )
                 reports.append(report)

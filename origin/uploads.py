@@ -3,9 +3,10 @@
 The handlers parse the request (``Content-Range``, ``?digest=``, ``?mount=&from=``), stream the
 body to the :class:`~origin.uploadsessions.Uploads` manager of the app and answer with
 ``Location`` (absolute, see :func:`origin.blobs.location`), ``Range`` and
-``Docker-Upload-UUID``. Sessions, their on-disk form and their guarantees are described in
-:mod:`origin.uploadsessions`; :class:`Uploads`, :func:`valid_upload_id` and :func:`range_value`
-are re-exported here.
+``Docker-Upload-UUID`` (:mod:`origin.uploadstatus`). Sessions, their on-disk form and their
+guarantees are described in :mod:`origin.uploadsessions`; :class:`Uploads` (from there),
+:func:`valid_upload_id` and :func:`range_value` (from :mod:`origin.uploadstatus`) are
+re-exported here.
 
 Guarantees (beyond the manager's):
 - A ``Content-Range`` (on a PATCH or on the closing PUT) that does not parse, does not
@@ -38,7 +39,8 @@ from aiohttp import hdrs, web
 
 from origin import state
 from origin.blobs import blob_path, location, request_name
-from origin.uploadsessions import Uploads, range_value, valid_upload_id
+from origin.uploadsessions import Uploads
+from origin.uploadstatus import range_error, range_value, session_headers, valid_upload_id
 from regcore import errors
 from regcore.digest import Digest
 from regcore.expectcontinue import defer_continue, send_continue
@@ -110,7 +112,7 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 def _upload_response(
     request: web.Request, status: int, name: str, upload_id: str, offset: int
 ) -> web.Response:
-    headers = _uploads(request).headers(name, upload_id, offset)
+    headers = session_headers(name, upload_id, offset)
     headers[hdrs.LOCATION] = location(request, headers[hdrs.LOCATION])
     return web.Response(status=status, headers=headers)
 
@@ -186,7 +188,7 @@ async def _chunk_range(
         return parse_content_range(header)
     except errors.RangeInvalid as err:
         offset = await uploads.offset(name, upload_id)
-        bad = uploads.range_error(name, upload_id, offset, str(err.detail))
+        bad = range_error(name, upload_id, offset, str(err.detail))
         _absolute_location(request, bad)
         raise bad from None
 

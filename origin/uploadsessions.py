@@ -24,7 +24,8 @@ Guarantees:
   is written (before any byte, when ``Content-Length``/``Content-Range`` announce the size),
   and the session is cancelled, its bytes dropped at once.
 - Upload ids are uuid4 (hex, or dashed as registry:2 writes them); anything else is
-  ``BLOB_UPLOAD_UNKNOWN`` and never reaches a path.
+  ``BLOB_UPLOAD_UNKNOWN`` and never reaches a path (:mod:`origin.uploadstatus`, which also
+  builds the ``Location``/``Range``/``Docker-Upload-UUID`` headers of a session).
 
 Errors: ``BLOB_UPLOAD_UNKNOWN`` (404), ``RANGE_INVALID`` (416, with the current ``Range``),
 ``DIGEST_INVALID`` (400), ``SIZE_INVALID`` (413 over ``quayside.limits.max_blob_bytes``).
@@ -36,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -44,13 +44,12 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import hdrs
-
 from origin.metrics import OriginMetrics
 from origin.quota import Quotas
 from origin.quotameter import NO_METER, Meter, UploadDenied
 from origin.repository import Repositories
 from origin.uploadchunks import announced_size, append_chunk, hash_file, range_misfit, write_atomic
+from origin.uploadstatus import UPLOAD_ID, range_error, valid_upload_id
 from origin.uploadtimes import rfc3339, stale_sessions
 from origin.writeguard import CommitHook, commit_scope
 from regcore import errors
@@ -61,25 +60,11 @@ from regcore.storage.layout import Layout
 
 log = logging.getLogger("quayside.origin.uploads")
 
-_ID_RE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
 
 @dataclass
 class _Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     hasher: Hasher | None = None  # sha256 of data[0:hasher.size]; None until known
-
-
-def valid_upload_id(upload_id: str) -> str:
-    """``upload_id`` if it is a uuid; raises BlobUploadUnknown otherwise."""
-    if not _ID_RE.fullmatch(upload_id or ""):
-        raise errors.BlobUploadUnknown(message="blob upload unknown to registry")
-    return upload_id
-
-
-def range_value(offset: int) -> str:
-    """The ``Range`` header for ``offset`` bytes received (``0-0`` when empty, as registry:2)."""
-    return f"0-{max(offset - 1, 0)}"
 
 
 class Uploads:
@@ -180,7 +165,7 @@ class Uploads:
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
             if (mismatch := range_misfit(offset, start, end, length)) is not None:
-                raise self.range_error(name, upload_id, offset, mismatch)
+                raise range_error(name, upload_id, offset, mismatch)
             announced = announced_size(offset, length, end)
             return await self._append_locked(sess, name, upload_id, offset, body, announced, None)
 
@@ -265,19 +250,6 @@ class Uploads:
             sess.hasher = h
         return h
 
-    def range_error(
-        self, name: str, upload_id: str, offset: int, detail: str
-    ) -> errors.RegistryError:
-        """A 416 RANGE_INVALID that tells the client where the upload stands."""
-        return errors.RangeInvalid(detail, headers=self.headers(name, upload_id, offset))
-
-    def headers(self, name: str, upload_id: str, offset: int) -> dict[str, str]:
-        return {
-            hdrs.LOCATION: f"/v2/{name}/blobs/uploads/{upload_id}",
-            hdrs.RANGE: range_value(offset),
-            "Docker-Upload-UUID": upload_id,
-        }
-
     async def finish(
         self,
         name: str,
@@ -298,7 +270,7 @@ class Uploads:
         async with sess.lock:
             offset = await self._locked_size(name, upload_id)
             if (mismatch := range_misfit(offset, start, end, length)) is not None:
-                raise self.range_error(name, upload_id, offset, mismatch)
+                raise range_error(name, upload_id, offset, mismatch)
             if body is not None:
                 announced = announced_size(offset, length, end)
                 offset = await self._append_locked(
@@ -395,7 +367,7 @@ class Uploads:
         Returns the (name, id) pairs purged (or that would be, with ``dryrun``)."""
         now = self.clock()
         stale = await asyncio.to_thread(
-            stale_sessions, self.layout.repositories, _ID_RE, now - older_than
+            stale_sessions, self.layout.repositories, UPLOAD_ID, now - older_than
         )
         purged = []
         for name, upload_id in stale:

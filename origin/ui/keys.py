@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from origin.ui.inventory import InventoryCache, InventorySource
+from origin.ui.inventory import InventorySource
+from origin.ui.inventorycache import InventoryCache
 from origin.ui.trust import TrustSource
 from origin.ui.viewer import UiAccess, Viewer
 
@@ -30,7 +31,7 @@ INVENTORY_SOURCE: web.AppKey[Any] = web.AppKey("origin_ui_inventory", object)
 class UiState:
     """What the UI's handlers share: access decisions and sessions, the origin's read-only
     flag, whether the origin serves TLS itself, its external host, the sources given to
-    ``install`` and the inventory cache (:class:`~origin.ui.inventory.InventoryCache`)."""
+    ``install`` and the inventory cache (:class:`~origin.ui.inventorycache.InventoryCache`)."""
 
     access: UiAccess
     readonly: bool

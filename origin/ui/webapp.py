@@ -37,7 +37,8 @@ from origin import state
 from origin.access import ACCESS
 from origin.ui import keys, routes
 from origin.ui.format import FILTERS, GLOBALS
-from origin.ui.inventory import DEFAULT_TTL, InventoryCache, InventorySource
+from origin.ui.inventory import InventorySource
+from origin.ui.inventorycache import DEFAULT_TTL, InventoryCache
 from origin.ui.render import PageError, render
 from origin.ui.session import SessionSigner, load_key
 from origin.ui.trust import TrustSource
