@@ -133,8 +133,7 @@ def _relay(
 ) -> str | None:
     """The timed part: every byte received once, hashed once (unless ``digest`` is None: then
     nothing is hashed and None returned), written once, sent once."""
-    algo = digest.split(":", 1)[0] if digest is not None else ""
-    h = hashlib.new(algo) if digest is not None else None
+    h = hashlib.new(digest.split(":", 1)[0]) if digest is not None else None
     piece = mmap.mmap(-1, PIECE)  # page-aligned, as O_DIRECT needs
     view = memoryview(piece)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -164,7 +163,7 @@ def _relay(
                 filled = 0
         if filled:  # the unaligned tail: an ordinary write
             os.pwrite(fd, view[:filled], done)
-        return f"{algo}:{h.hexdigest()}" if h is not None else None
+        return f"{h.name}:{h.hexdigest()}" if h is not None else None
     finally:
         if chunk is not None:
             chunk.release()

@@ -1,7 +1,7 @@
 """A real ``redis-server`` on a free loopback port, no persistence, in its own temp dir.
 
-Guarantees: :meth:`RedisServer.start` returns once the server answers ``PING`` (checked with a
-raw RESP round trip, no client library needed) or raises :class:`harness.procs.ProcessError`
+Guarantees: :meth:`RedisServer.start` returns once the server on its port is this child
+(``INFO server`` names its pid; a raw RESP round trip, no client library needed) or raises :class:`harness.procs.ProcessError`
 with the log tail; :meth:`close` stops it and removes the temp dir it created (the lifecycle is
 :class:`harness.service.Service`'s).
 """
